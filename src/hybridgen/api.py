@@ -1,0 +1,380 @@
+"""The SuperDuperAI editor API, sans I/O: configuration, URLs, headers, request and reply models.
+
+Nothing here touches the network. :mod:`hybridgen.transport` does the I/O with these pieces, and
+:mod:`hybridgen.emulator` serves the same shapes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import random
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._version import __version__
+from .errors import ConfigError, RequestError, TransientError
+
+__all__ = [
+    "GENERATE_IMAGE",
+    "FileStatus",
+    "ImageRequest",
+    "Config",
+    "file_path",
+    "parse_file",
+    "parse_file_list",
+    "parse_ws_message",
+    "subscribe_message",
+    "ws_path",
+]
+
+GENERATE_IMAGE: Final = "/api/v1/file/generate-image"
+USER_AGENT: Final = f"hybridgen/{__version__}"
+MAX_PROMPT_CHARS: Final = 4000
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-_.~+/=]+")
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,127}")
+
+
+def file_path(file_id: str) -> str:
+    """The path of one file's status: ``/api/v1/file/{file_id}``."""
+    return f"/api/v1/file/{file_id}"
+
+
+def ws_path(project_id: str) -> str:
+    """The path of a project's WebSocket: ``/api/v1/ws/project.{project_id}``."""
+    return f"/api/v1/ws/project.{project_id}"
+
+
+def subscribe_message(project_id: str) -> str:
+    """The JSON text sent right after the socket opens."""
+    return json.dumps({"type": "subscribe", "projectId": f"project.{project_id}"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.frozen
+class Secret:
+    """A string that never shows itself in reprs, logs or errors; ``reveal()`` gives it back."""
+
+    _value: str = attrs.field(repr=False)
+
+    def reveal(self) -> str:
+        """The secret text itself (only for the Authorization header)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def _check_url(url: str, allow_insecure: bool) -> str:
+    stripped = url.strip().rstrip("/")
+    if not stripped:
+        raise ConfigError(
+            "SUPERDUPERAI_URL", "is empty; set it to e.g. https://editor.superduperai.co"
+        )
+    if any(c.isspace() for c in stripped):
+        raise ConfigError("SUPERDUPERAI_URL", f"contains white space: {stripped!r}")
+    parts = urlsplit(stripped)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            "SUPERDUPERAI_URL",
+            f"must start with https:// (or http:// for a local server), got {stripped!r}",
+        )
+    if not parts.hostname:
+        raise ConfigError("SUPERDUPERAI_URL", f"has no host name: {stripped!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            "SUPERDUPERAI_URL", f"must be a base URL without ?query or #fragment: {stripped!r}"
+        )
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            "SUPERDUPERAI_URL",
+            f"uses plain http:// for a non-local host ({parts.hostname}); use https://, "
+            "or pass allow_insecure=True (HYBRIDGEN_ALLOW_INSECURE=1) if you really mean it",
+        )
+    return stripped
+
+
+def _as_secret(token: str | Secret) -> Secret:
+    return token if isinstance(token, Secret) else Secret(token)
+
+
+@attrs.frozen
+class Config:
+    """Where the API is and how to authenticate. The token never appears in reprs or errors."""
+
+    url: str
+    token: Secret = attrs.field(converter=_as_secret)
+    allow_insecure: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "url", _check_url(self.url, self.allow_insecure))
+        token = self.token.reveal()
+        if not token.strip():
+            raise ConfigError(
+                "SUPERDUPERAI_TOKEN", "is empty; set it to your SuperDuperAI API token"
+            )
+        if not _TOKEN_RE.fullmatch(token):
+            raise ConfigError(
+                "SUPERDUPERAI_TOKEN",
+                "has characters a bearer token cannot have (white space, quotes, ...); "
+                "copy it again without surrounding text",
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read ``SUPERDUPERAI_URL``, ``SUPERDUPERAI_TOKEN`` and ``HYBRIDGEN_ALLOW_INSECURE``."""
+        env = os.environ if env is None else env
+        url = env.get("SUPERDUPERAI_URL")
+        if url is None:
+            raise ConfigError(
+                "SUPERDUPERAI_URL",
+                "is not set; set it to the API's base URL (hybridgen's command line uses its "
+                "embedded emulator when it is unset)",
+            )
+        token = env.get("SUPERDUPERAI_TOKEN")
+        if token is None:
+            raise ConfigError(
+                "SUPERDUPERAI_TOKEN", "is not set; set it to your SuperDuperAI API token"
+            )
+        insecure = env.get("HYBRIDGEN_ALLOW_INSECURE", "").strip().lower() in ("1", "true", "yes")
+        return cls(url=url, token=token, allow_insecure=insecure)
+
+    def api_url(self, path: str) -> str:
+        """The full URL of an API path (``/api/v1/...``)."""
+        return f"{self.url}/{path.lstrip('/')}"
+
+    def ws_url(self, path: str) -> str:
+        """The full WebSocket URL of a path: ``http`` becomes ``ws``, ``https`` becomes ``wss``."""
+        base = "ws" + self.url[len("http") :]
+        return f"{base}/{path.lstrip('/')}"
+
+    def headers(self) -> dict[str, str]:
+        """Request headers: bearer auth, JSON content type and a User-Agent naming hybridgen."""
+        return {
+            "Authorization": f"Bearer {self.token.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+
+
+def _text(field: str, value: object, *, pattern: re.Pattern[str] = _NAME_RE) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise RequestError(field, f"must be a short name like 'comfyui/flux', got {value!r}")
+    return value
+
+
+def _validate_prompt(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise RequestError("prompt", f"must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise RequestError("prompt", "is empty; describe the image to generate")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise RequestError(
+            "prompt", f"has {len(value)} characters; the limit is {MAX_PROMPT_CHARS}, shorten it"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(
+            "prompt", f"cannot be sent as UTF-8 (character at index {exc.start}); remove it"
+        ) from None
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        raise RequestError("prompt", "contains control characters; remove them")
+
+
+def _validate_size(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 64 <= value <= 4096:
+        raise RequestError(
+            attribute.name, f"must be a whole number of pixels in 64..4096, got {value!r}"
+        )
+
+
+def _validate_seed(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+        raise RequestError("seed", f"must be a whole number in 0..2**53-1, got {value!r}")
+
+
+def _validate_project(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        raise RequestError("project_id", f"must be a UUID, got {value!r}") from None
+
+
+def _validate_batch(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4:
+        raise RequestError("batch_size", f"must be 1..4, got {value!r}")
+
+
+def _validate_aspect(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]{0,2}:[1-9][0-9]{0,2}", value):
+        raise RequestError("aspect_ratio", f"must look like '16:9', got {value!r}")
+
+
+def _validate_quality(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("hd", "full_hd"):
+        raise RequestError("quality", f"must be 'hd' or 'full_hd', got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ImageRequest:
+    """One image to generate. Every field is checked here, before any network I/O.
+
+    Invalid values raise :class:`~hybridgen.errors.RequestError` naming the field.
+    """
+
+    prompt: str = attrs.field(validator=_validate_prompt)
+    project_id: str = attrs.field(factory=lambda: str(uuid.uuid4()), validator=_validate_project)
+    model: str = attrs.field(default="comfyui/flux", validator=lambda i, a, v: _text("model", v))
+    style_name: str = attrs.field(
+        default="flux_watercolor", validator=lambda i, a, v: _text("style_name", v)
+    )
+    shot_size: str = attrs.field(
+        default="medium-shot", validator=lambda i, a, v: _text("shot_size", v)
+    )
+    seed: int = attrs.field(factory=lambda: random.randrange(2**40), validator=_validate_seed)
+    width: int = attrs.field(default=1024, validator=_validate_size)
+    height: int = attrs.field(default=1024, validator=_validate_size)
+    aspect_ratio: str = attrs.field(default="1:1", validator=_validate_aspect)
+    quality: str = attrs.field(default="hd", validator=_validate_quality)
+    batch_size: int = attrs.field(default=1, validator=_validate_batch)
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of ``POST /api/v1/file/generate-image``, as the SuperDuperAI client sends it."""
+        return {
+            "type": "media",
+            "template_name": None,
+            "project_id": self.project_id,
+            "style_name": self.style_name,
+            "config": {
+                "prompt": self.prompt,
+                "shot_size": self.shot_size,
+                "style_name": self.style_name,
+                "seed": str(self.seed),
+                "aspecRatio": self.aspect_ratio,  # sic: the API's old spelling, sent too
+                "aspect_ratio": self.aspect_ratio,
+                "batch_size": self.batch_size,
+                "entity_ids": [],
+                "generation_config_name": self.model,
+                "width": str(self.width),
+                "height": str(self.height),
+                "qualityType": self.quality,
+                "references": [],
+            },
+        }
+
+
+@attrs.frozen
+class FileStatus:
+    """What the server says about one file: from a poll, the start reply, or a socket message.
+
+    ``url`` is set when the result is ready; ``failed`` when the server reports the job failed
+    (its last task's status is ``error``); ``progress`` is a fraction in ``[0, 1]`` when known.
+    """
+
+    id: str
+    url: str | None = None
+    failed: bool = False
+    error: str | None = None
+    progress: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True when the result URL is there (an empty ``url`` does not count)."""
+        return bool(self.url)
+
+
+def _bad(what: str, detail: str) -> TransientError:
+    return TransientError(f"malformed {what} from the server: {detail}")
+
+
+def _fraction(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    fraction = value / 100 if value > 1 else value
+    return min(max(float(fraction), 0.0), 1.0)
+
+
+def parse_file(obj: object, what: str = "file object") -> FileStatus:
+    """Parse one file object (``GET /api/v1/file/{id}``); raise a typed error if malformed."""
+    if not isinstance(obj, dict):
+        raise _bad(what, f"expected a JSON object, got {type(obj).__name__}")
+    file_id = obj.get("id", obj.get("file_id"))
+    if not isinstance(file_id, str | int) or isinstance(file_id, bool) or str(file_id) == "":
+        raise _bad(what, "it has no 'id'")
+    url = obj.get("url")
+    if url is not None and not isinstance(url, str):
+        raise _bad(what, f"'url' must be a string or null, got {type(url).__name__}")
+    failed, error = False, None
+    tasks = obj.get("tasks")
+    if isinstance(tasks, list) and tasks and isinstance(tasks[-1], dict):
+        status = str(tasks[-1].get("status", "")).lower()
+        if status == "error":
+            failed = True
+            detail = tasks[-1].get("error") or tasks[-1].get("message")
+            error = str(detail)[:500] if detail else "the server reports the job failed"
+    return FileStatus(
+        id=str(file_id),
+        url=url or None,
+        failed=failed,
+        error=error,
+        progress=_fraction(obj.get("progress")),
+    )
+
+
+def parse_file_list(data: object) -> FileStatus:
+    """Parse the reply of the start request (a JSON list of file objects): the first file."""
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not data:
+        raise _bad("start reply", "expected a non-empty JSON list of file objects")
+    return parse_file(data[0], "start reply")
+
+
+def parse_ws_message(text: str | bytes) -> FileStatus | None:
+    """Parse one WebSocket message; ``None`` for messages that say nothing about a file.
+
+    ``file`` messages carry a file object (``object.url`` when done); ``render_progress``
+    messages carry ``object.progress`` (0..1 or 0..100) for ``object.id``/``object.file_id``.
+    Other types (``task``, ``data``, ``entity``, ``render_result``, unknown) give ``None``;
+    malformed JSON raises :class:`~hybridgen.errors.TransientError` for the caller to log.
+    """
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad("WebSocket message", f"not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _bad("WebSocket message", f"expected a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    obj = data.get("object")
+    if kind == "file":
+        return parse_file(obj, "WebSocket file message")
+    if kind == "render_progress" and isinstance(obj, dict):
+        file_id = obj.get("file_id", obj.get("id"))
+        fraction = _fraction(obj.get("progress"))
+        if (
+            isinstance(file_id, str | int)
+            and not isinstance(file_id, bool)
+            and fraction is not None
+        ):
+            return FileStatus(id=str(file_id), progress=fraction)
+        raise _bad("render_progress message", "it needs 'object.file_id' and a numeric 'progress'")
+    return None

@@ -1,0 +1,300 @@
+"""The trio driver: nursery tasks that do the I/O and feed a :class:`~hybridgen.core.Core`.
+
+One generation runs three tasks in its own nursery: the WebSocket listener, the job task (start
+request, then polls) and the timer loop that fires the WebSocket timeout and the deadline. They
+decide nothing: they ask the core. The generation ends by the policy's deadline whatever the server
+does, every task and socket is closed when it ends, and trio cancellation from outside moves it to
+``cancelled`` before the ``Cancelled`` exception travels on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Final
+
+import trio
+
+from .api import ImageRequest, parse_ws_message
+from .core import Core, Result
+from .errors import (
+    GenerationCancelled,
+    GenerationFailed,
+    PermanentError,
+    TransientError,
+    TransportError,
+)
+from .events import Event, EventStream, Hub, Subscriber, Transition
+from .machine import State
+from .policy import Policy
+from .transport import Transport
+
+__all__ = ["Client", "Generation", "Result"]
+
+log: Final = logging.getLogger("hybridgen.driver")
+
+
+class Generation:
+    """A handle on one running (or finished) generation.
+
+    Get one from ``await nursery.start(client.start, request)``. Read :attr:`state`, follow
+    :meth:`events`, :meth:`cancel` it, or ``await`` :meth:`wait` for its :class:`Result`.
+    """
+
+    __slots__ = ("_client_hub", "_finished", "_lot", "_ws_scope", "core", "history", "hub")
+
+    def __init__(self, gen_id: str, policy: Policy, client_hub: Hub) -> None:
+        now = trio.current_time()
+        self.core = Core(gen_id, policy, self._on_event, now, time.time() - now)
+        self.hub = Hub()
+        self.history: list[Transition] = []
+        self._client_hub = client_hub
+        self._lot = trio.lowlevel.ParkingLot()
+        self._finished = trio.Event()
+        self._ws_scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<Generation {self.id} {self.state}>"
+
+    @property
+    def id(self) -> str:
+        """This generation's id (local to hybridgen; the server's id is :attr:`file_id`)."""
+        return self.core.id
+
+    @property
+    def state(self) -> State:
+        """The current state."""
+        return self.core.state
+
+    @property
+    def file_id(self) -> str | None:
+        """The server's file id, once the start request returned."""
+        return self.core.file_id
+
+    def result(self) -> Result:
+        """The :class:`Result` (complete once the state is terminal)."""
+        return self.core.result()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for this generation's future events; returns an unsubscriber."""
+        return self.hub.subscribe(callback)
+
+    def events(self, max_buffer: int = 64) -> EventStream:
+        """An async iterator over this generation's events, from its first transition on.
+
+        Past transitions are replayed first, so a stream opened late still sees the whole path.
+        It ends after the terminal event (see :class:`~hybridgen.events.EventStream` for slow
+        readers).
+        """
+        stream = EventStream(max_buffer)
+        for event in self.history:
+            stream._put(event)
+        if not self.core.terminal:
+            self.hub._streams.append(stream)
+        return stream
+
+    def cancel(self, reason: str = "cancelled by the caller") -> None:
+        """Cancel the generation: it moves to ``cancelled`` now; its tasks close their sockets."""
+        self.core.cancel(reason, trio.current_time())
+
+    async def wait(self) -> Result:
+        """Wait for the terminal state and return the :class:`Result`, whatever the state."""
+        await self._finished.wait()
+        return self.core.result()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Transition):
+            self.history.append(event)
+        if self.hub:
+            self.hub.emit(event)
+        if self._client_hub:
+            self._client_hub.emit(event)
+        self._lot.unpark_all()
+        if self._ws_scope is not None and not self.core.wants_ws:
+            self._ws_scope.cancel()
+        if event.terminal:
+            self._finished.set()
+
+
+class Client:
+    """Runs generations against one server.
+
+    ``transport`` does the I/O (:class:`~hybridgen.transport.SuperDuperTransport` for the real
+    API, :class:`~hybridgen.testing.MemoryTransport` in tests); ``policy`` is the default
+    :class:`~hybridgen.policy.Policy` for every generation (each call may pass its own).
+    """
+
+    def __init__(self, transport: Transport, *, policy: Policy | None = None) -> None:
+        self.transport = transport
+        self.policy = policy if policy is not None else Policy.default()
+        self.hub = Hub()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.transport.aclose()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event of every generation of this client."""
+        return self.hub.subscribe(callback)
+
+    def events(self, max_buffer: int = 1024) -> EventStream:
+        """An async iterator over every generation's events from now on (until closed)."""
+        return self.hub.stream(max_buffer, follows=None)
+
+    async def generate(
+        self,
+        request: ImageRequest | str,
+        *,
+        policy: Policy | None = None,
+        on_event: Subscriber | None = None,
+    ) -> Result:
+        """Run one generation to its end and return its :class:`Result`.
+
+        ``request`` is an :class:`~hybridgen.api.ImageRequest` or just a prompt. Raises
+        :class:`~hybridgen.errors.GenerationFailed` if it fails (the result is on the error) and
+        :class:`~hybridgen.errors.GenerationCancelled` if it was cancelled through its handle.
+        """
+        request = _as_request(request)
+        gen = self._new(policy)
+        if on_event is not None:
+            gen.subscribe(on_event)
+        await self._drive(gen, request)
+        result = gen.result()
+        if result.state is State.DONE:
+            return result
+        if result.state is State.FAILED:
+            raise GenerationFailed(result)
+        raise GenerationCancelled(result)
+
+    async def start(
+        self,
+        request: ImageRequest | str,
+        *,
+        policy: Policy | None = None,
+        task_status: trio.TaskStatus[Generation] = trio.TASK_STATUS_IGNORED,
+    ) -> Result:
+        """Run one generation as a task: ``gen = await nursery.start(client.start, request)``.
+
+        The :class:`Generation` handle comes back before the start request is sent; the task
+        ends with the generation and returns its :class:`Result` (it does not raise on failure).
+        """
+        request = _as_request(request)
+        gen = self._new(policy)
+        task_status.started(gen)
+        await self._drive(gen, request)
+        return gen.result()
+
+    def _new(self, policy: Policy | None) -> Generation:
+        return Generation(uuid.uuid4().hex[:16], policy or self.policy, self.hub)
+
+    async def _drive(self, gen: Generation, request: ImageRequest) -> None:
+        core = gen.core
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ws_task, gen, request.project_id)
+                nursery.start_soon(self._job_task, gen, request)
+                while not core.terminal:
+                    with trio.move_on_at(core.next_timer()):
+                        await gen._lot.park()
+                    core.advance(trio.current_time())
+                nursery.cancel_scope.cancel()
+        except Exception as exc:
+            # A bug in a task or a transport must not escape as a crash of the caller's nursery.
+            log.exception("generation %s: internal error", core.id)
+            core.fail(f"internal error: {exc!r}", trio.current_time())
+        finally:
+            if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
+                core.cancel("cancelled by the caller", trio.current_time())
+
+    async def _job_task(self, gen: Generation, request: ImageRequest) -> None:
+        core, policy = gen.core, gen.core.policy
+        try:
+            with _bounded(core.deadline_at, policy.request_timeout):
+                file = await self.transport.start(request)
+        except (TransportError, trio.TooSlowError) as exc:
+            now = trio.current_time()
+            core.advance(now)  # at the deadline, the deadline is the reason
+            core.start_failed(_transport_error(exc, "start request"), now)
+            return
+        core.accepted(file, trio.current_time())
+        log.debug("generation %s: job accepted as file %s", core.id, file.id)
+        file_id = file.id
+        while not core.terminal:
+            if core.next_poll is None:
+                await gen._lot.park()
+                continue
+            await trio.sleep_until(core.next_poll)
+            now = trio.current_time()
+            if not core.poll_due(now):
+                continue
+            core.poll_sent(now)
+            try:
+                with _bounded(core.deadline_at, policy.request_timeout):
+                    file = await self.transport.poll(file_id)
+            except (TransportError, trio.TooSlowError) as exc:
+                error = _transport_error(exc, "poll")
+                log.debug("generation %s: poll failed: %s", core.id, error)
+                now = trio.current_time()
+                core.advance(now)
+                core.poll_error(error, now)
+            else:
+                core.poll_reply(file, trio.current_time())
+
+    async def _ws_task(self, gen: Generation, project_id: str) -> None:
+        core, policy = gen.core, gen.core.policy
+        while not core.terminal:
+            if core.ws_connect_at is None or not core.wants_ws:
+                await gen._lot.park()
+                continue
+            await trio.sleep_until(core.ws_connect_at)
+            if not core.wants_ws:
+                continue
+            reason = "the server closed the WebSocket"
+            with trio.CancelScope() as scope:
+                gen._ws_scope = scope
+                try:
+                    async with contextlib.AsyncExitStack() as stack:
+                        with _bounded(core.deadline_at, policy.request_timeout):
+                            messages = await stack.enter_async_context(
+                                self.transport.listen(project_id)
+                            )
+                        core.ws_up(trio.current_time())
+                        async for text in messages:
+                            try:
+                                file = parse_ws_message(text)
+                            except TransientError as exc:
+                                log.debug("generation %s: ignored a message: %s", core.id, exc)
+                                continue
+                            if file is not None:
+                                core.ws_message(file, trio.current_time())
+                except (TransportError, trio.TooSlowError) as exc:
+                    reason = str(_transport_error(exc, "WebSocket connect"))
+            gen._ws_scope = None
+            if scope.cancelled_caught:
+                continue
+            log.debug("generation %s: socket down: %s", core.id, reason)
+            core.ws_down(reason, trio.current_time())
+
+
+def _as_request(request: ImageRequest | str) -> ImageRequest:
+    return request if isinstance(request, ImageRequest) else ImageRequest(prompt=request)
+
+
+def _bounded(deadline: float, timeout: float) -> AbstractContextManager[trio.CancelScope]:
+    return trio.fail_at(min(deadline, trio.current_time() + timeout))
+
+
+def _transport_error(
+    exc: TransportError | trio.TooSlowError, what: str
+) -> TransientError | PermanentError:
+    if isinstance(exc, trio.TooSlowError):
+        return TransientError(f"{what} timed out")
+    if isinstance(exc, TransientError | PermanentError):
+        return exc
+    return TransientError(str(exc))

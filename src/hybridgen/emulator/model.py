@@ -1,0 +1,365 @@
+"""The emulator's behaviour, without sockets: jobs, their timelines and the fault switches.
+
+One :class:`ServerModel` decides everything a SuperDuperAI-like server does: when a job's result is
+ready, what a poll returns (or which fault it hits), what the project's socket sends and when it
+drops. Two front ends serve it: the real HTTP + WebSocket server (:mod:`hybridgen.emulator.server`)
+and the in-memory transport (:class:`hybridgen.testing.MemoryTransport`) used on trio's virtual
+clock. Time is trio's clock, so the same model runs in real and in virtual time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final, Literal
+
+import attrs
+import trio
+
+__all__ = [
+    "POLL_FAULTS",
+    "WS_MODES",
+    "BadRequest",
+    "Faults",
+    "Job",
+    "ServerModel",
+    "WsDropped",
+    "WsRefused",
+]
+
+WsMode = Literal["normal", "silent", "late", "drop", "refuse"]
+WS_MODES: Final = ("normal", "silent", "late", "drop", "refuse")
+PollFault = Literal["500", "502", "503", "504", "429", "reset", "garbage", "404"]
+POLL_FAULTS: Final = ("500", "502", "503", "504", "429", "reset", "garbage", "404")
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and value not in options:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(options)}; got {value!r}")
+
+    return check
+
+
+def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not (
+        isinstance(value, int | float) and math.isfinite(value) and value >= 0
+    ):
+        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Faults:
+    """The switches of one emulated server (or project). Times are seconds, before time scaling.
+
+    - ``ws_mode``: ``normal`` pushes the result when ready; ``silent`` accepts the socket and
+      never sends; ``late`` pushes ``late_by`` after ready; ``drop`` closes each of the first
+      ``ws_drops`` connections ``ws_drop_after`` after it opened (later ones work); ``refuse``
+      rejects the handshake.
+    - ``poll_fault``: what the first ``poll_faults`` polls of each job get (``None`` count: every
+      poll), each with probability ``poll_fault_rate``: an HTTP status (``500``, ``502``, ``503``,
+      ``504``, ``429``, ``404``), ``reset`` (connection dropped) or ``garbage`` (invalid JSON).
+      ``retry_after`` goes with 429/503. ``poll_delay`` makes every poll answer that much later.
+    - ``gen_time``: how long a job takes; ``job_fails``: the job ends with an error instead.
+    - ``progress_steps``: progress messages sent on the socket during the job (``normal``/``late``).
+    """
+
+    ws_mode: WsMode = attrs.field(default="normal", validator=_choice(WS_MODES))
+    late_by: float = attrs.field(default=5.0, validator=_non_negative)
+    ws_drops: int = attrs.field(default=1, validator=_non_negative)
+    ws_drop_after: float = attrs.field(default=1.0, validator=_non_negative)
+    poll_fault: PollFault | None = attrs.field(default=None, validator=_choice(POLL_FAULTS))
+    poll_faults: int | None = attrs.field(default=None, validator=_non_negative)
+    poll_fault_rate: float = attrs.field(default=1.0, validator=_non_negative)
+    retry_after: float | None = attrs.field(default=None, validator=_non_negative)
+    poll_delay: float = attrs.field(default=0.0, validator=_non_negative)
+    gen_time: float = attrs.field(default=35.0, validator=_non_negative)
+    job_fails: bool = False
+    progress_steps: int = attrs.field(default=3, validator=_non_negative)
+
+    def replace(self, **changes: Any) -> Faults:
+        """A copy with some switches changed."""
+        return attrs.evolve(self, **changes)
+
+
+class BadRequest(ValueError):
+    """The start request's body is invalid; ``field`` names the first bad field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class WsRefused(Exception):
+    """The socket handshake is refused (``ws_mode='refuse'``)."""
+
+
+class WsDropped(Exception):
+    """The socket is dropped (``ws_mode='drop'``)."""
+
+
+@attrs.define(eq=False)
+class Job:
+    """One generation job on the emulated server."""
+
+    id: str
+    project_id: str
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    created: float
+    ready_at: float
+    faults: Faults
+    polls: int = 0
+    finished_counted: bool = False
+    schedule: list[tuple[float, str]] = attrs.field(factory=list)
+    """The socket messages of this job, as ``(time, JSON text)``."""
+
+
+_ZERO: Final = Faults()
+
+
+class ServerModel:
+    """Jobs and faults of one emulated SuperDuperAI server (see the module docstring).
+
+    ``time_scale`` multiplies every duration of the faults (0.05: a 35 s job takes 1.75 s).
+    ``token``: when set, requests must carry ``Authorization: Bearer <token>``.
+    ``file_base``: the base of result URLs (the server's own URL, or ``memory://``).
+    """
+
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        *,
+        time_scale: float = 1.0,
+        token: str | None = None,
+        file_base: str = "memory://emulator",
+        seed: int = 0,
+    ) -> None:
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")
+        self.faults = faults if faults is not None else Faults()
+        self.project_faults: dict[str, Faults] = {}
+        self.time_scale = time_scale
+        self.token = token
+        self.file_base = file_base
+        self.jobs: dict[str, Job] = {}
+        self.counts: dict[str, int] = {
+            "start": 0,
+            "poll": 0,
+            "ws_connect": 0,
+            "ws_drop": 0,
+            "finished": 0,
+            "download": 0,
+        }
+        self._by_project: dict[str, list[Job]] = {}
+        self._drops: dict[str, int] = {}
+        self._rng = random.Random(seed)
+        self._news = trio.lowlevel.ParkingLot()
+
+    # -- switches ---------------------------------------------------------------------------
+
+    def faults_for(self, project_id: str) -> Faults:
+        """The faults that apply to a project (its own, else the server's)."""
+        return self.project_faults.get(project_id, self.faults)
+
+    def authorized(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header value is acceptable."""
+        return self.token is None or authorization == f"Bearer {self.token}"
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def create(self, body: object) -> Job:
+        """Start a job from a ``generate-image`` body; raise :class:`BadRequest` if invalid."""
+        self.counts["start"] += 1
+        if not isinstance(body, Mapping):
+            raise BadRequest("body", "must be a JSON object")
+        project_id = body.get("project_id")
+        try:
+            uuid.UUID(str(project_id))
+        except ValueError:
+            raise BadRequest("project_id", "must be a UUID") from None
+        config = body.get("config")
+        if not isinstance(config, Mapping):
+            raise BadRequest("config", "must be an object")
+        prompt = config.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BadRequest("config.prompt", "must be non-empty text")
+        seed = _int_field(config, "seed", 0, 2**53 - 1, default=0)
+        width = _int_field(config, "width", 64, 4096, default=1024)
+        height = _int_field(config, "height", 64, 4096, default=1024)
+        if not isinstance(config.get("generation_config_name", ""), str):
+            raise BadRequest("config.generation_config_name", "must be text")
+        now = trio.current_time()
+        faults = self.faults_for(str(project_id))
+        job = Job(
+            id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            project_id=str(project_id),
+            prompt=prompt,
+            seed=seed,
+            width=width,
+            height=height,
+            created=now,
+            ready_at=now + faults.gen_time * self.time_scale,
+            faults=faults,
+        )
+        job.schedule = self._schedule(job)
+        self.jobs[job.id] = job
+        self._by_project.setdefault(job.project_id, []).append(job)
+        self._news.unpark_all()
+        return job
+
+    def poll_fault(self, job: Job) -> str | None:
+        """Count a poll of ``job`` and return the fault it hits, if any."""
+        self.counts["poll"] += 1
+        job.polls += 1
+        f = job.faults
+        if f.poll_fault is None or (f.poll_faults is not None and job.polls > f.poll_faults):
+            return None
+        if f.poll_fault_rate < 1 and self._rng.random() >= f.poll_fault_rate:
+            return None
+        return f.poll_fault
+
+    def poll_delay(self, job: Job) -> float:
+        """How long the poll's answer is held back."""
+        return job.faults.poll_delay * self.time_scale
+
+    def retry_after(self, job: Job) -> float | None:
+        """The ``Retry-After`` seconds that go with a 429/503, if any."""
+        ra = job.faults.retry_after
+        return None if ra is None else ra * self.time_scale
+
+    def file_json(self, job: Job) -> dict[str, Any]:
+        """The file object of ``job`` as ``GET /api/v1/file/{id}`` returns it now."""
+        done = trio.current_time() >= job.ready_at
+        if done and not job.faults.job_fails and not job.finished_counted:
+            job.finished_counted = True
+            self.counts["finished"] += 1
+        status = "in_progress"
+        if done:
+            status = "error" if job.faults.job_fails else "completed"
+        task: dict[str, Any] = {
+            "type": "image-generation-flow",
+            "status": status,
+            "id": job.id,
+            "file_id": job.id,
+            "project_id": job.project_id,
+        }
+        if status == "error":
+            task["error"] = "the emulated job failed (job_fails switch)"
+        return {
+            "id": job.id,
+            "url": self.url_of(job) if status == "completed" else None,
+            "thumbnail_url": None,
+            "type": "image",
+            "project_id": job.project_id,
+            "image_generation_id": job.id,
+            "image_generation": {
+                "id": job.id,
+                "prompt": job.prompt,
+                "seed": job.seed,
+                "width": job.width,
+                "height": job.height,
+            },
+            "tasks": [task],
+        }
+
+    def url_of(self, job: Job) -> str:
+        """Where the job's PNG is served."""
+        return f"{self.file_base}/files/{job.id}.png"
+
+    # -- WebSocket --------------------------------------------------------------------------
+
+    def ws_accept(self, project_id: str) -> None:
+        """Count a socket connection; raise :class:`WsRefused` if the handshake is refused."""
+        self.counts["ws_connect"] += 1
+        if self.faults_for(project_id).ws_mode == "refuse":
+            raise WsRefused(f"the emulator refuses sockets for project {project_id}")
+
+    async def ws_feed(self, project_id: str) -> AsyncIterator[str]:
+        """The messages one socket connection of the project receives, each at its time.
+
+        Raises :class:`WsDropped` when the connection is to be dropped. Messages due before the
+        connection opened are not sent (pushes are not replayed).
+        """
+        faults = self.faults_for(project_id)
+        opened = trio.current_time()
+        drop_at = math.inf
+        if faults.ws_mode == "drop" and self._drops.get(project_id, 0) < faults.ws_drops:
+            self._drops[project_id] = self._drops.get(project_id, 0) + 1
+            drop_at = opened + faults.ws_drop_after * self.time_scale
+        sent: set[tuple[str, int]] = set()
+        while True:
+            now = trio.current_time()
+            if now >= drop_at:
+                self.counts["ws_drop"] += 1
+                raise WsDropped(f"the emulator dropped the socket of project {project_id}")
+            next_at = drop_at
+            for job in self._by_project.get(project_id, ()):
+                for index, (at, text) in enumerate(job.schedule):
+                    if at < opened or (job.id, index) in sent:
+                        continue
+                    if at <= now:
+                        sent.add((job.id, index))
+                        yield text
+                    else:
+                        next_at = min(next_at, at)
+            if trio.current_time() < next_at:
+                with trio.move_on_at(next_at):
+                    await self._news.park()
+
+    def _schedule(self, job: Job) -> list[tuple[float, str]]:
+        f = job.faults
+        if f.ws_mode not in ("normal", "late", "drop"):
+            return []
+        span = job.ready_at - job.created
+        messages = [
+            (
+                job.created + span * k / (f.progress_steps + 1),
+                json.dumps(
+                    {
+                        "type": "render_progress",
+                        "object": {
+                            "file_id": job.id,
+                            "progress": round(100 * k / (f.progress_steps + 1)),
+                        },
+                    }
+                ),
+            )
+            for k in range(1, f.progress_steps + 1)
+        ]
+        push_at = job.ready_at + (f.late_by * self.time_scale if f.ws_mode == "late" else 0.0)
+        body = self._final_file(job)
+        messages.append((push_at, json.dumps({"type": "file", "object": body})))
+        return messages
+
+    def _final_file(self, job: Job) -> dict[str, Any]:
+        failed = job.faults.job_fails
+        task = {
+            "type": "image-generation-flow",
+            "status": "error" if failed else "completed",
+            "id": job.id,
+        }
+        return {
+            "id": job.id,
+            "url": None if failed else self.url_of(job),
+            "type": "image",
+            "project_id": job.project_id,
+            "image_generation_id": job.id,
+            "tasks": [task],
+        }
+
+
+def _int_field(config: Mapping[str, Any], name: str, low: int, high: int, *, default: int) -> int:
+    raw = config.get(name, default)
+    try:
+        value = int(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else None
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise BadRequest(f"config.{name}", f"must be a whole number in {low}..{high}, got {raw!r}")
+    return value

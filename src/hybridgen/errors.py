@@ -1,0 +1,93 @@
+"""Every error hybridgen raises, in one hierarchy.
+
+Catch :class:`HybridgenError` for all of them. Each error names what was wrong and what to do;
+none ever carries the API token.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .driver import Result
+
+
+class HybridgenError(Exception):
+    """Base class of every error raised by hybridgen."""
+
+
+class ConfigError(HybridgenError, ValueError):
+    """A configuration value (environment variable, policy field, option) is invalid.
+
+    ``field`` names the offending setting, e.g. ``"SUPERDUPERAI_URL"`` or ``"poll_interval"``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class RequestError(HybridgenError, ValueError):
+    """A generation request (prompt, size, seed, ...) is invalid; raised before any network I/O."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidTransition(HybridgenError, RuntimeError):
+    """A trigger was fired in a state that has no edge for it."""
+
+    def __init__(self, state: str, trigger: str) -> None:
+        super().__init__(
+            f"trigger {trigger!r} is not allowed in state {state!r} "
+            "(see hybridgen.machine.TRANSITIONS for the allowed edges)"
+        )
+        self.state = state
+        self.trigger = trigger
+
+
+class TransportError(HybridgenError):
+    """Talking to the generation server failed."""
+
+
+class TransientError(TransportError):
+    """A failure worth retrying: 5xx, 429, timeouts, resets, a garbled reply.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class PermanentError(TransportError):
+    """A failure that retrying cannot fix: 400/404/422, or the server says the job failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthError(PermanentError):
+    """The server rejected the credentials (401/403)."""
+
+
+class GenerationFailed(HybridgenError):
+    """A generation ended in the ``failed`` state; ``result`` holds its reason and timings."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(f"generation {result.generation_id} failed: {result.reason}")
+        self.result = result
+
+
+class GenerationCancelled(HybridgenError):
+    """A generation ended in the ``cancelled`` state through :meth:`Generation.cancel`."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(f"generation {result.generation_id} cancelled: {result.reason}")
+        self.result = result

@@ -1,0 +1,151 @@
+"""The generation state machine: its states, triggers and edges, defined once.
+
+``DEFINITION`` is a :class:`transitions.Machine` built once per process from :data:`TRANSITIONS`.
+Everything that draws, checks or drives a generation reads it: the diagrams
+(:mod:`hybridgen.diagram`), the property tests, and :func:`fire`, which uses a lookup table
+compiled from ``DEFINITION``'s own events. A generation therefore never builds a ``Machine`` of its
+own (about 170 µs and 34 KB each, see ``docs/concepts.md``); its state is one field of a small
+``attrs`` object (:class:`hybridgen.core.Core`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from transitions import Machine
+
+from .errors import InvalidTransition
+
+__all__ = [
+    "DEFINITION",
+    "INITIAL",
+    "TABLE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "State",
+    "Trigger",
+    "edges",
+    "fire",
+]
+
+
+class State(enum.StrEnum):
+    """Where one generation is."""
+
+    REQUESTED = "requested"
+    """The start request is on its way; the server has not yet named the file."""
+    AWAITING_WS = "awaiting_ws"
+    """The server accepted the job; waiting for the WebSocket push."""
+    POLLING = "polling"
+    """Polling the file (and, by the default policy, still listening on the socket)."""
+    DONE = "done"
+    """The result URL is known. Terminal."""
+    FAILED = "failed"
+    """The job failed, a permanent error happened, or the deadline passed. Terminal."""
+    CANCELLED = "cancelled"
+    """The caller cancelled the generation. Terminal."""
+
+
+class Trigger(enum.StrEnum):
+    """What moves a generation from one state to the next."""
+
+    START = "start"
+    """The server accepted the start request and named the file."""
+    PUSH_RESULT = "push_result"
+    """A WebSocket ``file`` message carried the result URL."""
+    WS_TIMEOUT = "ws_timeout"
+    """The policy's WebSocket wait ran out without a result."""
+    WS_FAILED = "ws_failed"
+    """The WebSocket could not connect or closed before the wait ran out."""
+    POLL_RESULT = "poll_result"
+    """A poll of the file returned the result URL."""
+    DEADLINE = "deadline"
+    """The policy's overall deadline passed."""
+    ERROR = "error"
+    """A permanent error: rejected credentials, unknown file, failed job, retries exhausted."""
+    CANCEL = "cancel"
+    """The caller cancelled."""
+
+
+INITIAL: Final = State.REQUESTED
+TERMINAL: Final = frozenset({State.DONE, State.FAILED, State.CANCELLED})
+_LIVE = [State.REQUESTED, State.AWAITING_WS, State.POLLING]
+
+TRANSITIONS: Final[tuple[Mapping[str, object], ...]] = (
+    {"trigger": Trigger.START, "source": State.REQUESTED, "dest": State.AWAITING_WS},
+    {
+        "trigger": Trigger.PUSH_RESULT,
+        "source": [State.AWAITING_WS, State.POLLING],
+        "dest": State.DONE,
+    },
+    {"trigger": Trigger.WS_TIMEOUT, "source": State.AWAITING_WS, "dest": State.POLLING},
+    {"trigger": Trigger.WS_FAILED, "source": State.AWAITING_WS, "dest": State.POLLING},
+    {"trigger": Trigger.POLL_RESULT, "source": State.POLLING, "dest": State.DONE},
+    {"trigger": Trigger.DEADLINE, "source": _LIVE, "dest": State.FAILED},
+    {"trigger": Trigger.ERROR, "source": _LIVE, "dest": State.FAILED},
+    {"trigger": Trigger.CANCEL, "source": _LIVE, "dest": State.CANCELLED},
+)
+"""The edges, in the form :class:`transitions.Machine` takes."""
+
+
+def _plain(value: object) -> object:
+    # transitions names Enum members by their .name; hand it the plain string values instead
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return str(value)
+
+
+def build_definition() -> Machine:
+    """Build a fresh ``transitions.Machine`` holding the definition (no model attached).
+
+    hybridgen builds it once, as :data:`DEFINITION`; this function exists for tests and tools
+    that want their own copy, e.g. to compare against a per-object machine.
+    """
+    return Machine(
+        model=None,
+        states=[s.value for s in State],
+        transitions=[{k: _plain(v) for k, v in t.items()} for t in TRANSITIONS],
+        initial=INITIAL.value,
+        auto_transitions=False,
+        ignore_invalid_triggers=False,
+    )
+
+
+DEFINITION: Final = build_definition()
+
+
+def _compile(machine: Machine) -> Mapping[tuple[State, Trigger], State]:
+    table: dict[tuple[State, Trigger], State] = {}
+    for name, event in machine.events.items():
+        for source, transitions in event.transitions.items():
+            (only,) = transitions  # unconditional edges: exactly one per (source, trigger)
+            table[State(source), Trigger(name)] = State(str(only.dest))
+    return MappingProxyType(table)
+
+
+TABLE: Final = _compile(DEFINITION)
+"""``(state, trigger) -> next state``, compiled from :data:`DEFINITION`'s events."""
+
+
+def fire(state: State, trigger: Trigger) -> State:
+    """Return the state that ``trigger`` leads to from ``state``.
+
+    Raises :class:`~hybridgen.errors.InvalidTransition` naming both when there is no such edge
+    (terminal states have none).
+    """
+    try:
+        return TABLE[state, trigger]
+    except KeyError:
+        raise InvalidTransition(str(state), str(trigger)) from None
+
+
+def edges() -> list[tuple[State, Trigger, State]]:
+    """Every edge of the definition as ``(source, trigger, dest)``, in a stable order."""
+    order = {s: i for i, s in enumerate(State)}
+    return sorted(
+        ((s, t, d) for (s, t), d in TABLE.items()),
+        key=lambda e: (order[e[0]], list(Trigger).index(e[1])),
+    )

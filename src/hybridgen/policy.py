@@ -1,0 +1,142 @@
+"""Every timing hybridgen uses, in one place: the :class:`Policy` and its presets.
+
+All durations are seconds. The overall ``deadline`` and the ``ws_timeout`` count from the moment the
+start request is sent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import attrs
+
+from .errors import ConfigError
+
+__all__ = ["PRESETS", "Policy"]
+
+
+def _positive(inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(attribute.name, f"must be a positive number of seconds, got {value!r}")
+
+
+def _fraction(inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, int | float) and 0 <= value < 1):
+        raise ConfigError(attribute.name, f"must be a fraction in [0, 1), got {value!r}")
+
+
+def _at_least_one(inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 1):
+        raise ConfigError(attribute.name, f"must be a number >= 1, got {value!r}")
+
+
+def _count(inst: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    ):
+        raise ConfigError(attribute.name, f"must be a whole number >= 0, got {value!r}")
+
+
+def _flag(inst: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(attribute.name, f"must be True or False, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """How long to wait for the push, how to poll, when to give up.
+
+    Invalid values raise :class:`~hybridgen.errors.ConfigError` (a ``ValueError``) naming the field.
+    """
+
+    ws_timeout: float = attrs.field(default=2.0, validator=_positive)
+    """Seconds after the start request before polling begins (the WebSocket-only phase)."""
+    poll_interval: float = attrs.field(default=2.0, validator=_positive)
+    """Seconds from one poll's reply to the next poll."""
+    backoff_factor: float = attrs.field(default=2.0, validator=_at_least_one)
+    """After each consecutive transient poll error the delay is multiplied by this."""
+    backoff_cap: float = attrs.field(default=16.0, validator=_positive)
+    """The longest delay between polls (and between WebSocket reconnects)."""
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+    """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
+    deadline: float = attrs.field(default=120.0, validator=_positive)
+    """Seconds after the start request when the generation fails if no result arrived."""
+    keep_ws_open: bool = attrs.field(default=True, validator=_flag)
+    """Keep listening on the WebSocket while polling (else close it when polling begins)."""
+    ws_reconnect: bool = attrs.field(default=True, validator=_flag)
+    """Reconnect a dropped WebSocket (with backoff) while the socket is still wanted."""
+    retry_budget: int | None = attrs.field(default=20, validator=_count)
+    """Transient poll errors tolerated per generation; one more fails it (``None``: no limit)."""
+    honour_retry_after: bool = attrs.field(default=True, validator=_flag)
+    """Wait as long as a 429/503 reply's ``Retry-After`` says before the next poll."""
+    request_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds one HTTP request or WebSocket connect may take (always cut at the deadline)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.deadline <= self.ws_timeout:
+            raise ConfigError(
+                "deadline",
+                f"must be longer than ws_timeout ({self.ws_timeout:g} s), got {self.deadline:g} s",
+            )
+        if self.backoff_cap < self.poll_interval:
+            raise ConfigError(
+                "backoff_cap",
+                f"must be at least poll_interval ({self.poll_interval:g} s), "
+                f"got {self.backoff_cap:g} s",
+            )
+
+    @classmethod
+    def seed(cls) -> Policy:
+        """The seed client's exact behaviour, the baseline of every comparison.
+
+        30 s WebSocket wait, socket closed at fallback, a poll every 2 s with no jitter and no
+        backoff, 2 minutes of polling after the fallback (150 s overall). Like the seed's loop, a
+        failed poll is simply followed by the next one 2 s later until time runs out (no budget,
+        ``Retry-After`` ignored); permanent errors (401/403/404) still fail at once.
+        """
+        return cls(
+            ws_timeout=30.0,
+            poll_interval=2.0,
+            backoff_factor=1.0,
+            backoff_cap=2.0,
+            jitter=0.0,
+            deadline=150.0,
+            keep_ws_open=False,
+            ws_reconnect=False,
+            retry_budget=None,
+            honour_retry_after=False,
+        )
+
+    @classmethod
+    def default(cls) -> Policy:
+        """hybridgen's default: listen and poll together, so whichever channel knows first wins.
+
+        Polling starts after one poll interval (2 s), so a silent socket costs at most about one
+        interval after the result is ready, whatever the generation time; the socket stays open
+        (and reconnects) so a working push still delivers at once. See ``docs/concepts.md``.
+        """
+        return cls()
+
+    def replace(self, **changes: Any) -> Policy:
+        """Return a copy with some fields changed (validated like a new policy)."""
+        return attrs.evolve(self, **changes)
+
+    def scaled(self, factor: float) -> Policy:
+        """Return a copy with every duration multiplied by ``factor`` (e.g. 0.05: 20x faster)."""
+        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+            raise ConfigError("time_scale", f"must be a positive number, got {factor!r}")
+        return self.replace(**{name: getattr(self, name) * factor for name in DURATIONS})
+
+
+DURATIONS: Final = (
+    "ws_timeout",
+    "poll_interval",
+    "backoff_cap",
+    "deadline",
+    "request_timeout",
+)
+"""The fields of :class:`Policy` that are durations in seconds."""
+
+PRESETS: Final = {"default": Policy.default, "seed": Policy.seed}
+"""Named presets, as the command line's ``--policy`` takes them."""

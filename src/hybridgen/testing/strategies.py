@@ -1,0 +1,84 @@
+"""Hypothesis strategies for hybridgen's inputs: policies, server behaviours, whole scenarios.
+
+Use them to property-test your own code against flaky generation servers, e.g.::
+
+    from hypothesis import given
+    from hybridgen.testing import check_invariants, run_scenario
+    from hybridgen.testing.strategies import scenarios
+
+    @given(scenarios())
+    def test_my_use(scenario):
+        check_invariants(run_scenario(scenario))
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from ..emulator.model import POLL_FAULTS, WS_MODES, Faults
+from ..policy import Policy
+from .scenario import Scenario
+
+__all__ = ["faults", "policies", "scenarios", "seconds"]
+
+
+def seconds(low: float, high: float) -> st.SearchStrategy[float]:
+    """Durations in ``[low, high]`` seconds, at millisecond resolution (exact ties stay rare)."""
+    return st.integers(round(low * 1000), round(high * 1000)).map(lambda ms: ms / 1000)
+
+
+@st.composite
+def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
+    """Any valid :class:`~hybridgen.policy.Policy`."""
+    ws_timeout = draw(seconds(0.1, 40.0))
+    poll_interval = draw(seconds(0.1, 10.0))
+    return Policy(
+        ws_timeout=ws_timeout,
+        poll_interval=poll_interval,
+        backoff_factor=draw(st.sampled_from([1.0, 1.5, 2.0, 3.0])),
+        backoff_cap=poll_interval + draw(seconds(0.0, 20.0)),
+        jitter=draw(st.sampled_from([0.0, 0.1, 0.25, 0.5])),
+        deadline=ws_timeout + draw(seconds(0.5, max_deadline)),
+        keep_ws_open=draw(st.booleans()),
+        ws_reconnect=draw(st.booleans()),
+        retry_budget=draw(st.none() | st.integers(0, 10)),
+        honour_retry_after=draw(st.booleans()),
+        request_timeout=draw(seconds(0.5, 20.0)),
+    )
+
+
+@st.composite
+def faults(draw: st.DrawFn, *, max_gen_time: float = 200.0) -> Faults:
+    """Any server behaviour the emulator can play: socket modes, poll faults, job timings."""
+    return Faults(
+        ws_mode=draw(st.sampled_from(WS_MODES)),
+        late_by=draw(seconds(0.0, 60.0)),
+        ws_drops=draw(st.integers(0, 3)),
+        ws_drop_after=draw(seconds(0.0, 60.0)),
+        poll_fault=draw(st.none() | st.sampled_from(POLL_FAULTS)),
+        poll_faults=draw(st.none() | st.integers(0, 5)),
+        poll_fault_rate=draw(st.sampled_from([1.0, 0.5, 0.1])),
+        retry_after=draw(st.none() | seconds(0.0, 20.0)),
+        poll_delay=draw(st.sampled_from([0.0, 0.0, 0.05, 1.0, 30.0])),
+        gen_time=draw(seconds(0.0, max_gen_time)),
+        job_fails=draw(st.booleans().map(lambda b: b and draw(st.booleans()))),
+        progress_steps=draw(st.integers(0, 3)),
+    )
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn,
+    policy: st.SearchStrategy[Policy] | None = None,
+    server: st.SearchStrategy[Faults] | None = None,
+    cancel: bool = True,
+) -> Scenario:
+    """A whole :class:`~hybridgen.testing.Scenario`: server, policy, and maybe a cancel."""
+    chosen = draw(policy if policy is not None else policies())
+    cancel_at = draw(st.none() | seconds(0.0, chosen.deadline)) if cancel else None
+    return Scenario(
+        faults=draw(server if server is not None else faults()),
+        policy=chosen,
+        cancel_at=cancel_at,
+        cancel_by=draw(st.sampled_from(["scope", "handle"])),
+    )

@@ -1,0 +1,178 @@
+"""The sans-IO core, fed by hand: decisions without any I/O or clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridgen import FileStatus, Policy, State
+from hybridgen.core import Core
+from hybridgen.errors import AuthError, TransientError
+from hybridgen.events import Event, Progress, Retry, Transition
+
+
+def make(policy: Policy | None = None) -> tuple[Core, list[Event]]:
+    events: list[Event] = []
+    core = Core("g1", policy or Policy.default().replace(jitter=0.0), events.append, 100.0)
+    return core, events
+
+
+def transitions(events: list[Event]) -> list[tuple[str, str, str]]:
+    return [(e.source, e.trigger, e.dest) for e in events if isinstance(e, Transition)]
+
+
+def test_ws_timeout_then_poll_result() -> None:
+    core, events = make()
+    core.accepted(FileStatus("f1"), 100.1)
+    assert core.state is State.AWAITING_WS and core.file_id == "f1"
+    assert core.next_timer() == 102.0
+    core.advance(101.9)
+    assert core.state is State.AWAITING_WS
+    core.advance(102.0)
+    assert core.state is State.POLLING and core.poll_due(102.0)
+    core.poll_sent(102.0)
+    assert not core.poll_due(102.0)
+    core.poll_reply(FileStatus("f1"), 102.1)
+    assert core.next_poll == pytest.approx(104.1)
+    core.poll_sent(104.1)
+    core.poll_reply(FileStatus("f1", url="http://x/y.png"), 104.2)
+    assert core.state is State.DONE
+    result = core.result()
+    assert (result.channel, result.url, result.polls) == ("polling", "http://x/y.png", 2)
+    assert result.elapsed == pytest.approx(4.2)
+    assert transitions(events) == [
+        ("requested", "start", "awaiting_ws"),
+        ("awaiting_ws", "ws_timeout", "polling"),
+        ("polling", "poll_result", "done"),
+    ]
+
+
+def test_nothing_happens_after_the_terminal_state() -> None:
+    core, events = make()
+    core.accepted(FileStatus("f1"), 100.0)
+    core.ws_message(FileStatus("f1", url="u"), 101.0)
+    n = len(events)
+    core.ws_message(FileStatus("f1", url="other"), 101.5)
+    core.advance(1000.0)
+    core.ws_down("gone", 1001.0)
+    core.poll_error(AuthError("no"), 1002.0)
+    core.cancel("late", 1003.0)
+    core.fail("late", 1003.0)
+    assert len(events) == n and core.url == "u" and core.state is State.DONE
+
+
+def test_push_before_the_file_id_is_known_is_kept() -> None:
+    core, _ = make()
+    core.ws_message(FileStatus("f1", url="u1"), 100.05)
+    core.ws_message(FileStatus("other", url="u2"), 100.06)
+    core.accepted(FileStatus("f1"), 100.1)
+    assert core.state is State.DONE and core.url == "u1" and core.channel == "websocket"
+
+
+def test_messages_for_other_files_are_ignored_and_progress_reported() -> None:
+    core, events = make()
+    core.accepted(FileStatus("f1"), 100.0)
+    core.ws_message(FileStatus("f2", url="u2"), 101.0)
+    core.ws_message(FileStatus("f1", progress=0.5), 101.0)
+    core.ws_message(FileStatus("f1", progress=0.5), 101.1)
+    assert core.state is State.AWAITING_WS
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [(p.fraction, p.via) for p in progress] == [(0.5, "websocket")]
+
+
+def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
+    core, events = make(Policy(jitter=0.0, poll_interval=2.0, backoff_factor=2.0, backoff_cap=5))
+    core.accepted(FileStatus("f1"), 100.0)
+    core.ws_up(100.0)
+    core.ws_down("dropped", 100.5)
+    assert core.state is State.POLLING and core.poll_due(100.5)
+    assert core.ws_connect_at == pytest.approx(102.5)
+    core.ws_down("refused", 102.5)
+    assert core.ws_connect_at == pytest.approx(106.5)
+    core.ws_down("refused", 106.5)
+    assert core.ws_connect_at == pytest.approx(111.5)  # capped at 5 s
+    retries = [e for e in events if isinstance(e, Retry)]
+    assert [(r.what, r.attempt, r.delay) for r in retries] == [
+        ("websocket", 1, 2.0),
+        ("websocket", 2, 4.0),
+        ("websocket", 3, 5.0),
+    ]
+
+
+def test_seed_closes_the_socket_at_fallback() -> None:
+    core, _ = make(Policy.seed())
+    core.accepted(FileStatus("f1"), 100.0)
+    assert core.wants_ws
+    core.advance(130.0)
+    assert core.state is State.POLLING and not core.wants_ws and core.ws_connect_at is None
+
+
+def test_ws_failure_before_acceptance_polls_from_acceptance() -> None:
+    core, events = make(Policy.seed())
+    core.ws_down("refused", 100.01)
+    assert core.state is State.REQUESTED
+    core.accepted(FileStatus("f1"), 100.2)
+    assert core.state is State.POLLING and core.poll_due(100.2)
+    assert transitions(events)[-1] == ("awaiting_ws", "ws_failed", "polling")
+
+
+def test_transient_poll_errors_back_off_honour_retry_after_and_spend_the_budget() -> None:
+    policy = Policy(
+        jitter=0.0, poll_interval=1.0, backoff_factor=2.0, backoff_cap=8, retry_budget=2
+    )
+    core, _ = make(policy)
+    core.accepted(FileStatus("f1"), 100.0)
+    core.advance(102.0)
+    core.poll_sent(102.0)
+    core.poll_error(TransientError("503", status=503), 102.0)
+    assert core.next_poll == pytest.approx(104.0)  # 1 s * 2
+    core.poll_sent(104.0)
+    core.poll_error(TransientError("429", status=429, retry_after=7.0), 104.0)
+    assert core.next_poll == pytest.approx(111.0)  # Retry-After beats the 4 s backoff
+    core.poll_sent(111.0)
+    core.poll_error(TransientError("500", status=500), 111.0)
+    assert core.state is State.FAILED
+    assert "gave up after 3 failed polls" in core.reason and "500" in core.reason
+
+
+def test_seed_ignores_retry_after_and_never_gives_up_on_transient_errors() -> None:
+    core, _ = make(Policy.seed())
+    core.accepted(FileStatus("f1"), 100.0)
+    core.advance(130.0)
+    for k in range(50):
+        core.poll_sent(130.0 + 2 * k)
+        core.poll_error(TransientError("429", retry_after=60.0), 130.0 + 2 * k)
+        assert core.next_poll == pytest.approx(132.0 + 2 * k)
+    assert core.state is State.POLLING
+
+
+def test_permanent_poll_error_fails_at_once() -> None:
+    core, _ = make()
+    core.accepted(FileStatus("f1"), 100.0)
+    core.advance(102.0)
+    core.poll_sent(102.0)
+    core.poll_error(AuthError("check SUPERDUPERAI_TOKEN", status=401), 102.1)
+    assert core.state is State.FAILED and "SUPERDUPERAI_TOKEN" in core.reason
+
+
+def test_server_reported_failure_fails() -> None:
+    core, _ = make()
+    core.accepted(FileStatus("f1"), 100.0)
+    core.ws_message(FileStatus("f1", failed=True, error="GPU on fire"), 105.0)
+    assert core.state is State.FAILED and "GPU on fire" in core.reason
+
+
+def test_deadline_wins_over_everything_at_its_time() -> None:
+    core, _ = make(Policy(deadline=10))
+    core.advance(109.99)
+    assert core.state is State.REQUESTED
+    core.advance(110.0)
+    assert core.state is State.FAILED and "10 s deadline" in core.reason
+    assert core.result().elapsed == pytest.approx(10.0)
+
+
+def test_core_is_small() -> None:
+    import sys
+
+    core, _ = make()
+    assert not hasattr(core, "__dict__")
+    assert sys.getsizeof(core) < 400

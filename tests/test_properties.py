@@ -1,0 +1,196 @@
+"""Property tests of the timeout and fallback invariants, on trio's virtual clock.
+
+Each property runs random server behaviours x random valid policies through the real driver and
+core, over the in-memory transport (the emulator's model without sockets). A 2-minute scenario
+takes milliseconds: every wait is a trio sleep that ``MockClock(autojump_threshold=0)`` skips.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transitions import Machine, MachineError
+
+from hybridgen.emulator.model import Faults
+from hybridgen.machine import DEFINITION, INITIAL, TABLE, State, Trigger, build_definition
+from hybridgen.policy import Policy
+from hybridgen.testing import Scenario, run_scenario
+from hybridgen.testing.harness import (
+    EPSILON,
+    check_cancel,
+    check_deadline,
+    check_done_iff_learnable,
+    check_edges,
+    check_one_terminal,
+    check_polls,
+    check_retries_bounded,
+)
+from hybridgen.testing.strategies import faults, policies, scenarios, seconds
+
+EXAMPLES = int(os.environ.get("HYBRIDGEN_EXAMPLES", "150"))
+props = settings(max_examples=EXAMPLES, deadline=None)
+
+
+@props
+@given(scenarios())
+def test_exactly_one_terminal_event_and_nothing_after(scenario: Scenario) -> None:
+    check_one_terminal(run_scenario(scenario))
+
+
+@props
+@given(scenarios())
+def test_terminal_by_the_deadline(scenario: Scenario) -> None:
+    check_deadline(run_scenario(scenario))
+
+
+@props
+@given(scenarios())
+def test_done_iff_the_result_was_ready_and_learnable(scenario: Scenario) -> None:
+    check_done_iff_learnable(run_scenario(scenario))
+
+
+@props
+@given(scenarios())
+def test_never_polls_before_the_policy_says_so(scenario: Scenario) -> None:
+    check_polls(run_scenario(scenario))
+
+
+@props
+@given(scenarios())
+def test_every_transition_is_an_edge_of_the_definition(scenario: Scenario) -> None:
+    check_edges(run_scenario(scenario))
+
+
+@props
+@given(scenarios())
+def test_poll_retries_stay_within_the_budget(scenario: Scenario) -> None:
+    check_retries_bounded(run_scenario(scenario))
+
+
+@props
+@given(scenarios(), seconds(0.0, 200.0), st.sampled_from(["scope", "handle"]))
+def test_cancel_at_any_moment_ends_cancelled_with_nothing_left(
+    scenario: Scenario, cancel_at: float, how: str
+) -> None:
+    from attrs import evolve
+
+    scenario = evolve(scenario, cancel_at=min(cancel_at, scenario.policy.deadline), cancel_by=how)
+    trace = run_scenario(scenario)
+    # cancelled exactly at cancel_at unless already terminal by then; no task or socket left
+    check_cancel(trace)
+
+
+@props
+@given(seconds(0.0, 160.0), st.sampled_from(["normal", "silent"]))
+def test_seed_preset_replays_the_seed_timeline(gen_time: float, ws_mode: str) -> None:
+    """30 s on the socket (closed then), then a poll every 2 s, 150 s in all."""
+    seed = Policy.seed()
+    trace = run_scenario(Scenario(faults=Faults(ws_mode=ws_mode, gen_time=gen_time), policy=seed))
+    result = trace.result
+    ready = gen_time
+    if ws_mode == "normal" and ready < seed.ws_timeout:
+        assert result.state is State.DONE and result.channel == "websocket"
+        assert math.isclose(result.elapsed, ready, abs_tol=EPSILON)
+        assert trace.polls == []
+        return
+    polls = trace.polls
+    expected = [seed.ws_timeout + 2.0 * k for k in range(len(polls))]
+    assert polls == pytest.approx(expected, abs=1e-6)
+    # the socket was opened once and closed at the fallback: no push after 30 s
+    assert [what for _, what in trace.calls].count("ws_connect") == 1
+    if ready <= seed.deadline:
+        learned = seed.ws_timeout + 2.0 * math.ceil(max(ready - seed.ws_timeout, 0.0) / 2.0 - 1e-9)
+        if learned <= seed.deadline:
+            assert result.state is State.DONE and result.channel == "polling"
+            assert math.isclose(result.elapsed, learned, abs_tol=1e-6)
+            return
+    assert result.state is State.FAILED
+    assert math.isclose(result.elapsed, seed.deadline, abs_tol=1e-6)
+
+
+@props
+@given(seconds(0.0, 110.0), st.sampled_from([0.0, 0.1, 0.25]))
+def test_default_preset_silent_socket_costs_about_one_poll_interval(
+    gen_time: float, jitter: float
+) -> None:
+    policy = Policy.default().replace(jitter=jitter)
+    trace = run_scenario(
+        Scenario(faults=Faults(ws_mode="silent", gen_time=gen_time), policy=policy)
+    )
+    assert trace.result.state is State.DONE
+    assert trace.result.channel == "polling"
+    cost = trace.result.elapsed - max(gen_time, policy.ws_timeout)
+    assert cost <= policy.poll_interval * (1 + jitter) + EPSILON
+
+
+@props
+@given(seconds(0.0, 110.0), policies())
+def test_working_push_delivers_at_once_while_listening(gen_time: float, policy: Policy) -> None:
+    trace = run_scenario(
+        Scenario(faults=Faults(ws_mode="normal", gen_time=gen_time), policy=policy)
+    )
+    listening = policy.keep_ws_open or gen_time < policy.ws_timeout
+    if gen_time < policy.deadline and listening:
+        assert trace.result.state is State.DONE
+        assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)
+
+
+@props
+@given(faults(), policies())
+def test_a_failed_job_never_ends_done(server: Faults, policy: Policy) -> None:
+    trace = run_scenario(Scenario(faults=server.replace(job_fails=True), policy=policy))
+    assert trace.result.state is State.FAILED
+    if trace.transitions[-1].trigger is Trigger.ERROR and "job failed" in trace.result.reason:
+        assert trace.result.elapsed >= server.gen_time - EPSILON
+
+
+# -- the compiled table is the transitions definition -----------------------------------------
+
+
+def test_table_has_every_edge_of_the_definition() -> None:
+    count = sum(
+        len(ts) for event in DEFINITION.events.values() for ts in event.transitions.values()
+    )
+    assert len(TABLE) == count == 13
+
+
+class _Model:
+    state: str
+
+
+@props
+@given(st.lists(st.sampled_from(list(Trigger)), max_size=8))
+def test_table_behaves_like_a_per_object_transitions_machine(triggers: list[Trigger]) -> None:
+    model = _Model()
+    Machine(model=model, **_definition_kwargs())
+    state = INITIAL
+    for trigger in triggers:
+        expected: State | None
+        try:
+            model.trigger(str(trigger))  # type: ignore[attr-defined]
+            expected = State(model.state)
+        except MachineError:
+            expected = None
+        got = TABLE.get((state, trigger))
+        assert got is expected
+        if got is not None:
+            state = got
+
+
+def _definition_kwargs() -> dict[str, object]:
+    fresh = build_definition()
+    return {
+        "states": list(fresh.states),
+        "transitions": [
+            {"trigger": name, "source": src, "dest": t.dest}
+            for name, event in fresh.events.items()
+            for src, ts in event.transitions.items()
+            for t in ts
+        ],
+        "initial": fresh.initial,
+        "auto_transitions": False,
+    }
