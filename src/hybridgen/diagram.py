@@ -8,11 +8,12 @@ Graphviz DOT text; both read :func:`hybridgen.machine.edges`, which is compiled 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from .events import Transition
 from .machine import INITIAL, TERMINAL, State, edges
 
-__all__ = ["FORMATS", "render", "render_path"]
+__all__ = ["FORMATS", "render", "render_path", "write_all"]
 
 FORMATS = ("mermaid", "dot")
 
@@ -58,3 +59,22 @@ def render_path(transitions: Iterable[Transition], t0: float | None = None) -> s
         if t.terminal:
             lines.append(f"    {t.dest} --> [*]")
     return "\n".join(lines) + "\n"
+
+
+def write_all(directory: str | Path) -> list[Path]:
+    """Write ``generation.mmd`` and ``generation.dot`` into ``directory``; return their paths."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt, suffix in (("mermaid", "mmd"), ("dot", "dot")):
+        path = out / f"generation.{suffix}"
+        path.write_text(render(fmt))
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":  # python -m hybridgen.diagram [DIR]: regenerate the committed files
+    import sys
+
+    for written in write_all(sys.argv[1] if len(sys.argv) > 1 else "diagrams"):
+        print(written)

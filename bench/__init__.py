@@ -1,0 +1,1 @@
+"""hybridgen's benchmarks: every figure is a ratio against a baseline measured in the same run."""
