@@ -39,7 +39,10 @@ def test_relative_links_resolve(page: Path) -> None:
         assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
 
 
-def test_readme_diagram_is_the_live_definition() -> None:
+@pytest.mark.parametrize("page", ["README.md", "docs/concepts.md"])
+def test_inline_diagram_is_the_live_definition(page: str) -> None:
     from hybridgen.diagram import render
 
-    assert render("mermaid").strip() in (ROOT / "README.md").read_text()
+    assert render("mermaid").strip() in (ROOT / page).read_text(), (
+        f"{page}: paste the output of `hybridgen diagram --format mermaid`"
+    )

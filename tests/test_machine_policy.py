@@ -33,8 +33,8 @@ def test_the_main_path() -> None:
 
 
 def test_invalid_trigger_in_live_state_names_both() -> None:
-    with pytest.raises(InvalidTransition, match="'poll_result'.*'awaiting_ws'"):
-        fire(State.AWAITING_WS, Trigger.POLL_RESULT)
+    with pytest.raises(InvalidTransition, match="'ws_timeout'.*'polling'"):
+        fire(State.POLLING, Trigger.WS_TIMEOUT)
 
 
 def test_every_live_state_can_fail_and_be_cancelled() -> None:

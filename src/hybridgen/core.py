@@ -140,8 +140,8 @@ class Core:
         self.file_id = file.id
         self._go(Trigger.START, now, f"file {file.id}")
         early, self._early = self._early, None
-        if file.ready:
-            self._done(Trigger.PUSH_RESULT, now, file.url or "", "websocket")
+        if file.ready:  # the start reply itself carries the result
+            self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
         elif early and file.id in early:
             self._done(Trigger.PUSH_RESULT, now, early[file.id], "websocket")
         elif not self.ws_connected and self.ws_failures:

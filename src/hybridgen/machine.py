@@ -61,7 +61,7 @@ class Trigger(enum.StrEnum):
     WS_FAILED = "ws_failed"
     """The WebSocket could not connect or closed before the wait ran out."""
     POLL_RESULT = "poll_result"
-    """A poll of the file returned the result URL."""
+    """An HTTP reply (a poll, or the start reply itself) carried the result URL."""
     DEADLINE = "deadline"
     """The policy's overall deadline passed."""
     ERROR = "error"
@@ -83,7 +83,12 @@ TRANSITIONS: Final[tuple[Mapping[str, object], ...]] = (
     },
     {"trigger": Trigger.WS_TIMEOUT, "source": State.AWAITING_WS, "dest": State.POLLING},
     {"trigger": Trigger.WS_FAILED, "source": State.AWAITING_WS, "dest": State.POLLING},
-    {"trigger": Trigger.POLL_RESULT, "source": State.POLLING, "dest": State.DONE},
+    # an HTTP reply (a poll, or a start reply that already carries the url) gave the result
+    {
+        "trigger": Trigger.POLL_RESULT,
+        "source": [State.AWAITING_WS, State.POLLING],
+        "dest": State.DONE,
+    },
     {"trigger": Trigger.DEADLINE, "source": _LIVE, "dest": State.FAILED},
     {"trigger": Trigger.ERROR, "source": _LIVE, "dest": State.FAILED},
     {"trigger": Trigger.CANCEL, "source": _LIVE, "dest": State.CANCELLED},
