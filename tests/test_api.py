@@ -1,0 +1,214 @@
+"""The API layer, sans I/O: config, URLs, headers, requests and the reply parsers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hybridgen import Config, ConfigError, ImageRequest, RequestError, TransientError
+from hybridgen.api import (
+    USER_AGENT,
+    parse_file,
+    parse_file_list,
+    parse_ws_message,
+    subscribe_message,
+    ws_path,
+)
+
+TOKEN = "tok-SECRET-0123456789"
+
+
+def test_config_from_env_and_urls() -> None:
+    config = Config.from_env(
+        {"SUPERDUPERAI_URL": " https://editor.example.com/ ", "SUPERDUPERAI_TOKEN": TOKEN}
+    )
+    assert config.url == "https://editor.example.com"
+    assert config.api_url("/api/v1/file/x") == "https://editor.example.com/api/v1/file/x"
+    assert config.ws_url(ws_path("p1")) == "wss://editor.example.com/api/v1/ws/project.p1"
+    local = Config(url="http://127.0.0.1:8000", token=TOKEN)
+    assert local.ws_url("/a") == "ws://127.0.0.1:8000/a"
+    headers = config.headers()
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == USER_AGENT and USER_AGENT.startswith("hybridgen/")
+
+
+def test_token_never_shows() -> None:
+    config = Config(url="https://e.example.com", token=TOKEN)
+    assert TOKEN not in repr(config) and TOKEN not in str(config)
+    assert TOKEN not in repr(config.token)
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "words"),
+    [
+        ({"SUPERDUPERAI_TOKEN": TOKEN}, "SUPERDUPERAI_URL", "not set"),
+        ({"SUPERDUPERAI_URL": "https://e.example.com"}, "SUPERDUPERAI_TOKEN", "not set"),
+        (
+            {"SUPERDUPERAI_URL": "https://e.example.com", "SUPERDUPERAI_TOKEN": " "},
+            "SUPERDUPERAI_TOKEN",
+            "empty",
+        ),
+        (
+            {"SUPERDUPERAI_URL": "https://e.example.com", "SUPERDUPERAI_TOKEN": "a b"},
+            "SUPERDUPERAI_TOKEN",
+            "characters",
+        ),
+        (
+            {"SUPERDUPERAI_URL": "editor.example.com", "SUPERDUPERAI_TOKEN": TOKEN},
+            "SUPERDUPERAI_URL",
+            "https://",
+        ),
+        (
+            {"SUPERDUPERAI_URL": "ftp://e.example.com", "SUPERDUPERAI_TOKEN": TOKEN},
+            "SUPERDUPERAI_URL",
+            "https://",
+        ),
+        ({"SUPERDUPERAI_URL": "https://", "SUPERDUPERAI_TOKEN": TOKEN}, "SUPERDUPERAI_URL", "host"),
+        (
+            {"SUPERDUPERAI_URL": "https://e.example.com/a b", "SUPERDUPERAI_TOKEN": TOKEN},
+            "SUPERDUPERAI_URL",
+            "white space",
+        ),
+        (
+            {"SUPERDUPERAI_URL": "http://e.example.com", "SUPERDUPERAI_TOKEN": TOKEN},
+            "SUPERDUPERAI_URL",
+            "HYBRIDGEN_ALLOW_INSECURE",
+        ),
+    ],
+)
+def test_bad_config_is_a_typed_error_naming_the_variable(
+    env: dict[str, str], field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(env)
+    assert info.value.field == field
+    assert words in str(info.value)
+    assert "0123456789" not in str(info.value)
+
+
+def test_insecure_http_can_be_allowed() -> None:
+    env = {
+        "SUPERDUPERAI_URL": "http://e.example.com",
+        "SUPERDUPERAI_TOKEN": TOKEN,
+        "HYBRIDGEN_ALLOW_INSECURE": "1",
+    }
+    assert Config.from_env(env).url == "http://e.example.com"
+
+
+def test_request_body_has_the_seed_clients_shape() -> None:
+    request = ImageRequest(prompt="a red fox", seed=42, width=1024, height=768)
+    body = request.to_json()
+    assert body["type"] == "media" and body["template_name"] is None
+    assert body["project_id"] == request.project_id
+    config = body["config"]
+    assert config["prompt"] == "a red fox"
+    assert config["seed"] == "42" and config["width"] == "1024" and config["height"] == "768"
+    assert config["aspecRatio"] == config["aspect_ratio"] == "1:1"
+    assert config["generation_config_name"] == "comfyui/flux"
+    assert config["entity_ids"] == [] and config["references"] == []
+    json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 5000}, "prompt"),
+        ({"prompt": "bad \ud800 surrogate"}, "prompt"),
+        ({"prompt": "bell \x07"}, "prompt"),
+        ({"prompt": "ok", "seed": -1}, "seed"),
+        ({"prompt": "ok", "seed": 2**60}, "seed"),
+        ({"prompt": "ok", "width": 0}, "width"),
+        ({"prompt": "ok", "height": 10_000}, "height"),
+        ({"prompt": "ok", "project_id": "not-a-uuid"}, "project_id"),
+        ({"prompt": "ok", "model": "no spaces allowed"}, "model"),
+        ({"prompt": "ok", "aspect_ratio": "wide"}, "aspect_ratio"),
+        ({"prompt": "ok", "quality": "4k"}, "quality"),
+        ({"prompt": "ok", "batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_request_is_a_typed_error_naming_the_field(
+    kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(RequestError) as info:
+        ImageRequest(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_parsers() -> None:
+    assert parse_file({"id": "f", "url": None}).ready is False
+    assert parse_file({"id": "f", "url": ""}).ready is False
+    assert parse_file({"id": "f", "url": "http://x"}).url == "http://x"
+    failed = parse_file({"id": "f", "url": None, "tasks": [{"status": "error", "error": "boom"}]})
+    assert failed.failed and failed.error == "boom"
+    assert parse_file_list([{"id": 7}]).id == "7"
+    push = parse_ws_message(json.dumps({"type": "file", "object": {"id": "f", "url": "u"}}))
+    assert push is not None and push.url == "u"
+    progress = parse_ws_message(
+        '{"type": "render_progress", "object": {"file_id": "f", "progress": 40}}'
+    )
+    assert progress is not None and progress.progress == pytest.approx(0.4)
+    assert parse_ws_message('{"type": "task", "object": {}}') is None
+    assert parse_ws_message('{"type": "mystery"}') is None
+    assert json.loads(subscribe_message("p")) == {"type": "subscribe", "projectId": "project.p"}
+    for bad in ("{", "[]", '"x"'):
+        with pytest.raises(TransientError):
+            parse_ws_message(bad)
+    for bad_file in (None, [], {"url": "u"}, {"id": "f", "url": 3}):
+        with pytest.raises(TransientError):
+            parse_file(bad_file)
+    with pytest.raises(TransientError):
+        parse_file_list([])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+FILE_LIKE = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.none() | st.text(max_size=5) | st.integers(),
+        "url": JSON,
+        "tasks": JSON
+        | st.lists(st.fixed_dictionaries({"status": st.sampled_from(["error", "completed", 3])})),
+        "progress": JSON,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.text(max_size=200)
+    | JSON.map(json.dumps)
+    | st.fixed_dictionaries(
+        {"type": st.sampled_from(["file", "render_progress", "x"]), "object": FILE_LIKE | JSON}
+    ).map(json.dumps)
+)
+def test_ws_parser_only_ignores_or_raises_typed_errors(raw: str | bytes) -> None:
+    try:
+        parse_ws_message(raw)
+    except TransientError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON | FILE_LIKE | st.lists(FILE_LIKE, max_size=2))
+def test_file_parsers_only_raise_typed_errors(data: object) -> None:
+    for parse in (parse_file, parse_file_list):
+        try:
+            status = parse(data)
+        except TransientError:
+            continue
+        assert isinstance(status.id, str) and status.id
+        assert status.url is None or isinstance(status.url, str)
+        assert status.progress is None or 0 <= status.progress <= 1
