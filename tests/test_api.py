@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridgen import Config, ConfigError, ImageRequest, RequestError, TransientError
+from hybridgen import Config, ConfigError, FileStatus, ImageRequest, RequestError, TransientError
 from hybridgen.api import (
     USER_AGENT,
     parse_file,
@@ -196,9 +196,10 @@ FILE_LIKE = st.fixed_dictionaries(
 )
 def test_ws_parser_only_ignores_or_raises_typed_errors(raw: str | bytes) -> None:
     try:
-        parse_ws_message(raw)
+        result = parse_ws_message(raw)
     except TransientError:
-        pass
+        return
+    assert result is None or (isinstance(result, FileStatus) and result.id)
 
 
 @settings(max_examples=300, deadline=None)
