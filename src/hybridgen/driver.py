@@ -9,8 +9,8 @@ does, every task and socket is closed when it ends, and trio cancellation from o
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -202,7 +202,11 @@ class Client:
                 while not core.terminal:
                     with trio.move_on_at(core.next_timer()):
                         await gen._lot.park()
-                    core.advance(trio.current_time())
+                    now = trio.current_time()
+                    core.advance(now)
+                    if not core.terminal and core.next_timer() <= now:
+                        # a core that does not move its timer on would spin this loop forever
+                        raise RuntimeError(f"core.advance({now}) left a timer due now")
                 nursery.cancel_scope.cancel()
         except Exception as exc:
             # A bug in a task or a transport must not escape as a crash of the caller's nursery.
@@ -259,21 +263,24 @@ class Client:
             with trio.CancelScope() as scope:
                 gen._ws_scope = scope
                 try:
-                    async with contextlib.AsyncExitStack() as stack:
-                        with _bounded(core.deadline_at, policy.request_timeout):
-                            messages = await stack.enter_async_context(
-                                self.transport.listen(project_id)
-                            )
-                        core.ws_up(trio.current_time())
-                        async for text in messages:
-                            try:
-                                file = parse_ws_message(text)
-                            except TransientError as exc:
-                                log.debug("generation %s: ignored a message: %s", core.id, exc)
-                                continue
-                            if file is not None:
-                                core.ws_message(file, trio.current_time())
-                except (TransportError, trio.TooSlowError) as exc:
+                    # The connect bound encloses the whole `async with`: listen() may open a
+                    # nursery (trio-websocket does), which must close inside the scope it opened in.
+                    connect_by = min(core.deadline_at, trio.current_time() + policy.request_timeout)
+                    with trio.CancelScope(deadline=connect_by) as bound:
+                        async with self.transport.listen(project_id) as messages:
+                            bound.deadline = math.inf
+                            core.ws_up(trio.current_time())
+                            async for text in messages:
+                                try:
+                                    file = parse_ws_message(text)
+                                except TransientError as exc:
+                                    log.debug("generation %s: ignored a message: %s", core.id, exc)
+                                    continue
+                                if file is not None:
+                                    core.ws_message(file, trio.current_time())
+                    if bound.cancelled_caught:
+                        reason = "WebSocket connect timed out"
+                except TransportError as exc:
                     reason = str(_transport_error(exc, "WebSocket connect"))
             gen._ws_scope = None
             if scope.cancelled_caught:
