@@ -1,18 +1,46 @@
 """Transports: how hybridgen talks to a generation server.
 
-:class:`Transport` is the interface the trio driver uses; :class:`hybridgen.testing.MemoryTransport`
-is the in-memory implementation used on trio's virtual clock.
+:class:`Transport` is the interface the trio driver uses. :class:`SuperDuperTransport` speaks the
+SuperDuperAI editor API over real sockets (httpx for HTTP, trio-websocket for the push);
+:class:`hybridgen.testing.MemoryTransport` is the in-memory twin used on trio's virtual clock. Both
+pass the same contract tests (``tests/test_transport_contract.py``).
+
+Errors are typed: :class:`~hybridgen.errors.TransientError` (retry), :class:`~hybridgen.errors.
+PermanentError` (do not), :class:`~hybridgen.errors.AuthError` (check the token). The driver bounds
+every call with its own deadline, so a transport need not time out by itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import datetime
+import email.utils
+import json
+import math
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
+from urllib.parse import quote, urlsplit
 
-from .api import FileStatus, ImageRequest
+import httpx
+import trio
+import trio_websocket
 
-__all__ = ["Transport"]
+from .api import (
+    GENERATE_IMAGE,
+    USER_AGENT,
+    Config,
+    FileStatus,
+    ImageRequest,
+    file_path,
+    parse_file,
+    parse_file_list,
+    subscribe_message,
+    ws_path,
+)
+from .errors import AuthError, PermanentError, TransientError, TransportError
+
+__all__ = ["SuperDuperTransport", "Transport", "parse_retry_after"]
 
 
 @runtime_checkable
@@ -39,3 +67,237 @@ class Transport(Protocol):
     async def aclose(self) -> None:
         """Release connections (pools, sockets)."""
         ...
+
+
+_POOL_LIMITS: Final = httpx.Limits(
+    max_connections=512, max_keepalive_connections=128, keepalive_expiry=30.0
+)
+"""Connection pool of an owned client: HTTP/1.1 needs a connection per concurrent request, so
+many concurrent generations need many connections; the driver bounds how long each one waits."""
+
+_WS_DISCONNECT_TIMEOUT: Final = 2.0
+_NORMAL_CLOSE: Final = (1000, 1001)
+_DETAIL_CHARS: Final = 300
+
+
+class SuperDuperTransport:
+    """The SuperDuperAI editor API over real sockets: httpx for HTTP, trio-websocket for the push.
+
+    ``http`` is an ``httpx.AsyncClient`` to use (not closed by :meth:`aclose`); by default the
+    transport makes its own, with no timeouts of its own (the driver bounds every call) and a
+    connection pool sized for many concurrent generations. Errors are mapped to
+    :class:`~hybridgen.errors.AuthError` (401/403), :class:`~hybridgen.errors.PermanentError`
+    (400/404/405/422 and other 4xx) and :class:`~hybridgen.errors.TransientError` (408/425/429,
+    5xx, timeouts, connection errors, malformed replies). No message ever holds the token.
+    """
+
+    def __init__(self, config: Config, *, http: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self._owns_http = http is None
+        if http is None:
+            http = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
+        self.http = http
+
+    def __repr__(self) -> str:
+        return f"<SuperDuperTransport {self.config.url}>"
+
+    async def start(self, request: ImageRequest) -> FileStatus:
+        """``POST /api/v1/file/generate-image``; the reply's first file."""
+        body = json.dumps(request.to_json()).encode()
+        url = self.config.api_url(GENERATE_IMAGE)
+        data = await self._request_json("start request", "POST", url, body)
+        return parse_file_list(data)
+
+    async def poll(self, file_id: str) -> FileStatus:
+        """``GET /api/v1/file/{file_id}``."""
+        url = self.config.api_url(file_path(quote(file_id, safe="")))
+        data = await self._request_json("poll", "GET", url)
+        return parse_file(data)
+
+    async def download(self, url: str) -> bytes:
+        """The bytes at a result URL (the token is sent only to the API's own host)."""
+        headers = {"User-Agent": USER_AGENT}
+        if _origin(url) == _origin(self.config.url):
+            headers["Authorization"] = self.config.headers()["Authorization"]
+        response = await self._send("download", "GET", url, headers=headers)
+        return response.content
+
+    @contextlib.asynccontextmanager
+    async def listen(self, project_id: str) -> AsyncIterator[AsyncIterator[str]]:
+        """Open the project's socket, send the subscribe message, iterate over its texts."""
+        url = self.config.ws_url(ws_path(project_id))
+        headers = [
+            (b"Authorization", f"Bearer {self.config.token.reveal()}".encode()),
+            (b"User-Agent", USER_AGENT.encode()),
+        ]
+        body_error: BaseException | None = None
+        try:
+            async with trio_websocket.open_websocket_url(
+                url, extra_headers=headers, disconnect_timeout=_WS_DISCONNECT_TIMEOUT
+            ) as ws:
+                try:
+                    await ws.send_message(subscribe_message(project_id))
+                except trio_websocket.ConnectionClosed as exc:
+                    raise _closed_error(exc) from None
+                try:
+                    yield _Messages(ws)
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+        except (
+            trio_websocket.HandshakeError,
+            trio_websocket.ConnectionClosed,
+            OSError,
+            trio.BrokenResourceError,
+        ) as exc:
+            if exc is body_error:
+                raise
+            raise self._ws_error(exc) from None
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this transport made it."""
+        if self._owns_http:
+            await self.http.aclose()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _request_json(
+        self, what: str, method: str, url: str, body: bytes | None = None
+    ) -> object:
+        response = await self._send(what, method, url, headers=self.config.headers(), content=body)
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise TransientError(
+                f"{what}: the server's reply is not JSON (HTTP {response.status_code})",
+                status=response.status_code,
+            ) from None
+
+    async def _send(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self.http.request(method, url, headers=headers, content=content)
+        except httpx.TimeoutException:
+            raise TransientError(f"{what}: timed out") from None
+        except (httpx.RequestError, OSError) as exc:
+            raise TransientError(f"{what}: connection failed ({self._redact(exc)})") from None
+        if response.is_success:
+            return response
+        raise self._status_error(what, response.status_code, response.headers, response.content)
+
+    def _status_error(
+        self, what: str, status: int, headers: Mapping[str, str], content: bytes
+    ) -> TransportError:
+        detail = self._detail(content)
+        if status in (401, 403):
+            return AuthError(
+                f"{what}: the server rejected the token (HTTP {status}); check SUPERDUPERAI_TOKEN",
+                status=status,
+            )
+        if status in (408, 425, 429) or status >= 500:
+            return TransientError(
+                f"{what}: HTTP {status} from the server{detail}",
+                status=status,
+                retry_after=parse_retry_after(headers.get("retry-after")),
+            )
+        return PermanentError(f"{what}: HTTP {status} from the server{detail}", status=status)
+
+    def _ws_error(self, exc: BaseException) -> TransportError:
+        if isinstance(exc, trio_websocket.ConnectionRejected):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in exc.headers}
+            return self._status_error(
+                "WebSocket handshake", exc.status_code, headers, exc.body or b""
+            )
+        if isinstance(exc, trio_websocket.ConnectionClosed):
+            return _closed_error(exc)
+        if isinstance(exc, trio_websocket.ConnectionTimeout):
+            return TransientError("WebSocket connect: timed out")
+        cause = exc.__cause__ or exc.__context__ or exc
+        return TransientError(f"WebSocket connect: connection failed ({self._redact(cause)})")
+
+    def _detail(self, content: bytes) -> str:
+        text = content.decode("utf-8", "replace").strip()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "detail" in data:
+            text = data["detail"] if isinstance(data["detail"], str) else json.dumps(data["detail"])
+        if not text:
+            return ""
+        text = self._redact(text)
+        if len(text) > _DETAIL_CHARS:
+            text = text[: _DETAIL_CHARS - 3] + "..."
+        return f": {text}"
+
+    def _redact(self, value: object) -> str:
+        text = str(value) or type(value).__name__
+        token = self.config.token.reveal()
+        return text.replace(token, "***") if token else text
+
+
+class _Messages:
+    """The text messages of one open socket; ends on a normal close, raises on a drop."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            message = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            reason = exc.reason
+            if reason is not None and reason.code in _NORMAL_CLOSE:
+                raise StopAsyncIteration from None
+            raise _closed_error(exc) from None
+        if isinstance(message, bytes):
+            return message.decode("utf-8", "replace")
+        return str(message)
+
+
+def _closed_error(exc: Any) -> TransientError:
+    reason = getattr(exc, "reason", None)
+    code = getattr(reason, "code", None)
+    why = getattr(reason, "reason", None)
+    if code in (None, 1006):
+        text = "WebSocket connection lost (closed without a close frame, code 1006)"
+    else:
+        text = f"WebSocket closed by the server (code {code}{f': {why}' if why else ''})"
+    return TransientError(text[:_DETAIL_CHARS])
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date; else ``None``."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+        return max(0.0, seconds)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds

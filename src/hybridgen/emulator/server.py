@@ -1,0 +1,356 @@
+"""The emulator's real HTTP + WebSocket server: a :class:`ServerModel` on one loopback port.
+
+A Starlette app served by hypercorn's trio worker. Every decision (when a job is ready, which fault
+a poll hits, what the socket sends, when it drops) is the model's; this module only translates it
+to HTTP and WebSocket. Endpoints:
+
+- ``POST /api/v1/file/generate-image``: start a job (bearer token checked, body validated: 422).
+- ``GET /api/v1/file/{file_id}``: poll a job, through the model's poll faults.
+- ``GET /files/{file_id}.png``: the result image, once ready.
+- ``WS /api/v1/ws/project.{project_id}``: after the client's ``subscribe`` message, the project's
+  messages. A refused handshake gets HTTP 503 (401 for a bad token); a drop closes with 1011.
+- ``GET /_emulator/stats``, ``PUT /_emulator/faults``,
+  ``PUT /_emulator/projects/{project_id}/faults``: counters and fault switches, for tests and
+  users (no token needed).
+
+The ``reset`` poll fault cannot be a TCP reset through ASGI (no server exposes the socket), so the
+emulator sends the status line and headers of a response with a body that never comes, then closes
+the connection: clients see the connection closed mid-response (``httpx.RemoteProtocolError``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Final, cast
+
+import attrs
+import hypercorn.logging
+import hypercorn.trio
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.typing import ASGIFramework
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .model import BadRequest, Faults, ServerModel, WsDropped, WsRefused
+from .png import render_png
+
+__all__ = ["SUBSCRIBE_TIMEOUT", "Emulator", "create_app", "running", "serve"]
+
+log: Final = logging.getLogger("hybridgen.emulator")
+
+SUBSCRIBE_TIMEOUT: Final = 10.0
+"""Seconds a new socket may take to send its ``subscribe`` message before it is closed."""
+
+
+@attrs.frozen
+class Emulator:
+    """A running emulator: its base URL (``http://127.0.0.1:PORT``) and the model it serves."""
+
+    url: str
+    model: ServerModel
+
+
+def _error(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(401, "Invalid or missing bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+def _seconds(value: float) -> str:
+    """``Retry-After`` text: whole seconds as an integer, else a short decimal."""
+    if value == math.floor(value):
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+class _Reset:
+    """An ASGI response that breaks off: headers promising a body, then the connection closes.
+
+    Hypercorn closes a connection whose response was started but not finished when the app
+    returns, so the client gets a connection-level error, never a status it could act on.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+
+
+async def _disconnected_within(request: Request, delay: float) -> bool:
+    """Wait ``delay`` seconds; True if the client went away meanwhile."""
+    with trio.move_on_after(delay):
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return True
+    return False
+
+
+def create_app(model: ServerModel) -> Starlette:
+    """The ASGI app serving ``model`` (see the module docstring for its endpoints)."""
+
+    async def generate_image(request: Request) -> Response:
+        if not model.authorized(request.headers.get("authorization")):
+            log.debug("start: unauthorized")
+            return _unauthorized()
+        raw = await request.body()
+        try:
+            body: object = json.loads(raw)
+        except ValueError:
+            body = None
+        try:
+            job = model.create(body)
+        except BadRequest as exc:
+            msg = str(exc).removeprefix(f"{exc.field}: ")
+            log.debug("start: bad request: %s", exc)
+            return _error(
+                422, [{"loc": ["body", *exc.field.split(".")], "msg": msg, "type": "value_error"}]
+            )
+        log.debug("start: job %s for project %s", job.id, job.project_id)
+        return JSONResponse([model.file_json(job)])
+
+    async def get_file(request: Request) -> Response:
+        if not model.authorized(request.headers.get("authorization")):
+            log.debug("poll: unauthorized")
+            return _unauthorized()
+        file_id = request.path_params["file_id"]
+        job = model.jobs.get(file_id)
+        if job is None:
+            return _error(404, f"File {file_id} not found")
+        fault = model.poll_fault(job)
+        delay = model.poll_delay(job)
+        if delay and await _disconnected_within(request, delay):
+            log.debug("poll of %s: the client left during the delay", file_id)
+            return Response(status_code=499)
+        if fault is None:
+            return JSONResponse(model.file_json(job))
+        log.debug("poll of %s: fault %s", file_id, fault)
+        if fault == "reset":
+            return cast(Response, _Reset())
+        if fault == "garbage":
+            return Response(
+                b"<html><body>502 Bad Gateway (emulated garbage)</body", media_type="text/html"
+            )
+        status = int(fault)
+        headers: dict[str, str] = {}
+        retry_after = model.retry_after(job)
+        if status in (429, 503) and retry_after is not None:
+            headers["Retry-After"] = _seconds(retry_after)
+        detail = f"File {file_id} not found" if status == 404 else f"emulated HTTP {status}"
+        return _error(status, detail, headers)
+
+    async def get_png(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        job = model.jobs.get(file_id)
+        if job is None:
+            return _error(404, f"File {file_id} not found")
+        if job.faults.job_fails or trio.current_time() < job.ready_at:
+            return _error(404, f"File {file_id} is not ready")
+        model.counts["download"] += 1
+        data = await trio.to_thread.run_sync(
+            render_png, job.prompt, job.seed, job.width, job.height
+        )
+        return Response(data, media_type="image/png")
+
+    async def project_socket(websocket: WebSocket) -> None:
+        project_id = websocket.path_params["project_id"]
+        if not model.authorized(websocket.headers.get("authorization")):
+            log.debug("socket of project %s: unauthorized", project_id)
+            await websocket.send_denial_response(_unauthorized())
+            return
+        try:
+            model.ws_accept(project_id)
+        except WsRefused as exc:
+            log.debug("socket of project %s: refused", project_id)
+            await websocket.send_denial_response(_error(503, str(exc)))
+            return
+        await websocket.accept()
+        try:
+            await _serve_socket(model, websocket, project_id)
+        except WebSocketDisconnect:
+            log.debug("socket of project %s: the client left", project_id)
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(model.counts)
+
+    async def put_faults(request: Request) -> Response:
+        faults = await _read_faults(request)
+        if isinstance(faults, Response):
+            return faults
+        model.faults = faults
+        return JSONResponse(attrs.asdict(faults))
+
+    async def put_project_faults(request: Request) -> Response:
+        faults = await _read_faults(request)
+        if isinstance(faults, Response):
+            return faults
+        model.project_faults[request.path_params["project_id"]] = faults
+        return JSONResponse(attrs.asdict(faults))
+
+    return Starlette(
+        routes=[
+            Route("/api/v1/file/generate-image", generate_image, methods=["POST"]),
+            Route("/api/v1/file/{file_id}", get_file, methods=["GET"]),
+            Route("/files/{file_id}.png", get_png, methods=["GET"]),
+            WebSocketRoute("/api/v1/ws/project.{project_id}", project_socket),
+            Route("/_emulator/stats", stats, methods=["GET"]),
+            Route("/_emulator/faults", put_faults, methods=["PUT"]),
+            Route("/_emulator/projects/{project_id}/faults", put_project_faults, methods=["PUT"]),
+        ]
+    )
+
+
+async def _read_faults(request: Request) -> Faults | Response:
+    try:
+        data = json.loads(await request.body())
+        if not isinstance(data, dict):
+            raise TypeError("the body must be a JSON object of Faults fields")
+        return Faults(**data)
+    except (ValueError, TypeError) as exc:
+        return _error(422, str(exc))
+
+
+def _is_subscribe(text: object, project_id: str) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("type") == "subscribe"
+        and data.get("projectId") == f"project.{project_id}"
+    )
+
+
+async def _serve_socket(model: ServerModel, websocket: WebSocket, project_id: str) -> None:
+    subscribed = False
+    with trio.move_on_after(SUBSCRIBE_TIMEOUT):
+        while not subscribed:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            subscribed = _is_subscribe(message.get("text"), project_id)
+    if not subscribed:
+        log.debug("socket of project %s: no subscribe message in time", project_id)
+        await websocket.close(1008, "no subscribe message")
+        return
+    log.debug("socket of project %s: subscribed", project_id)
+    async with trio.open_nursery() as nursery:
+        # The client may leave at any time: stop feeding then (a silent feed never ends).
+        nursery.start_soon(_until_disconnect, websocket, nursery.cancel_scope)
+        await _feed(model, websocket, project_id)
+        nursery.cancel_scope.cancel()
+
+
+async def _feed(model: ServerModel, websocket: WebSocket, project_id: str) -> None:
+    feed = cast(AsyncGenerator[str, None], model.ws_feed(project_id))
+    try:
+        async for text in feed:
+            await websocket.send_text(text)
+    except WsDropped:
+        log.debug("socket of project %s: dropped (fault)", project_id)
+        await websocket.close(1011, "dropped by the emulator")
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        log.debug("socket of project %s: the client left", project_id)
+    finally:
+        await feed.aclose()
+
+
+async def _until_disconnect(websocket: WebSocket, scope: trio.CancelScope) -> None:
+    try:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    scope.cancel()
+
+
+class _DebugLogger(hypercorn.logging.Logger):
+    """Hypercorn's log at DEBUG ("Running on ..."), errors kept, no access log."""
+
+    async def info(self, message: str, *args: Any, **kwargs: Any) -> None:
+        await self.debug(message, *args, **kwargs)
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(
+    model: ServerModel,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: trio.TaskStatus[Emulator] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``model`` on ``host:port`` (0: any free port) until cancelled.
+
+    Sets ``model.file_base`` to the server's URL, then reports an :class:`Emulator` through
+    ``task_status`` (use ``await nursery.start(serve, model)``). Cancelling it closes the listening
+    socket and every connection.
+    """
+    config = HyperConfig()
+    config.bind = [_bind(host, port)]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hybridgen.emulator.hypercorn")
+    config.logger_class = _DebugLogger
+    config.graceful_timeout = 0.5
+    # Starlette's ASGI types are looser than hypercorn's; the app is a plain ASGI 3 app.
+    app = cast(ASGIFramework, create_app(model))
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(partial(hypercorn.trio.serve, app, config))
+        url = binds[0].rstrip("/")
+        model.file_base = url
+        log.debug("emulator serving on %s", url)
+        task_status.started(Emulator(url, model))
+
+
+@asynccontextmanager
+async def running(
+    faults: Faults | None = None,
+    *,
+    time_scale: float = 1.0,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> AsyncIterator[Emulator]:
+    """Run an emulator for the duration of an ``async with`` block.
+
+    ``async with running(Faults(ws_mode="silent"), time_scale=0.05) as emulator:`` gives an
+    :class:`Emulator` whose ``url`` takes requests until the block ends.
+    """
+    model = ServerModel(faults, time_scale=time_scale, token=token)
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            emulator: Emulator = await nursery.start(partial(serve, model, host=host, port=port))
+            try:
+                yield emulator
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Give the block's own error back as it was raised, not wrapped by our nursery.
+        if body_error is not None and list(group.exceptions) == [body_error]:
+            raise body_error from None
+        raise

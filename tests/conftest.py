@@ -1,0 +1,38 @@
+"""Shared fixtures: a real emulator on loopback and a real-socket transport talking to it.
+
+The fixtures themselves live in :mod:`hybridgen.testing.pytest_plugin` (installed for users too);
+here we only pick the timings of our own tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridgen.emulator import Emulator
+from hybridgen.transport import SuperDuperTransport
+
+TOKEN = "test-token-123"
+TIME_SCALE = 0.02
+"""Server-side time scale of the real-socket tests: a 35 s job takes 0.7 s."""
+
+
+@pytest.fixture
+def hybridgen_time_scale() -> float:
+    return TIME_SCALE
+
+
+@pytest.fixture
+def hybridgen_token() -> str:
+    return TOKEN
+
+
+@pytest.fixture
+def emulator(hybridgen_emulator: Emulator) -> Emulator:
+    """A real emulator on a free loopback port (token ``TOKEN``, time scale ``TIME_SCALE``)."""
+    return hybridgen_emulator
+
+
+@pytest.fixture
+def real_transport(hybridgen_transport: SuperDuperTransport) -> SuperDuperTransport:
+    """A :class:`SuperDuperTransport` for ``emulator``."""
+    return hybridgen_transport

@@ -1,0 +1,270 @@
+"""Whole generations over real loopback sockets: the driver, SuperDuperTransport and the emulator.
+
+Timings are scaled: the emulator's jobs run at ``TIME_SCALE`` of their nominal length and the
+policies at ``POLICY_SCALE`` (``Policy.seed().scaled(0.05)`` waits 1.5 s for the socket instead of
+30 s). Bounds are generous multiples of those scaled timings, not wall-clock goals.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import trio
+
+from hybridgen.api import Config, ImageRequest
+from hybridgen.driver import Client, Result
+from hybridgen.emulator import Emulator, Faults
+from hybridgen.emulator.model import Job
+from hybridgen.errors import GenerationFailed, PermanentError
+from hybridgen.machine import State
+from hybridgen.policy import Policy
+from hybridgen.transport import SuperDuperTransport
+
+TOKEN = "test-token-123"
+POLICY_SCALE = 0.05
+SLACK = 0.5
+"""Seconds allowed on top of a scaled timing for loopback round trips and a loaded machine."""
+LIMIT = 8.0
+"""No test body may take longer than this."""
+
+DEFAULT = Policy.default().scaled(POLICY_SCALE)  # socket + polls every 0.1 s after 0.1 s
+SEED = Policy.seed().scaled(POLICY_SCALE)  # 1.5 s socket only, then polls every 0.1 s
+
+
+def gen_time(emulator: Emulator, seconds: float) -> float:
+    """The nominal ``gen_time`` that makes a job take ``seconds`` of real time."""
+    return seconds / emulator.model.time_scale
+
+
+def client_for(
+    emulator: Emulator, token: str = TOKEN, *, http: httpx.AsyncClient | None = None
+) -> Client:
+    transport = SuperDuperTransport(Config(url=emulator.url, token=token), http=http)
+    return Client(transport, policy=DEFAULT)
+
+
+async def generate(emulator: Emulator, faults: Faults, policy: Policy) -> tuple[float, Result]:
+    emulator.model.faults = faults
+    async with client_for(emulator) as client:
+        with trio.fail_after(LIMIT):
+            result = await client.generate("a red fox", policy=policy)
+    return result.elapsed, result
+
+
+async def test_push_delivers_the_result(emulator: Emulator) -> None:
+    ready_in = 0.3
+    # No poll before 3 s: only the socket can deliver.
+    policy = DEFAULT.replace(ws_timeout=3.0, deadline=4.0)
+    emulator.model.faults = Faults(gen_time=gen_time(emulator, ready_in))
+    async with client_for(emulator) as client:
+        with trio.fail_after(LIMIT):
+            result = await client.generate("a red fox", policy=policy)
+    assert result.state is State.DONE and result.channel == "websocket"
+    assert result.polls == 0
+    assert result.url is not None
+    assert ready_in <= result.elapsed <= ready_in + SLACK
+    # The pushed URL is real: it serves the PNG, the same bytes every time.
+    transport = SuperDuperTransport(Config(url=emulator.url, token=TOKEN))
+    try:
+        with trio.fail_after(LIMIT):
+            png = await transport.download(result.url)
+            again = await transport.download(result.url)
+            with pytest.raises(PermanentError) as missing:
+                await transport.download(f"{emulator.url}/files/{uuid.uuid4()}.png")
+    finally:
+        await transport.aclose()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == again
+    assert missing.value.status == 404
+    assert emulator.model.counts["download"] == 2
+
+
+async def test_silent_socket_seed_waits_for_its_ws_timeout(emulator: Emulator) -> None:
+    ready_in = 0.3
+    elapsed, result = await generate(
+        emulator, Faults(ws_mode="silent", gen_time=gen_time(emulator, ready_in)), SEED
+    )
+    assert result.channel == "polling"
+    # The seed polls only after its fixed socket wait, long after the result was ready.
+    assert SEED.ws_timeout <= elapsed <= SEED.ws_timeout + SEED.poll_interval + SLACK
+
+
+async def test_silent_socket_default_costs_about_one_poll_interval(emulator: Emulator) -> None:
+    ready_in = 0.3
+    elapsed, result = await generate(
+        emulator, Faults(ws_mode="silent", gen_time=gen_time(emulator, ready_in)), DEFAULT
+    )
+    assert result.channel == "polling"
+    one_interval = DEFAULT.poll_interval * (1 + DEFAULT.jitter)
+    assert ready_in <= elapsed <= ready_in + one_interval + SLACK
+    assert elapsed < SEED.ws_timeout  # far earlier than the seed on the same server
+
+
+async def test_socket_dropped_midway_still_done(emulator: Emulator) -> None:
+    ready_in = 0.6
+    faults = Faults(
+        ws_mode="drop",
+        ws_drops=1,
+        ws_drop_after=gen_time(emulator, 0.15),
+        gen_time=gen_time(emulator, ready_in),
+    )
+    # Polls only from 3 s on: the result must come from the reconnected socket.
+    policy = DEFAULT.replace(ws_timeout=3.0, deadline=4.0)
+    elapsed, result = await generate(emulator, faults, policy)
+    assert result.state is State.DONE
+    assert result.channel == "websocket"
+    assert result.ws_failures >= 1
+    assert emulator.model.counts["ws_drop"] == 1
+    assert emulator.model.counts["ws_connect"] >= 2
+    assert ready_in <= elapsed <= ready_in + SLACK
+
+
+async def test_push_after_the_seeds_fallback(emulator: Emulator) -> None:
+    # The job ends just after the seed's socket wait: the seed has closed its socket by then and
+    # must poll; the default policy still listens and gets the push.
+    ready_in = SEED.ws_timeout + 0.2
+    faults = Faults(gen_time=gen_time(emulator, ready_in))
+    seed_elapsed, seed = await generate(emulator, faults, SEED)
+    assert seed.channel == "polling"
+    assert ready_in <= seed_elapsed <= ready_in + SEED.poll_interval + SLACK
+
+    # Slow polls, so that only the open socket can be this quick.
+    listening = DEFAULT.replace(poll_interval=3.0, backoff_cap=3.0, deadline=5.0)
+    elapsed, default = await generate(emulator, faults, listening)
+    assert default.channel == "websocket"
+    assert ready_in <= elapsed <= ready_in + SLACK
+
+
+async def test_wrong_token_fails_fast_without_retries(emulator: Emulator) -> None:
+    requests: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        requests.append(f"{request.method} {request.url.path}")
+
+    http = httpx.AsyncClient(event_hooks={"request": [record]})
+    emulator.model.faults = Faults(gen_time=gen_time(emulator, 0.3))
+    try:
+        async with client_for(emulator, token="not-the-token", http=http) as client:
+            with trio.fail_after(LIMIT), pytest.raises(GenerationFailed) as info:
+                await client.generate("a red fox", policy=DEFAULT)
+    finally:
+        await http.aclose()
+    result = info.value.result
+    assert result.state is State.FAILED
+    assert "SUPERDUPERAI_TOKEN" in result.reason
+    assert "not-the-token" not in result.reason and TOKEN not in result.reason
+    assert result.elapsed < DEFAULT.poll_interval + SLACK
+    assert requests == ["POST /api/v1/file/generate-image"]  # one start, no retry
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(f"{emulator.url}/_emulator/stats")).json()
+    assert stats["poll"] == 0
+    assert stats["start"] == 0  # the start never got past the token check
+
+
+@pytest.mark.parametrize(("fault", "retry_after"), [("500", None), ("503", 0.5), ("429", 0.5)])
+async def test_server_errors_are_retried_then_done(
+    emulator: Emulator, fault: str, retry_after: float | None
+) -> None:
+    ready_in = 0.3
+    faults = Faults(
+        ws_mode="silent",
+        gen_time=gen_time(emulator, ready_in),
+        poll_fault=fault,  # type: ignore[arg-type]
+        poll_faults=2,
+        retry_after=None if retry_after is None else gen_time(emulator, retry_after),
+    )
+    elapsed, result = await generate(emulator, faults, DEFAULT.replace(deadline=4.0))
+    assert result.state is State.DONE
+    assert result.channel == "polling"
+    assert result.poll_errors == 2
+    assert emulator.model.counts["poll"] == 3
+    if retry_after is not None:
+        # Two Retry-After waits before the good poll (backoff alone would take about 0.7 s).
+        assert elapsed >= DEFAULT.ws_timeout * (1 - DEFAULT.jitter) + 2 * retry_after
+    assert elapsed <= 4.0
+
+
+async def test_deadline_fails_the_generation(emulator: Emulator) -> None:
+    emulator.model.faults = Faults(ws_mode="silent", gen_time=gen_time(emulator, 30.0))
+    policy = DEFAULT.replace(deadline=0.5)
+    async with client_for(emulator) as client:
+        with trio.fail_after(LIMIT), pytest.raises(GenerationFailed) as info:
+            await client.generate("a red fox", policy=policy)
+    result = info.value.result
+    assert "deadline" in result.reason
+    assert policy.deadline <= result.elapsed <= policy.deadline + SLACK
+    assert result.polls >= 1
+
+
+def _tcp_ends() -> Iterator[tuple[int, int | None]]:
+    """(local port, remote port or None) of every TCP socket this process has open."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:["):
+                continue
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue
+        with sock:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                remote: int | None = sock.getpeername()[1]
+            except OSError:
+                remote = None
+            yield sock.getsockname()[1], remote
+
+
+def client_side_fds(port: int) -> int:
+    """Open fds of this process that are connections *to* ``port`` (client ends only)."""
+    return sum(1 for local, remote in _tcp_ends() if remote == port and local != port)
+
+
+def fds_but_server_side(port: int) -> int:
+    """All open fds of this process except the server's own sockets on ``port``."""
+    server_side = sum(1 for local, _ in _tcp_ends() if local == port)
+    return len(os.listdir("/proc/self/fd")) - server_side
+
+
+async def test_cancel_midway_closes_every_socket(emulator: Emulator) -> None:
+    port = int(emulator.url.rsplit(":", 1)[1])
+    model = emulator.model
+    # A long job, a socket that stays open and polls held back by the server: mid-generation
+    # both a WebSocket and an HTTP request are open.
+    model.faults = Faults(
+        ws_mode="silent", gen_time=gen_time(emulator, 30.0), poll_delay=gen_time(emulator, 5.0)
+    )
+    socket_open, poll_held = trio.Event(), trio.Event()
+    ws_accept, poll_fault = model.ws_accept, model.poll_fault
+
+    def on_ws_accept(project_id: str) -> None:
+        ws_accept(project_id)
+        socket_open.set()
+
+    def on_poll_fault(job: Job) -> str | None:
+        poll_held.set()
+        return poll_fault(job)
+
+    model.ws_accept = on_ws_accept  # type: ignore[method-assign]
+    model.poll_fault = on_poll_fault  # type: ignore[method-assign]
+    before = fds_but_server_side(port)
+    assert client_side_fds(port) == 0
+    async with client_for(emulator) as client:
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as nursery:
+                gen = await nursery.start(client.start, ImageRequest(prompt="a red fox"))
+                await socket_open.wait()
+                await poll_held.wait()
+                open_mid = client_side_fds(port)
+                nursery.cancel_scope.cancel()  # trio cancellation, mid-generation
+        # Cancelling closed both the socket and the held poll, before the client is closed.
+        after_cancel = client_side_fds(port)
+    assert open_mid >= 2  # the socket and the held poll were really open
+    assert after_cancel == 0
+    assert gen.state is State.CANCELLED
+    assert client_side_fds(port) == 0
+    assert fds_but_server_side(port) <= before

@@ -1,0 +1,279 @@
+"""One contract, two transports: the in-memory one and the real one against the real emulator.
+
+Every test runs twice: over :class:`MemoryTransport` (the model in memory) and over
+:class:`SuperDuperTransport` (HTTP + WebSocket on a loopback port), with the same model settings,
+on the real clock. Whatever one transport does, the other must do too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import email.utils
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import attrs
+import pytest
+import trio
+
+from hybridgen.api import Config, FileStatus, ImageRequest, parse_ws_message
+from hybridgen.emulator import Faults, ServerModel, running
+from hybridgen.errors import AuthError, PermanentError, TransientError, TransportError
+from hybridgen.testing import MemoryTransport
+from hybridgen.transport import SuperDuperTransport, Transport, parse_retry_after
+
+TOKEN = "test-token-123"
+TIME_SCALE = 0.02
+GEN_TIME = 5.0
+"""Job length before scaling: 0.1 s of real time."""
+READY_IN = GEN_TIME * TIME_SCALE
+LIMIT = 5.0
+"""Every test body runs under this deadline (seconds), so nothing can hang."""
+
+
+@attrs.define
+class Side:
+    """A transport and the model behind it, plus a way to make transports with other tokens."""
+
+    kind: str
+    model: ServerModel
+    transport: Transport
+    with_token: Callable[[str], Transport]
+
+
+@pytest.fixture(params=["memory", "real"])
+async def side(request: pytest.FixtureRequest) -> AsyncIterator[Side]:
+    if request.param == "memory":
+        model = ServerModel(time_scale=TIME_SCALE, token=TOKEN)
+        yield Side(
+            "memory",
+            model,
+            MemoryTransport(model, token=TOKEN),
+            lambda token: MemoryTransport(model, token=token),
+        )
+        return
+    async with (
+        running(time_scale=TIME_SCALE, token=TOKEN) as emulator,
+        contextlib.AsyncExitStack() as stack,
+    ):
+
+        def make(token: str) -> Transport:
+            transport = SuperDuperTransport(Config(url=emulator.url, token=token))
+            stack.push_async_callback(transport.aclose)
+            return transport
+
+        yield Side("real", emulator.model, make(TOKEN), make)
+
+
+def request_for(project_id: str | None = None) -> ImageRequest:
+    return ImageRequest(
+        prompt="a red fox in the snow",
+        project_id=project_id or str(uuid.uuid4()),
+        seed=7,
+        width=512,
+        height=384,
+    )
+
+
+async def start(
+    side: Side, faults: Faults | None = None, project_id: str | None = None
+) -> FileStatus:
+    side.model.faults = faults if faults is not None else Faults(gen_time=GEN_TIME)
+    return await side.transport.start(request_for(project_id))
+
+
+async def until_ready(side: Side, file_id: str) -> None:
+    """Sleep until the model's own ready time of the job (a known moment, not a guess)."""
+    await trio.sleep_until(side.model.jobs[file_id].ready_at)
+
+
+async def drain(messages: AsyncIterator[str], into: list[str]) -> None:
+    async for text in messages:
+        into.append(text)
+
+
+async def test_start_returns_a_file_without_url(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side)
+    assert file.id in side.model.jobs
+    assert file.url is None and not file.ready and not file.failed
+
+
+async def test_poll_gives_the_url_once_ready(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side)
+        before = await side.transport.poll(file.id)
+        await until_ready(side, file.id)
+        after = await side.transport.poll(file.id)
+    assert before.id == file.id and before.url is None and not before.failed
+    job = side.model.jobs[file.id]
+    assert after.ready and after.url == side.model.url_of(job)
+    if side.kind == "real":
+        assert after.url is not None and after.url.startswith("http://127.0.0.1:")
+
+
+async def test_failed_job_polls_as_failed(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, job_fails=True))
+        await until_ready(side, file.id)
+        status = await side.transport.poll(file.id)
+    assert status.failed and not status.ready
+    assert status.error and "job_fails" in status.error
+
+
+async def test_unknown_file_is_permanent(side: Side) -> None:
+    with trio.fail_after(LIMIT), pytest.raises(PermanentError) as info:
+        await side.transport.poll(str(uuid.uuid4()))
+    assert not isinstance(info.value, AuthError)
+    assert info.value.status == 404
+
+
+async def test_wrong_token_is_an_auth_error(side: Side) -> None:
+    other = side.with_token("wrong-token")
+    with trio.fail_after(LIMIT):
+        file = await start(side)
+        with pytest.raises(AuthError) as on_start:
+            await other.start(request_for())
+        with pytest.raises(AuthError) as on_poll:
+            await other.poll(file.id)
+    for error in (on_start.value, on_poll.value):
+        assert error.status == 401
+        assert "SUPERDUPERAI_TOKEN" in str(error)
+        assert TOKEN not in str(error) and "wrong-token" not in str(error)
+    assert side.model.counts["poll"] == 0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_server_errors_are_transient(side: Side, status: int) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, poll_fault=str(status), poll_faults=1))  # type: ignore[arg-type]
+        with pytest.raises(TransientError) as info:
+            await side.transport.poll(file.id)
+        recovered = await side.transport.poll(file.id)
+    assert info.value.status == status
+    assert info.value.retry_after is None
+    assert recovered.id == file.id
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_is_reported(side: Side, status: int) -> None:
+    faults = Faults(gen_time=GEN_TIME, poll_fault=str(status), retry_after=12.5)  # type: ignore[arg-type]
+    with trio.fail_after(LIMIT):
+        file = await start(side, faults)
+        with pytest.raises(TransientError) as info:
+            await side.transport.poll(file.id)
+    assert info.value.status == status
+    assert info.value.retry_after == pytest.approx(12.5 * TIME_SCALE, abs=1e-3)
+
+
+@pytest.mark.parametrize("fault", ["reset", "garbage"])
+async def test_broken_replies_are_transient(side: Side, fault: str) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, poll_fault=fault))  # type: ignore[arg-type]
+        with pytest.raises(TransientError) as info:
+            await side.transport.poll(file.id)
+    assert not isinstance(info.value, PermanentError)
+    assert TOKEN not in str(info.value)
+
+
+async def test_poll_fault_404_is_permanent(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, poll_fault="404"))
+        with pytest.raises(PermanentError) as info:
+            await side.transport.poll(file.id)
+    assert info.value.status == 404
+
+
+async def test_listen_pushes_progress_then_the_result(side: Side) -> None:
+    project_id = str(uuid.uuid4())
+    side.model.faults = Faults(gen_time=GEN_TIME, progress_steps=2)
+    statuses: list[FileStatus] = []
+    with trio.fail_after(LIMIT):
+        async with side.transport.listen(project_id) as messages:
+            file = await start(side, side.model.faults, project_id)
+            async for text in messages:
+                status = parse_ws_message(text)
+                assert status is not None
+                statuses.append(status)
+                if status.ready:
+                    break
+    assert [s.progress for s in statuses[:-1]] == [
+        pytest.approx(1 / 3, abs=0.01),
+        pytest.approx(2 / 3, abs=0.01),
+    ]
+    assert statuses[-1].id == file.id
+    assert statuses[-1].url == side.model.url_of(side.model.jobs[file.id])
+    assert trio.current_time() >= side.model.jobs[file.id].ready_at
+
+
+async def test_silent_socket_sends_nothing(side: Side) -> None:
+    project_id = str(uuid.uuid4())
+    received: list[str] = []
+    with trio.fail_after(LIMIT):
+        async with side.transport.listen(project_id) as messages:
+            file = await start(side, Faults(gen_time=GEN_TIME, ws_mode="silent"), project_id)
+            # Listen until well after the job is ready: nothing may arrive.
+            with trio.move_on_at(side.model.jobs[file.id].ready_at + 3 * READY_IN) as quiet:
+                async for text in messages:
+                    received.append(text)
+    assert quiet.cancelled_caught
+    assert received == []
+
+
+async def test_refused_socket_raises_on_enter(side: Side) -> None:
+    side.model.faults = Faults(ws_mode="refuse")
+    entered = False
+    with trio.fail_after(LIMIT), pytest.raises(TransportError) as info:
+        async with side.transport.listen(str(uuid.uuid4())):
+            entered = True
+    assert not entered
+    assert isinstance(info.value, TransientError)
+    assert side.model.counts["ws_connect"] == 1
+
+
+async def test_socket_with_wrong_token_is_an_auth_error(side: Side) -> None:
+    other = side.with_token("wrong-token")
+    with trio.fail_after(LIMIT), pytest.raises(AuthError) as info:
+        async with other.listen(str(uuid.uuid4())):
+            pass
+    assert "SUPERDUPERAI_TOKEN" in str(info.value) and "wrong-token" not in str(info.value)
+
+
+async def test_dropped_socket_raises_transient(side: Side) -> None:
+    project_id = str(uuid.uuid4())
+    side.model.faults = Faults(ws_mode="drop", ws_drop_after=GEN_TIME / 2, gen_time=GEN_TIME * 10)
+    received: list[str] = []
+    with trio.fail_after(LIMIT):
+        async with side.transport.listen(project_id) as messages:
+            opened = trio.current_time()
+            await start(side, side.model.faults, project_id)
+            with pytest.raises(TransientError):
+                await drain(messages, received)
+            dropped = trio.current_time()
+    assert side.model.counts["ws_drop"] == 1
+    assert dropped - opened >= GEN_TIME / 2 * TIME_SCALE
+    assert all(parse_ws_message(text) is not None for text in received)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        ("0.25", 0.25),
+        (" 7 ", 7.0),
+        ("-1", None),
+        ("soon", None),
+        ("nan", None),
+        (None, None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_header_parsing(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_http_date_in_the_future() -> None:
+    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=90)
+    parsed = parse_retry_after(email.utils.format_datetime(when, usegmt=True))
+    assert parsed is not None and 85 <= parsed <= 91
