@@ -1,0 +1,402 @@
+"""The installed ``hybridgen`` command, run in subprocesses (real sockets on loopback).
+
+Every wait has a deadline: output is read line by line by threads, and tests wait for the line they
+need rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from PIL import Image
+
+BIN = shutil.which("hybridgen", path=os.path.dirname(sys.executable)) or shutil.which("hybridgen")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ("--time-scale", "0.02")
+RUN_TIMEOUT = 20.0
+
+pytestmark = pytest.mark.skipif(BIN is None, reason="the hybridgen command is not installed")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test environment without any SUPERDUPERAI_* / HYBRIDGEN_* setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERDUPERAI_", "HYBRIDGEN_"))}
+    env.update(extra)
+    return env
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    assert BIN is not None
+    return subprocess.run(
+        [BIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=clean_env() if env is None else env,
+        check=False,
+    )
+
+
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    """Every stdout line parsed as one JSON object (fails on any other output)."""
+    lines = stdout.splitlines()
+    assert lines, "no output on stdout"
+    return [json.loads(line) for line in lines]
+
+
+class Running:
+    """A subprocess whose stdout lines and stderr are collected by threads as they come."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        assert BIN is not None
+        self.proc = subprocess.Popen(
+            [BIN, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._pump_lines, args=(self.proc.stdout,), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump_lines(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.stdout.append(line)
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _pump(self, stream: IO[str]) -> None:
+        for chunk in stream:
+            self.stderr.append(chunk)
+
+    def line(self, timeout: float = 10.0) -> str:
+        """The next stdout line, within ``timeout`` seconds."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no stdout line within {timeout} s; stderr: {''.join(self.stderr)}")
+        if line is None:
+            pytest.fail(f"stdout closed (exit {self.proc.poll()}); stderr: {''.join(self.stderr)}")
+        return line
+
+    def finish(self, timeout: float = 10.0) -> int:
+        """Wait for the exit (and all output) within ``timeout`` seconds; return the exit code."""
+        code = self.proc.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+        return code
+
+    def kill(self) -> None:
+        """Kill it if it still runs (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    started: list[Running] = []
+
+    def spawn(*args: str, env: dict[str, str] | None = None) -> Running:
+        process = Running(*args, env=clean_env() if env is None else env)
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        process.kill()
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] > 0 and image.size[1] > 0
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".part")]
+    assert leftovers == []
+
+
+# -- generate against the embedded emulator ----------------------------------------------------
+
+
+def test_generate_json_embedded_saves_a_png(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "dir" / "fox.png"
+    # Polling only after 2 s (an explicit, unscaled timing): the push (at 0.1 s) must win.
+    proc = run("generate", "a red fox", "--out", str(out), "--json", "--ws-timeout", "2", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    lines = json_lines(proc.stdout)
+    result = lines[-1]
+    assert result["event"] == "result"
+    assert result["state"] == "done"
+    assert result["channel"] == "websocket"
+    assert result["path"] == str(out)
+    assert result["url"].startswith("http://127.0.0.1:")
+    assert result["elapsed"] > 0
+    assert {line["event"] for line in lines[:-1]} <= {"transition", "progress", "retry"}
+    transitions = [line for line in lines if line["event"] == "transition"]
+    assert transitions[0]["from"] == "requested"
+    assert transitions[-1]["to"] == "done"
+    assert all(t["from"] == u["to"] for t, u in zip(transitions[1:], transitions, strict=False))
+    ats = [line["at"] for line in lines[:-1]]
+    assert ats == sorted(ats)
+    notes = [line for line in proc.stderr.splitlines() if "embedded emulator" in line]
+    assert len(notes) == 1 and "http://127.0.0.1:" in notes[0]
+    assert_png(out)
+
+
+def test_generate_silent_socket_falls_back_to_polling(tmp_path: Path) -> None:
+    out = tmp_path / "fox.png"
+    proc = run("generate", "a fox", "--out", str(out), "--json", "--ws-mode", "silent", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    result = json_lines(proc.stdout)[-1]
+    assert (result["state"], result["channel"]) == ("done", "polling")
+    assert_png(out)
+
+
+def test_seed_policy_waits_its_scaled_ws_timeout(tmp_path: Path) -> None:
+    out = tmp_path / "fox.png"
+    proc = run(
+        "generate",
+        "a fox",
+        "--out",
+        str(out),
+        "--json",
+        "--ws-mode",
+        "silent",
+        "--policy",
+        "seed",
+        *FAST,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = json_lines(proc.stdout)
+    result = lines[-1]
+    assert (result["state"], result["channel"]) == ("done", "polling")
+    assert result["elapsed"] >= 30 * 0.02
+    fallback = [t for t in lines if t.get("to") == "polling"]
+    assert fallback[0]["trigger"] == "ws_timeout"
+    assert fallback[0]["at"] >= 30 * 0.02
+
+
+def test_plain_output_and_trace(tmp_path: Path) -> None:
+    out = tmp_path / "fox.png"
+    proc = run("generate", "a fox", "--out", str(out), "--trace", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    stdout = proc.stdout.splitlines()
+    assert stdout[0] == str(out)
+    assert stdout[1] == "stateDiagram-v2"
+    assert any(line.strip().startswith("requested --> awaiting_ws: start") for line in stdout)
+    assert stdout[-1].strip() == "done --> [*]"
+    assert "requested -> awaiting_ws (start)" in proc.stderr
+    assert "-> done" in proc.stderr
+    assert_png(out)
+
+
+def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
+    """With stderr on a terminal, rich shows the progress there; the path still goes to stdout."""
+    assert BIN is not None
+    out = tmp_path / "fox.png"
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [BIN, "generate", "a fox", "--out", str(out), *FAST],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            env=clean_env(TERM="xterm", COLUMNS="120"),
+        )
+        os.close(slave)
+        chunks: list[bytes] = []
+
+        def drain() -> None:
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO once the child closed the terminal
+                    return
+                if not chunk:
+                    return
+                chunks.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        stdout, _ = proc.communicate(timeout=RUN_TIMEOUT)
+        reader.join(timeout=10)
+    finally:
+        os.close(master)
+    terminal = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, terminal
+    assert stdout.strip() == str(out)
+    assert "saved" in terminal and "done" in terminal
+    assert_png(out)
+
+
+# -- usage errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["a fox", "--policy", "nope"], "--policy"),
+        (["a fox", "--deadline", "-1"], "deadline"),
+        (["a fox", "--deadline", "1", "--ws-timeout", "2"], "deadline"),
+        (["a fox", "--poll-interval", "0"], "poll_interval"),
+        (["a fox", "--time-scale", "-2"], "time_scale"),
+        (["a fox", "--gen-time", "-1"], "gen_time"),
+        (["   "], "prompt"),
+        ([""], "prompt"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_field(tmp_path: Path, args: list[str], named: str) -> None:
+    out = tmp_path / "never.png"
+    proc = run("generate", *args, "--out", str(out), "--json")
+    assert proc.returncode == 2, proc.stderr
+    assert named in proc.stderr
+    assert proc.stdout == ""
+    assert not out.exists()
+
+
+def test_emulator_options_need_the_embedded_emulator(tmp_path: Path) -> None:
+    env = clean_env(SUPERDUPERAI_URL="http://127.0.0.1:9", SUPERDUPERAI_TOKEN="x" * 12)
+    proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), "--gen-time", "1", env=env)
+    assert proc.returncode == 2
+    assert "--gen-time" in proc.stderr
+
+
+def test_missing_token_is_a_config_error(tmp_path: Path) -> None:
+    env = clean_env(SUPERDUPERAI_URL="http://127.0.0.1:9")
+    proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), "--json", env=env)
+    assert proc.returncode == 2
+    assert "SUPERDUPERAI_TOKEN" in proc.stderr
+    assert proc.stdout == ""
+
+
+# -- against `hybridgen serve` ---------------------------------------------------------------
+
+SERVER_TOKEN = "tok-Qx7ServerSecretZz91"
+WRONG_TOKEN = "tok-Qx7WrongSecretYy42"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[Running, str]]:
+    process = Running("serve", "--token", SERVER_TOKEN, *FAST, env=clean_env())
+    try:
+        url = process.line(timeout=15)
+        assert url.startswith("http://127.0.0.1:")
+        yield process, url
+    finally:
+        process.kill()
+
+
+def test_wrong_token_fails_fast_without_showing_it(
+    tmp_path: Path, server: tuple[Running, str]
+) -> None:
+    _, url = server
+    env = clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN=WRONG_TOKEN, HYBRIDGEN_LOG="DEBUG")
+    t0 = time.monotonic()
+    proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - t0 < 10
+    assert "SUPERDUPERAI_TOKEN" in proc.stderr
+    result = json_lines(proc.stdout)[-1]
+    assert (result["state"], result["path"]) == ("failed", None)
+    for text in (proc.stdout, proc.stderr):
+        assert WRONG_TOKEN not in text
+        assert SERVER_TOKEN not in text
+    assert "embedded emulator" not in proc.stderr
+
+
+def test_right_token_succeeds_without_showing_it(
+    tmp_path: Path, server: tuple[Running, str]
+) -> None:
+    process, url = server
+    out = tmp_path / "f.png"
+    env = clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN=SERVER_TOKEN)
+    proc = run("generate", "a fox", "--out", str(out), "--json", "-v", *FAST, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "DEBUG" in proc.stderr  # -v did turn debug logging on
+    result = json_lines(proc.stdout)[-1]
+    assert result["state"] == "done"
+    assert result["url"].startswith(url)
+    assert_png(out)
+    for text in (proc.stdout, proc.stderr, "".join(process.stderr), "".join(process.stdout)):
+        assert SERVER_TOKEN not in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_prints_its_url_first_and_stops_cleanly(spawn: Any, signum: int) -> None:
+    process: Running = spawn("serve", "--port", "0", *FAST)
+    url = process.line(timeout=15)
+    assert url.startswith("http://127.0.0.1:")
+    assert int(url.rsplit(":", 1)[1]) > 0
+    process.proc.send_signal(signum)
+    assert process.finish(timeout=10) == 0
+
+
+# -- Ctrl-C, --version, diagram ------------------------------------------------------------------
+
+
+def test_sigint_cancels_the_generation(tmp_path: Path, spawn: Any) -> None:
+    out = tmp_path / "f.png"
+    process: Running = spawn("generate", "a fox", "--out", str(out), "--json", "--gen-time", "100")
+    first = json.loads(process.line(timeout=15))
+    assert (first["event"], first["to"]) == ("transition", "awaiting_ws")
+    process.proc.send_signal(signal.SIGINT)
+    assert process.finish(timeout=10) == 130
+    lines = json_lines("".join(process.stdout))
+    result = lines[-1]
+    assert result["event"] == "result"
+    assert result["state"] == "cancelled"
+    assert result["path"] is None
+    assert lines[-2]["event"] == "transition"
+    assert (lines[-2]["to"], lines[-2]["trigger"]) == ("cancelled", "cancel")
+    assert not out.exists()
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("hybridgen ")
+    module = subprocess.run(
+        [sys.executable, "-m", "hybridgen", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert module.returncode == 0
+    assert module.stdout == proc.stdout
+
+
+def test_diagram(tmp_path: Path) -> None:
+    proc = run("diagram", "--format", "mermaid")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("stateDiagram-v2")
+    target = tmp_path / "machine.dot"
+    proc = run("diagram", "--format", "dot", "-o", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_text().startswith("digraph")
+    assert run("diagram", "--format", "png").returncode == 2
