@@ -1,0 +1,176 @@
+"""Use hybridgen from an asyncio program, without touching trio.
+
+:class:`AsyncioClient` runs trio in *guest mode* on the running asyncio loop
+(``trio.lowlevel.start_guest_run``): one trio run per client, living as long as the client, on the
+same thread as asyncio. Generations run as trio tasks inside it; results and events come back to
+asyncio through futures and queues. Cancelling the asyncio task cancels the generation (it ends
+``cancelled``, its sockets closed).
+
+Example (inside a FastAPI/Starlette app or any ``asyncio.run``)::
+
+    async with AsyncioClient(lambda: SuperDuperTransport(Config.from_env())) as client:
+        result = await client.generate("a red fox")
+        async for event in client.stream("a lighthouse"):
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import outcome
+import trio
+
+from .api import ImageRequest
+from .core import Result
+from .driver import Client, Generation
+from .errors import HybridgenError
+from .events import Event
+from .policy import Policy
+from .transport import Transport
+
+__all__ = ["AsyncioClient"]
+
+
+class AsyncioClient:
+    """A :class:`~hybridgen.driver.Client` for asyncio code (see the module docstring).
+
+    ``transport_factory`` is called on the trio side (transports such as httpx clients must be
+    created there); ``policy`` is the default policy of every generation.
+    """
+
+    def __init__(
+        self, transport_factory: Callable[[], Transport], *, policy: Policy | None = None
+    ) -> None:
+        self._factory = transport_factory
+        self._policy = policy
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._client: Client | None = None
+        self._finished: asyncio.Future[outcome.Outcome[None]] | None = None
+
+    async def __aenter__(self) -> AsyncioClient:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        ready: asyncio.Future[None] = loop.create_future()
+        finished: asyncio.Future[outcome.Outcome[None]] = loop.create_future()
+        self._finished = finished
+
+        async def trio_main() -> None:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._token = trio.lowlevel.current_trio_token()
+                async with Client(self._factory(), policy=self._policy) as client:
+                    self._client = client
+                    loop.call_soon(_settle, ready, None)
+                    await trio.sleep_forever()
+
+        def done(result: outcome.Outcome[None]) -> None:
+            if not ready.done():
+                error = result.error if isinstance(result, outcome.Error) else None
+                ready.set_exception(error or HybridgenError("the trio guest run ended early"))
+            finished.set_result(result)
+
+        trio.lowlevel.start_guest_run(
+            trio_main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done,
+            host_uses_signal_set_wakeup_fd=True,
+            strict_exception_groups=True,
+        )
+        await ready
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel every running generation, close the transport and end the trio run."""
+        if self._finished is None:
+            return
+        if self._token is not None and self._nursery is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._nursery.cancel_scope.cancel)
+        result = await asyncio.shield(self._finished)
+        self._finished = None
+        result.unwrap()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        if self._token is None:
+            raise HybridgenError(
+                "AsyncioClient is not running: use `async with AsyncioClient(...)`"
+            )
+        self._token.run_sync_soon(fn)
+
+    async def generate(
+        self, request: ImageRequest | str, *, policy: Policy | None = None
+    ) -> Result:
+        """Run one generation; return its :class:`Result` (raises like :meth:`Client.generate`)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            assert self._client is not None
+            with scope:
+                try:
+                    result = await self._client.generate(request, policy=policy)
+                except BaseException as exc:  # handed to asyncio, not lost
+                    loop.call_soon(_fail, future, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    loop.call_soon(_settle, future, result)
+
+        self._run(lambda: self._start_soon(run))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._run(scope.cancel)
+            raise
+
+    async def stream(
+        self, request: ImageRequest | str, *, policy: Policy | None = None
+    ) -> AsyncIterator[Event]:
+        """Run one generation and yield its events as they happen, the terminal one last."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            assert self._nursery is not None and self._client is not None
+            with scope:
+                gen: Generation = await self._nursery.start(self._client.start, request)
+                for event in gen.history:
+                    loop.call_soon(queue.put_nowait, event)
+                gen.subscribe(lambda event: loop.call_soon(queue.put_nowait, event))
+                await gen.wait()
+            loop.call_soon(queue.put_nowait, None)
+
+        self._run(lambda: self._start_soon(run))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._run(scope.cancel)
+
+    def _start_soon(self, fn: Callable[[], Any]) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        if isinstance(error, trio.Cancelled):
+            future.cancel()
+        else:
+            future.set_exception(error)
