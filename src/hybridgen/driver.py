@@ -13,13 +13,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Final
 
 import trio
 
-from .api import ImageRequest, parse_ws_message
+from .api import FileStatus, ImageRequest, parse_ws_message
 from .core import Core, Result
 from .errors import (
     GenerationCancelled,
@@ -29,6 +29,7 @@ from .errors import (
     TransportError,
 )
 from .events import Event, EventStream, Hub, Subscriber, Transition
+from .journal import Journal
 from .machine import State
 from .policy import Policy
 from .transport import Transport
@@ -45,11 +46,28 @@ class Generation:
     :meth:`events`, :meth:`cancel` it, or ``await`` :meth:`wait` for its :class:`Result`.
     """
 
-    __slots__ = ("_client_hub", "_finished", "_lot", "_ws_scope", "core", "history", "hub")
+    __slots__ = (
+        "_client_hub",
+        "_finished",
+        "_lot",
+        "_ws_scope",
+        "core",
+        "history",
+        "hub",
+        "journal",
+    )
 
-    def __init__(self, gen_id: str, policy: Policy, client_hub: Hub) -> None:
+    def __init__(
+        self,
+        gen_id: str,
+        policy: Policy,
+        client_hub: Hub,
+        journal: Journal | None = None,
+        elapsed: float = 0.0,
+    ) -> None:
         now = trio.current_time()
-        self.core = Core(gen_id, policy, self._on_event, now, time.time() - now)
+        self.core = Core(gen_id, policy, self._on_event, now - elapsed, time.time() - now)
+        self.journal = journal
         self.hub = Hub()
         self.history: list[Transition] = []
         self._client_hub = client_hub
@@ -109,6 +127,8 @@ class Generation:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Transition):
             self.history.append(event)
+            if self.journal is not None:
+                self.journal.record(self.core.id, event, self.core.file_id)
         if self.hub:
             self.hub.emit(event)
         if self._client_hub:
@@ -128,9 +148,16 @@ class Client:
     :class:`~hybridgen.policy.Policy` for every generation (each call may pass its own).
     """
 
-    def __init__(self, transport: Transport, *, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        policy: Policy | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         self.transport = transport
         self.policy = policy if policy is not None else Policy.default()
+        self.journal = journal
         self.hub = Hub()
 
     async def __aenter__(self) -> Client:
@@ -161,10 +188,10 @@ class Client:
         :class:`~hybridgen.errors.GenerationCancelled` if it was cancelled through its handle.
         """
         request = _as_request(request)
-        gen = self._new(policy)
+        gen = self._new(policy, request)
         if on_event is not None:
             gen.subscribe(on_event)
-        await self._drive(gen, request)
+        await self._drive(gen, request.project_id, request)
         result = gen.result()
         if result.state is State.DONE:
             return result
@@ -177,28 +204,64 @@ class Client:
         request: ImageRequest | str,
         *,
         policy: Policy | None = None,
+        meta: Mapping[str, str] | None = None,
         task_status: trio.TaskStatus[Generation] = trio.TASK_STATUS_IGNORED,
     ) -> Result:
         """Run one generation as a task: ``gen = await nursery.start(client.start, request)``.
 
         The :class:`Generation` handle comes back before the start request is sent; the task
         ends with the generation and returns its :class:`Result` (it does not raise on failure).
+        ``meta`` is stored with the generation in the client's journal (e.g. where to save it).
         """
         request = _as_request(request)
-        gen = self._new(policy)
+        gen = self._new(policy, request, meta)
         task_status.started(gen)
-        await self._drive(gen, request)
+        await self._drive(gen, request.project_id, request)
         return gen.result()
 
-    def _new(self, policy: Policy | None) -> Generation:
-        return Generation(uuid.uuid4().hex[:16], policy or self.policy, self.hub)
+    async def resume(
+        self,
+        file_id: str,
+        project_id: str,
+        *,
+        elapsed: float = 0.0,
+        generation_id: str | None = None,
+        policy: Policy | None = None,
+        task_status: trio.TaskStatus[Generation] = trio.TASK_STATUS_IGNORED,
+    ) -> Result:
+        """Finish a generation whose job already exists on the server, e.g. after a restart.
 
-    async def _drive(self, gen: Generation, request: ImageRequest) -> None:
+        No start request is sent: the generation begins as accepted for ``file_id`` (listening
+        on ``project_id``'s socket and polling as its policy says), ``elapsed`` seconds into its
+        deadline. Use it with ``nursery.start`` like :meth:`start`; returns the :class:`Result`.
+        See :mod:`hybridgen.journal` for finding what to resume.
+        """
+        gen = Generation(
+            generation_id or uuid.uuid4().hex[:16],
+            policy or self.policy,
+            self.hub,
+            self.journal,
+            elapsed,
+        )
+        task_status.started(gen)
+        await self._drive(gen, project_id, file_id)
+        return gen.result()
+
+    def _new(
+        self, policy: Policy | None, request: ImageRequest, meta: Mapping[str, str] | None = None
+    ) -> Generation:
+        gen = Generation(uuid.uuid4().hex[:16], policy or self.policy, self.hub, self.journal)
+        if self.journal is not None:
+            wall = gen.core.started + gen.core.wall_offset
+            self.journal.begin(gen.id, request, gen.core.policy, wall, meta or {})
+        return gen
+
+    async def _drive(self, gen: Generation, project_id: str, job: ImageRequest | str) -> None:
         core = gen.core
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ws_task, gen, request.project_id)
-                nursery.start_soon(self._job_task, gen, request)
+                nursery.start_soon(self._ws_task, gen, project_id)
+                nursery.start_soon(self._job_task, gen, job)
                 while not core.terminal:
                     with trio.move_on_at(core.next_timer()):
                         await gen._lot.park()
@@ -216,16 +279,20 @@ class Client:
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
                 core.cancel("cancelled by the caller", trio.current_time())
 
-    async def _job_task(self, gen: Generation, request: ImageRequest) -> None:
+    async def _job_task(self, gen: Generation, job: ImageRequest | str) -> None:
         core, policy = gen.core, gen.core.policy
-        try:
-            with _bounded(core.deadline_at, policy.request_timeout):
-                file = await self.transport.start(request)
-        except (TransportError, trio.TooSlowError) as exc:
-            now = trio.current_time()
-            core.advance(now)  # at the deadline, the deadline is the reason
-            core.start_failed(_transport_error(exc, "start request"), now)
-            return
+        if isinstance(job, str):  # resumed: the server already has the job
+            file = FileStatus(job)
+            await trio.lowlevel.checkpoint()
+        else:
+            try:
+                with _bounded(core.deadline_at, policy.request_timeout):
+                    file = await self.transport.start(job)
+            except (TransportError, trio.TooSlowError) as exc:
+                now = trio.current_time()
+                core.advance(now)  # at the deadline, the deadline is the reason
+                core.start_failed(_transport_error(exc, "start request"), now)
+                return
         core.accepted(file, trio.current_time())
         log.debug("generation %s: job accepted as file %s", core.id, file.id)
         file_id = file.id
