@@ -330,7 +330,7 @@ def parse_file(obj: object, what: str = "file object") -> FileStatus:
         if status == "error":
             failed = True
             detail = tasks[-1].get("error") or tasks[-1].get("message")
-            error = str(detail)[:500] if detail else "the server reports the job failed"
+            error = str(detail)[:500] if detail else None
     return FileStatus(
         id=str(file_id),
         url=url or None,

@@ -28,6 +28,11 @@ __all__ = ["Core", "Result"]
 _EARLY_PUSHES = 16  # socket results buffered while the file id is still unknown
 
 
+def _job_failed(file: FileStatus) -> str:
+    reason = "the server reports the job failed"
+    return f"{reason}: {file.error}" if file.error else reason
+
+
 @attrs.frozen
 class Result:
     """How one generation ended.
@@ -201,7 +206,7 @@ class Core:
         if file.ready:
             self._done(Trigger.PUSH_RESULT, now, file.url or "", "websocket")
         elif file.failed:
-            self._fail(now, f"the server reports the job failed: {file.error}")
+            self._fail(now, _job_failed(file))
         elif file.progress is not None:
             self._progress(file.progress, "websocket", now)
 
@@ -218,7 +223,7 @@ class Core:
         if file.ready:
             self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
         elif file.failed:
-            self._fail(now, f"the server reports the job failed: {file.error}")
+            self._fail(now, _job_failed(file))
         else:
             if file.progress is not None:
                 self._progress(file.progress, "polling", now)
