@@ -176,3 +176,39 @@ def test_core_is_small() -> None:
     core, _ = make()
     assert not hasattr(core, "__dict__")
     assert sys.getsizeof(core) < 400
+
+
+def test_adaptive_polls_sparsely_then_halves_towards_the_expected_moment() -> None:
+    policy = Policy(jitter=0.0, adaptive=True, poll_interval=2.0, sparse_interval=10.0)
+    core, _ = make(policy)
+    core.expected = 35.0  # from recent generations: ready 35 s after the start
+    core.accepted(FileStatus("f1"), 100.0)
+    core.advance(102.0)
+    times = []
+    now = 102.0
+    for _ in range(8):
+        core.poll_sent(now)
+        core.poll_reply(FileStatus("f1"), now)
+        times.append(core.next_poll)
+        now = core.next_poll
+    # 10 s while far off, then half the remaining way, then every poll_interval
+    assert times == pytest.approx([112.0, 122.0, 128.5, 131.75, 133.75, 135.75, 137.75, 139.75])
+
+
+def test_adaptive_trusts_the_jobs_own_progress_over_history() -> None:
+    policy = Policy(jitter=0.0, adaptive=True)
+    core, _ = make(policy)
+    core.expected = 100.0
+    core.accepted(FileStatus("f1"), 100.0)
+    core.ws_message(FileStatus("f1", progress=0.5), 110.0)  # half done after 10 s
+    assert core.expected == pytest.approx(20.0)
+
+
+def test_not_adaptive_ignores_the_expected_moment() -> None:
+    core, _ = make(Policy(jitter=0.0))
+    core.expected = 35.0
+    core.accepted(FileStatus("f1"), 100.0)
+    core.advance(102.0)
+    core.poll_sent(102.0)
+    core.poll_reply(FileStatus("f1"), 102.0)
+    assert core.next_poll == pytest.approx(104.0)

@@ -79,6 +79,8 @@ class Core:
     _ws_streak: int = attrs.field(default=0, repr=False)
     ws_connect_at: float | None = attrs.field(default=None, repr=False)
     progress: float | None = attrs.field(default=None, repr=False)
+    expected: float | None = attrs.field(default=None, repr=False)
+    """Seconds after the start when the result is expected (adaptive polling), if known."""
     _early: dict[str, str] | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -227,7 +229,7 @@ class Core:
         else:
             if file.progress is not None:
                 self._progress(file.progress, "polling", now)
-            self.next_poll = now + self._delay(self.policy.poll_interval, 0)
+            self.next_poll = now + self._poll_delay(now)
 
     def poll_error(self, error: TransientError | PermanentError, now: float) -> None:
         """A poll failed with ``error``: retry within the policy's budget, or fail."""
@@ -266,10 +268,21 @@ class Core:
 
     def _delay(self, base: float, streak: int) -> float:
         policy = self.policy
-        delay = min(base * policy.backoff_factor**streak, policy.backoff_cap)
-        if policy.jitter:
-            delay *= 1 + policy.jitter * (2 * self.rand() - 1)
+        return self._jitter(min(base * policy.backoff_factor**streak, policy.backoff_cap))
+
+    def _jitter(self, delay: float) -> float:
+        if self.policy.jitter:
+            delay *= 1 + self.policy.jitter * (2 * self.rand() - 1)
         return delay
+
+    def _poll_delay(self, now: float) -> float:
+        """The wait before the next poll after a pending reply."""
+        policy = self.policy
+        if not policy.adaptive or self.expected is None:
+            return self._jitter(policy.poll_interval)
+        # halve the distance to the expected moment; never denser than poll_interval
+        half_way = (self.started + self.expected - now) / 2
+        return self._jitter(min(policy.sparse_interval, max(policy.poll_interval, half_way)))
 
     def _enter_polling(self, now: float) -> None:
         self.next_poll = now
@@ -279,6 +292,8 @@ class Core:
     def _progress(self, fraction: float, via: str, now: float) -> None:
         if fraction != self.progress:
             self.progress = fraction
+            if fraction >= 0.05:  # the job's own estimate beats the history of others
+                self.expected = (now - self.started) / fraction
             self.sink(Progress(self.id, fraction, via, now, now + self.wall_offset))
 
     def _emit_retry(self, what: str, attempt: int, delay: float, reason: str, now: float) -> None:

@@ -9,6 +9,7 @@ does, every task and socket is closed when it ends, and trio cancellation from o
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -64,9 +65,11 @@ class Generation:
         client_hub: Hub,
         journal: Journal | None = None,
         elapsed: float = 0.0,
+        expected: float | None = None,
     ) -> None:
         now = trio.current_time()
         self.core = Core(gen_id, policy, self._on_event, now - elapsed, time.time() - now)
+        self.core.expected = expected
         self.journal = journal
         self.hub = Hub()
         self.history: list[Transition] = []
@@ -159,6 +162,7 @@ class Client:
         self.policy = policy if policy is not None else Policy.default()
         self.journal = journal
         self.hub = Hub()
+        self.durations = Durations()
 
     async def __aenter__(self) -> Client:
         return self
@@ -242,6 +246,7 @@ class Client:
             self.hub,
             self.journal,
             elapsed,
+            self.durations.expected(),
         )
         task_status.started(gen)
         await self._drive(gen, project_id, file_id)
@@ -250,7 +255,13 @@ class Client:
     def _new(
         self, policy: Policy | None, request: ImageRequest, meta: Mapping[str, str] | None = None
     ) -> Generation:
-        gen = Generation(uuid.uuid4().hex[:16], policy or self.policy, self.hub, self.journal)
+        gen = Generation(
+            uuid.uuid4().hex[:16],
+            policy or self.policy,
+            self.hub,
+            self.journal,
+            expected=self.durations.expected(),
+        )
         if self.journal is not None:
             wall = gen.core.started + gen.core.wall_offset
             self.journal.begin(gen.id, request, gen.core.policy, wall, meta or {})
@@ -278,6 +289,8 @@ class Client:
         finally:
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
                 core.cancel("cancelled by the caller", trio.current_time())
+        if core.state is State.DONE:
+            self.durations.add(core.result().elapsed)
 
     async def _job_task(self, gen: Generation, job: ImageRequest | str) -> None:
         core, policy = gen.core, gen.core.policy
@@ -354,6 +367,29 @@ class Client:
                 continue
             log.debug("generation %s: socket down: %s", core.id, reason)
             core.ws_down(reason, trio.current_time())
+
+
+class Durations:
+    """How long this client's recent generations took: the expected duration of the next one."""
+
+    __slots__ = ("_recent",)
+
+    def __init__(self, keep: int = 32) -> None:
+        self._recent: collections.deque[float] = collections.deque(maxlen=keep)
+
+    def add(self, seconds: float) -> None:
+        """Record the duration of a generation that ended ``done``."""
+        self._recent.append(seconds)
+
+    def expected(self) -> float | None:
+        """The shortest recent duration (``None`` before three are known).
+
+        The shortest, not the median: adaptive polling turns dense from this moment on, so a job
+        as fast as the fastest recent one is still caught within about one poll interval.
+        """
+        if len(self._recent) < 3:
+            return None
+        return min(self._recent)
 
 
 def _as_request(request: ImageRequest | str) -> ImageRequest:

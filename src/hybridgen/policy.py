@@ -72,12 +72,23 @@ class Policy:
     """Wait as long as a 429/503 reply's ``Retry-After`` says before the next poll."""
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds one HTTP request or WebSocket connect may take (always cut at the deadline)."""
+    adaptive: bool = attrs.field(default=False, validator=_flag)
+    """Poll sparsely while the result is not expected yet, densely near and after the expected
+    moment (estimated from the server's progress reports, else from recent generations)."""
+    sparse_interval: float = attrs.field(default=10.0, validator=_positive)
+    """With ``adaptive``: the longest wait between polls while the result is far off."""
 
     def __attrs_post_init__(self) -> None:
         if self.deadline <= self.ws_timeout:
             raise ConfigError(
                 "deadline",
                 f"must be longer than ws_timeout ({self.ws_timeout:g} s), got {self.deadline:g} s",
+            )
+        if self.sparse_interval < self.poll_interval:
+            raise ConfigError(
+                "sparse_interval",
+                f"must be at least poll_interval ({self.poll_interval:g} s), "
+                f"got {self.sparse_interval:g} s",
             )
         if self.backoff_cap < self.poll_interval:
             raise ConfigError(
@@ -118,6 +129,16 @@ class Policy:
         """
         return cls()
 
+    @classmethod
+    def adaptive_default(cls) -> Policy:
+        """The default, polling adaptively: fewer requests when the job's duration is predictable.
+
+        Polls every ``sparse_interval`` (10 s) while the result is far off, then halves the wait
+        towards the expected moment down to ``poll_interval`` (2 s). The expected moment comes from
+        the server's progress reports, else from the client's recent generations.
+        """
+        return cls(adaptive=True)
+
     def replace(self, **changes: Any) -> Policy:
         """Return a copy with some fields changed (validated like a new policy)."""
         return attrs.evolve(self, **changes)
@@ -134,9 +155,14 @@ DURATIONS: Final = (
     "poll_interval",
     "backoff_cap",
     "deadline",
+    "sparse_interval",
     "request_timeout",
 )
 """The fields of :class:`Policy` that are durations in seconds."""
 
-PRESETS: Final = {"default": Policy.default, "seed": Policy.seed}
+PRESETS: Final = {
+    "default": Policy.default,
+    "seed": Policy.seed,
+    "adaptive": Policy.adaptive_default,
+}
 """Named presets, as the command line's ``--policy`` takes them."""

@@ -225,7 +225,8 @@ def check_done_iff_learnable(trace: Trace) -> None:
             sure = push
     if clean_polls:
         start = max(ready, policy.ws_timeout)
-        sure = min(sure, start + policy.poll_interval * (1 + policy.jitter) + f.poll_delay)
+        longest = policy.sparse_interval if policy.adaptive else policy.poll_interval
+        sure = min(sure, start + longest * (1 + policy.jitter) + f.poll_delay)
     if sure < policy.deadline - 1e-3:
         raise AssertionError(
             f"{trace.result.state} ({trace.result.reason}) though the result was ready at {ready} "

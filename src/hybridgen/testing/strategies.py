@@ -44,6 +44,8 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
         retry_budget=draw(st.none() | st.integers(0, 10)),
         honour_retry_after=draw(st.booleans()),
         request_timeout=draw(seconds(0.5, 20.0)),
+        adaptive=draw(st.booleans()),
+        sparse_interval=poll_interval + draw(seconds(0.0, 30.0)),
     )
 
 
