@@ -212,3 +212,34 @@ def test_not_adaptive_ignores_the_expected_moment() -> None:
     core.poll_sent(102.0)
     core.poll_reply(FileStatus("f1"), 102.0)
     assert core.next_poll == pytest.approx(104.0)
+
+
+def test_a_live_socket_turns_polls_into_a_sparse_safety_net() -> None:
+    core, _ = make(Policy(jitter=0.0))
+    core.accepted(FileStatus("f1"), 100.0)
+    core.ws_up(100.0)
+    core.advance(102.0)
+    core.poll_sent(102.0)
+    core.poll_reply(FileStatus("f1"), 102.0)
+    assert core.next_poll == pytest.approx(104.0)  # nothing heard yet: full cadence
+    core.ws_message(FileStatus("f1", progress=0.25), 103.0)
+    core.poll_sent(104.0)
+    core.poll_reply(FileStatus("f1"), 104.0)
+    assert core.next_poll == pytest.approx(114.0)  # the socket works: every sparse_interval
+    core.ws_down("dropped", 105.0)
+    core.poll_sent(114.0)
+    core.poll_reply(FileStatus("f1"), 114.0)
+    assert core.next_poll == pytest.approx(116.0)  # dropped: full cadence again
+
+
+def test_retry_after_is_followed_instead_of_backing_off() -> None:
+    core, _ = make(Policy(jitter=0.0, poll_interval=2.0, backoff_factor=2.0))
+    core.accepted(FileStatus("f1"), 100.0)
+    core.advance(102.0)
+    for k, now in enumerate((102.0, 105.0, 108.0)):
+        core.poll_sent(now)
+        core.poll_error(TransientError("503", status=503, retry_after=3.0), now)
+        assert core.next_poll == pytest.approx(now + 3.0), k
+    core.poll_sent(111.0)
+    core.poll_error(TransientError("503", status=503, retry_after=0.5), 111.0)
+    assert core.next_poll == pytest.approx(113.0)  # never sooner than poll_interval

@@ -75,6 +75,8 @@ class Core:
     poll_errors: int = attrs.field(default=0, repr=False)
     _error_streak: int = attrs.field(default=0, repr=False)
     ws_connected: bool = attrs.field(default=False, repr=False)
+    ws_alive: bool = attrs.field(default=False, repr=False)
+    """The socket has delivered a message about this job since it (re)connected."""
     ws_failures: int = attrs.field(default=0, repr=False)
     _ws_streak: int = attrs.field(default=0, repr=False)
     ws_connect_at: float | None = attrs.field(default=None, repr=False)
@@ -173,11 +175,12 @@ class Core:
     def ws_up(self, now: float) -> None:
         """The socket is connected and subscribed."""
         self.ws_connected = True
+        self.ws_alive = False  # a new connection has proven nothing yet
         self._ws_streak = 0
 
     def ws_down(self, reason: str, now: float) -> None:
         """The socket failed to connect or closed."""
-        self.ws_connected = False
+        self.ws_connected = self.ws_alive = False
         if self.terminal:
             return
         self.ws_failures += 1
@@ -205,6 +208,7 @@ class Core:
             return
         if file.id != self.file_id:
             return
+        self.ws_alive = True
         if file.ready:
             self._done(Trigger.PUSH_RESULT, now, file.url or "", "websocket")
         elif file.failed:
@@ -244,9 +248,10 @@ class Core:
         if budget is not None and self.poll_errors > budget:
             self._fail(now, f"gave up after {self.poll_errors} failed polls; last: {error}")
             return
-        delay = self._delay(self.policy.poll_interval, self._error_streak)
         if error.retry_after is not None and self.policy.honour_retry_after:
-            delay = max(delay, error.retry_after)
+            delay = max(self.policy.poll_interval, error.retry_after)  # the server's word
+        else:
+            delay = self._delay(self.policy.poll_interval, self._error_streak)
         self.next_poll = now + delay
         self._emit_retry("poll", self.poll_errors, delay, str(error), now)
 
@@ -278,6 +283,8 @@ class Core:
     def _poll_delay(self, now: float) -> float:
         """The wait before the next poll after a pending reply."""
         policy = self.policy
+        if self.ws_alive and policy.trust_live_socket and self.wants_ws:
+            return self._jitter(policy.sparse_interval)  # the push works: polls are a safety net
         if not policy.adaptive or self.expected is None:
             return self._jitter(policy.poll_interval)
         # halve the distance to the expected moment; never denser than poll_interval

@@ -69,14 +69,19 @@ class Policy:
     retry_budget: int | None = attrs.field(default=20, validator=_count)
     """Transient poll errors tolerated per generation; one more fails it (``None``: no limit)."""
     honour_retry_after: bool = attrs.field(default=True, validator=_flag)
-    """Wait as long as a 429/503 reply's ``Retry-After`` says before the next poll."""
+    """After a 429/503 with ``Retry-After``, wait what it says (at least ``poll_interval``)
+    instead of backing off."""
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds one HTTP request or WebSocket connect may take (always cut at the deadline)."""
+    trust_live_socket: bool = attrs.field(default=True, validator=_flag)
+    """While the socket delivers messages about the job (proof that it works), poll only every
+    ``sparse_interval``, as a safety net; a silent or dropped socket gets the full cadence."""
     adaptive: bool = attrs.field(default=False, validator=_flag)
     """Poll sparsely while the result is not expected yet, densely near and after the expected
     moment (estimated from the server's progress reports, else from recent generations)."""
     sparse_interval: float = attrs.field(default=10.0, validator=_positive)
-    """With ``adaptive``: the longest wait between polls while the result is far off."""
+    """The wait between polls while the socket is proven alive (``trust_live_socket``), and the
+    longest wait while the result is far off (``adaptive``)."""
 
     def __attrs_post_init__(self) -> None:
         if self.deadline <= self.ws_timeout:
@@ -117,6 +122,7 @@ class Policy:
             ws_reconnect=False,
             retry_budget=None,
             honour_retry_after=False,
+            trust_live_socket=False,
         )
 
     @classmethod

@@ -225,7 +225,8 @@ def check_done_iff_learnable(trace: Trace) -> None:
             sure = push
     if clean_polls:
         start = max(ready, policy.ws_timeout)
-        longest = policy.sparse_interval if policy.adaptive else policy.poll_interval
+        relaxed = policy.adaptive or policy.trust_live_socket
+        longest = policy.sparse_interval if relaxed else policy.poll_interval
         sure = min(sure, start + longest * (1 + policy.jitter) + f.poll_delay)
     if sure < policy.deadline - 1e-3:
         raise AssertionError(
