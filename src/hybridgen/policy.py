@@ -81,19 +81,13 @@ class Policy:
     moment (estimated from the server's progress reports, else from recent generations)."""
     sparse_interval: float = attrs.field(default=10.0, validator=_positive)
     """The wait between polls while the socket is proven alive (``trust_live_socket``), and the
-    longest wait while the result is far off (``adaptive``)."""
+    longest wait while the result is far off (``adaptive``); never less than ``poll_interval``."""
 
     def __attrs_post_init__(self) -> None:
         if self.deadline <= self.ws_timeout:
             raise ConfigError(
                 "deadline",
                 f"must be longer than ws_timeout ({self.ws_timeout:g} s), got {self.deadline:g} s",
-            )
-        if self.sparse_interval < self.poll_interval:
-            raise ConfigError(
-                "sparse_interval",
-                f"must be at least poll_interval ({self.poll_interval:g} s), "
-                f"got {self.sparse_interval:g} s",
             )
         if self.backoff_cap < self.poll_interval:
             raise ConfigError(

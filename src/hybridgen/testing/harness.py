@@ -226,7 +226,9 @@ def check_done_iff_learnable(trace: Trace) -> None:
     if clean_polls:
         start = max(ready, policy.ws_timeout)
         relaxed = policy.adaptive or policy.trust_live_socket
-        longest = policy.sparse_interval if relaxed else policy.poll_interval
+        longest = (
+            max(policy.sparse_interval, policy.poll_interval) if relaxed else policy.poll_interval
+        )
         sure = min(sure, start + longest * (1 + policy.jitter) + f.poll_delay)
     if sure < policy.deadline - 1e-3:
         raise AssertionError(
