@@ -1,1 +1,1 @@
-"""hybridgen's benchmarks: every figure is a ratio against a baseline measured in the same run."""
+"""Entry points kept for ``python -m bench.NAME``; the benchmarks live in :mod:`hybridgen.bench`."""

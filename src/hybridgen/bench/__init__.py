@@ -1,0 +1,75 @@
+"""hybridgen's benchmarks: every figure is a comparison measured in the same run.
+
+Each benchmark module has ``run(smoke=False) -> list[Figure]``; :func:`main` (``hybridgen bench``
+and ``python -m hybridgen.bench``) runs the named ones and prints one JSON object per figure on
+stdout (``name``, ``value``, ``unit``, ``baseline``, ``ratio``) and a table per benchmark on stderr.
+``--smoke`` runs each at a size that takes seconds (what CI runs); see ``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+from typing import Final
+
+from ._report import Figure, emit
+
+__all__ = ["BENCHMARKS", "Figure", "main", "run"]
+
+BENCHMARKS: Final = {
+    "latency": "figures 1-2: time to result after ready and requests per generation, vs the seed",
+    "scale": "figure 3: N concurrent generations against an emulator in another process",
+    "machine": "figure 4: machine build + run vs a transitions.Machine per object",
+    "events": "figure 5: transitions/s through the subscriber fan-out",
+    "virtual": "virtual time: real ms per scenario, property examples per second",
+}
+"""Benchmark names and what each measures, in the order they run."""
+
+
+def run(name: str, *, smoke: bool = False, plot: str | None = None) -> list[Figure]:
+    """Run the benchmark ``name`` and return its figures (``plot``: latency's PNG path)."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    if name == "latency":
+        return list(module.run(smoke=smoke, plot=plot))
+    return list(module.run(smoke=smoke))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments ``hybridgen bench`` and ``python -m hybridgen.bench`` take."""
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes (seconds in total): checks, not figures"
+    )
+    parser.add_argument("--plot", metavar="PNG", help="latency: also draw its plot to this file")
+
+
+def run_names(names: Sequence[str], smoke: bool, plot: str | None) -> int:
+    """Run ``names`` (all when empty), printing each benchmark's figures as it ends.
+
+    Raises ``ValueError`` naming an unknown benchmark before anything runs.
+    """
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    for name in names or list(BENCHMARKS):
+        emit(run(name, smoke=smoke, plot=plot), title=f"# {name}: {BENCHMARKS[name]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hybridgen.bench [NAME...] [--smoke] [--plot PNG]``."""
+    parser = argparse.ArgumentParser(prog="python -m hybridgen.bench", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    return run_names(args.names, args.smoke, args.plot)

@@ -1,0 +1,103 @@
+"""The benchmarks run, at smoke size, and print what they promise: one JSON object per figure.
+
+Only the output's shape is checked, never a timing or a goal: benchmarks are not unit tests, and
+this shared 2-core machine makes absolute times noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from hybridgen.bench import BENCHMARKS
+from hybridgen.bench._report import figure, percentile, table
+
+BIN = shutil.which("hybridgen", path=os.path.dirname(sys.executable)) or shutil.which("hybridgen")
+KEYS = {"name", "value", "unit", "baseline", "ratio"}
+TIMEOUT = 120.0
+PREFIXES = {
+    "latency": ("latency.virtual.", "latency.real.", "load.virtual.", "load.real.", "done."),
+    "scale": ("scale.normal.", "scale.silent."),
+    "machine": ("machine.",),
+    "events": ("events.sync.", "events.async."),
+    "virtual": ("virtual.",),
+}
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [BIN, "bench"] if BIN else [sys.executable, "-m", "hybridgen", "bench"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def figures_of(stdout: str) -> list[dict[str, Any]]:
+    lines = stdout.splitlines()
+    assert lines, "no figures on stdout"
+    out = [json.loads(line) for line in lines]
+    for f in out:
+        assert set(f) == KEYS, f
+        assert isinstance(f["name"], str) and f["name"]
+        assert isinstance(f["unit"], str) and f["unit"]
+        for key in ("value", "baseline", "ratio"):
+            assert f[key] is None or isinstance(f[key], int | float), f
+    names = [f["name"] for f in out]
+    assert len(set(names)) == len(names), "a figure name appears twice"
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) -> None:
+    extra = ["--plot", str(tmp_path / "latency.png")] if name == "latency" else []
+    done = bench(name, "--smoke", *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = figures_of(done.stdout)
+    for f in figures:
+        assert f["name"].startswith(PREFIXES[name]), f["name"]
+        assert f["name"] in done.stderr  # the human table names every figure
+    if name == "latency":
+        with Image.open(tmp_path / "latency.png") as img:
+            assert img.format == "PNG" and img.width >= 400
+
+
+def test_python_dash_m_entry_points_agree() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.machine", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [f["name"] for f in figures_of(done.stdout)] == [
+        "machine.cpu_per_generation",
+        "machine.bytes_per_generation",
+    ]
+
+
+def test_unknown_benchmark_is_a_usage_error() -> None:
+    done = bench("nope")
+    assert done.returncode == 2
+    assert "unknown benchmark 'nope'" in done.stderr
+    assert done.stdout == ""
+
+
+def test_figure_ratio_means_better_above_one() -> None:
+    assert figure("t", 2.0, "s", 6.0)["ratio"] == 3.0
+    assert figure("r", 2.0, "1/s", 6.0, higher_is_better=True)["ratio"] == pytest.approx(1 / 3)
+    assert figure("z", 0.0, "s", 0.0)["ratio"] == 1.0
+    assert figure("u", 0.0, "s", 1.0)["ratio"] is None
+    assert figure("n", float("nan"), "s", 1.0)["value"] is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert "t" in table([figure("t", 2.0, "s", 6.0)])
