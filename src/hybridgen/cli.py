@@ -671,11 +671,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_diagram(args: argparse.Namespace) -> int:
-    from .diagram import render
+    from .diagram import SUFFIXES, DiagramError, GraphvizNotFound, render
 
-    text = render(args.format)
-    if not text.endswith("\n"):
-        text += "\n"
+    fmt = args.format
+    if fmt is None:  # from the output's suffix (machine.svg), else Mermaid
+        suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+        fmt = next((f for f, s in SUFFIXES.items() if s == suffix), "mermaid")
+    try:
+        text = render(fmt)
+    except GraphvizNotFound as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    except DiagramError as exc:
+        _say(f"error: {exc}")
+        return EXIT_FAILED
     if args.output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -683,6 +692,18 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
         _write_atomic(Path(args.output), text.encode("utf-8"))
         _say(f"wrote {args.output}")
     return EXIT_OK
+
+
+# -- bench --------------------------------------------------------------------------------------
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BENCHMARKS, run_names
+
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        raise UsageError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    return run_names(args.names, args.smoke, args.plot)
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -782,10 +803,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_cmd_serve)
 
-    diagram = sub.add_parser("diagram", help="print the state machine as Mermaid or DOT")
-    diagram.add_argument("--format", "-f", choices=("mermaid", "dot"), default="mermaid")
+    diagram = sub.add_parser(
+        "diagram",
+        help="draw the state machine (Mermaid, DOT or SVG)",
+        description=(
+            "Draw the generation state machine from its live definition. Mermaid and DOT need "
+            "nothing; SVG runs Graphviz's dot program (exit 2 with install hints if it is missing)."
+        ),
+    )
+    diagram.add_argument(
+        "--format",
+        "-f",
+        choices=("mermaid", "dot", "svg"),
+        help="default: from the --output suffix (.mmd, .dot, .svg), else mermaid",
+    )
     diagram.add_argument("--output", "-o", metavar="PATH", help="write to PATH instead of stdout")
     diagram.set_defaults(func=_cmd_diagram)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmarks (JSON lines on stdout, tables on stderr)",
+        description=(
+            "Run the named benchmarks (default: all). Each figure is one JSON object per line on "
+            "stdout (name, value, unit, baseline, ratio); see docs/performance.md."
+        ),
+    )
+    from .bench import add_arguments as _bench_arguments
+
+    _bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
