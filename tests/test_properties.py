@@ -25,6 +25,7 @@ from hybridgen.testing.harness import (
     check_deadline,
     check_done_iff_learnable,
     check_edges,
+    check_no_internal_error,
     check_one_terminal,
     check_polls,
     check_retries_bounded,
@@ -45,6 +46,12 @@ def test_exactly_one_terminal_event_and_nothing_after(scenario: Scenario) -> Non
 @given(scenarios())
 def test_terminal_by_the_deadline(scenario: Scenario) -> None:
     check_deadline(run_scenario(scenario))
+
+
+@props
+@given(scenarios())
+def test_no_generation_ends_by_an_internal_error(scenario: Scenario) -> None:
+    check_no_internal_error(run_scenario(scenario))
 
 
 @props

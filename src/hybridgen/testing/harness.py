@@ -264,7 +264,13 @@ def check_retries_bounded(trace: Trace) -> None:
         assert len(retries) <= budget, f"{len(retries)} poll retries > budget {budget}"
 
 
+def check_no_internal_error(trace: Trace) -> None:
+    """No generation ends by an internal error (a bug in a task, a transport or the core)."""
+    assert not trace.result.reason.startswith("internal error"), trace.result.reason
+
+
 INVARIANTS = (
+    check_no_internal_error,
     check_one_terminal,
     check_edges,
     check_deadline,
