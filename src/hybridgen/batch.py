@@ -6,7 +6,7 @@ failed item never stops the others unless ``fail_fast`` is asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import trio
 
@@ -27,6 +27,7 @@ async def run_batch(
     policy: Policy | None = None,
     fail_fast: bool = False,
     on_start: Callable[[int, Generation], object] | None = None,
+    metas: Sequence[Mapping[str, str]] | None = None,
 ) -> list[Result]:
     """Run every request through ``client``, at most ``concurrency`` at a time.
 
@@ -34,10 +35,13 @@ async def run_batch(
     requests' order, whatever
     their states. With ``fail_fast``, the first failed item cancels the running ones and the
     items not yet started get a ``cancelled`` result saying so. ``on_start(index, generation)``
-    is called as each item starts (e.g. to follow its events).
+    is called as each item starts (e.g. to follow its events). ``metas``, one per request, is
+    stored with each item in the client's journal (see :meth:`~hybridgen.driver.Client.start`).
     """
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+    if metas is not None and len(metas) != len(requests):
+        raise ValueError(f"metas must have one entry per request ({len(requests)})")
     limiter = trio.CapacityLimiter(concurrency)
     started: list[Generation | None] = [None] * len(requests)
     stopped_by: list[int] = []
@@ -45,7 +49,12 @@ async def run_batch(
     async def one(index: int, request: ImageRequest | str, nursery: trio.Nursery) -> None:
         try:
             gen: Generation = await nursery.start(
-                lambda task_status: client.start(request, policy=policy, task_status=task_status)
+                lambda task_status: client.start(
+                    request,
+                    policy=policy,
+                    meta=None if metas is None else metas[index],
+                    task_status=task_status,
+                )
             )
             started[index] = gen
             if on_start is not None:
