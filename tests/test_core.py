@@ -243,3 +243,15 @@ def test_retry_after_is_followed_instead_of_backing_off() -> None:
     core.poll_sent(111.0)
     core.poll_error(TransientError("503", status=503, retry_after=0.5), 111.0)
     assert core.next_poll == pytest.approx(113.0)  # never sooner than poll_interval
+
+
+def test_adaptive_schedule_wins_over_a_live_socket_near_the_expected_moment() -> None:
+    core, _ = make(Policy(jitter=0.0, adaptive=True))
+    core.expected = 35.0
+    core.accepted(FileStatus("f1"), 100.0)
+    core.ws_up(100.0)
+    core.ws_message(FileStatus("f1", progress=0.5), 117.5)  # alive, and half done at 17.5 s
+    core.advance(131.0)
+    core.poll_sent(131.0)
+    core.poll_reply(FileStatus("f1"), 131.0)
+    assert core.next_poll == pytest.approx(133.0)  # dense near 135 s, not the live-socket 10 s

@@ -283,15 +283,14 @@ class Core:
     def _poll_delay(self, now: float) -> float:
         """The wait before the next poll after a pending reply."""
         policy = self.policy
-        if self.ws_alive and policy.trust_live_socket and self.wants_ws:
-            # the push works: polls are a safety net
-            return self._jitter(max(policy.sparse_interval, policy.poll_interval))
-        if not policy.adaptive or self.expected is None:
-            return self._jitter(policy.poll_interval)
-        # halve the distance to the expected moment; never denser than poll_interval
-        half_way = (self.started + self.expected - now) / 2
         sparse = max(policy.sparse_interval, policy.poll_interval)
-        return self._jitter(min(sparse, max(policy.poll_interval, half_way)))
+        if policy.adaptive and self.expected is not None:
+            # halve the distance to the expected moment; never denser than poll_interval
+            half_way = (self.started + self.expected - now) / 2
+            return self._jitter(min(sparse, max(policy.poll_interval, half_way)))
+        if self.ws_alive and policy.trust_live_socket and self.wants_ws:
+            return self._jitter(sparse)  # the push works: polls are a safety net
+        return self._jitter(policy.poll_interval)
 
     def _enter_polling(self, now: float) -> None:
         self.next_poll = now
