@@ -24,7 +24,14 @@ BIN = shutil.which("hybridgen", path=os.path.dirname(sys.executable)) or shutil.
 KEYS = {"name", "value", "unit", "baseline", "ratio"}
 TIMEOUT = 120.0
 PREFIXES = {
-    "latency": ("latency.virtual.", "latency.real.", "load.virtual.", "load.real.", "done."),
+    "latency": (
+        "latency.virtual.",
+        "latency.real.",
+        "load.virtual.",
+        "load.real.",
+        "done.",
+        "issue7.virtual.",
+    ),
     "scale": ("scale.normal.", "scale.silent."),
     "machine": ("machine.",),
     "events": ("events.sync.", "events.async."),
@@ -65,6 +72,16 @@ def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) 
         assert f["name"].startswith(PREFIXES[name]), f["name"]
         assert f["name"] in done.stderr  # the human table names every figure
     if name == "latency":
+        names = {f["name"] for f in figures}
+        for kind in ("virtual", "real"):
+            for who in ("default", "adaptive"):  # each beside the seed, its baseline
+                key = f"{kind}.push_silent.{who}"
+                assert {
+                    f"latency.{key}.median",
+                    f"load.{key}.http_requests",
+                    f"done.{key}",
+                } <= names
+        assert any(n.startswith("issue7.virtual.") and "http_requests" in n for n in names)
         with Image.open(tmp_path / "latency.png") as img:
             assert img.format == "PNG" and img.width >= 400
 

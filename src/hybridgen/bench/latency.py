@@ -1,15 +1,24 @@
 """Figures 1 and 2: time to result after ready (D - R) and HTTP requests per generation.
 
-The server marks the result ready at R; the client reaches ``done`` at D. For every scenario our
-default policy runs beside :meth:`Policy.seed() <hybridgen.policy.Policy.seed>` (the baseline):
+The server marks the result ready at R; the client reaches ``done`` at D. For every scenario two
+of our presets, :meth:`Policy.default() <hybridgen.policy.Policy.default>` and
+:meth:`Policy.adaptive_default() <hybridgen.policy.Policy.adaptive_default>`, run beside
+:meth:`Policy.seed() <hybridgen.policy.Policy.seed>` (the baseline of every figure). Each policy
+runs its scenario through ONE :class:`~hybridgen.driver.Client`, so the client's history of
+durations (what adaptive polling expects) warms up: the first ``WARMUP`` generations run one after
+another and are not counted.
 
-- in virtual time, over :class:`~hybridgen.testing.MemoryTransport` (exact; the default policy's
-  jitter makes D - R a distribution, so several random seeds give its median and p99);
-- over real loopback sockets against the emulator (:func:`hybridgen.emulator.running`), every
-  timing scaled by ``REAL_SCALE`` (the policy by ``.scaled()``, the emulator by ``time_scale``);
+- In virtual time, over :class:`~hybridgen.testing.MemoryTransport` (exact): the measured
+  generations also run one after another; the random module (the core's jitter) and the server
+  model's fault draws are seeded once per scenario.
+- Over real loopback sockets against the emulator (:func:`hybridgen.emulator.running`), every
+  timing scaled by ``REAL_SCALE`` (the policy by ``.scaled()``, the emulator by ``time_scale``):
+  after the sequential warm-up the measured generations run concurrently, a little staggered;
   these D - R figures are real milliseconds as measured, not scaled back.
 
-Figure 2 counts the HTTP requests (start + polls) each generation made, from the same runs::
+Figure 2 counts the HTTP requests (start + polls) each measured generation made, from the same
+runs. ``ISSUE7`` adds issue 7's comparison: adaptive polling vs a fixed 2 s poller (the default
+without ``trust_live_socket``) on silent-socket jobs of varying duration::
 
     python -m hybridgen.bench latency [--smoke] [--plot docs/latency.png]
 """
@@ -19,7 +28,7 @@ from __future__ import annotations
 import random
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Final
 
@@ -36,7 +45,18 @@ from ..testing import MemoryTransport, run_virtual
 from ..transport import SuperDuperTransport
 from ._report import Figure, figure, percentile
 
-__all__ = ["REAL_SCALE", "SCENARIOS", "Sample", "real_samples", "run", "virtual_samples"]
+__all__ = [
+    "ISSUE7",
+    "POLICIES",
+    "REAL_SCALE",
+    "SCENARIOS",
+    "WARMUP",
+    "Sample",
+    "issue7",
+    "real_samples",
+    "run",
+    "virtual_samples",
+]
 
 SCENARIOS: Final = {
     "push_works": Faults(ws_mode="normal", gen_time=35),
@@ -53,13 +73,30 @@ SCENARIOS: Final = {
     "silent_gen90": Faults(ws_mode="silent", gen_time=90),
 }
 """The scenarios (``push_silent`` is also the 35 s generation; ``push_late``: ready at 25 s,
-pushed at 31 s, after the seed closed its socket)."""
+pushed at 31 s, after the seed closed its socket). Every generation uses a new project, so
+``push_drops`` drops each generation's first socket."""
 
+POLICIES: Final[Mapping[str, Callable[[], Policy]]] = {
+    "default": Policy.default,
+    "adaptive": Policy.adaptive_default,
+    "seed": Policy.seed,
+}
+"""The compared presets; ``seed`` is the baseline of every figure."""
+
+ISSUE7: Final = ("silent_30_40", Faults(ws_mode="silent"), (30.0, 40.0))
+"""Issue 7's case: a silent socket and jobs whose durations are drawn uniformly from this range
+(seconds) by a seeded RNG; adaptive polling vs the fixed 2 s poller."""
+
+WARMUP: Final = 3
+"""Generations each client runs (one after another) before the measured ones."""
 SMOKE_SCENARIOS: Final = ("push_works", "push_silent")
 REAL_SCALE: Final = 0.05
 """Real-socket runs: every timing (policy and emulator) times this (20x faster)."""
 SMOKE_SCALE: Final = 0.01
-POLICIES: Final = {"ours": Policy.default, "seed": Policy.seed}
+
+
+def _fixed_2s() -> Policy:
+    return Policy.default().replace(trust_live_socket=False)
 
 
 @attrs.frozen
@@ -73,29 +110,46 @@ class Sample:
     """Why the generation did not end ``done`` (empty when it did)."""
 
 
-def virtual_samples(faults: Faults, policy: Policy, seeds: int) -> list[Sample]:
-    """Run the scenario once per random seed on the virtual clock.
+def virtual_samples(
+    faults: Faults,
+    policy: Policy,
+    n: int,
+    *,
+    seed: int = 0,
+    gen_times: Sequence[float] | None = None,
+) -> list[Sample]:
+    """Run ``WARMUP + n`` generations one after another through one client on the virtual clock.
 
-    Each seed drives both the core's jitter and the server model's fault draws (a poll fault
-    rate below 1), so the runs differ in both.
+    Returns the last ``n``. ``seed`` seeds the core's jitter (the random module) and the server
+    model's fault draws; ``gen_times``, if given, is each generation's job duration in order
+    (``WARMUP + n`` of them), else every job takes ``faults.gen_time``.
     """
-    return [run_virtual(partial(_virtual_one, faults, policy, seed)) for seed in range(seeds)]
+    return run_virtual(partial(_virtual_run, faults, policy, n, seed, gen_times))
 
 
-async def _virtual_one(faults: Faults, policy: Policy, seed: int) -> Sample:
+async def _virtual_run(
+    faults: Faults, policy: Policy, n: int, seed: int, gen_times: Sequence[float] | None
+) -> list[Sample]:
     random.seed(seed)  # the core's jitter draws from the random module
     model = ServerModel(faults, seed=seed)
     transport = MemoryTransport(model)
-    async with Client(transport, policy=policy) as client, trio.open_nursery() as nursery:
-        gen = await nursery.start(partial(client.start, ImageRequest(prompt="a red fox")))
-        await gen.wait()
-    whats = [what for _, what in transport.calls]
-    sample = _sample(gen, model.jobs)
-    return attrs.evolve(
-        sample,
-        requests=whats.count("start") + whats.count("poll"),
-        ws_connects=whats.count("ws_connect"),
-    )
+    samples: list[Sample] = []
+    async with Client(transport, policy=policy) as client:
+        for i in range(WARMUP + n):
+            if gen_times is not None:
+                model.faults = faults.replace(gen_time=gen_times[i])
+            before = len(transport.calls)
+            async with trio.open_nursery() as nursery:
+                gen = await nursery.start(partial(client.start, ImageRequest(prompt="a red fox")))
+            whats = [what for _, what in transport.calls[before:]]
+            samples.append(
+                attrs.evolve(
+                    _sample(gen, model.jobs),
+                    requests=whats.count("start") + whats.count("poll"),
+                    ws_connects=whats.count("ws_connect"),
+                )
+            )
+    return samples[WARMUP:]
 
 
 async def _one(
@@ -125,22 +179,25 @@ async def _real_policy(
     async with running(faults, time_scale=scale) as emulator:
         config = Config(url=emulator.url, token="bench", allow_insecure=True)
         samples: list[Sample] = []
+        jobs = emulator.model.jobs
         async with Client(SuperDuperTransport(config), policy=policy) as client:
+            for _ in range(WARMUP):
+                await client.start(ImageRequest(prompt="a red fox"))
+            counts0 = dict(emulator.model.counts)
             t0 = trio.current_time()
             async with trio.open_nursery() as nursery:
                 for i in range(n):
-                    nursery.start_soon(
-                        _one, client, nursery, t0 + i * stagger, samples, emulator.model.jobs
-                    )
+                    nursery.start_soon(_one, client, nursery, t0 + i * stagger, samples, jobs)
         counts = emulator.model.counts
-        per_gen = (counts["start"] + counts["poll"]) / n
-        connects = counts["ws_connect"] / n
+        per_gen = (counts["start"] + counts["poll"] - counts0["start"] - counts0["poll"]) / n
+        connects = (counts["ws_connect"] - counts0["ws_connect"]) / n
     # the server's counters are per run; spread them over the samples as a per-generation mean
     return [attrs.evolve(s, requests=per_gen, ws_connects=connects) for s in samples]
 
 
 def real_samples(faults: Faults, n: int, scale: float, stagger: float) -> dict[str, list[Sample]]:
-    """Run ``n`` generations of each policy (scaled) concurrently, each against its own emulator."""
+    """Per policy (scaled, each against its own emulator, all at once): ``WARMUP`` generations
+    one after another, then ``n`` concurrent ones started ``stagger`` seconds apart."""
     result: dict[str, list[Sample]] = {}
 
     async def main() -> None:
@@ -162,55 +219,83 @@ def _times(samples: Sequence[Sample]) -> list[float]:
 
 def _stats(samples: Sequence[Sample]) -> tuple[float, float, float, int]:
     times = _times(samples)
+    reqs = statistics.fmean(s.requests for s in samples) if samples else float("nan")
     if not times:
-        return float("nan"), float("nan"), float("nan"), 0
-    reqs = statistics.fmean(s.requests for s in samples)
+        return float("nan"), float("nan"), reqs, 0
     return statistics.median(times), percentile(times, 99), reqs, len(times)
 
 
-def _figures(
-    kind: str, scenario: str, ours: Sequence[Sample], seed: Sequence[Sample], unit: str, k: float
-) -> list[Figure]:
-    for who, samples in (("ours", ours), ("seed", seed)):
+def _report_failures(kind: str, scenario: str, runs: Mapping[str, Sequence[Sample]]) -> None:
+    for who, samples in runs.items():
         for s in samples:
             if s.failure:
                 print(f"# {kind} {scenario} {who}: not done: {s.failure}", file=sys.stderr)
+
+
+def _compare(
+    names: tuple[str, str, str], ours: Sequence[Sample], base: Sequence[Sample], unit: str, k: float
+) -> list[Figure]:
+    """Median and p99 of D - R (``names[0]`` + ``.median``/``.p99``), requests per generation
+    (``names[1]``) and the ``done`` fraction (``names[2]``): ours beside the baseline."""
     o_med, o_p99, o_req, o_done = _stats(ours)
-    s_med, s_p99, s_req, s_done = _stats(seed)
+    b_med, b_p99, b_req, b_done = _stats(base)
     return [
-        figure(f"latency.{kind}.{scenario}.median", o_med * k, unit, s_med * k),
-        figure(f"latency.{kind}.{scenario}.p99", o_p99 * k, unit, s_p99 * k),
-        figure(f"load.{kind}.{scenario}.http_requests", o_req, "req/gen", s_req),
-        figure(
-            f"done.{kind}.{scenario}",
-            o_done / len(ours),
-            "fraction",
-            s_done / len(seed),
-            higher_is_better=True,
-        ),
+        figure(f"{names[0]}.median", o_med * k, unit, b_med * k),
+        figure(f"{names[0]}.p99", o_p99 * k, unit, b_p99 * k),
+        figure(names[1], o_req, "req/gen", b_req),
+        figure(names[2], o_done / len(ours), "fraction", b_done / len(base), higher_is_better=True),
     ]
+
+
+def _figures(
+    kind: str, scenario: str, runs: Mapping[str, Sequence[Sample]], unit: str, k: float
+) -> list[Figure]:
+    _report_failures(kind, scenario, runs)
+    figures: list[Figure] = []
+    for who in ("default", "adaptive"):
+        key = f"{kind}.{scenario}.{who}"
+        names = (f"latency.{key}", f"load.{key}.http_requests", f"done.{key}")
+        figures += _compare(names, runs[who], runs["seed"], unit, k)
+    return figures
+
+
+def issue7(n: int, seed: int = 7) -> list[Figure]:
+    """Adaptive vs the fixed 2 s poller (baseline) on silent jobs of uniformly drawn durations."""
+    name, faults, (low, high) = ISSUE7
+    rng = random.Random(seed)
+    gen_times = [rng.uniform(low, high) for _ in range(WARMUP + n)]
+    runs = {
+        "adaptive": virtual_samples(faults, Policy.adaptive_default(), n, gen_times=gen_times),
+        "fixed_2s": virtual_samples(faults, _fixed_2s(), n, gen_times=gen_times),
+    }
+    _report_failures("virtual", name, runs)
+    key = f"issue7.virtual.{name}.adaptive_vs_fixed_2s"
+    names = (f"{key}.latency", f"{key}.http_requests", f"{key}.done")
+    return _compare(names, runs["adaptive"], runs["fixed_2s"], "s", 1.0)
 
 
 def run(smoke: bool = False, plot: str | None = None) -> list[Figure]:
     """Measure figures 1 and 2 in virtual time and over real sockets; optionally draw the plot."""
     names = SMOKE_SCENARIOS if smoke else tuple(SCENARIOS)
-    seeds = 2 if smoke else 100
+    n_virtual = 2 if smoke else 100
     n_real = 2 if smoke else 20
     scale = SMOKE_SCALE if smoke else REAL_SCALE
     stagger = 0.005 if smoke else 0.05
     figures: list[Figure] = []
-    plot_rows: list[tuple[str, float, float, float, float]] = []
+    plot_rows: list[tuple[str, list[tuple[float, float]]]] = []
     for name in names:
         faults = SCENARIOS[name]
-        ours = virtual_samples(faults, Policy.default(), seeds)
-        seed = virtual_samples(faults, Policy.seed(), seeds)
-        figures += _figures("virtual", name, ours, seed, "s", 1.0)
+        virtual = {
+            who: virtual_samples(faults, make(), n_virtual) for who, make in POLICIES.items()
+        }
+        figures += _figures("virtual", name, virtual, "s", 1.0)
         real = real_samples(faults, n_real, scale, stagger)
-        figures += _figures("real", name, real["ours"], real["seed"], "ms", 1e3)
-        o, s = _stats(ours), _stats(seed)
-        plot_rows.append((name, o[0], o[1], s[0], s[1]))
+        figures += _figures("real", name, real, "ms", 1e3)
+        stats = [_stats(virtual[who]) for who in POLICIES]
+        plot_rows.append((name, [(s[0], s[1]) for s in stats]))
+    figures += issue7(n_virtual)
     if plot:
         from .plot import latency_plot
 
-        latency_plot(plot_rows, plot)
+        latency_plot(plot_rows, plot, series=tuple(POLICIES))
     return figures

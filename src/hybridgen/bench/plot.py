@@ -10,22 +10,33 @@ from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["latency_plot"]
 
-OURS = (31, 119, 180)
-SEED = (214, 100, 40)
+COLORS = ((31, 119, 180), (44, 160, 44), (214, 100, 40), (148, 103, 189))
 GREY = (120, 120, 120)
+LABELS = {
+    "default": "hybridgen default (Policy.default())",
+    "adaptive": "hybridgen adaptive (Policy.adaptive_default())",
+    "seed": "seed (Policy.seed())",
+}
 
 
-def latency_plot(rows: Sequence[tuple[str, float, float, float, float]], path: str) -> None:
+def latency_plot(
+    rows: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    path: str,
+    series: Sequence[str] = ("default", "adaptive", "seed"),
+) -> None:
     """Draw D - R per scenario: a bar per policy at the median, a whisker to the p99.
 
-    ``rows`` are ``(scenario, ours median, ours p99, seed median, seed p99)`` in seconds.
+    ``rows`` are ``(scenario, [(median, p99) per policy])`` in seconds, the policies in the order
+    of ``series`` (their names, shown in the legend).
     """
     font = ImageFont.load_default()
-    label_w, left_pad, right_pad, top, row_h, bar_h = 130, 10, 30, 60, 44, 14
-    width = 900
+    bar_h, gap = 12, 2
+    label_w, left_pad, right_pad, top = 130, 10, 40, 60
+    row_h = len(series) * (bar_h + gap) + 14
+    width = 960
     plot_w = width - label_w - left_pad - right_pad
     height = top + row_h * len(rows) + 50
-    finite = [v for r in rows for v in r[1:] if math.isfinite(v)]
+    finite = [v for _, stats in rows for pair in stats for v in pair if math.isfinite(v)]
     top_value = max([*finite, 1.0])
     step = _nice_step(top_value / 6)
     top_value = step * math.ceil(top_value / step)
@@ -42,10 +53,13 @@ def latency_plot(rows: Sequence[tuple[str, float, float, float, float]], path: s
         fill="black",
         font=font,
     )
-    draw.rectangle((x0, 30, x0 + 12, 40), fill=OURS)
-    draw.text((x0 + 18, 29), "hybridgen default policy", fill="black", font=font)
-    draw.rectangle((x0 + 200, 30, x0 + 212, 40), fill=SEED)
-    draw.text((x0 + 218, 29), "seed (Policy.seed())", fill="black", font=font)
+    lx = x0
+    for j, name in enumerate(series):
+        color = COLORS[j % len(COLORS)]
+        label = LABELS.get(name, name)
+        draw.rectangle((lx, 30, lx + 12, 40), fill=color)
+        draw.text((lx + 18, 29), label, fill="black", font=font)
+        lx += 18 + int(draw.textlength(label, font=font)) + 24
     bottom = top + row_h * len(rows)
     tick = 0.0
     while tick <= top_value + 1e-9:
@@ -53,15 +67,17 @@ def latency_plot(rows: Sequence[tuple[str, float, float, float, float]], path: s
         draw.text((x(tick) - 6, bottom + 6), f"{tick:g}", fill=GREY, font=font)
         tick += step
     draw.text((x0 + plot_w // 2 - 30, bottom + 24), "seconds after ready", fill=GREY, font=font)
-    for i, (name, o_med, o_p99, s_med, s_p99) in enumerate(rows):
+    for i, (name, stats) in enumerate(rows):
         y = top + i * row_h
-        draw.text((left_pad, y + bar_h - 4), name, fill="black", font=font)
-        for j, (med, p99, color) in enumerate(((o_med, o_p99, OURS), (s_med, s_p99, SEED))):
-            yb = y + 4 + j * (bar_h + 2)
+        draw.text((left_pad, y + row_h // 2 - 8), name, fill="black", font=font)
+        for j, (med, p99) in enumerate(stats):
+            color = COLORS[j % len(COLORS)]
+            yb = y + 4 + j * (bar_h + gap)
             if math.isfinite(med):
                 draw.rectangle((x0, yb, max(x(med), x0 + 1), yb + bar_h), fill=color)
-                draw.text((max(x(p99), x(med)) + 6, yb + 1), f"{med:.2f}", fill=color, font=font)
-            if math.isfinite(p99) and p99 > med:
+                end = max(x(p99), x(med)) if math.isfinite(p99) else x(med)
+                draw.text((end + 6, yb), f"{med:.2f}", fill=color, font=font)
+            if math.isfinite(med) and math.isfinite(p99) and p99 > med:
                 mid = yb + bar_h // 2
                 draw.line((x(med), mid, x(p99), mid), fill="black")
                 draw.line((x(p99), yb + 2, x(p99), yb + bar_h - 2), fill="black")
