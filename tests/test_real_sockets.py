@@ -7,10 +7,7 @@ policies at ``POLICY_SCALE`` (``Policy.seed().scaled(0.05)`` waits 1.5 s for the
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -23,6 +20,7 @@ from hybridgen.emulator.model import Job
 from hybridgen.errors import GenerationFailed, PermanentError
 from hybridgen.machine import State
 from hybridgen.policy import Policy
+from hybridgen.testing.sockets import client_side_fds, fds_but_server_side
 from hybridgen.transport import SuperDuperTransport
 
 TOKEN = "test-token-123"
@@ -198,36 +196,6 @@ async def test_deadline_fails_the_generation(emulator: Emulator) -> None:
     assert "deadline" in result.reason
     assert policy.deadline <= result.elapsed <= policy.deadline + SLACK
     assert result.polls >= 1
-
-
-def _tcp_ends() -> Iterator[tuple[int, int | None]]:
-    """(local port, remote port or None) of every TCP socket this process has open."""
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:["):
-                continue
-            sock = socket.socket(fileno=os.dup(int(fd)))
-        except OSError:
-            continue
-        with sock:
-            if sock.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            try:
-                remote: int | None = sock.getpeername()[1]
-            except OSError:
-                remote = None
-            yield sock.getsockname()[1], remote
-
-
-def client_side_fds(port: int) -> int:
-    """Open fds of this process that are connections *to* ``port`` (client ends only)."""
-    return sum(1 for local, remote in _tcp_ends() if remote == port and local != port)
-
-
-def fds_but_server_side(port: int) -> int:
-    """All open fds of this process except the server's own sockets on ``port``."""
-    server_side = sum(1 for local, _ in _tcp_ends() if local == port)
-    return len(os.listdir("/proc/self/fd")) - server_side
 
 
 async def test_cancel_midway_closes_every_socket(emulator: Emulator) -> None:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
+import functools
 import json
 import math
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -70,12 +72,17 @@ class Transport(Protocol):
 
 
 _POOL_LIMITS: Final = httpx.Limits(
-    max_connections=512, max_keepalive_connections=128, keepalive_expiry=30.0
+    max_connections=None, max_keepalive_connections=256, keepalive_expiry=30.0
 )
 """Connection pool of an owned client: HTTP/1.1 needs a connection per concurrent request, so
-many concurrent generations need many connections; the driver bounds how long each one waits."""
+many concurrent generations need many connections. No cap: requests queued in httpcore's pool cost
+O(queued x connections) on every request (a 1,000-request burst over a 512 cap took 98 s on
+loopback instead of 3 s); each generation has at most one request in flight, and the driver bounds
+how long it takes."""
 
 _WS_DISCONNECT_TIMEOUT: Final = 2.0
+WS_MAX_MESSAGE: Final = 2**20
+"""The longest socket message accepted (characters); a longer one closes the socket (1009)."""
 _NORMAL_CLOSE: Final = (1000, 1001)
 _DETAIL_CHARS: Final = 300
 
@@ -132,9 +139,7 @@ class SuperDuperTransport:
         ]
         body_error: BaseException | None = None
         try:
-            async with trio_websocket.open_websocket_url(
-                url, extra_headers=headers, disconnect_timeout=_WS_DISCONNECT_TIMEOUT
-            ) as ws:
+            async with _open_websocket(url, headers) as ws:
                 try:
                     await ws.send_message(subscribe_message(project_id))
                 except trio_websocket.ConnectionClosed as exc:
@@ -265,12 +270,100 @@ class _Messages:
         return str(message)
 
 
+@contextlib.asynccontextmanager
+async def _open_websocket(
+    url: str, headers: list[tuple[bytes, bytes]]
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """``trio_websocket.open_websocket_url``, but the TCP stream is ours and closed on every exit.
+
+    trio-websocket 0.12 leaves its stream open (until the garbage collector finds it) when the
+    handshake is rejected or cancelled, so a refusing server or a cancelled connect would leak one
+    socket per attempt.
+    """
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = f"[{host}]" if ":" in host else host
+    if port not in (80, 443):
+        host_header = f"{host_header}:{port}"
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+    if secure:
+        stream = await trio.open_ssl_over_tcp_stream(
+            host, port, ssl_context=_tls_context(), https_compatible=True
+        )
+    else:
+        stream = await trio.open_tcp_stream(host, port)
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,
+                host_header,
+                resource,
+                extra_headers=headers,
+                max_message_size=WS_MAX_MESSAGE,
+            )
+            try:
+                yield ws
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                try:
+                    with trio.move_on_after(_WS_DISCONNECT_TIMEOUT):
+                        await ws.aclose()
+                finally:
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        _reraise(_pick(group, body_error))
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's default TLS settings (certificates and host names checked), built once."""
+    return ssl.create_default_context()
+
+
+def _pick(
+    group: BaseExceptionGroup[BaseException], preferred: BaseException | None
+) -> BaseException:
+    """The one exception to raise from a nursery's group: the body's own, else a real error."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if preferred is not None and any(exc is preferred for exc in leaves):
+        return preferred
+    return next((exc for exc in leaves if not isinstance(exc, trio.Cancelled)), leaves[0])
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` as it was, without chaining it to the group that held it."""
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
+
+
 def _closed_error(exc: Any) -> TransientError:
     reason = getattr(exc, "reason", None)
     code = getattr(reason, "code", None)
     why = getattr(reason, "reason", None)
     if code in (None, 1006):
         text = "WebSocket connection lost (closed without a close frame, code 1006)"
+    elif code == 1009:
+        text = "WebSocket closed: a message was over the size limit (code 1009)"
     else:
         text = f"WebSocket closed by the server (code {code}{f': {why}' if why else ''})"
     return TransientError(text[:_DETAIL_CHARS])

@@ -20,10 +20,13 @@ import attrs
 import trio
 
 __all__ = [
+    "OVERSIZED_MESSAGE_BYTES",
     "POLL_FAULTS",
     "WS_MODES",
+    "WS_NOISES",
     "BadRequest",
     "Faults",
+    "Forbidden",
     "Job",
     "ServerModel",
     "WsDropped",
@@ -34,6 +37,10 @@ WsMode = Literal["normal", "silent", "late", "drop", "refuse"]
 WS_MODES: Final = ("normal", "silent", "late", "drop", "refuse")
 PollFault = Literal["500", "502", "503", "504", "429", "reset", "garbage", "404"]
 POLL_FAULTS: Final = ("500", "502", "503", "504", "429", "reset", "garbage", "404")
+WsNoise = Literal["junk", "oversized"]
+WS_NOISES: Final = ("junk", "oversized")
+OVERSIZED_MESSAGE_BYTES: Final = 2**20 + 2**16
+"""The size of the ``oversized`` noise message: above trio-websocket's default 1 MiB limit."""
 
 
 def _choice(options: tuple[str, ...]) -> Any:
@@ -65,6 +72,14 @@ class Faults:
       ``retry_after`` goes with 429/503. ``poll_delay`` makes every poll answer that much later.
     - ``gen_time``: how long a job takes; ``job_fails``: the job ends with an error instead.
     - ``progress_steps``: progress messages sent on the socket during the job (``normal``/``late``).
+    - ``ws_noise``: ``junk`` sends invalid messages on every socket (not JSON, not an object,
+      unknown types, malformed progress, a result for another file) when it opens and before each
+      real message; ``oversized`` sends that junk plus one message of
+      :data:`OVERSIZED_MESSAGE_BYTES` when the socket opens.
+    - ``empty_url_polls``: the first that many polls that find the job done answer ``url: ""``
+      (a completed job whose file is not stored yet); the push then carries ``url: ""`` too.
+    - ``forbidden``: the token is valid but may not use this project: its start requests, polls
+      and sockets get HTTP 403.
     """
 
     ws_mode: WsMode = attrs.field(default="normal", validator=_choice(WS_MODES))
@@ -79,6 +94,9 @@ class Faults:
     gen_time: float = attrs.field(default=35.0, validator=_non_negative)
     job_fails: bool = False
     progress_steps: int = attrs.field(default=3, validator=_non_negative)
+    ws_noise: WsNoise | None = attrs.field(default=None, validator=_choice(WS_NOISES))
+    empty_url_polls: int = attrs.field(default=0, validator=_non_negative)
+    forbidden: bool = False
 
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
@@ -95,6 +113,10 @@ class BadRequest(ValueError):
 
 class WsRefused(Exception):
     """The socket handshake is refused (``ws_mode='refuse'``)."""
+
+
+class Forbidden(Exception):
+    """The project is off limits for this token (``forbidden``): HTTP 403."""
 
 
 class WsDropped(Exception):
@@ -115,7 +137,8 @@ class Job:
     ready_at: float
     faults: Faults
     polls: int = 0
-    finished_counted: bool = False
+    empty_urls: int = 0
+    """Polls answered with an empty ``url`` so far (``empty_url_polls``)."""
     schedule: list[tuple[float, str]] = attrs.field(factory=list)
     """The socket messages of this job, as ``(time, JSON text)``."""
 
@@ -153,7 +176,6 @@ class ServerModel:
             "poll": 0,
             "ws_connect": 0,
             "ws_drop": 0,
-            "finished": 0,
             "download": 0,
         }
         self._by_project: dict[str, list[Job]] = {}
@@ -170,6 +192,26 @@ class ServerModel:
     def authorized(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header value is acceptable."""
         return self.token is None or authorization == f"Bearer {self.token}"
+
+    def check_access(self, project_id: str) -> None:
+        """Raise :class:`Forbidden` if the project's requests get HTTP 403 (``forbidden``)."""
+        if self.faults_for(project_id).forbidden:
+            raise Forbidden(f"this token may not use project {project_id}")
+
+    def finished(self) -> int:
+        """How many jobs' results have become ready (failed jobs do not count), by now.
+
+        Counted from the jobs' timelines, so a result delivered by push counts as much as one a
+        poll found.
+        """
+        now = trio.current_time()
+        return sum(
+            1 for job in self.jobs.values() if job.ready_at <= now and not job.faults.job_fails
+        )
+
+    def stats(self) -> dict[str, int]:
+        """The request counters plus ``finished`` (see :meth:`finished`)."""
+        return {**self.counts, "finished": self.finished()}
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -194,6 +236,7 @@ class ServerModel:
         height = _int_field(config, "height", 64, 4096, default=1024)
         if not isinstance(config.get("generation_config_name", ""), str):
             raise BadRequest("config.generation_config_name", "must be text")
+        self.check_access(str(project_id))
         now = trio.current_time()
         faults = self.faults_for(str(project_id))
         job = Job(
@@ -236,12 +279,13 @@ class ServerModel:
     def file_json(self, job: Job) -> dict[str, Any]:
         """The file object of ``job`` as ``GET /api/v1/file/{id}`` returns it now."""
         done = trio.current_time() >= job.ready_at
-        if done and not job.faults.job_fails and not job.finished_counted:
-            job.finished_counted = True
-            self.counts["finished"] += 1
         status = "in_progress"
         if done:
             status = "error" if job.faults.job_fails else "completed"
+        url: str | None = self.url_of(job) if status == "completed" else None
+        if url is not None and job.empty_urls < job.faults.empty_url_polls:
+            job.empty_urls += 1
+            url = ""
         task: dict[str, Any] = {
             "type": "image-generation-flow",
             "status": status,
@@ -253,7 +297,7 @@ class ServerModel:
             task["error"] = "the emulated job failed (job_fails switch)"
         return {
             "id": job.id,
-            "url": self.url_of(job) if status == "completed" else None,
+            "url": url,
             "thumbnail_url": None,
             "type": "image",
             "project_id": job.project_id,
@@ -277,6 +321,7 @@ class ServerModel:
     def ws_accept(self, project_id: str) -> None:
         """Count a socket connection; raise :class:`WsRefused` if the handshake is refused."""
         self.counts["ws_connect"] += 1
+        self.check_access(project_id)
         if self.faults_for(project_id).ws_mode == "refuse":
             raise WsRefused(f"the emulator refuses sockets for project {project_id}")
 
@@ -293,6 +338,11 @@ class ServerModel:
             self._drops[project_id] = self._drops.get(project_id, 0) + 1
             drop_at = opened + faults.ws_drop_after * self.time_scale
         sent: set[tuple[str, int]] = set()
+        noise = _junk(project_id) if faults.ws_noise is not None else []
+        for text in noise:
+            yield text
+        if faults.ws_noise == "oversized":
+            yield _oversized()
         while True:
             now = trio.current_time()
             if now >= drop_at:
@@ -305,6 +355,8 @@ class ServerModel:
                         continue
                     if at <= now:
                         sent.add((job.id, index))
+                        for junk in noise:
+                            yield junk
                         yield text
                     else:
                         next_at = min(next_at, at)
@@ -344,14 +396,38 @@ class ServerModel:
             "status": "error" if failed else "completed",
             "id": job.id,
         }
+        url = None if failed else self.url_of(job)
+        if url is not None and job.faults.empty_url_polls:
+            url = ""
         return {
             "id": job.id,
-            "url": None if failed else self.url_of(job),
+            "url": url,
             "type": "image",
             "project_id": job.project_id,
             "image_generation_id": job.id,
             "tasks": [task],
         }
+
+
+def _junk(project_id: str) -> list[str]:
+    """Messages a client must log and ignore (``ws_noise``)."""
+    other = str(uuid.uuid5(uuid.NAMESPACE_URL, project_id))
+    return [
+        "this is not JSON {",
+        "[1, 2, 3]",
+        json.dumps({"type": "mystery", "object": {"file_id": other}}),
+        json.dumps({"type": "render_progress", "object": {"file_id": 42}}),
+        json.dumps({"type": "render_progress", "object": {"file_id": other, "progress": "x"}}),
+        json.dumps({"type": "file", "object": {"url": 5}}),
+        json.dumps({"type": "file", "object": {"id": other, "url": "http://elsewhere/x.png"}}),
+        json.dumps({"type": "file"}),
+    ]
+
+
+def _oversized() -> str:
+    """One valid JSON message of an unknown type, :data:`OVERSIZED_MESSAGE_BYTES` long."""
+    head, tail = '{"type": "padding", "object": "', '"}'
+    return head + "x" * (OVERSIZED_MESSAGE_BYTES - len(head) - len(tail)) + tail
 
 
 def _int_field(config: Mapping[str, Any], name: str, low: int, high: int, *, default: int) -> int:

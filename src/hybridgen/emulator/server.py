@@ -8,7 +8,8 @@ to HTTP and WebSocket. Endpoints:
 - ``GET /api/v1/file/{file_id}``: poll a job, through the model's poll faults.
 - ``GET /files/{file_id}.png``: the result image, once ready.
 - ``WS /api/v1/ws/project.{project_id}``: after the client's ``subscribe`` message, the project's
-  messages. A refused handshake gets HTTP 503 (401 for a bad token); a drop closes with 1011.
+  messages. A refused handshake gets HTTP 503 (401 for a bad token, 403 for a ``forbidden``
+  project); a drop closes with 1011.
 - ``GET /_emulator/stats``, ``PUT /_emulator/faults``,
   ``PUT /_emulator/projects/{project_id}/faults``: counters and fault switches, for tests and
   users (no token needed).
@@ -41,12 +42,15 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .model import BadRequest, Faults, ServerModel, WsDropped, WsRefused
+from .model import BadRequest, Faults, Forbidden, ServerModel, WsDropped, WsRefused
 from .png import render_png
 
 __all__ = ["SUBSCRIBE_TIMEOUT", "Emulator", "create_app", "running", "serve"]
 
 log: Final = logging.getLogger("hybridgen.emulator")
+
+BACKLOG: Final = 2048
+"""Pending connections the listening socket holds (the kernel may cap it: ``somaxconn``)."""
 
 SUBSCRIBE_TIMEOUT: Final = 10.0
 """Seconds a new socket may take to send its ``subscribe`` message before it is closed."""
@@ -66,6 +70,10 @@ def _error(status: int, detail: object, headers: dict[str, str] | None = None) -
 
 def _unauthorized() -> JSONResponse:
     return _error(401, "Invalid or missing bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+def _forbidden(exc: Forbidden) -> JSONResponse:
+    return _error(403, f"Not enough permissions: {exc}")
 
 
 def _seconds(value: float) -> str:
@@ -116,6 +124,9 @@ def create_app(model: ServerModel) -> Starlette:
             body = None
         try:
             job = model.create(body)
+        except Forbidden as exc:
+            log.debug("start: forbidden")
+            return _forbidden(exc)
         except BadRequest as exc:
             msg = str(exc).removeprefix(f"{exc.field}: ")
             log.debug("start: bad request: %s", exc)
@@ -133,6 +144,11 @@ def create_app(model: ServerModel) -> Starlette:
         job = model.jobs.get(file_id)
         if job is None:
             return _error(404, f"File {file_id} not found")
+        try:
+            model.check_access(job.project_id)
+        except Forbidden as exc:
+            log.debug("poll of %s: forbidden", file_id)
+            return _forbidden(exc)
         fault = model.poll_fault(job)
         delay = model.poll_delay(job)
         if delay and await _disconnected_within(request, delay):
@@ -176,6 +192,10 @@ def create_app(model: ServerModel) -> Starlette:
             return
         try:
             model.ws_accept(project_id)
+        except Forbidden as exc:
+            log.debug("socket of project %s: forbidden", project_id)
+            await websocket.send_denial_response(_forbidden(exc))
+            return
         except WsRefused as exc:
             log.debug("socket of project %s: refused", project_id)
             await websocket.send_denial_response(_error(503, str(exc)))
@@ -187,7 +207,7 @@ def create_app(model: ServerModel) -> Starlette:
             log.debug("socket of project %s: the client left", project_id)
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(model.counts)
+        return JSONResponse(model.stats())
 
     async def put_faults(request: Request) -> Response:
         faults = await _read_faults(request)
@@ -313,6 +333,8 @@ async def serve(
     config.errorlog = logging.getLogger("hybridgen.emulator.hypercorn")
     config.logger_class = _DebugLogger
     config.graceful_timeout = 0.5
+    # Hypercorn's default backlog (100) resets connections when many clients start at once.
+    config.backlog = BACKLOG
     # Starlette's ASGI types are looser than hypercorn's; the app is a plain ASGI 3 app.
     app = cast(ASGIFramework, create_app(model))
     async with trio.open_nursery() as nursery:

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 import trio
 
 from ..api import FileStatus, ImageRequest, parse_file, parse_file_list
-from ..emulator.model import BadRequest, ServerModel, WsDropped, WsRefused
+from ..emulator.model import BadRequest, Forbidden, ServerModel, WsDropped, WsRefused
 from ..errors import AuthError, PermanentError, TransientError
+from ..transport import WS_MAX_MESSAGE
 
 __all__ = ["MemoryTransport"]
 
@@ -46,6 +47,8 @@ class MemoryTransport:
         self._check_auth()
         try:
             job = self.model.create(request.to_json())
+        except Forbidden as exc:
+            raise _forbidden(exc) from None
         except BadRequest as exc:
             raise PermanentError(
                 f"the server rejected the request (HTTP 422): {exc}", status=422
@@ -60,6 +63,11 @@ class MemoryTransport:
         if job is None:
             await trio.lowlevel.checkpoint()
             raise PermanentError(f"file {file_id} not found (HTTP 404)", status=404)
+        try:
+            self.model.check_access(job.project_id)
+        except Forbidden as exc:
+            await trio.lowlevel.checkpoint()
+            raise _forbidden(exc) from None
         fault = self.model.poll_fault(job)
         delay = self.model.poll_delay(job)
         if delay:
@@ -88,6 +96,8 @@ class MemoryTransport:
         self._check_auth()
         try:
             self.model.ws_accept(project_id)
+        except Forbidden as exc:
+            raise _forbidden(exc) from None
         except WsRefused as exc:
             raise TransientError(f"WebSocket handshake refused: {exc}") from None
         self.open_sockets += 1
@@ -103,10 +113,20 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
 
 
+def _forbidden(exc: Forbidden) -> AuthError:
+    return AuthError(
+        f"the server rejected the token (HTTP 403: {exc}); check SUPERDUPERAI_TOKEN", status=403
+    )
+
+
 async def _messages(model: ServerModel, project_id: str) -> AsyncIterator[str]:
     feed = model.ws_feed(project_id)
     try:
         async for text in feed:
+            if len(text) > WS_MAX_MESSAGE:  # as the real socket does: close it (1009)
+                raise TransientError(
+                    "WebSocket closed: a message was over the size limit (code 1009)"
+                )
             yield text
     except WsDropped as exc:
         raise TransientError(f"WebSocket dropped: {exc}") from None
