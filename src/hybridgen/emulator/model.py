@@ -152,6 +152,8 @@ class ServerModel:
     ``time_scale`` multiplies every duration of the faults (0.05: a 35 s job takes 1.75 s).
     ``token``: when set, requests must carry ``Authorization: Bearer <token>``.
     ``file_base``: the base of result URLs (the server's own URL, or ``memory://``).
+    ``seed``: seeds the file ids and the random fault draws (``None``: fresh ids every run, so
+    two runs of the emulator never reuse a file id).
     """
 
     def __init__(
@@ -161,7 +163,7 @@ class ServerModel:
         time_scale: float = 1.0,
         token: str | None = None,
         file_base: str = "memory://emulator",
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")

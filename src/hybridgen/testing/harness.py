@@ -76,7 +76,7 @@ def run_scenario(scenario: Scenario) -> Trace:
 
 
 async def _run(scenario: Scenario) -> Trace:
-    model = ServerModel(scenario.faults, token=scenario.server_token)
+    model = ServerModel(scenario.faults, token=scenario.server_token, seed=0)  # reproducible
     transport = MemoryTransport(model, token=scenario.token)
     client = Client(transport, policy=scenario.policy)
     events: list[Event] = []
