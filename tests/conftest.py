@@ -6,8 +6,11 @@ here we only pick the timings of our own tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
+from cli_support import Running, clean_env
 from hybridgen.emulator import Emulator
 from hybridgen.transport import SuperDuperTransport
 
@@ -36,3 +39,18 @@ def emulator(hybridgen_emulator: Emulator) -> Emulator:
 def real_transport(hybridgen_transport: SuperDuperTransport) -> SuperDuperTransport:
     """A :class:`SuperDuperTransport` for ``emulator``."""
     return hybridgen_transport
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Running]]:
+    """Start ``hybridgen ARGS`` in the background; every process is killed after the test."""
+    started: list[Running] = []
+
+    def spawn(*args: str, env: dict[str, str] | None = None) -> Running:
+        process = Running(*args, env=clean_env() if env is None else env)
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        process.kill()

@@ -6,133 +6,39 @@ is read line by line by threads, and every wait has a deadline (no sleeps).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pty
-import queue
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
+from cli_support import (
+    BIN,
+    RUN_TIMEOUT,
+    Running,
+    assert_png,
+    clean_env,
+    json_lines,
+    needs_command,
+    run,
+)
 from hybridgen import cli
 from hybridgen.api import ImageRequest
 from hybridgen.journal import SQLiteJournal
 from hybridgen.policy import Policy
 
-BIN = shutil.which("hybridgen", path=os.path.dirname(sys.executable)) or shutil.which("hybridgen")
 TOKEN = "tok-Bt7BatchSecretQq55"
-RUN_TIMEOUT = 30.0
 FAST2 = ("--time-scale", "0.02", "--concurrency", "2")
 
-pytestmark = pytest.mark.skipif(BIN is None, reason="the hybridgen command is not installed")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERDUPERAI_", "HYBRIDGEN_"))}
-    env.update(extra)
-    return env
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    assert BIN is not None
-    return subprocess.run(
-        [BIN, *args],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env=clean_env() if env is None else env,
-        check=False,
-    )
-
-
-def json_lines(stdout: str) -> list[dict[str, Any]]:
-    lines = stdout.splitlines()
-    assert lines, "no output on stdout"
-    return [json.loads(line) for line in lines]
-
-
-class Running:
-    """A subprocess whose stdout lines and stderr are collected by threads as they come."""
-
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        assert BIN is not None
-        self.proc = subprocess.Popen(
-            [BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._threads = [
-            threading.Thread(target=self._pump_lines, args=(self.proc.stdout,), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _pump_lines(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.stdout.append(line)
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def _pump(self, stream: IO[str]) -> None:
-        for chunk in stream:
-            self.stderr.append(chunk)
-
-    def line(self, timeout: float = 15.0) -> str:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"no stdout line within {timeout} s; stderr: {''.join(self.stderr)}")
-        if line is None:
-            pytest.fail(f"stdout closed (exit {self.proc.poll()}); stderr: {''.join(self.stderr)}")
-        return line
-
-    def until(
-        self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0
-    ) -> dict[str, Any]:
-        """The next JSON line that ``match`` accepts (earlier ones are skipped)."""
-        while True:
-            obj: dict[str, Any] = json.loads(self.line(timeout))
-            if match(obj):
-                return obj
-
-    def finish(self, timeout: float = 20.0) -> int:
-        code = self.proc.wait(timeout=timeout)
-        for thread in self._threads:
-            thread.join(timeout=timeout)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., Running]]:
-    started: list[Running] = []
-
-    def spawn(*args: str, env: dict[str, str] | None = None) -> Running:
-        process = Running(*args, env=clean_env() if env is None else env)
-        started.append(process)
-        return process
-
-    yield spawn
-    for process in started:
-        process.kill()
+pytestmark = needs_command
 
 
 def serve(spawn: Callable[..., Running], *args: str) -> tuple[str, dict[str, str]]:
@@ -152,13 +58,6 @@ def stats(url: str) -> dict[str, int]:
 
 def put_faults(url: str, **faults: object) -> None:
     httpx.put(f"{url}/_emulator/faults", json=faults, timeout=10).raise_for_status()
-
-
-def assert_png(path: Path) -> None:
-    with Image.open(path) as image:
-        image.verify()
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.size[0] > 0
 
 
 def is_start(line: dict[str, Any]) -> bool:

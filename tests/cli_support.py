@@ -1,0 +1,125 @@
+"""Helpers shared by the command-line tests: run the installed ``hybridgen`` in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from PIL import Image
+
+BIN = shutil.which("hybridgen", path=os.path.dirname(sys.executable)) or shutil.which("hybridgen")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RUN_TIMEOUT = 30.0
+
+needs_command = pytest.mark.skipif(BIN is None, reason="the hybridgen command is not installed")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test environment without any SUPERDUPERAI_* / HYBRIDGEN_* setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERDUPERAI_", "HYBRIDGEN_"))}
+    env.update(extra)
+    return env
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``hybridgen ARGS`` to its end (within ``timeout`` seconds)."""
+    assert BIN is not None
+    return subprocess.run(
+        [BIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env() if env is None else env,
+        check=False,
+    )
+
+
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    """Every stdout line parsed as one JSON object (fails on any other output)."""
+    lines = stdout.splitlines()
+    assert lines, "no output on stdout"
+    return [json.loads(line) for line in lines]
+
+
+def assert_png(path: Path) -> None:
+    """``path`` is a whole PNG that Pillow opens, and no temporary file was left beside it."""
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] > 0 and image.size[1] > 0
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".part")] == []
+
+
+class Running:
+    """A subprocess whose stdout lines and stderr are collected by threads as they come."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        assert BIN is not None
+        self.proc = subprocess.Popen(
+            [BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._pump_lines, args=(self.proc.stdout,), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump_lines(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.stdout.append(line)
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _pump(self, stream: IO[str]) -> None:
+        for chunk in stream:
+            self.stderr.append(chunk)
+
+    def line(self, timeout: float = 15.0) -> str:
+        """The next stdout line, within ``timeout`` seconds."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no stdout line within {timeout} s; stderr: {''.join(self.stderr)}")
+        if line is None:
+            pytest.fail(f"stdout closed (exit {self.proc.poll()}); stderr: {''.join(self.stderr)}")
+        return line
+
+    def until(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """The next JSON line that ``match`` accepts (earlier ones are skipped)."""
+        while True:
+            obj: dict[str, Any] = json.loads(self.line(timeout))
+            if match(obj):
+                return obj
+
+    def finish(self, timeout: float = 20.0) -> int:
+        """Wait for the exit (and all output) within ``timeout`` seconds; return the exit code."""
+        code = self.proc.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+        return code
+
+    def kill(self) -> None:
+        """Kill it if it still runs (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
