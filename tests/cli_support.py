@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -123,3 +125,41 @@ class Running:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def run_on_terminal(*args: str, columns: int = 120) -> tuple[int, str, str]:
+    """Run ``hybridgen ARGS`` with stderr on a pseudo-terminal (so rich draws its live view).
+
+    Returns the exit code, stdout, and what the terminal showed (escape sequences removed).
+    """
+    assert BIN is not None
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+    try:
+        proc = subprocess.Popen(
+            [BIN, *args],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            env=clean_env(TERM="xterm", COLUMNS=str(columns)),
+        )
+        os.close(slave)
+
+        def drain() -> None:
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO once the child closed the terminal
+                    return
+                if not chunk:
+                    return
+                chunks.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        stdout, _ = proc.communicate(timeout=RUN_TIMEOUT)
+        reader.join(timeout=10)
+    finally:
+        os.close(master)
+    shown = b"".join(chunks).decode("utf-8", "replace")
+    return proc.returncode, stdout, re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown)

@@ -7,12 +7,9 @@ need rather than sleeping.
 from __future__ import annotations
 
 import json
-import os
-import pty
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,6 @@ from typing import Any
 import pytest
 
 from cli_support import (
-    BIN,
     RUN_TIMEOUT,
     Running,
     assert_png,
@@ -29,6 +25,7 @@ from cli_support import (
     json_lines,
     needs_command,
     run,
+    run_on_terminal,
 )
 
 FAST = ("--time-scale", "0.02")
@@ -113,38 +110,9 @@ def test_plain_output_and_trace(tmp_path: Path) -> None:
 
 def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
     """With stderr on a terminal, rich shows the progress there; the path still goes to stdout."""
-    assert BIN is not None
     out = tmp_path / "fox.png"
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [BIN, "generate", "a fox", "--out", str(out), *FAST],
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            text=True,
-            env=clean_env(TERM="xterm", COLUMNS="120"),
-        )
-        os.close(slave)
-        chunks: list[bytes] = []
-
-        def drain() -> None:
-            while True:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO once the child closed the terminal
-                    return
-                if not chunk:
-                    return
-                chunks.append(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        stdout, _ = proc.communicate(timeout=RUN_TIMEOUT)
-        reader.join(timeout=10)
-    finally:
-        os.close(master)
-    terminal = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 0, terminal
+    code, stdout, terminal = run_on_terminal("generate", "a fox", "--out", str(out), *FAST)
+    assert code == 0, terminal
     assert stdout.strip() == str(out)
     assert "saved" in terminal and "done" in terminal
     assert_png(out)

@@ -7,12 +7,9 @@ is read line by line by threads, and every wait has a deadline (no sleeps).
 from __future__ import annotations
 
 import logging
-import os
-import pty
 import re
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from cli_support import (
     json_lines,
     needs_command,
     run,
+    run_on_terminal,
 )
 from hybridgen import cli
 from hybridgen.api import ImageRequest
@@ -180,36 +178,10 @@ def test_live_batch_view_on_a_terminal(tmp_path: Path) -> None:
     assert BIN is not None
     (tmp_path / "p.txt").write_text("a fox\na whale\na cat\n")
     out = tmp_path / "out"
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [BIN, "generate", "--batch", str(tmp_path / "p.txt"), "--out", str(out), *FAST2],
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            text=True,
-            env=clean_env(TERM="xterm", COLUMNS="160"),
-        )
-        os.close(slave)
-        chunks: list[bytes] = []
-
-        def drain() -> None:
-            while True:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO once the child closed the terminal
-                    return
-                if not chunk:
-                    return
-                chunks.append(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        stdout, _ = proc.communicate(timeout=RUN_TIMEOUT)
-        reader.join(timeout=10)
-    finally:
-        os.close(master)
-    terminal = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode("utf-8", "replace"))
-    assert proc.returncode == 0, terminal
+    code, stdout, terminal = run_on_terminal(
+        "generate", "--batch", str(tmp_path / "p.txt"), "--out", str(out), *FAST2, columns=160
+    )
+    assert code == 0, terminal
     names = ["001-a-fox.png", "002-a-whale.png", "003-a-cat.png"]
     assert sorted(stdout.split()) == [str(out / name) for name in names]
     for index in (1, 2, 3):
