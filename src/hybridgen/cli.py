@@ -353,20 +353,56 @@ _CHANNEL_OF_STATE: Final = {
 }
 
 
-class RichReporter(Reporter):
-    """A live status line on the terminal (stderr): state, channel, elapsed, progress, retries."""
+class _LiveView:
+    """A rich live view on stderr, redrawn from ``__rich__``; remarks print above it."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def _init_live(self) -> None:
         from rich.console import Console
 
         self.console: Console = Console(stderr=True)
         self.live: Live | None = None
+        self.clock0 = time.monotonic()
+
+    def __rich__(self) -> RenderableType:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Start the live display."""
+        from rich.live import Live
+
+        self.clock0 = time.monotonic()
+        # stdout is left alone: saved paths go there when it is not a terminal
+        self.live = Live(
+            self,
+            console=self.console,
+            refresh_per_second=10,
+            transient=True,
+            redirect_stdout=False,
+        )
+        self.live.start()
+
+    def note(self, message: str) -> None:
+        """A dim remark above the live view."""
+        text = _redact(f"hybridgen: {message}")
+        self.console.print(text, style="dim", markup=False, highlight=False)
+
+    def end(self) -> None:
+        """Stop the live display."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+class RichReporter(_LiveView, Reporter):
+    """A live status line on the terminal (stderr): state, channel, elapsed, progress, retries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_live()
         self.state = str(State.REQUESTED)
         self.channel = "-"
         self.fraction: float | None = None
         self.retries = 0
-        self.clock0 = time.monotonic()
         self.stopped: float | None = None
 
     def __rich__(self) -> RenderableType:
@@ -392,19 +428,6 @@ class RichReporter(Reporter):
         )
         return grid
 
-    def begin(self) -> None:
-        """Start the live display."""
-        from rich.live import Live
-
-        self.clock0 = time.monotonic()
-        self.live = Live(self, console=self.console, refresh_per_second=10, transient=True)
-        self.live.start()
-
-    def note(self, message: str) -> None:
-        """A dim remark above the live line."""
-        text = _redact(f"hybridgen: {message}")
-        self.console.print(text, style="dim", markup=False, highlight=False)
-
     def event(self, event: Event) -> None:
         """Update the live line; print transitions above it."""
         if isinstance(event, Transition):
@@ -427,12 +450,6 @@ class RichReporter(Reporter):
             self.fraction = event.fraction
         elif isinstance(event, Retry):
             self.retries += 1
-
-    def end(self) -> None:
-        """Stop the live display."""
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
 
     def finish(self, outcome: Outcome, trace: str | None) -> None:
         """A final line naming the saved path (and the path on stdout when it is not a terminal)."""
@@ -849,19 +866,15 @@ class _JsonBatchReporter(_BatchReporter):
         _out(json.dumps({"event": "batch", **tally, "elapsed": _number(elapsed)}))
 
 
-class _RichBatchReporter(_BatchReporter):
+class _RichBatchReporter(_LiveView, _BatchReporter):
     """On a terminal: a live aggregate view (items per state, progress, retries) on stderr."""
 
     def __init__(self, total: int) -> None:
         super().__init__(total)
-        from rich.console import Console
-
-        self.console: Console = Console(stderr=True)
-        self.live: Live | None = None
+        self._init_live()
         self.states: dict[str, str] = {}
         self.ended: list[Outcome] = []
         self.retries = 0
-        self.clock0 = time.monotonic()
 
     def __rich__(self) -> RenderableType:
         from rich.progress_bar import ProgressBar
@@ -893,26 +906,6 @@ class _RichBatchReporter(_BatchReporter):
         )
         return grid
 
-    def begin(self) -> None:
-        """Start the live display."""
-        from rich.live import Live
-
-        self.clock0 = time.monotonic()
-        # stdout is left alone: the saved paths go there as items end (when it is not a terminal)
-        self.live = Live(
-            self,
-            console=self.console,
-            refresh_per_second=10,
-            transient=True,
-            redirect_stdout=False,
-        )
-        self.live.start()
-
-    def note(self, message: str) -> None:
-        """A dim remark above the live view."""
-        text = _redact(f"hybridgen: {message}")
-        self.console.print(text, style="dim", markup=False, highlight=False)
-
     def event(self, event: Event) -> None:
         """Update the counts."""
         if isinstance(event, Transition):
@@ -934,12 +927,6 @@ class _RichBatchReporter(_BatchReporter):
         else:
             text = f"[{item.index}] {_item_explanation(outcome)}"
             self.console.print(_redact(text), style="red", markup=False, highlight=False)
-
-    def end(self) -> None:
-        """Stop the live display."""
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
 
     def summary(self, tally: dict[str, int], elapsed: float) -> None:
         """The totals."""
