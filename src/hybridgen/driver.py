@@ -68,8 +68,9 @@ class Generation:
         expected: float | None = None,
     ) -> None:
         now = trio.current_time()
-        self.core = Core(gen_id, policy, self._on_event, now - elapsed, time.time() - now)
-        self.core.expected = expected
+        self.core = Core(
+            gen_id, policy, self._on_event, now - elapsed, time.time() - now, expected=expected
+        )
         self.journal = journal
         self.hub = Hub()
         self.history: list[Transition] = []
@@ -240,29 +241,30 @@ class Client:
         deadline. Use it with ``nursery.start`` like :meth:`start`; returns the :class:`Result`.
         See :mod:`hybridgen.journal` for finding what to resume.
         """
+        gen = self._new(policy, gen_id=generation_id, elapsed=elapsed)
+        task_status.started(gen)
+        await self._drive(gen, project_id, file_id)
+        return gen.result()
+
+    def _new(
+        self,
+        policy: Policy | None,
+        request: ImageRequest | None = None,
+        meta: Mapping[str, str] | None = None,
+        *,
+        gen_id: str | None = None,
+        elapsed: float = 0.0,
+    ) -> Generation:
+        """A new generation; a fresh one (with ``request``) is recorded in the journal."""
         gen = Generation(
-            generation_id or uuid.uuid4().hex[:16],
+            gen_id or uuid.uuid4().hex[:16],
             policy or self.policy,
             self.hub,
             self.journal,
             elapsed,
             self.durations.expected(),
         )
-        task_status.started(gen)
-        await self._drive(gen, project_id, file_id)
-        return gen.result()
-
-    def _new(
-        self, policy: Policy | None, request: ImageRequest, meta: Mapping[str, str] | None = None
-    ) -> Generation:
-        gen = Generation(
-            uuid.uuid4().hex[:16],
-            policy or self.policy,
-            self.hub,
-            self.journal,
-            expected=self.durations.expected(),
-        )
-        if self.journal is not None:
+        if self.journal is not None and request is not None:
             wall = gen.core.started + gen.core.wall_offset
             self.journal.begin(gen.id, request, gen.core.policy, wall, meta or {})
         return gen
@@ -289,8 +291,8 @@ class Client:
         finally:
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
                 core.cancel("cancelled by the caller", trio.current_time())
-        if core.state is State.DONE:
-            self.durations.add(core.result().elapsed)
+        if core.state is State.DONE and core.ended is not None:
+            self.durations.add(core.ended - core.started)
 
     async def _job_task(self, gen: Generation, job: ImageRequest | str) -> None:
         core, policy = gen.core, gen.core.policy
