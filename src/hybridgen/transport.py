@@ -42,7 +42,7 @@ from .api import (
 )
 from .errors import AuthError, PermanentError, TransientError, TransportError
 
-__all__ = ["SuperDuperTransport", "Transport", "parse_retry_after"]
+__all__ = ["SuperDuperTransport", "Transport", "error_for_status", "parse_retry_after"]
 
 
 @runtime_checkable
@@ -200,19 +200,12 @@ class SuperDuperTransport:
     def _status_error(
         self, what: str, status: int, headers: Mapping[str, str], content: bytes
     ) -> TransportError:
-        detail = self._detail(content)
-        if status in (401, 403):
-            return AuthError(
-                f"{what}: the server rejected the token (HTTP {status}); check SUPERDUPERAI_TOKEN",
-                status=status,
-            )
-        if status in (408, 425, 429) or status >= 500:
-            return TransientError(
-                f"{what}: HTTP {status} from the server{detail}",
-                status=status,
-                retry_after=parse_retry_after(headers.get("retry-after")),
-            )
-        return PermanentError(f"{what}: HTTP {status} from the server{detail}", status=status)
+        return error_for_status(
+            what,
+            status,
+            retry_after=parse_retry_after(headers.get("retry-after")),
+            detail=self._detail(content),
+        )
 
     def _ws_error(self, exc: BaseException) -> TransportError:
         if isinstance(exc, trio_websocket.ConnectionRejected):
@@ -354,6 +347,27 @@ def _reraise(exc: BaseException) -> NoReturn:
     finally:
         exc.__context__ = context
         del exc, context
+
+
+def error_for_status(
+    what: str, status: int, *, retry_after: float | None = None, detail: str = ""
+) -> TransportError:
+    """The typed error for an HTTP error ``status``: the one classification every transport uses.
+
+    401/403 are :class:`~hybridgen.errors.AuthError`; 408, 425, 429 and 5xx are
+    :class:`~hybridgen.errors.TransientError` (with ``retry_after``); any other status is a
+    :class:`~hybridgen.errors.PermanentError`. ``detail`` (``": ..."``) ends the message.
+    """
+    if status in (401, 403):
+        return AuthError(
+            f"{what}: the server rejected the token (HTTP {status}); check SUPERDUPERAI_TOKEN",
+            status=status,
+        )
+    if status in (408, 425, 429) or status >= 500:
+        return TransientError(
+            f"{what}: HTTP {status} from the server{detail}", status=status, retry_after=retry_after
+        )
+    return PermanentError(f"{what}: HTTP {status} from the server{detail}", status=status)
 
 
 def _closed_error(exc: Any) -> TransientError:

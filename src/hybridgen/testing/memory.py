@@ -14,8 +14,8 @@ import trio
 
 from ..api import FileStatus, ImageRequest, parse_file, parse_file_list
 from ..emulator.model import BadRequest, Forbidden, ServerModel, WsDropped, WsRefused
-from ..errors import AuthError, PermanentError, TransientError
-from ..transport import WS_MAX_MESSAGE
+from ..errors import TransientError
+from ..transport import WS_MAX_MESSAGE, error_for_status
 
 __all__ = ["MemoryTransport"]
 
@@ -33,41 +33,37 @@ class MemoryTransport:
         self.calls: list[tuple[float, str]] = []
         self.open_sockets = 0
 
-    def _check_auth(self) -> None:
+    def _check_auth(self, what: str) -> None:
         header = None if self.token is None else f"Bearer {self.token}"
         if not self.model.authorized(header):
-            raise AuthError(
-                "the server rejected the token (HTTP 401); check SUPERDUPERAI_TOKEN", status=401
-            )
+            raise error_for_status(what, 401)
 
     async def start(self, request: ImageRequest) -> FileStatus:
         """Create a job on the model."""
         await trio.lowlevel.checkpoint()
         self.calls.append((trio.current_time(), "start"))
-        self._check_auth()
+        self._check_auth("start request")
         try:
             job = self.model.create(request.to_json())
-        except Forbidden as exc:
-            raise _forbidden(exc) from None
+        except Forbidden:
+            raise error_for_status("start request", 403) from None
         except BadRequest as exc:
-            raise PermanentError(
-                f"the server rejected the request (HTTP 422): {exc}", status=422
-            ) from None
+            raise error_for_status("start request", 422, detail=f": {exc}") from None
         return parse_file_list([self.model.file_json(job)])
 
     async def poll(self, file_id: str) -> FileStatus:
         """Read one file's status, through the model's poll faults."""
         self.calls.append((trio.current_time(), "poll"))
-        self._check_auth()
+        self._check_auth("poll")
         job = self.model.jobs.get(file_id)
         if job is None:
             await trio.lowlevel.checkpoint()
-            raise PermanentError(f"file {file_id} not found (HTTP 404)", status=404)
+            raise error_for_status("poll", 404, detail=f": file {file_id} not found")
         try:
             self.model.check_access(job.project_id)
-        except Forbidden as exc:
+        except Forbidden:
             await trio.lowlevel.checkpoint()
-            raise _forbidden(exc) from None
+            raise error_for_status("poll", 403) from None
         fault = self.model.poll_fault(job)
         delay = self.model.poll_delay(job)
         if delay:
@@ -81,23 +77,20 @@ class MemoryTransport:
         if fault == "garbage":
             raise TransientError("malformed poll reply from the server: not JSON")
         status = int(fault)
-        if status == 404:
-            raise PermanentError(f"file {file_id} not found (HTTP 404)", status=404)
+        detail = f": file {file_id} not found" if status == 404 else ""
         retry_after = self.model.retry_after(job) if status in (429, 503) else None
-        raise TransientError(
-            f"poll: HTTP {status} from the server", status=status, retry_after=retry_after
-        )
+        raise error_for_status("poll", status, retry_after=retry_after, detail=detail)
 
     @contextlib.asynccontextmanager
     async def listen(self, project_id: str) -> AsyncIterator[AsyncIterator[str]]:
         """Open the project's socket on the model."""
         await trio.lowlevel.checkpoint()
         self.calls.append((trio.current_time(), "ws_connect"))
-        self._check_auth()
+        self._check_auth("WebSocket handshake")
         try:
             self.model.ws_accept(project_id)
-        except Forbidden as exc:
-            raise _forbidden(exc) from None
+        except Forbidden:
+            raise error_for_status("WebSocket handshake", 403) from None
         except WsRefused as exc:
             raise TransientError(f"WebSocket handshake refused: {exc}") from None
         self.open_sockets += 1
@@ -111,12 +104,6 @@ class MemoryTransport:
     async def aclose(self) -> None:
         """Nothing to release."""
         await trio.lowlevel.checkpoint()
-
-
-def _forbidden(exc: Forbidden) -> AuthError:
-    return AuthError(
-        f"the server rejected the token (HTTP 403: {exc}); check SUPERDUPERAI_TOKEN", status=403
-    )
 
 
 async def _messages(model: ServerModel, project_id: str) -> AsyncIterator[str]:
