@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .driver import Result
+    from .core import Result
 
 
 class HybridgenError(Exception):
