@@ -86,9 +86,9 @@ def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) 
             assert img.format == "PNG" and img.width >= 400
 
 
-def test_python_dash_m_entry_points_agree() -> None:
+def test_python_dash_m_entry_point_agrees() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.machine", "--smoke"],
+        [sys.executable, "-m", "hybridgen.bench", "machine", "--smoke"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

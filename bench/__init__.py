@@ -1,1 +1,0 @@
-"""Entry points kept for ``python -m bench.NAME``; the benchmarks live in :mod:`hybridgen.bench`."""
