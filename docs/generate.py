@@ -158,6 +158,17 @@ def attribute_docs(source_of: object) -> dict[str, str]:
     return docs
 
 
+def constant_docs(module: types.ModuleType) -> dict[str, str]:
+    """:func:`attribute_docs` of a module, and of a package's private submodules it re-exports."""
+    docs: dict[str, str] = {}
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if info.name.startswith("_") and not info.name.startswith("__"):
+            found = attribute_docs(importlib.import_module(f"{module.__name__}.{info.name}"))
+            docs.update({k: v for k, v in found.items() if k in public_names(module)})
+    docs.update(attribute_docs(module))
+    return docs
+
+
 # -- signatures -------------------------------------------------------------------------------
 
 ADDRESS = re.compile(r" at 0x[0-9a-f]+")
@@ -308,7 +319,7 @@ class Reference:
         if doc:
             yield self.md(doc, module_name)
             yield ""
-        constants = attribute_docs(module)
+        constants = constant_docs(module)
         reexports: list[tuple[str, str, str]] = []
         own: list[str] = []
         for name in public_names(module):

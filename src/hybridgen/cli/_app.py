@@ -1,0 +1,229 @@
+"""The argument parser and ``main``: which command runs, and how errors become exit codes.
+
+Every subcommand's options are declared here and dispatched to its ``_cmd_*`` function; ``main``
+maps :class:`UsageError`, :class:`~hybridgen.errors.ConfigError` and
+:class:`~hybridgen.errors.RequestError` to exit 2, other library and OS errors to 1, Ctrl-C to
+130. No command logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..emulator.model import POLL_FAULTS, WS_MODES
+from ..errors import ConfigError, HybridgenError, RequestError
+from ..policy import PRESETS
+from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from ._generate import _cmd_generate
+from ._options import EMBEDDED_GEN_TIME, SERVE_GEN_TIME
+from ._output import _note_secret, _say
+from ._resume import _cmd_resume
+from ._serve import _cmd_serve
+from ._tools import _cmd_bench, _cmd_diagram
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hybridgen`` command."""
+    parser = argparse.ArgumentParser(
+        prog="hybridgen",
+        description="Get the result of a remote image generation by WebSocket push and polling.",
+    )
+    parser.add_argument("--version", action="version", version=f"hybridgen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging to stderr (also: HYBRIDGEN_LOG=DEBUG)",
+    )
+
+    gen = sub.add_parser(
+        "generate",
+        parents=[verbose],
+        help="generate one image (or a batch) and save it",
+        description=(
+            "Run one generation (or, with --batch, one per line of a file) against "
+            "SUPERDUPERAI_URL (token: SUPERDUPERAI_TOKEN), or, when SUPERDUPERAI_URL is unset, "
+            "against an embedded emulator. Exit 0 done, 1 failed, 2 bad usage or configuration, "
+            "130 interrupted."
+        ),
+    )
+    gen.add_argument("prompt", metavar="PROMPT", nargs="?", help="what to draw")
+    gen.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="PATH",
+        help="where to save the image (with --batch: a directory)",
+    )
+    gen.add_argument(
+        "--batch",
+        metavar="FILE",
+        help="one prompt per non-empty line of FILE ('-': stdin), saved as DIR/NNN-<slug>.png",
+    )
+    gen.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="with --batch: at most N generations at a time (default 4)",
+    )
+    gen.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="with --batch: the first failed item cancels the others",
+    )
+    gen.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="record every generation in this SQLite journal (see: hybridgen resume)",
+    )
+    gen.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line on stdout; the last is the result",
+    )
+    gen.add_argument(
+        "--policy",
+        choices=tuple(PRESETS),
+        default="default",
+        help="timing preset (default: %(default)s; seed: the seed client's behaviour)",
+    )
+    gen.add_argument("--ws-timeout", type=float, metavar="S", help="seconds before polling starts")
+    gen.add_argument("--poll-interval", type=float, metavar="S", help="seconds between polls")
+    gen.add_argument("--deadline", type=float, metavar="S", help="seconds before giving up")
+    gen.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="X",
+        help="multiply every timing not given explicitly (preset, embedded emulator) by X",
+    )
+    gen.add_argument(
+        "--gen-time",
+        type=float,
+        metavar="S",
+        help=f"embedded emulator: generation time (default {EMBEDDED_GEN_TIME:g} s, scaled)",
+    )
+    gen.add_argument("--ws-mode", choices=WS_MODES, help="embedded emulator: WebSocket behaviour")
+    gen.add_argument(
+        "--trace",
+        action="store_true",
+        help="after the result, print the path taken as a Mermaid diagram",
+    )
+    gen.set_defaults(func=_cmd_generate)
+
+    resume = sub.add_parser(
+        "resume",
+        parents=[verbose],
+        help="finish the generations a journal left pending",
+        description=(
+            "Finish every pending generation of a --journal (the process that started them died): "
+            "save the done ones, follow the running ones by file id on SUPERDUPERAI_URL without "
+            "starting new jobs. Exit 0 all saved, 1 some failed, 2 bad usage, 130 interrupted."
+        ),
+    )
+    resume.add_argument("--journal", required=True, metavar="PATH", help="the journal to finish")
+    resume.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line on stdout; the last is the totals",
+    )
+    resume.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="at most N generations at a time (default %(default)s)",
+    )
+    resume.set_defaults(func=_cmd_resume)
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[verbose],
+        help="run the emulator until Ctrl-C",
+        description=(
+            "Run the SuperDuperAI emulator on loopback. The first line of stdout is its base URL. "
+            "Durations given explicitly are absolute; --time-scale scales the others."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    serve.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    serve.add_argument("--ws-mode", choices=WS_MODES, default="normal", help="WebSocket behaviour")
+    serve.add_argument(
+        "--gen-time",
+        type=float,
+        metavar="S",
+        help=f"generation time (default {SERVE_GEN_TIME:g} s, scaled)",
+    )
+    serve.add_argument("--time-scale", type=float, metavar="X", help="multiply default durations")
+    serve.add_argument("--token", metavar="T", help="require 'Authorization: Bearer T'")
+    serve.add_argument(
+        "--poll-fault", choices=POLL_FAULTS, help="what polls get instead of a reply"
+    )
+    serve.add_argument(
+        "--poll-faults", type=int, metavar="N", help="only the first N polls of each job fault"
+    )
+    serve.add_argument(
+        "--retry-after", type=float, metavar="S", help="Retry-After sent with 429/503 faults"
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    diagram = sub.add_parser(
+        "diagram",
+        help="draw the state machine (Mermaid, DOT or SVG)",
+        description=(
+            "Draw the generation state machine from its live definition. Mermaid and DOT need "
+            "nothing; SVG runs Graphviz's dot program (exit 2 with install hints if it is missing)."
+        ),
+    )
+    diagram.add_argument(
+        "--format",
+        "-f",
+        choices=("mermaid", "dot", "svg"),
+        help="default: from the --output suffix (.mmd, .dot, .svg), else mermaid",
+    )
+    diagram.add_argument("--output", "-o", metavar="PATH", help="write to PATH instead of stdout")
+    diagram.set_defaults(func=_cmd_diagram)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmarks (JSON lines on stdout, tables on stderr)",
+        description=(
+            "Run the named benchmarks (default: all). Each figure is one JSON object per line on "
+            "stdout (name, value, unit, baseline, ratio); see docs/performance.md."
+        ),
+    )
+    from ..bench import add_arguments as _bench_arguments
+
+    _bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_interrupts(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (argparse exits with 2 on bad usage itself)."""
+    _note_secret(os.environ.get("SUPERDUPERAI_TOKEN"))
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError, RequestError) as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    except (HybridgenError, OSError) as exc:
+        _say(f"error: {exc}")
+        return EXIT_FAILED
+    except BaseException as exc:
+        if _only_interrupts(exc):
+            _say("interrupted")
+            return EXIT_INTERRUPTED
+        raise

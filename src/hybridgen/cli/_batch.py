@@ -1,0 +1,273 @@
+"""``hybridgen generate --batch FILE``: many prompts, one client, one image file per prompt.
+
+Reads and checks the prompts, names each item's file, runs them with
+:func:`hybridgen.batch.run_batch` and reports each item as it ends; :class:`_Run` and
+:func:`_run_items` are shared with ``resume``. Concurrency and fail-fast are decided by
+:mod:`hybridgen.batch`, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import logging
+import re
+import sys
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+
+from ..api import Config, ImageRequest
+from ..errors import ConfigError, RequestError
+from ..events import LoggingSubscriber
+from ..machine import State
+from ..policy import Policy
+from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ._files import _journal_meta, _open_journal, _save
+from ._interrupt import _Interrupt, _with_sigint
+from ._json import _JsonBatchReporter
+from ._live import _RichBatchReporter
+from ._options import _open_config
+from ._report import Outcome, _BatchReporter, _tally
+
+if TYPE_CHECKING:
+    from ..driver import Generation
+    from ..emulator.model import Faults
+    from ..journal import Entry, SQLiteJournal
+    from ..transport import SuperDuperTransport
+    from ._generate import _Job
+
+
+_NOT_SAVED: Final = "interrupted (SIGINT) during the download"
+_NOT_RUN: Final = "not run: interrupted (SIGINT)"
+
+
+def _slug(prompt: str, limit: int = 40) -> str:
+    """A file-name-safe short form of a prompt: lower-case ASCII words joined by dashes."""
+    text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode("ascii")
+    slug = "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:limit].strip("-")
+    return slug or "image"
+
+
+@attrs.frozen
+class _Item:
+    """One prompt of a batch (or one journal entry to resume)."""
+
+    index: int
+    """Its position, from 1 (the ``NNN`` of its file name)."""
+    prompt: str
+    out: Path | None
+    """Where its image goes (``None``: a journal entry that does not say)."""
+    request: ImageRequest | None = None
+    entry: Entry | None = None
+
+
+def _read_batch(source: str, out_dir: Path) -> list[_Item]:
+    """Every non-empty line of ``source`` (``-``: stdin) as a checked request; ``UsageError``."""
+    label = "stdin" if source == "-" else source
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise ConfigError("--batch", f"cannot read {label}: {exc.strerror or exc}") from None
+    requests: list[ImageRequest] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise UsageError(f"--batch {label} line {number}: prompt: is not UTF-8 text") from None
+        if not text:
+            continue
+        try:
+            requests.append(ImageRequest(prompt=text))
+        except RequestError as exc:
+            raise UsageError(f"--batch {label} line {number}: {exc}") from None
+    if not requests:
+        raise UsageError(f"--batch {label}: no prompts (every line is empty)")
+    width = max(3, len(str(len(requests))))
+    return [
+        _Item(i, r.prompt, out_dir / f"{i:0{width}d}-{_slug(r.prompt)}.png", request=r)
+        for i, r in enumerate(requests, start=1)
+    ]
+
+
+def _pick_batch_reporter(as_json: bool, total: int) -> _BatchReporter:
+    if as_json:
+        return _JsonBatchReporter(total)
+    if sys.stderr.isatty():
+        return _RichBatchReporter(total)
+    return _BatchReporter(total)
+
+
+@attrs.define
+class _Run:
+    """The state of a batch or resume run: what each item ended as, shared with the reporter."""
+
+    items: list[_Item]
+    reporter: _BatchReporter
+    journal: SQLiteJournal | None
+    outcomes: dict[int, Outcome] = attrs.field(factory=dict)
+    gens: dict[int, Generation] = attrs.field(factory=dict)
+
+    def started(self, item: _Item, gen: Generation, interrupt: _Interrupt) -> None:
+        self.gens[item.index] = gen
+        interrupt.gens.append(gen)
+        self.reporter.started(item.index, gen)
+
+    def ended(self, item: _Item, outcome: Outcome) -> None:
+        if item.index not in self.outcomes:
+            self.outcomes[item.index] = outcome
+            self.reporter.item(item, outcome)
+
+    async def deliver(self, transport: SuperDuperTransport, item: _Item, gen: Generation) -> None:
+        """Wait for ``gen``, save its image to the item's path, report the item."""
+        result = await gen.wait()
+        saved, problem = None, "the journal does not say where to save it (no 'out')"
+        if result.state is State.DONE and result.url and item.out is not None:
+            saved, problem = await _save(transport, result.url, item.out)
+            if saved is not None and self.journal is not None:
+                self.journal.delivered(gen.id, saved)
+        self.ended(item, _outcome_of(gen, saved, problem))
+
+    def close(self, default_reason: str) -> list[Outcome]:
+        """Report every item not reported yet (interrupted or never started); all outcomes."""
+        for item in self.items:
+            gen = self.gens.get(item.index)
+            if gen is not None:
+                self.ended(item, _outcome_of(gen, None, _NOT_SAVED))
+            else:
+                self.ended(item, Outcome(state=str(State.CANCELLED), reason=default_reason))
+        return [self.outcomes[item.index] for item in self.items]
+
+
+def _outcome_of(gen: Generation, saved: str | None, problem: str) -> Outcome:
+    result = gen.result()
+    return Outcome(
+        state=str(result.state),
+        generation_id=result.generation_id,
+        channel=result.channel,
+        url=result.url,
+        path=saved,
+        elapsed=result.elapsed,
+        reason=result.reason or ("" if saved is not None else problem),
+    )
+
+
+@attrs.frozen
+class _BatchJob:
+    items: list[_Item]
+    policy: Policy
+    config: Config | None
+    faults: Faults | None
+    time_scale: float
+    concurrency: int
+    fail_fast: bool
+    log_events: bool
+    journal: SQLiteJournal | None = None
+
+
+async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
+    from ..batch import run_batch
+    from ..driver import Client
+    from ..transport import SuperDuperTransport
+
+    reporter = run.reporter
+    async with contextlib.AsyncExitStack() as stack:
+        config = await _open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
+        transport = SuperDuperTransport(config)  # one connection pool for every item
+        client = await stack.enter_async_context(
+            Client(transport, policy=job.policy, journal=job.journal)
+        )
+        client.subscribe(reporter.event)
+        if job.log_events:
+            client.subscribe(LoggingSubscriber())
+        metas = None
+        if job.journal is not None:
+            metas = [_journal_meta(item.out) for item in job.items if item.out is not None]
+        with trio.CancelScope() as work:
+            interrupt.scope = work
+            async with trio.open_nursery() as savers:
+
+                def on_start(position: int, gen: Generation) -> None:
+                    item = job.items[position]
+                    run.started(item, gen, interrupt)
+                    savers.start_soon(run.deliver, transport, item, gen)
+
+                results = await run_batch(
+                    client,
+                    [item.request or item.prompt for item in job.items],
+                    concurrency=job.concurrency,
+                    fail_fast=job.fail_fast,
+                    on_start=on_start,
+                    metas=metas,
+                )
+            for item, result in zip(job.items, results, strict=True):
+                if item.index not in run.gens:  # not started (fail-fast)
+                    run.ended(item, Outcome(state=str(result.state), reason=result.reason))
+        interrupt.scope = None
+
+
+def _batch_exit(outcomes: Sequence[Outcome], interrupted: bool) -> int:
+    if interrupted:
+        return EXIT_INTERRUPTED
+    tally = _tally(outcomes)
+    return EXIT_OK if tally["done"] == len(outcomes) else EXIT_FAILED
+
+
+def _run_items(
+    items: list[_Item],
+    reporter: _BatchReporter,
+    journal: SQLiteJournal | None,
+    body: Callable[[_Run, _Interrupt], Any],
+) -> int:
+    run = _Run(items, reporter, journal)
+    t0 = time.monotonic()
+    reporter.begin()
+    try:
+        interrupted = trio.run(_with_sigint, functools.partial(body, run))
+        outcomes = run.close(_NOT_RUN)
+    finally:
+        reporter.end()
+    reporter.summary(_tally(outcomes), time.monotonic() - t0)
+    return _batch_exit(outcomes, interrupted)
+
+
+def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("--out", f"{args.out} is not a directory; with --batch, give one")
+    concurrency = 4 if args.concurrency is None else args.concurrency
+    if concurrency < 1:
+        raise ConfigError("--concurrency", f"must be a whole number >= 1, got {concurrency}")
+    items = _read_batch(args.batch, out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("--out", f"cannot create the directory {out_dir}: {exc}") from None
+    journal = _open_journal(args.journal, create=True) if args.journal else None
+    job = _BatchJob(
+        items,
+        base.policy,
+        base.config,
+        base.faults,
+        base.time_scale,
+        concurrency,
+        args.fail_fast,
+        log_events=level <= logging.INFO,
+        journal=journal,
+    )
+    try:
+        return _run_items(
+            items,
+            _pick_batch_reporter(args.json, len(items)),
+            journal,
+            lambda run, interrupt: _batch_body(job, run, interrupt),
+        )
+    finally:
+        if journal is not None:
+            journal.close()

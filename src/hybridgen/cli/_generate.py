@@ -1,0 +1,199 @@
+"""``hybridgen generate PROMPT``: one generation, saved to ``--out``.
+
+Checks the options, runs one generation through :class:`hybridgen.driver.Client`, saves the image
+and picks the exit code; ``--batch`` hands over to :mod:`._batch`. The run's logic lives in the
+driver and core: this file must not decide timings or retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ..api import Config, ImageRequest
+from ..errors import ConfigError
+from ..events import LoggingSubscriber
+from ..machine import State
+from ..policy import Policy
+from ._batch import _cmd_batch
+from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ._files import _journal_meta, _open_journal, _save
+from ._interrupt import _EARLY_INTERRUPT, _Interrupt, _watch_sigint
+from ._json import JsonReporter
+from ._live import RichReporter
+from ._options import (
+    EMBEDDED_GEN_TIME,
+    _absolute,
+    _faults,
+    _open_config,
+    _scale,
+    policy_from_options,
+)
+from ._output import _setup_logging
+from ._report import Outcome, Reporter
+
+if TYPE_CHECKING:
+    from ..driver import Generation
+    from ..emulator.model import Faults
+    from ..journal import SQLiteJournal
+
+
+@attrs.frozen
+class _Job:
+    request: ImageRequest
+    policy: Policy
+    config: Config | None
+    faults: Faults | None
+    time_scale: float
+    out: Path
+    log_events: bool
+    journal: SQLiteJournal | None = None
+
+
+async def _generate(job: _Job, reporter: Reporter) -> tuple[Outcome, bool]:
+    outcome: Outcome | None = None
+    async with trio.open_nursery() as watchers:
+        interrupt = _Interrupt(watchers.cancel_scope)
+        await watchers.start(_watch_sigint, interrupt)
+        try:
+            outcome = await _generate_body(job, reporter, interrupt)
+        finally:
+            watchers.cancel_scope.cancel()
+    if outcome is None:
+        outcome = Outcome(state=str(State.CANCELLED), reason=_EARLY_INTERRUPT)
+    return outcome, interrupt.hit
+
+
+async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -> Outcome:
+    from ..driver import Client
+    from ..transport import SuperDuperTransport
+
+    async with contextlib.AsyncExitStack() as stack:
+        config = await _open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
+        transport = SuperDuperTransport(config)
+        client = await stack.enter_async_context(
+            Client(transport, policy=job.policy, journal=job.journal)
+        )
+        client.subscribe(reporter.event)
+        if job.log_events:
+            client.subscribe(LoggingSubscriber())
+        gen: Generation | None = None
+        saved: str | None = None
+        problem = ""
+        with trio.CancelScope() as work:
+            interrupt.scope = work
+            async with trio.open_nursery() as nursery:
+                meta = _journal_meta(job.out) if job.journal is not None else None
+                gen = await nursery.start(functools.partial(client.start, meta=meta), job.request)
+                interrupt.gen = gen
+                reporter.t0 = gen.core.started
+            result = gen.result()
+            if result.state is State.DONE and result.url:
+                saved, problem = await _save(transport, result.url, job.out)
+                if saved is not None and job.journal is not None:
+                    job.journal.delivered(gen.id, saved)
+        interrupt.scope = None
+        if gen is None:
+            return Outcome(state=str(State.CANCELLED), reason=_EARLY_INTERRUPT)
+        result = gen.result()
+        if result.state is State.DONE and saved is None and not problem:
+            problem = "interrupted (SIGINT) during the download"
+        return Outcome(
+            state=str(result.state),
+            generation_id=result.generation_id,
+            channel=result.channel,
+            url=result.url,
+            path=saved,
+            elapsed=result.elapsed,
+            reason=result.reason or problem,
+            history=list(gen.history),
+            started=gen.core.started,
+        )
+
+
+def _pick_reporter(as_json: bool) -> Reporter:
+    if as_json:
+        return JsonReporter()
+    if sys.stderr.isatty():
+        return RichReporter()
+    return Reporter()
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    level = _setup_logging(args.verbose)
+    batch = args.batch is not None
+    if batch == (args.prompt is not None):
+        raise UsageError("give exactly one of PROMPT or --batch FILE")
+    if not batch and (args.concurrency is not None or args.fail_fast):
+        raise UsageError("--concurrency and --fail-fast go with --batch FILE")
+    if batch and args.trace:
+        raise UsageError("--trace draws one generation's path; it cannot be used with --batch")
+    embedded = "SUPERDUPERAI_URL" not in os.environ
+    if not embedded and (args.gen_time is not None or args.ws_mode is not None):
+        raise UsageError(
+            "--gen-time and --ws-mode configure the embedded emulator; they cannot be used "
+            "while SUPERDUPERAI_URL is set (unset it to use the emulator)"
+        )
+    request = None if batch else ImageRequest(prompt=args.prompt)
+    policy = policy_from_options(
+        args.policy,
+        time_scale=args.time_scale,
+        ws_timeout=args.ws_timeout,
+        poll_interval=args.poll_interval,
+        deadline=args.deadline,
+    )
+    scale = _scale(args.time_scale)
+    config = None if embedded else Config.from_env()
+    faults = None
+    if embedded:
+        gen_time = _absolute("gen_time", args.gen_time, scale)
+        faults = _faults(
+            gen_time=EMBEDDED_GEN_TIME if gen_time is None else gen_time, ws_mode=args.ws_mode
+        )
+    out = Path(args.out)
+    if request is None:
+        base = _Job(ImageRequest(prompt="-"), policy, config, faults, scale, out, log_events=False)
+        return _cmd_batch(args, level, base)
+    if out.is_dir():
+        raise ConfigError("--out", f"{args.out} is a directory; give a file path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("--out", f"cannot create the directory {out.parent}: {exc}") from None
+    journal = _open_journal(args.journal, create=True) if args.journal else None
+    job = _Job(
+        request,
+        policy,
+        config,
+        faults,
+        scale,
+        out,
+        log_events=level <= logging.INFO,
+        journal=journal,
+    )
+    reporter = _pick_reporter(args.json)
+    reporter.begin()
+    try:
+        outcome, interrupted = trio.run(_generate, job, reporter)
+    finally:
+        reporter.end()
+        if journal is not None:
+            journal.close()
+    trace = None
+    if args.trace:
+        from ..diagram import render_path
+
+        trace = render_path(outcome.history, outcome.started)
+    reporter.finish(outcome, trace)
+    if interrupted or outcome.state == State.CANCELLED:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.path is not None else EXIT_FAILED

@@ -1,0 +1,216 @@
+"""The rich live views on a terminal (stderr): one generation's status line, a batch's totals.
+
+Used only when stderr is a terminal; rich is imported lazily. The views redraw from their state;
+they must not print anything to stdout but a saved path when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Final
+
+from ..events import Event, Progress, Retry, Transition
+from ..machine import State
+from ._output import _out, _redact
+from ._report import Outcome, Reporter, _BatchReporter, _explain, _item_explanation, _tally
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.live import Live
+
+    from ._batch import _Item
+
+
+_CHANNEL_OF_STATE: Final = {
+    State.REQUESTED: "-",
+    State.AWAITING_WS: "websocket",
+    State.POLLING: "polling",
+}
+
+
+class _LiveView:
+    """A rich live view on stderr, redrawn from ``__rich__``; remarks print above it."""
+
+    def _init_live(self) -> None:
+        from rich.console import Console
+
+        self.console: Console = Console(stderr=True)
+        self.live: Live | None = None
+        self.clock0 = time.monotonic()
+
+    def __rich__(self) -> RenderableType:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Start the live display."""
+        from rich.live import Live
+
+        self.clock0 = time.monotonic()
+        # stdout is left alone: saved paths go there when it is not a terminal
+        self.live = Live(
+            self,
+            console=self.console,
+            refresh_per_second=10,
+            transient=True,
+            redirect_stdout=False,
+        )
+        self.live.start()
+
+    def note(self, message: str) -> None:
+        """A dim remark above the live view."""
+        text = _redact(f"hybridgen: {message}")
+        self.console.print(text, style="dim", markup=False, highlight=False)
+
+    def end(self) -> None:
+        """Stop the live display."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+class RichReporter(_LiveView, Reporter):
+    """A live status line on the terminal (stderr): state, channel, elapsed, progress, retries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_live()
+        self.state = str(State.REQUESTED)
+        self.channel = "-"
+        self.fraction: float | None = None
+        self.retries = 0
+        self.stopped: float | None = None
+
+    def __rich__(self) -> RenderableType:
+        from rich.progress_bar import ProgressBar
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 1))
+        percent = "  ?%" if self.fraction is None else f"{self.fraction * 100:3.0f}%"
+        now = time.monotonic() if self.stopped is None else self.stopped
+        grid.add_row(
+            Spinner("dots", style="cyan"),
+            f"[bold]{self.state:<11}[/]",
+            f"channel [cyan]{self.channel:<9}[/]",
+            f"{now - self.clock0:6.1f}s",
+            ProgressBar(
+                total=None if self.fraction is None else 1.0,
+                completed=self.fraction or 0.0,
+                width=20,
+            ),
+            percent,
+            f"retries {self.retries}",
+        )
+        return grid
+
+    def event(self, event: Event) -> None:
+        """Update the live line; print transitions above it."""
+        if isinstance(event, Transition):
+            self.state = str(event.dest)
+            self.channel = event.channel or _CHANNEL_OF_STATE.get(event.dest, self.channel)
+            if event.terminal:
+                self.stopped = time.monotonic()
+                if event.dest is State.DONE:
+                    self.fraction = 1.0
+            detail = f": {event.detail}" if event.detail else ""
+            self.console.print(
+                _redact(
+                    f"{self.at(event):7.2f}s  {event.source} -> {event.dest} "
+                    f"({event.trigger}){detail}"
+                ),
+                markup=False,
+                highlight=False,
+            )
+        elif isinstance(event, Progress):
+            self.fraction = event.fraction
+        elif isinstance(event, Retry):
+            self.retries += 1
+
+    def finish(self, outcome: Outcome, trace: str | None) -> None:
+        """A final line naming the saved path (and the path on stdout when it is not a terminal)."""
+        if outcome.path is not None:
+            self.console.print(
+                f"[green]done[/] via {outcome.channel} in {outcome.elapsed:.2f}s; "
+                f"saved [bold]{_redact(outcome.path)}[/]",
+                highlight=False,
+            )
+            if not sys.stdout.isatty():
+                _out(outcome.path)
+        else:
+            _explain(outcome)
+        if trace is not None:
+            sys.stdout.write(trace)
+            sys.stdout.flush()
+
+
+class _RichBatchReporter(_LiveView, _BatchReporter):
+    """On a terminal: a live aggregate view (items per state, progress, retries) on stderr."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(total)
+        self._init_live()
+        self.states: dict[str, str] = {}
+        self.ended: list[Outcome] = []
+        self.retries = 0
+
+    def __rich__(self) -> RenderableType:
+        from rich.progress_bar import ProgressBar
+        from rich.spinner import Spinner
+        from rich.table import Table
+        from rich.text import Text
+
+        running: dict[str, int] = {}
+        for state in self.states.values():
+            if state not in (State.DONE, State.FAILED, State.CANCELLED):
+                running[state] = running.get(state, 0) + 1
+        tally = _tally(self.ended)
+        queued = self.total - len(self.states) - sum(1 for o in self.ended if not o.generation_id)
+        live = " ".join(f"{state} {n}" for state, n in sorted(running.items())) or "-"
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(
+            Spinner("dots", style="cyan"),
+            f"{len(self.ended)}/{self.total}",
+            ProgressBar(total=self.total, completed=len(self.ended), width=20),
+            # markup parsed here: a console.print(markup=False) also renders this view
+            Text.from_markup(
+                f"[green]done {tally['done']}[/] [red]failed {tally['failed']}[/] "
+                f"cancelled {tally['cancelled']}"
+            ),
+            f"queued {max(queued, 0)}",
+            f"running: {live}",
+            f"retries {self.retries}",
+            f"{time.monotonic() - self.clock0:6.1f}s",
+        )
+        return grid
+
+    def event(self, event: Event) -> None:
+        """Update the counts."""
+        if isinstance(event, Transition):
+            self.states[event.generation_id] = str(event.dest)
+        elif isinstance(event, Retry):
+            self.retries += 1
+
+    def item(self, item: _Item, outcome: Outcome) -> None:
+        """One line above the live view (and the path on stdout when it is not a terminal)."""
+        self.ended.append(outcome)
+        if outcome.path is not None:
+            text = (
+                f"[{item.index}] done via {outcome.channel} in {outcome.elapsed:.2f}s; "
+                f"saved {outcome.path}"
+            )
+            self.console.print(_redact(text), style="green", markup=False, highlight=False)
+            if not sys.stdout.isatty():
+                _out(outcome.path)
+        else:
+            text = f"[{item.index}] {_item_explanation(outcome)}"
+            self.console.print(_redact(text), style="red", markup=False, highlight=False)
+
+    def summary(self, tally: dict[str, int], elapsed: float) -> None:
+        """The totals."""
+        self.console.print(
+            f"{tally['done']} done, {tally['failed']} failed, {tally['cancelled']} cancelled "
+            f"in {elapsed:.2f}s",
+            markup=False,
+            highlight=False,
+        )

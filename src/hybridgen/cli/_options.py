@@ -1,0 +1,113 @@
+"""What the options ask for: the policy, the embedded emulator's faults, the server to use.
+
+Turns option values into a :class:`~hybridgen.policy.Policy`, emulator
+:class:`~hybridgen.emulator.model.Faults` and a :class:`~hybridgen.api.Config` (the configured
+server, or an embedded emulator). Invalid values raise :class:`~hybridgen.errors.ConfigError`
+naming the option. No timing is invented here: defaults come from the presets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from ..api import Config
+from ..errors import ConfigError
+from ..policy import PRESETS, Policy
+from ._output import _note_secret
+
+if TYPE_CHECKING:
+    from ..emulator.model import Faults
+
+
+EMBEDDED_GEN_TIME: Final = 5.0
+"""The embedded emulator's generation time (seconds, before ``--time-scale``)."""
+SERVE_GEN_TIME: Final = 35.0
+"""``hybridgen serve``'s generation time (seconds, before ``--time-scale``)."""
+
+
+def policy_from_options(
+    preset: str = "default",
+    *,
+    time_scale: float | None = None,
+    ws_timeout: float | None = None,
+    poll_interval: float | None = None,
+    deadline: float | None = None,
+) -> Policy:
+    """The policy the command-line options ask for.
+
+    Start from the ``preset`` (:data:`hybridgen.policy.PRESETS`), multiply its durations by
+    ``time_scale``, then set the timings given explicitly (absolute seconds, never scaled). When an
+    explicit ``poll_interval`` is longer than the preset's ``backoff_cap``, the cap is raised to it
+    (the options have no cap of their own). Invalid values raise
+    :class:`~hybridgen.errors.ConfigError` naming the field.
+    """
+    try:
+        factory = PRESETS[preset]
+    except KeyError:
+        choices = ", ".join(PRESETS)
+        raise ConfigError("policy", f"must be one of {choices}; got {preset!r}") from None
+    policy = factory()
+    if time_scale is not None:
+        policy = policy.scaled(time_scale)
+    explicit: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("ws_timeout", ws_timeout),
+            ("poll_interval", poll_interval),
+            ("deadline", deadline),
+        )
+        if value is not None
+    }
+    if poll_interval is not None and poll_interval > policy.backoff_cap:
+        explicit["backoff_cap"] = poll_interval
+    return policy.replace(**explicit)
+
+
+def _scale(value: float | None) -> float:
+    if value is None:
+        return 1.0
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError("time_scale", f"must be a positive number, got {value!r}")
+    return value
+
+
+def _absolute(name: str, value: float | None, scale: float) -> float | None:
+    """An explicit emulator duration, pre-divided so that the model's scaling gives it back."""
+    if value is None:
+        return None
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(name, f"must be a number of seconds >= 0, got {value!r}")
+    return value / scale
+
+
+def _faults(**switches: Any) -> Faults:
+    from ..emulator.model import Faults
+
+    try:
+        return Faults(**{k: v for k, v in switches.items() if v is not None})
+    except ValueError as exc:
+        field, _, message = str(exc).partition(" ")
+        raise ConfigError(field, message) from None
+
+
+async def _open_config(
+    config: Config | None,
+    faults: Faults | None,
+    time_scale: float,
+    stack: contextlib.AsyncExitStack,
+    note: Callable[[str], None],
+) -> Config:
+    """``config``, or (when it is ``None``) that of an embedded emulator started on ``stack``."""
+    if config is not None:
+        return config
+    from ..emulator import running
+
+    token = secrets.token_urlsafe(24)
+    _note_secret(token)
+    emulator = await stack.enter_async_context(running(faults, time_scale=time_scale, token=token))
+    note(f"SUPERDUPERAI_URL is not set; using the embedded emulator at {emulator.url}")
+    return Config(url=emulator.url, token=token)

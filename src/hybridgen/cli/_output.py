@@ -1,0 +1,76 @@
+"""Where the command writes, with the token cut out: stderr remarks, stdout lines, logging.
+
+Everything the command prints goes through :func:`_say`, :func:`_out` or the redacting log
+handler, so that a secret noted with :func:`_note_secret` never reaches a terminal, a pipe or a
+log. This file decides nothing about what is printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from ..errors import ConfigError
+
+_SECRETS: set[str] = set()
+"""Texts (tokens) cut out of everything the command writes to stderr or stdout."""
+
+
+def _redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _note_secret(value: str | None) -> None:
+    if value and len(value.strip()) >= 4:
+        _SECRETS.add(value)
+        _SECRETS.add(value.strip())
+
+
+def _say(message: str) -> None:
+    """One line on stderr, prefixed with the program name, secrets cut out."""
+    sys.stderr.write(_redact(f"hybridgen: {message}") + "\n")
+    sys.stderr.flush()
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(_redact(line) + "\n")
+    sys.stdout.flush()
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _redact(super().format(record))
+
+
+class _Stderr:
+    """Writes to whatever ``sys.stderr`` is now (rich's live display redirects it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _setup_logging(verbose: bool) -> int:
+    """Log to stderr at DEBUG with ``-v`` or at ``HYBRIDGEN_LOG``'s level, else WARNING."""
+    level = logging.WARNING
+    raw = os.environ.get("HYBRIDGEN_LOG", "").strip()
+    if verbose:
+        level = logging.DEBUG
+    elif raw:
+        named = logging.getLevelName(raw.upper())
+        if not isinstance(named, int):
+            raise ConfigError(
+                "HYBRIDGEN_LOG", f"must be DEBUG, INFO, WARNING or ERROR, got {raw!r}"
+            )
+        level = named
+    handler = logging.StreamHandler(_Stderr())
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return level

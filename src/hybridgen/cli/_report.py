@@ -1,0 +1,164 @@
+"""How a run is shown, as an interface, and its plainest form: lines on stderr, paths on stdout.
+
+:class:`Reporter` (one generation) and :class:`_BatchReporter` (many) are what the commands call;
+the JSON (:mod:`._json`) and live (:mod:`._live`) views subclass them. A reporter only shows
+events and outcomes: it must not change the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..events import Event, Transition
+from ..machine import State
+from ._output import _out, _redact, _say
+
+if TYPE_CHECKING:
+    from ..driver import Generation
+    from ._batch import _Item
+
+
+@attrs.define
+class Outcome:
+    """How ``generate`` ended, as reported in its last line."""
+
+    state: str
+    generation_id: str | None = None
+    channel: str | None = None
+    url: str | None = None
+    path: str | None = None
+    elapsed: float = 0.0
+    reason: str = ""
+    history: list[Transition] = attrs.field(factory=list)
+    started: float | None = None
+
+
+class Reporter:
+    """Shows one generation's events and its outcome (base: plain lines on stderr)."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+
+    def at(self, event: Event) -> float:
+        """Seconds from the start request to ``event``."""
+        if self.t0 is None:
+            self.t0 = event.monotonic
+        return event.monotonic - self.t0
+
+    def begin(self) -> None:
+        """Called once before the run."""
+
+    def note(self, message: str) -> None:
+        """A side remark (e.g. the embedded emulator's URL), on stderr."""
+        _say(message)
+
+    def event(self, event: Event) -> None:
+        """One event of the generation."""
+        if isinstance(event, Transition):
+            detail = f": {event.detail}" if event.detail else ""
+            sys.stderr.write(
+                _redact(
+                    f"{self.at(event):7.2f}s  {event.source} -> {event.dest} "
+                    f"({event.trigger}){detail}\n"
+                )
+            )
+            sys.stderr.flush()
+
+    def end(self) -> None:
+        """Called once after the run, before :meth:`finish` (also on errors)."""
+
+    def finish(self, outcome: Outcome, trace: str | None) -> None:
+        """Show the outcome: the saved path on stdout, a failure's reason on stderr."""
+        if outcome.path is not None:
+            _out(outcome.path)
+        _explain(outcome)
+        if trace is not None:
+            sys.stdout.write(trace)
+            sys.stdout.flush()
+
+
+def _explain(outcome: Outcome) -> None:
+    if outcome.state == State.FAILED:
+        _say(f"failed: {outcome.reason}")
+    elif outcome.state == State.CANCELLED:
+        _say(f"cancelled: {outcome.reason}")
+    elif outcome.path is None:
+        _say(f"the result was not saved: {outcome.reason}")
+
+
+def _number(value: float) -> float:
+    return round(value, 6)
+
+
+def _item_explanation(outcome: Outcome) -> str:
+    if outcome.state == State.FAILED:
+        return f"failed: {outcome.reason}"
+    if outcome.state == State.CANCELLED:
+        return f"cancelled: {outcome.reason}"
+    return f"the result was not saved: {outcome.reason}"
+
+
+def _tally(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """Items done (and saved), failed (or done but not saved) and cancelled."""
+    done = sum(1 for o in outcomes if o.state == State.DONE and o.path is not None)
+    cancelled = sum(1 for o in outcomes if o.state == State.CANCELLED)
+    return {"done": done, "failed": len(outcomes) - done - cancelled, "cancelled": cancelled}
+
+
+class _BatchReporter:
+    """Shows the events of many generations, each item's outcome and the totals (plain lines)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.t0: dict[str, float] = {}
+        self.index_of: dict[str, int] = {}
+
+    def started(self, index: int, gen: Generation) -> None:
+        """Item ``index`` runs as ``gen``."""
+        self.t0[gen.id] = gen.core.started
+        self.index_of[gen.id] = index
+
+    def at(self, event: Event) -> float:
+        """Seconds from the item's start request to ``event``."""
+        return event.monotonic - self.t0.setdefault(event.generation_id, event.monotonic)
+
+    def begin(self) -> None:
+        """Called once before the run."""
+
+    def note(self, message: str) -> None:
+        """A side remark, on stderr."""
+        _say(message)
+
+    def event(self, event: Event) -> None:
+        """One event of one item: its transitions on stderr."""
+        if isinstance(event, Transition):
+            index = self.index_of.get(event.generation_id, "?")
+            detail = f": {event.detail}" if event.detail else ""
+            sys.stderr.write(
+                _redact(
+                    f"{self.at(event):7.2f}s  [{index}] {event.source} -> {event.dest} "
+                    f"({event.trigger}){detail}\n"
+                )
+            )
+            sys.stderr.flush()
+
+    def item(self, item: _Item, outcome: Outcome) -> None:
+        """One item ended: its saved path on stdout, or why not on stderr."""
+        if outcome.path is not None:
+            _out(outcome.path)
+        else:
+            _say(f"[{item.index}] {_item_explanation(outcome)}")
+
+    def end(self) -> None:
+        """Called once after the run (also on errors)."""
+
+    def summary(self, tally: dict[str, int], elapsed: float) -> None:
+        """The totals, on stderr."""
+        _say(
+            f"{tally['done']} done, {tally['failed']} failed, {tally['cancelled']} cancelled "
+            f"in {elapsed:.2f}s"
+        )
