@@ -16,7 +16,7 @@ from ._output import _out, _redact
 from ._report import Outcome, Reporter, _BatchReporter, _explain, _item_explanation, _tally
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
     from rich.live import Live
 
     from ._batch import _Item
@@ -27,6 +27,37 @@ _CHANNEL_OF_STATE: Final = {
     State.AWAITING_WS: "websocket",
     State.POLLING: "polling",
 }
+
+
+def _one_line(console: Console, *cells: RenderableType) -> RenderableType:
+    """``cells`` side by side on one line of the console, never wrapped.
+
+    A text cell that does not fit is cut short (…), and the cells after it are left out. Strings
+    are shown as they are, never parsed as markup: a ``console.print(markup=False)`` during the
+    live display renders the view with that option too, so styles go in ``Text``.
+    """
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    room = console.width
+    kept: list[tuple[RenderableType, int]] = []
+    for cell in cells:
+        shown = Text(cell) if isinstance(cell, str) else cell
+        width = Measurement.get(console, console.options, shown).maximum
+        if width > room:
+            if isinstance(shown, Text) and room >= 2:
+                shown = shown.copy()
+                shown.truncate(room, overflow="ellipsis")
+                kept.append((shown, room))
+            break
+        kept.append((shown, width))
+        room -= width + 1  # the space between cells
+    grid = Table.grid(padding=(0, 1))
+    for _, width in kept:
+        grid.add_column(no_wrap=True, width=width)
+    grid.add_row(*(shown for shown, _ in kept))
+    return grid
 
 
 class _LiveView:
@@ -84,15 +115,15 @@ class RichReporter(_LiveView, Reporter):
     def __rich__(self) -> RenderableType:
         from rich.progress_bar import ProgressBar
         from rich.spinner import Spinner
-        from rich.table import Table
+        from rich.text import Text
 
-        grid = Table.grid(padding=(0, 1))
         percent = "  ?%" if self.fraction is None else f"{self.fraction * 100:3.0f}%"
         now = time.monotonic() if self.stopped is None else self.stopped
-        grid.add_row(
+        return _one_line(
+            self.console,
             Spinner("dots", style="cyan"),
-            f"[bold]{self.state:<11}[/]",
-            f"channel [cyan]{self.channel:<9}[/]",
+            Text(f"{self.state:<11}", style="bold"),
+            Text.assemble("channel ", (f"{self.channel:<9}", "cyan")),
             f"{now - self.clock0:6.1f}s",
             ProgressBar(
                 total=None if self.fraction is None else 1.0,
@@ -102,7 +133,6 @@ class RichReporter(_LiveView, Reporter):
             percent,
             f"retries {self.retries}",
         )
-        return grid
 
     def event(self, event: Event) -> None:
         """Update the live line; print transitions above it."""
@@ -157,7 +187,6 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
     def __rich__(self) -> RenderableType:
         from rich.progress_bar import ProgressBar
         from rich.spinner import Spinner
-        from rich.table import Table
         from rich.text import Text
 
         running: dict[str, int] = {}
@@ -167,22 +196,22 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
         tally = _tally(self.ended)
         queued = self.total - len(self.states) - sum(1 for o in self.ended if not o.generation_id)
         live = " ".join(f"{state} {n}" for state, n in sorted(running.items())) or "-"
-        grid = Table.grid(padding=(0, 1))
-        grid.add_row(
+        return _one_line(
+            self.console,
             Spinner("dots", style="cyan"),
             f"{len(self.ended)}/{self.total}",
-            ProgressBar(total=self.total, completed=len(self.ended), width=20),
-            # markup parsed here: a console.print(markup=False) also renders this view
-            Text.from_markup(
-                f"[green]done {tally['done']}[/] [red]failed {tally['failed']}[/] "
-                f"cancelled {tally['cancelled']}"
+            ProgressBar(total=self.total, completed=len(self.ended), width=10),
+            Text.assemble(
+                (f"done {tally['done']}", "green"),
+                " ",
+                (f"failed {tally['failed']}", "red"),
+                f" cancelled {tally['cancelled']}",
             ),
             f"queued {max(queued, 0)}",
-            f"running: {live}",
             f"retries {self.retries}",
             f"{time.monotonic() - self.clock0:6.1f}s",
+            f"running: {live}",  # last: the one cell cut short (…) on a narrow terminal
         )
-        return grid
 
     def event(self, event: Event) -> None:
         """Update the counts."""
