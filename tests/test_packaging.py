@@ -171,3 +171,46 @@ def test_installed_wheel_registers_the_pytest_plugin(installed: Path) -> None:
     plugins = {ep.name: ep.value for ep in dist.entry_points if ep.group == "pytest11"}
     assert plugins == {"hybridgen": "hybridgen.testing.pytest_plugin"}
     assert (installed / "hybridgen" / "py.typed").exists()
+
+
+def test_the_testing_extra_brings_what_hybridgen_testing_needs(wheel: Path) -> None:
+    metadata = email.parser.Parser().parsestr(dist_info(wheel, "METADATA"))
+    assert {"testing", "test"} <= set(metadata.get_all("Provides-Extra", []))
+    testing = {
+        re.split(r"[<>=; ]", r, maxsplit=1)[0]
+        for r in metadata.get_all("Requires-Dist", [])
+        if re.search(r"""extra == ["']testing["']""", r)
+    }
+    assert testing == {"hypothesis", "pytest", "pytest-trio"}
+    test = [r for r in metadata.get_all("Requires-Dist", []) if 'extra == "test"' in r]
+    assert any(r.startswith("hybridgen[testing]") for r in test), test
+
+
+BLOCK_HYPOTHESIS = """
+import sys
+
+sys.modules["hypothesis"] = None  # as if it were not installed
+
+from hybridgen.testing import MemoryTransport, Scenario, check_invariants, run_scenario
+
+check_invariants(run_scenario(Scenario()))
+try:
+    import hybridgen.testing.strategies
+except ImportError as exc:
+    print(exc)
+else:
+    raise SystemExit("hybridgen.testing.strategies imported without Hypothesis")
+"""
+
+
+def test_without_hypothesis_the_strategies_name_the_extra() -> None:
+    """``pip install hybridgen`` alone: the harness works, the strategies say what to install."""
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_HYPOTHESIS],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pip install 'hybridgen[testing]'" in done.stdout

@@ -13,7 +13,14 @@ Use them to property-test your own code against flaky generation servers, e.g.::
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # installed without the extra
+    raise ImportError(
+        "hybridgen.testing.strategies needs Hypothesis, which plain hybridgen does not install: "
+        "pip install 'hybridgen[testing]'",
+        name=exc.name,
+    ) from exc
 
 from ..emulator.model import POLL_FAULTS, WS_MODES, Faults
 from ..policy import Policy
