@@ -76,7 +76,18 @@ def test_token_never_shows() -> None:
         (
             {"SUPERDUPERAI_URL": "http://e.example.com", "SUPERDUPERAI_TOKEN": TOKEN},
             "SUPERDUPERAI_URL",
-            "HYBRIDGEN_ALLOW_INSECURE",
+            "set HYBRIDGEN_ALLOW_INSECURE=1",
+        ),
+        (
+            {"SUPERDUPERAI_URL": "https://e.example.com/api", "SUPERDUPERAI_TOKEN": TOKEN},
+            "SUPERDUPERAI_URL",
+            "without a path (/api): hybridgen adds /api/v1/... itself; set it to "
+            "https://e.example.com",
+        ),
+        (
+            {"SUPERDUPERAI_URL": "https://e.example.com/api/v1/", "SUPERDUPERAI_TOKEN": TOKEN},
+            "SUPERDUPERAI_URL",
+            "(/api/v1)",
         ),
     ],
 )
@@ -88,6 +99,16 @@ def test_bad_config_is_a_typed_error_naming_the_variable(
     assert info.value.field == field
     assert words in str(info.value)
     assert "0123456789" not in str(info.value)
+
+
+def test_the_insecure_hint_fits_how_the_config_was_given() -> None:
+    """The environment's user sets a variable; a library user passes an argument."""
+    with pytest.raises(ConfigError) as info:
+        Config(url="http://e.example.com", token=TOKEN)
+    assert "pass allow_insecure=True" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"SUPERDUPERAI_URL": "http://e.example.com", "SUPERDUPERAI_TOKEN": TOKEN})
+    assert "allow_insecure=True" not in str(info.value)
 
 
 def test_insecure_http_can_be_allowed() -> None:

@@ -158,6 +158,22 @@ def test_missing_token_is_a_config_error(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("https://editor.example.com/api", "without a path (/api)"),
+        ("http://editor.example.com", "set HYBRIDGEN_ALLOW_INSECURE=1"),
+    ],
+)
+def test_bad_url_is_refused_before_any_request(tmp_path: Path, url: str, words: str) -> None:
+    env = clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN="x" * 12)
+    proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), "--json", env=env)
+    assert proc.returncode == 2
+    assert "SUPERDUPERAI_URL" in proc.stderr and words in proc.stderr
+    assert "allow_insecure=True" not in proc.stderr
+    assert proc.stdout == ""
+
+
 # -- against `hybridgen serve` ---------------------------------------------------------------
 
 SERVER_TOKEN = "tok-Qx7ServerSecretZz91"

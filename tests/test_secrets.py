@@ -451,6 +451,7 @@ def test_well_formed_model_names_pass() -> None:
         ("javascript:alert(1)", SECRET, "SUPERDUPERAI_URL"),
         ("https://api.example.com/?x=1", SECRET, "SUPERDUPERAI_URL"),
         ("https://api. example.com", SECRET, "SUPERDUPERAI_URL"),
+        ("https://api.example.com/base/", SECRET, "SUPERDUPERAI_URL"),
     ],
 )
 def test_bad_config_is_named_and_never_shows_the_token(url: str, token: str, field: str) -> None:
@@ -465,7 +466,6 @@ def test_bad_config_is_named_and_never_shows_the_token(url: str, token: str, fie
     [
         ("https://api.example.com///", "https://api.example.com"),
         ("  https://api.example.com/  ", "https://api.example.com"),
-        ("https://api.example.com/base/", "https://api.example.com/base"),
     ],
 )
 def test_trailing_slashes_and_spaces_are_trimmed(url: str, expected: str) -> None:

@@ -82,7 +82,10 @@ class Secret:
     __str__ = __repr__
 
 
-def _check_url(url: str, allow_insecure: bool) -> str:
+_INSECURE_HINT: Final = "pass allow_insecure=True (HYBRIDGEN_ALLOW_INSECURE=1)"
+
+
+def _check_url(url: str, allow_insecure: bool, insecure_hint: str = _INSECURE_HINT) -> str:
     stripped = url.strip().rstrip("/")
     if not stripped:
         raise ConfigError(
@@ -102,11 +105,18 @@ def _check_url(url: str, allow_insecure: bool) -> str:
         raise ConfigError(
             "SUPERDUPERAI_URL", f"must be a base URL without ?query or #fragment: {stripped!r}"
         )
+    if parts.path:
+        root = f"{parts.scheme}://{parts.netloc}"
+        raise ConfigError(
+            "SUPERDUPERAI_URL",
+            f"must be the server's root URL, without a path ({parts.path}): hybridgen adds "
+            f"/api/v1/... itself; set it to {root}",
+        )
     if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
         raise ConfigError(
             "SUPERDUPERAI_URL",
             f"uses plain http:// for a non-local host ({parts.hostname}); use https://, "
-            "or pass allow_insecure=True (HYBRIDGEN_ALLOW_INSECURE=1) if you really mean it",
+            f"or {insecure_hint} if you really mean it",
         )
     return stripped
 
@@ -154,6 +164,8 @@ class Config:
                 "SUPERDUPERAI_TOKEN", "is not set; set it to your SuperDuperAI API token"
             )
         insecure = env.get("HYBRIDGEN_ALLOW_INSECURE", "").strip().lower() in ("1", "true", "yes")
+        # read from the environment: the fix to name is the environment's too
+        _check_url(url, insecure, "set HYBRIDGEN_ALLOW_INSECURE=1")
         return cls(url=url, token=token, allow_insecure=insecure)
 
     def api_url(self, path: str) -> str:
