@@ -169,7 +169,11 @@ class Core:
                 Trigger.DEADLINE, now, f"no result within the {self.policy.deadline:g} s deadline"
             )
         elif self.state is State.AWAITING_WS and now >= self.ws_timeout_at:
-            self._go(Trigger.WS_TIMEOUT, now, f"no push within {self.policy.ws_timeout:g} s")
+            waited = f"no push yet after {self.policy.ws_timeout:g} s"
+            if not self.policy.keep_ws_open:
+                self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling instead, socket closed")
+            else:
+                self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling too, still listening")
             self._enter_polling(now)
 
     def ws_up(self, now: float) -> None:
