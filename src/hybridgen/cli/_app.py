@@ -18,7 +18,7 @@ from ..errors import ConfigError, HybridgenError, RequestError
 from ..policy import PRESETS
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from ._generate import _cmd_generate
-from ._options import EMBEDDED_GEN_TIME, SERVE_GEN_TIME
+from ._options import EMULATOR_GEN_TIME
 from ._output import _note_secret, _say
 from ._resume import _cmd_resume
 from ._serve import _cmd_serve
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gen-time",
         type=float,
         metavar="S",
-        help=f"embedded emulator: generation time (default {EMBEDDED_GEN_TIME:g} s, scaled)",
+        help=f"embedded emulator: generation time (default {EMULATOR_GEN_TIME:g} s, scaled)",
     )
     gen.add_argument("--ws-mode", choices=WS_MODES, help="embedded emulator: WebSocket behaviour")
     gen.add_argument(
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gen-time",
         type=float,
         metavar="S",
-        help=f"generation time (default {SERVE_GEN_TIME:g} s, scaled)",
+        help=f"generation time (default {EMULATOR_GEN_TIME:g} s, scaled)",
     )
     serve.add_argument("--time-scale", type=float, metavar="X", help="multiply default durations")
     serve.add_argument("--token", metavar="T", help="require 'Authorization: Bearer T'")

@@ -31,14 +31,15 @@ from ._interrupt import _EARLY_INTERRUPT, _Interrupt, _watch_sigint
 from ._json import JsonReporter
 from ._live import RichReporter
 from ._options import (
-    EMBEDDED_GEN_TIME,
+    EMULATOR_GEN_TIME,
     _absolute,
+    _external_scale_note,
     _faults,
     _open_config,
     _scale,
     policy_from_options,
 )
-from ._output import _setup_logging
+from ._output import _say, _setup_logging
 from ._report import Outcome, Reporter
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         ws_timeout=args.ws_timeout,
         poll_interval=args.poll_interval,
         deadline=args.deadline,
+        keep_bounds=not embedded,
     )
     scale = _scale(args.time_scale)
     config = None if embedded else Config.from_env()
@@ -157,8 +159,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if embedded:
         gen_time = _absolute("gen_time", args.gen_time, scale)
         faults = _faults(
-            gen_time=EMBEDDED_GEN_TIME if gen_time is None else gen_time, ws_mode=args.ws_mode
+            gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time, ws_mode=args.ws_mode
         )
+    elif args.time_scale is not None:
+        _say(_external_scale_note(scale, policy))
     out = Path(args.out)
     if request is None:
         base = _Job(ImageRequest(prompt="-"), policy, config, faults, scale, out, log_events=False)

@@ -16,17 +16,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..api import Config
 from ..errors import ConfigError
-from ..policy import PRESETS, Policy
+from ..policy import DURATIONS, PRESETS, Policy
 from ._output import _note_secret
 
 if TYPE_CHECKING:
     from ..emulator.model import Faults
 
 
-EMBEDDED_GEN_TIME: Final = 5.0
-"""The embedded emulator's generation time (seconds, before ``--time-scale``)."""
-SERVE_GEN_TIME: Final = 35.0
-"""``hybridgen serve``'s generation time (seconds, before ``--time-scale``)."""
+EMULATOR_GEN_TIME: Final = 35.0
+"""How long an emulator job takes (seconds, before ``--time-scale``), for ``serve`` and for the
+embedded emulator of ``generate`` alike: about what a real job takes."""
+SERVER_BOUNDS: Final = ("deadline", "request_timeout")
+"""The policy's durations that bound the server's job and replies: with ``SUPERDUPERAI_URL`` set,
+``--time-scale`` leaves them alone (a real server does not get faster)."""
 
 
 def policy_from_options(
@@ -36,14 +38,16 @@ def policy_from_options(
     ws_timeout: float | None = None,
     poll_interval: float | None = None,
     deadline: float | None = None,
+    keep_bounds: bool = False,
 ) -> Policy:
     """The policy the command-line options ask for.
 
     Start from the ``preset`` (:data:`hybridgen.policy.PRESETS`), multiply its durations by
-    ``time_scale``, then set the timings given explicitly (absolute seconds, never scaled). When an
-    explicit ``poll_interval`` is longer than the preset's ``backoff_cap``, the cap is raised to it
-    (the options have no cap of their own). Invalid values raise
-    :class:`~hybridgen.errors.ConfigError` naming the field.
+    ``time_scale`` (with ``keep_bounds``, all but ``deadline`` and ``request_timeout``, which
+    bound a real server's job and replies), then set the timings given explicitly (absolute
+    seconds, never scaled). When an explicit ``poll_interval`` is longer than the preset's
+    ``backoff_cap``, the cap is raised to it (the options have no cap of their own). Invalid
+    values raise :class:`~hybridgen.errors.ConfigError` naming the field.
     """
     try:
         factory = PRESETS[preset]
@@ -53,6 +57,8 @@ def policy_from_options(
     policy = factory()
     if time_scale is not None:
         policy = policy.scaled(time_scale)
+        if keep_bounds:
+            policy = policy.replace(**{name: getattr(factory(), name) for name in SERVER_BOUNDS})
     explicit: dict[str, Any] = {
         name: value
         for name, value in (
@@ -65,6 +71,19 @@ def policy_from_options(
     if poll_interval is not None and poll_interval > policy.backoff_cap:
         explicit["backoff_cap"] = poll_interval
     return policy.replace(**explicit)
+
+
+def _external_scale_note(time_scale: float, policy: Policy) -> str:
+    """What ``--time-scale`` did against ``SUPERDUPERAI_URL``: the waits scaled, the bounds kept."""
+    waits = ", ".join(
+        f"{name} {getattr(policy, name):g} s" for name in DURATIONS if name not in SERVER_BOUNDS
+    )
+    kept = " and ".join(f"{name} {getattr(policy, name):g} s" for name in SERVER_BOUNDS)
+    return (
+        f"--time-scale {time_scale:g} with SUPERDUPERAI_URL set scales this client's waits only "
+        f"({waits}); {kept} are not scaled: they bound your server's job and replies "
+        "(--deadline sets the deadline)"
+    )
 
 
 def _scale(value: float | None) -> float:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._exit import EXIT_OK
-from ._options import SERVE_GEN_TIME, _absolute, _faults, _scale
+from ._options import EMULATOR_GEN_TIME, _absolute, _faults, _scale
 from ._output import _note_secret, _out, _say, _setup_logging
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     scale = _scale(args.time_scale)
     gen_time = _absolute("gen_time", args.gen_time, scale)
     faults = _faults(
-        gen_time=SERVE_GEN_TIME if gen_time is None else gen_time,
+        gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time,
         ws_mode=args.ws_mode,
         poll_fault=args.poll_fault,
         poll_faults=args.poll_faults,
