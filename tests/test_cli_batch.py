@@ -34,6 +34,7 @@ from hybridgen.journal import SQLiteJournal
 from hybridgen.policy import Policy
 
 TOKEN = "tok-Bt7BatchSecretQq55"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST2 = ("--time-scale", "0.02", "--concurrency", "2")
 
 pytestmark = needs_command
@@ -48,14 +49,15 @@ def serve(spawn: Callable[..., Running], *args: str) -> tuple[str, dict[str, str
 
 
 def stats(url: str) -> dict[str, int]:
-    reply = httpx.get(f"{url}/_emulator/stats", timeout=10)
+    reply = httpx.get(f"{url}/_emulator/stats", headers=AUTH, timeout=10)
     reply.raise_for_status()
     counts: dict[str, int] = reply.json()
     return counts
 
 
 def put_faults(url: str, **faults: object) -> None:
-    httpx.put(f"{url}/_emulator/faults", json=faults, timeout=10).raise_for_status()
+    reply = httpx.put(f"{url}/_emulator/faults", json=faults, headers=AUTH, timeout=10)
+    reply.raise_for_status()
 
 
 def is_start(line: dict[str, Any]) -> bool:

@@ -158,7 +158,8 @@ async def test_wrong_token_fails_fast_without_retries(emulator: Emulator) -> Non
     assert result.elapsed < DEFAULT.poll_interval + SLACK
     assert requests == ["POST /api/v1/file/generate-image"]  # one start, no retry
     async with httpx.AsyncClient() as http:
-        stats = (await http.get(f"{emulator.url}/_emulator/stats")).json()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        stats = (await http.get(f"{emulator.url}/_emulator/stats", headers=auth)).json()
     assert stats["poll"] == 0
     assert stats["start"] == 0  # the start never got past the token check
 

@@ -9,6 +9,7 @@ clock. Time is trio's clock, so the same model runs in real and in virtual time.
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import random
@@ -20,6 +21,9 @@ import attrs
 import trio
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_PROGRESS_STEPS",
+    "MAX_SECONDS",
     "OVERSIZED_MESSAGE_BYTES",
     "POLL_FAULTS",
     "WS_MODES",
@@ -43,19 +47,68 @@ OVERSIZED_MESSAGE_BYTES: Final = 2**20 + 2**16
 """The size of the ``oversized`` noise message: above trio-websocket's default 1 MiB limit."""
 
 
+MAX_SECONDS: Final = 24 * 3600.0
+"""The longest duration a fault switch takes (seconds, before time scaling)."""
+MAX_COUNT: Final = 1_000_000
+"""The largest count a fault switch takes (``ws_drops``, ``poll_faults``, ``empty_url_polls``)."""
+MAX_PROGRESS_STEPS: Final = 1000
+"""The most progress messages per job (each is scheduled when the job starts)."""
+
+
+def _shown(value: object) -> str:
+    """A short ``repr`` of a rejected value (a control request may send a huge one)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _choice(options: tuple[str, ...]) -> Any:
     def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is not None and value not in options:
-            raise ValueError(f"{attribute.name} must be one of {', '.join(options)}; got {value!r}")
+            raise BadRequest(
+                attribute.name, f"must be one of {', '.join(options)}; got {_shown(value)}"
+            )
 
     return check
 
 
-def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not (
-        isinstance(value, int | float) and math.isfinite(value) and value >= 0
-    ):
-        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+def _number(high: float, what: str) -> Any:
+    """A validator: a finite number in ``0..high`` (``None`` passes)."""
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None:
+            return
+        # compared before isfinite: a 400-digit integer is not convertible to float
+        if not (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and 0 <= value <= high
+            and math.isfinite(value)
+        ):
+            raise BadRequest(attribute.name, f"must be {what} in 0..{high:g}, got {_shown(value)}")
+
+    return check
+
+
+def _count(high: int) -> Any:
+    """A validator: a whole number in ``0..high`` (``None`` passes)."""
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None:
+            return
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high):
+            raise BadRequest(
+                attribute.name, f"must be a whole number in 0..{high}, got {_shown(value)}"
+            )
+
+    return check
+
+
+def _flag(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise BadRequest(attribute.name, f"must be true or false, got {_shown(value)}")
+
+
+_SECONDS: Final = _number(MAX_SECONDS, "seconds")
 
 
 @attrs.frozen(kw_only=True)
@@ -80,23 +133,27 @@ class Faults:
       (a completed job whose file is not stored yet); the push then carries ``url: ""`` too.
     - ``forbidden``: the token is valid but may not use this project: its start requests, polls
       and sockets get HTTP 403.
+
+    Every switch is range-checked (durations up to :data:`MAX_SECONDS`, counts up to
+    :data:`MAX_COUNT`, ``progress_steps`` up to :data:`MAX_PROGRESS_STEPS`), so no setting can make
+    the server busy for long: a bad one raises :class:`BadRequest` naming the switch.
     """
 
     ws_mode: WsMode = attrs.field(default="normal", validator=_choice(WS_MODES))
-    late_by: float = attrs.field(default=5.0, validator=_non_negative)
-    ws_drops: int = attrs.field(default=1, validator=_non_negative)
-    ws_drop_after: float = attrs.field(default=1.0, validator=_non_negative)
+    late_by: float = attrs.field(default=5.0, validator=_SECONDS)
+    ws_drops: int = attrs.field(default=1, validator=_count(MAX_COUNT))
+    ws_drop_after: float = attrs.field(default=1.0, validator=_SECONDS)
     poll_fault: PollFault | None = attrs.field(default=None, validator=_choice(POLL_FAULTS))
-    poll_faults: int | None = attrs.field(default=None, validator=_non_negative)
-    poll_fault_rate: float = attrs.field(default=1.0, validator=_non_negative)
-    retry_after: float | None = attrs.field(default=None, validator=_non_negative)
-    poll_delay: float = attrs.field(default=0.0, validator=_non_negative)
-    gen_time: float = attrs.field(default=35.0, validator=_non_negative)
-    job_fails: bool = False
-    progress_steps: int = attrs.field(default=3, validator=_non_negative)
+    poll_faults: int | None = attrs.field(default=None, validator=_count(MAX_COUNT))
+    poll_fault_rate: float = attrs.field(default=1.0, validator=_number(1.0, "a probability"))
+    retry_after: float | None = attrs.field(default=None, validator=_SECONDS)
+    poll_delay: float = attrs.field(default=0.0, validator=_SECONDS)
+    gen_time: float = attrs.field(default=35.0, validator=_SECONDS)
+    job_fails: bool = attrs.field(default=False, validator=_flag)
+    progress_steps: int = attrs.field(default=3, validator=_count(MAX_PROGRESS_STEPS))
     ws_noise: WsNoise | None = attrs.field(default=None, validator=_choice(WS_NOISES))
-    empty_url_polls: int = attrs.field(default=0, validator=_non_negative)
-    forbidden: bool = False
+    empty_url_polls: int = attrs.field(default=0, validator=_count(MAX_COUNT))
+    forbidden: bool = attrs.field(default=False, validator=_flag)
 
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
@@ -192,8 +249,11 @@ class ServerModel:
         return self.project_faults.get(project_id, self.faults)
 
     def authorized(self, authorization: str | None) -> bool:
-        """Whether an ``Authorization`` header value is acceptable."""
-        return self.token is None or authorization == f"Bearer {self.token}"
+        """Whether an ``Authorization`` header value is acceptable (compared in constant time)."""
+        if self.token is None:
+            return True
+        given = (authorization or "").encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(given, f"Bearer {self.token}".encode("utf-8", "surrogatepass"))
 
     def check_access(self, project_id: str) -> None:
         """Raise :class:`Forbidden` if the project's requests get HTTP 403 (``forbidden``)."""

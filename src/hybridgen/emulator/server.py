@@ -12,7 +12,12 @@ to HTTP and WebSocket. Endpoints:
   project); a drop closes with 1011.
 - ``GET /_emulator/stats``, ``PUT /_emulator/faults``,
   ``PUT /_emulator/projects/{project_id}/faults``: counters and fault switches, for tests and
-  users (no token needed).
+  users. With a token, they need it like the API does.
+
+Safe on a network: with a token, every route but the result files checks it (in constant time);
+request bodies are read up to a limit (:data:`CONTROL_BODY_LIMIT`, :data:`START_BODY_LIMIT`) and a
+longer one gets HTTP 413 without being read further; fault switches are range-checked (HTTP 422
+naming the switch); :func:`serve` logs a warning when it binds to an address that is not loopback.
 
 The ``reset`` poll fault cannot be a TCP reset through ASGI (no server exposes the socket), so the
 emulator sends the status line and headers of a response with a body that never comes, then closes
@@ -21,10 +26,11 @@ the connection: clients see the connection closed mid-response (``httpx.RemotePr
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, cast
@@ -45,7 +51,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .model import BadRequest, Faults, Forbidden, ServerModel, WsDropped, WsRefused
 from .png import render_png
 
-__all__ = ["SUBSCRIBE_TIMEOUT", "Emulator", "create_app", "running", "serve"]
+__all__ = [
+    "CONTROL_BODY_LIMIT",
+    "START_BODY_LIMIT",
+    "SUBSCRIBE_TIMEOUT",
+    "Emulator",
+    "create_app",
+    "is_loopback",
+    "running",
+    "serve",
+]
 
 log: Final = logging.getLogger("hybridgen.emulator")
 
@@ -55,6 +70,12 @@ BACKLOG: Final = 2048
 SUBSCRIBE_TIMEOUT: Final = 10.0
 """Seconds a new socket may take to send its ``subscribe`` message before it is closed."""
 
+CONTROL_BODY_LIMIT: Final = 64 * 1024
+"""The largest body (bytes) a fault-control request may send; a longer one gets HTTP 413."""
+
+START_BODY_LIMIT: Final = 2**20
+"""The largest body (bytes) a start request may send; a longer one gets HTTP 413."""
+
 
 @attrs.frozen
 class Emulator:
@@ -62,6 +83,9 @@ class Emulator:
 
     url: str
     model: ServerModel
+
+
+_Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _error(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -74,6 +98,37 @@ def _unauthorized() -> JSONResponse:
 
 def _forbidden(exc: Forbidden) -> JSONResponse:
     return _error(403, f"Not enough permissions: {exc}")
+
+
+def _invalid(exc: BadRequest) -> JSONResponse:
+    """HTTP 422 in FastAPI's shape, naming the bad field."""
+    msg = str(exc).removeprefix(f"{exc.field}: ")
+    return _error(
+        422, [{"loc": ["body", *exc.field.split(".")], "msg": msg, "type": "value_error"}]
+    )
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, f"the request body is over this endpoint's {limit} byte limit")
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or ``None`` as soon as it is known to be over ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before reading; otherwise reading
+    stops at the first chunk past it, so a huge body is never held in memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _seconds(value: float) -> str:
@@ -117,10 +172,13 @@ def create_app(model: ServerModel) -> Starlette:
         if not model.authorized(request.headers.get("authorization")):
             log.debug("start: unauthorized")
             return _unauthorized()
-        raw = await request.body()
+        raw = await _read_body(request, START_BODY_LIMIT)
+        if raw is None:
+            log.debug("start: body too large")
+            return _too_large(START_BODY_LIMIT)
         try:
             body: object = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         try:
             job = model.create(body)
@@ -128,11 +186,8 @@ def create_app(model: ServerModel) -> Starlette:
             log.debug("start: forbidden")
             return _forbidden(exc)
         except BadRequest as exc:
-            msg = str(exc).removeprefix(f"{exc.field}: ")
             log.debug("start: bad request: %s", exc)
-            return _error(
-                422, [{"loc": ["body", *exc.field.split(".")], "msg": msg, "type": "value_error"}]
-            )
+            return _invalid(exc)
         log.debug("start: job %s for project %s", job.id, job.project_id)
         return JSONResponse([model.file_json(job)])
 
@@ -223,27 +278,55 @@ def create_app(model: ServerModel) -> Starlette:
         model.project_faults[request.path_params["project_id"]] = faults
         return JSONResponse(attrs.asdict(faults))
 
+    def control(endpoint: _Endpoint) -> _Endpoint:
+        """The fault-control ``endpoint``, behind the same token check as the API."""
+
+        async def checked(request: Request) -> Response:
+            if not model.authorized(request.headers.get("authorization")):
+                log.debug("control %s: unauthorized", request.url.path)
+                return _unauthorized()
+            return await endpoint(request)
+
+        return checked
+
     return Starlette(
         routes=[
             Route("/api/v1/file/generate-image", generate_image, methods=["POST"]),
             Route("/api/v1/file/{file_id}", get_file, methods=["GET"]),
             Route("/files/{file_id}.png", get_png, methods=["GET"]),
             WebSocketRoute("/api/v1/ws/project.{project_id}", project_socket),
-            Route("/_emulator/stats", stats, methods=["GET"]),
-            Route("/_emulator/faults", put_faults, methods=["PUT"]),
-            Route("/_emulator/projects/{project_id}/faults", put_project_faults, methods=["PUT"]),
+            Route("/_emulator/stats", control(stats), methods=["GET"]),
+            Route("/_emulator/faults", control(put_faults), methods=["PUT"]),
+            Route(
+                "/_emulator/projects/{project_id}/faults",
+                control(put_project_faults),
+                methods=["PUT"],
+            ),
         ]
     )
 
 
+_FAULT_FIELDS: Final = frozenset(field.name for field in attrs.fields(Faults))
+
+
 async def _read_faults(request: Request) -> Faults | Response:
+    """The :class:`Faults` a control request's body sets, or the error response."""
+    raw = await _read_body(request, CONTROL_BODY_LIMIT)
+    if raw is None:
+        log.debug("control %s: body too large", request.url.path)
+        return _too_large(CONTROL_BODY_LIMIT)
     try:
-        data = json.loads(await request.body())
+        data = json.loads(raw)
         if not isinstance(data, dict):
-            raise TypeError("the body must be a JSON object of Faults fields")
+            raise BadRequest("body", "must be a JSON object of Faults switches")
+        unknown = sorted(set(data) - _FAULT_FIELDS)
+        if unknown:
+            raise BadRequest(unknown[0][:40], "is not a fault switch")
         return Faults(**data)
-    except (ValueError, TypeError) as exc:
-        return _error(422, str(exc))
+    except BadRequest as exc:
+        return _invalid(exc)
+    except (ValueError, RecursionError):
+        return _invalid(BadRequest("body", "is not valid JSON"))
 
 
 def _is_subscribe(text: object, project_id: str) -> bool:
@@ -310,6 +393,16 @@ class _DebugLogger(hypercorn.logging.Logger):
         await self.debug(message, *args, **kwargs)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback only (``localhost``, ``127.x``, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -325,8 +418,17 @@ async def serve(
 
     Sets ``model.file_base`` to the server's URL, then reports an :class:`Emulator` through
     ``task_status`` (use ``await nursery.start(serve, model)``). Cancelling it closes the listening
-    socket and every connection.
+    socket and every connection. A ``host`` that is not loopback logs a warning (stderr, unless
+    logging is configured otherwise): other machines can then reach the emulator.
     """
+    if not is_loopback(host):
+        guard = "with its token" if model.token else "with no token: anyone can use it"
+        log.warning(
+            "the emulator binds %s, which is not loopback: other machines can reach it and its "
+            "fault-control API (%s)",
+            host,
+            guard,
+        )
     config = HyperConfig()
     config.bind = [_bind(host, port)]
     config.accesslog = None
