@@ -49,7 +49,7 @@ OVERSIZED_MESSAGE_BYTES: Final = 2**20 + 2**16
 
 MAX_SECONDS: Final = 24 * 3600.0
 """The longest duration a fault switch takes (seconds, before time scaling)."""
-MAX_COUNT: Final = 1_000_000
+MAX_COUNT: Final = 10**9
 """The largest count a fault switch takes (``ws_drops``, ``poll_faults``, ``empty_url_polls``)."""
 MAX_PROGRESS_STEPS: Final = 1000
 """The most progress messages per job (each is scheduled when the job starts)."""
