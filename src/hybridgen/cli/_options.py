@@ -104,13 +104,12 @@ def _absolute(name: str, value: float | None, scale: float) -> float | None:
 
 
 def _faults(**switches: Any) -> Faults:
-    from ..emulator.model import Faults
+    from ..emulator.model import BadRequest, Faults
 
     try:
         return Faults(**{k: v for k, v in switches.items() if v is not None})
-    except ValueError as exc:
-        field, _, message = str(exc).partition(" ")
-        raise ConfigError(field, message) from None
+    except BadRequest as exc:
+        raise ConfigError(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
 
 
 async def _open_config(
