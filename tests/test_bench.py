@@ -64,7 +64,8 @@ def figures_of(stdout: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) -> None:
-    extra = ["--plot", str(tmp_path / "latency.png")] if name == "latency" else []
+    plot = tmp_path / f"{name}.png"
+    extra = ["--plot", str(plot)] if name in ("latency", "scale") else []
     done = bench(name, "--smoke", *extra)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = figures_of(done.stdout)
@@ -82,7 +83,15 @@ def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) 
                     f"done.{key}",
                 } <= names
         assert any(n.startswith("issue7.virtual.") and "http_requests" in n for n in names)
-        with Image.open(tmp_path / "latency.png") as img:
+    if name == "scale":  # every figure beside the hand-written aiohttp client of the same run
+        names = {f["name"] for f in figures}
+        for mode in ("normal", "silent"):
+            for what in ("client_cpu_per_generation", "lost", "requests_per_generation"):
+                assert f"scale.{mode}.n20.{what}" in names
+        assert all(f["baseline"] is not None for f in figures)
+        assert "hybridgen CPU/gen ÷ aiohttp CPU/gen" in done.stderr
+    if extra:
+        with Image.open(plot) as img:
             assert img.format == "PNG" and img.width >= 400
 
 

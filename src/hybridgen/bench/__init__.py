@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 from ._report import Figure, emit
@@ -19,7 +21,7 @@ __all__ = ["BENCHMARKS", "Figure", "main", "run"]
 
 BENCHMARKS: Final = {
     "latency": "figures 1-2: time to result after ready and requests per generation, vs the seed",
-    "scale": "figure 3: N concurrent generations against an emulator in another process",
+    "scale": "figure 3: N concurrent generations vs a hand-written aiohttp client, same run",
     "machine": "figure 4: machine build + run vs a transitions.Machine per object",
     "events": "figure 5: transitions/s through the subscriber fan-out",
     "virtual": "virtual time: real ms per scenario, property examples per second",
@@ -28,11 +30,11 @@ BENCHMARKS: Final = {
 
 
 def run(name: str, *, smoke: bool = False, plot: str | None = None) -> list[Figure]:
-    """Run the benchmark ``name`` and return its figures (``plot``: latency's PNG path)."""
+    """Run the benchmark ``name`` and return its figures (``plot``: latency's or scale's PNG)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     module = importlib.import_module(f"{__name__}.{name}")
-    if name == "latency":
+    if name in ("latency", "scale"):
         return list(module.run(smoke=smoke, plot=plot))
     return list(module.run(smoke=smoke))
 
@@ -48,7 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes (seconds in total): checks, not figures"
     )
-    parser.add_argument("--plot", metavar="PNG", help="latency: also draw its plot to this file")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="latency, scale: also draw the plot to this file (scale's gets -scale with both)",
+    )
 
 
 def run_names(names: Sequence[str], smoke: bool, plot: str | None) -> int:
@@ -59,8 +65,16 @@ def run_names(names: Sequence[str], smoke: bool, plot: str | None) -> int:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
-    for name in names or list(BENCHMARKS):
-        emit(run(name, smoke=smoke, plot=plot), title=f"# {name}: {BENCHMARKS[name]}")
+    names = list(names or BENCHMARKS)
+    for name in names:
+        path = plot
+        if plot is not None and name == "scale" and "latency" in names:
+            path = str(Path(plot).with_name(f"{Path(plot).stem}-scale{Path(plot).suffix}"))
+        figures = run(name, smoke=smoke, plot=path)
+        emit(figures, title=f"# {name}: {BENCHMARKS[name]}")
+        summary = getattr(importlib.import_module(f"{__name__}.{name}"), "summary", None)
+        if summary is not None:  # a benchmark's own reading of its figures
+            print(summary(figures), file=sys.stderr, flush=True)
     return 0
 
 

@@ -1,14 +1,15 @@
-"""The latency plot of ``docs/performance.md``, drawn with Pillow (already a dependency)."""
+"""The plots of ``docs/performance.md`` (latency, scale), drawn with Pillow (a dependency)."""
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["latency_plot"]
+__all__ = ["latency_plot", "scale_plot"]
 
 COLORS = ((31, 119, 180), (44, 160, 44), (214, 100, 40), (148, 103, 189))
 GREY = (120, 120, 120)
@@ -84,6 +85,92 @@ def latency_plot(
     draw.line((x0, top - 4, x0, bottom), fill="black")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG", optimize=True)
+
+
+def scale_plot(
+    curves: Mapping[tuple[str, str], Sequence[tuple[int, float]]],
+    path: str,
+    *,
+    title: str = "Client CPU per generation (ms) against N concurrent generations",
+) -> None:
+    """Draw one line per ``(client, mode)`` of ``(N, ms)`` points; N on a log axis.
+
+    Each client has its color, each mode its dash (``normal`` solid, ``silent`` dashed).
+    """
+    font = ImageFont.load_default()
+    width, height = 760, 420
+    left, right, top, bottom = 60, 20, 60, 50
+    plot_w, plot_h = width - left - right, height - top - bottom
+    points = [p for curve in curves.values() for p in curve]
+    ns = sorted({n for n, _ in points}) or [1]
+    lo, hi = math.log10(min(ns)), math.log10(max(ns))
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    top_value = max([v for _, v in points if math.isfinite(v)] + [1.0])
+    step = _nice_step(top_value / 5)
+    top_value = step * math.ceil(top_value / step)
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+
+    def xy(n: float, v: float) -> tuple[float, float]:
+        x = left + plot_w * (math.log10(n) - lo) / (hi - lo)
+        return x, top + plot_h * (1 - min(v, top_value) / top_value)
+
+    draw.text((left, 10), title, fill="black", font=font)
+    tick = 0.0
+    while tick <= top_value + 1e-9:
+        y = xy(ns[0], tick)[1]
+        draw.line((left, y, left + plot_w, y), fill=(225, 225, 225))
+        draw.text((8, y - 6), f"{tick:g}", fill=GREY, font=font)
+        tick += step
+    for n in ns:
+        x = xy(n, 0)[0]
+        draw.line((x, top, x, top + plot_h), fill=(235, 235, 235))
+        draw.text((x - 12, top + plot_h + 6), f"{n:,}", fill=GREY, font=font)
+    draw.text((left + plot_w // 2 - 60, height - 20), "N (log scale)", fill=GREY, font=font)
+    clients = list(dict.fromkeys(client for client, _ in curves))
+    lx = left
+    for (client, mode), curve in curves.items():
+        color = COLORS[clients.index(client) % len(COLORS)]
+        pts = [xy(n, v) for n, v in sorted(curve) if math.isfinite(v)]
+        for a, b in itertools.pairwise(pts):
+            _segment(draw, a, b, color, dashed=mode != "normal")
+        for x, y in pts:
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=color)
+        label = f"{client}, push {'works' if mode == 'normal' else mode}"
+        _segment(draw, (lx, 35), (lx + 24, 35), color, dashed=mode != "normal")
+        draw.text((lx + 30, 29), label, fill="black", font=font)
+        lx += 30 + int(draw.textlength(label, font=font)) + 20
+    draw.rectangle((left, top, left + plot_w, top + plot_h), outline="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG", optimize=True)
+
+
+def _segment(
+    draw: ImageDraw.ImageDraw,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    color: tuple[int, int, int],
+    *,
+    dashed: bool,
+) -> None:
+    if not dashed:
+        draw.line((*a, *b), fill=color, width=2)
+        return
+    length = math.dist(a, b)
+    dashes = max(1, int(length // 8))
+    for i in range(0, dashes, 2):
+        t0, t1 = i / dashes, min(1.0, (i + 1) / dashes)
+        draw.line(
+            (
+                a[0] + (b[0] - a[0]) * t0,
+                a[1] + (b[1] - a[1]) * t0,
+                a[0] + (b[0] - a[0]) * t1,
+                a[1] + (b[1] - a[1]) * t1,
+            ),
+            fill=color,
+            width=2,
+        )
 
 
 def _nice_step(raw: float) -> float:

@@ -1,15 +1,19 @@
-"""Figure 3, scale: N concurrent generations in one client process against an emulator running in
-another process (``hybridgen serve``), push on (``normal``) and push silent.
+"""Figure 3, scale: N concurrent generations in one client process, hybridgen beside a hand-written
+asyncio + aiohttp client (:mod:`hybridgen.bench.baseline`) in the same run.
 
-For each mode and N the benchmark starts ``hybridgen serve --port 0 --gen-time G`` (its first
-stdout line is its URL), then a fresh client process (so its peak RSS is its own) that starts N
-generations at once with the default policy (real timings, unscaled) and waits for all of them. It
-reports client CPU seconds per generation (``time.process_time()``), peak RSS per in-flight
-generation (``VmHWM`` minus ``VmRSS`` before the first start, over the most generations alive at
-once), the time to drain (first start to last terminal state, beside G) and the server's CPU per
-generation. The soft ``RLIMIT_NOFILE`` is raised to the hard limit in both processes::
+For each socket mode (``normal``: the push works, ``silent``: it never comes), each N and each
+client, the benchmark starts its own ``hybridgen serve --port 0 --gen-time G`` process (its first
+stdout line is its URL), then a fresh client process (so its CPU and peak RSS are its own) that
+starts N generations at once and waits for all of them; the two clients run one after the other,
+their order alternating between repetitions. hybridgen uses the default policy (real timings,
+unscaled); the baseline polls every 2 s. Reported per client: CPU per generation (``getrusage`` of
+the client process from the first start to the last end), peak RSS per generation in flight
+(``VmHWM`` minus ``VmRSS`` before the first start, over the most generations alive at once),
+done / failed (the server says the job failed) / lost (anything else: a start or the deadline
+failed), HTTP requests per generation (start + polls, counted by the server), the time to drain
+and the server's CPU per generation. The soft ``RLIMIT_NOFILE`` is raised to the hard limit::
 
-    python -m hybridgen.bench scale [--smoke] [--sizes 100,1000,10000]
+    python -m hybridgen.bench.scale [--smoke] [--sizes 100,1000,5000] [--repeat 3] [--plot PNG]
 """
 
 from __future__ import annotations
@@ -22,32 +26,33 @@ import os
 import queue
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import trio
 
 from ._report import Figure, figure
 
-__all__ = ["SIZES", "measure", "raise_fd_limit", "run"]
+__all__ = ["CLIENTS", "SIZES", "measure", "raise_fd_limit", "run"]
 
-SIZES: Final = (100, 1000, 10000)
+SIZES: Final = (100, 1000, 5000)
 SMOKE_SIZES: Final = (20,)
 MODES: Final = ("normal", "silent")
-CPU_GOAL_MS: Final = 1.0
-RSS_GOAL_KB: Final = 50.0
+CLIENTS: Final = ("hybridgen", "aiohttp")
+"""The clients measured: hybridgen and the hand-written baseline, in this order on odd runs."""
+CPU_GOAL_RATIO: Final = 2.0
+"""hybridgen's client CPU per generation may be at most this many times the baseline's."""
 START_TIMEOUT: Final = 30.0
 
 
-def gen_time(n: int, smoke: bool) -> float:
-    """The emulated generation time for N generations: long enough for all to be in flight."""
-    if smoke:
-        return 0.5
-    return 5.0 if n <= 1000 else 30.0
+def gen_time(smoke: bool) -> float:
+    """The emulated generation time: short jobs (5 s) keep the 5,000 runs to minutes."""
+    return 0.5 if smoke else 5.0
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -77,6 +82,18 @@ def _cpu_of(pid: int) -> float:
 # -- the client process -------------------------------------------------------------------------
 
 
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _outcome(state: str, reason: str) -> str:
+    """``done``, ``failed`` (the server reported the job failed) or ``lost`` (anything else)."""
+    if state == "done":
+        return "done"
+    return "failed" if reason.startswith("the server reports the job failed") else "lost"
+
+
 async def _client(url: str, n: int) -> dict[str, Any]:
     from ..api import Config, ImageRequest
     from ..driver import Client, Generation
@@ -102,7 +119,7 @@ async def _client(url: str, n: int) -> dict[str, Any]:
     async with Client(SuperDuperTransport(config)) as client:
         client.subscribe(on_event)
         rss0 = _status_kb("VmRSS")
-        cpu0 = time.process_time()
+        cpu0 = _cpu_self()
         t0 = trio.current_time()
         async with trio.open_nursery() as outer:
             outer.start_soon(sample_fds)
@@ -112,15 +129,14 @@ async def _client(url: str, n: int) -> dict[str, Any]:
                     gens.append(gen)
                     live += 1
                     max_live = max(max_live, live)
-                started_in = trio.current_time() - t0
             outer.cancel_scope.cancel()
         wall = trio.current_time() - t0
-        cpu = time.process_time() - cpu0
+        cpu = _cpu_self() - cpu0
         hwm = _status_kb("VmHWM")
     results = [g.result() for g in gens]
     return {
         "n": n,
-        "states": collections.Counter(str(r.state) for r in results),
+        "states": collections.Counter(_outcome(str(r.state), r.reason) for r in results),
         "channels": collections.Counter(str(r.channel) for r in results),
         "reasons": collections.Counter(r.reason for r in results if r.reason).most_common(3),
         "polls": sum(r.polls for r in results),
@@ -130,7 +146,6 @@ async def _client(url: str, n: int) -> dict[str, Any]:
         "rss0_kb": rss0,
         "hwm_kb": hwm,
         "wall": wall,
-        "started_in": started_in,
         "max_live": max_live,
         "max_fds": max_fds,
         "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
@@ -160,9 +175,9 @@ def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return line
 
 
-def measure(mode: str, n: int, gen: float, timeout: float) -> dict[str, Any]:
-    """Run one size against a fresh ``hybridgen serve`` process; client and server figures."""
-    raise_fd_limit()  # inherited by both child processes
+@contextlib.contextmanager
+def _server(mode: str, gen: float) -> Iterator[tuple[str, int]]:
+    """A ``hybridgen serve`` process of its own: ``(url, pid)``; stopped on exit."""
     server = subprocess.Popen(
         [
             sys.executable,
@@ -181,22 +196,7 @@ def measure(mode: str, n: int, gen: float, timeout: float) -> dict[str, Any]:
         text=True,
     )
     try:
-        url = _first_line(server, START_TIMEOUT)
-        server_cpu0 = _cpu_of(server.pid)
-        done = subprocess.run(
-            [sys.executable, "-m", "hybridgen.bench.scale", "--worker", url, str(n)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"the client process failed: {done.stderr[-2000:]}")
-        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        out["server_cpu"] = _cpu_of(server.pid) - server_cpu0
-        out["server_hwm_kb"] = _status_kb("VmHWM", str(server.pid))
-        out["server_fds_after"] = len(os.listdir(f"/proc/{server.pid}/fd"))
-        return out
+        yield _first_line(server, START_TIMEOUT), server.pid
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -206,40 +206,120 @@ def measure(mode: str, n: int, gen: float, timeout: float) -> dict[str, Any]:
             server.wait(timeout=10)
 
 
+def _command(client: str, url: str, n: int) -> list[str]:
+    if client == "hybridgen":
+        return [sys.executable, "-m", "hybridgen.bench.scale", "--worker", url, str(n)]
+    if client == "aiohttp":
+        return [sys.executable, "-m", "hybridgen.bench.baseline", url, str(n)]
+    raise ValueError(f"unknown client {client!r}; choose from {', '.join(CLIENTS)}")
+
+
+def measure(client: str, mode: str, n: int, gen: float, timeout: float) -> dict[str, Any]:
+    """Run ``client`` with N generations against a fresh ``hybridgen serve``; its figures."""
+    raise_fd_limit()  # inherited by both child processes
+    with _server(mode, gen) as (url, pid):
+        command = _command(client, url, n)
+        server_cpu0 = _cpu_of(pid)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the {client} client process failed: {done.stderr[-2000:]}")
+        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        out["server_cpu"] = _cpu_of(pid) - server_cpu0
+        out["server_hwm_kb"] = _status_kb("VmHWM", str(pid))
+        with urllib.request.urlopen(f"{url}/_emulator/stats", timeout=10) as reply:
+            out["server"] = json.loads(reply.read())
+    out["client"] = client
+    return out
+
+
+def _per_gen(m: dict[str, Any]) -> dict[str, float]:
+    """The figures of one measurement, per generation where that makes sense."""
+    n = m["n"]
+    states = m["states"]
+    return {
+        "cpu_ms": 1e3 * m["cpu"] / n,
+        "kb": (m["hwm_kb"] - m["rss0_kb"]) * 1024 / 1000 / max(m["max_live"], 1),
+        "done": states.get("done", 0) / n,
+        "failed": states.get("failed", 0),
+        "lost": states.get("lost", 0),
+        "requests": (m["server"].get("start", 0) + m["server"].get("poll", 0)) / n,
+        "drain": m["wall"],
+        "server_cpu_ms": 1e3 * m["server_cpu"] / n,
+    }
+
+
+def _median(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 def run(
     smoke: bool = False,
     sizes: Sequence[int] | None = None,
     modes: Sequence[str] = MODES,
     timeout: float | None = None,
+    *,
+    repeat: int = 1,
+    plot: str | None = None,
+    gen: float | None = None,
 ) -> list[Figure]:
-    """Measure figure 3 for each mode and size; raw measurements go to stderr as JSON too."""
+    """Measure figure 3 for each mode and size, hybridgen beside the baseline (medians of
+    ``repeat`` runs each); raw measurements go to stderr as JSON too, ``plot`` draws CPU per
+    generation against N for both clients."""
     sizes = tuple(sizes or (SMOKE_SIZES if smoke else SIZES))
+    g = gen if gen is not None else gen_time(smoke)
     figures: list[Figure] = []
+    curves: dict[tuple[str, str], list[tuple[int, float]]] = collections.defaultdict(list)
     for mode in modes:
         for n in sizes:
-            g = gen_time(n, smoke)
-            m = measure(mode, n, g, timeout=timeout or (60 if smoke else 900))
-            print(f"# scale {mode} N={n} G={g:g}s: {json.dumps(m)}", file=sys.stderr, flush=True)
+            runs: dict[str, list[dict[str, float]]] = {c: [] for c in CLIENTS}
+            for rep in range(repeat):
+                for client in CLIENTS if rep % 2 == 0 else CLIENTS[::-1]:
+                    m = measure(client, mode, n, g, timeout=timeout or (60 if smoke else 900))
+                    print(
+                        f"# scale {client} {mode} N={n} G={g:g}s: {json.dumps(m)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    runs[client].append(_per_gen(m))
+            ours, base = _median(runs["hybridgen"]), _median(runs["aiohttp"])
+            for client, values in (("hybridgen", ours), ("aiohttp", base)):
+                curves[(client, mode)].append((n, values["cpu_ms"]))
             key = f"scale.{mode}.n{n}"
-            done = m["states"].get("done", 0) / n
             figures += [
-                figure(f"{key}.done", done, "fraction", 1.0, higher_is_better=True),
-                figure(f"{key}.client_cpu_per_generation", 1e3 * m["cpu"] / n, "ms", CPU_GOAL_MS),
+                figure(f"{key}.client_cpu_per_generation", ours["cpu_ms"], "ms", base["cpu_ms"]),
+                figure(f"{key}.peak_rss_per_generation", ours["kb"], "KB", base["kb"]),
                 figure(
-                    f"{key}.peak_rss_per_generation",
-                    (m["hwm_kb"] - m["rss0_kb"]) * 1024 / 1000 / max(m["max_live"], 1),
-                    "KB",
-                    RSS_GOAL_KB,
+                    f"{key}.done", ours["done"], "fraction", base["done"], higher_is_better=True
                 ),
-                figure(f"{key}.drain", m["wall"], "s", g),
+                figure(f"{key}.failed", ours["failed"], "generations", base["failed"]),
+                figure(f"{key}.lost", ours["lost"], "generations", base["lost"]),
+                figure(
+                    f"{key}.requests_per_generation", ours["requests"], "requests", base["requests"]
+                ),
+                figure(f"{key}.drain", ours["drain"], "s", base["drain"]),
                 figure(
                     f"{key}.server_cpu_per_generation",
-                    1e3 * m["server_cpu"] / n,
+                    ours["server_cpu_ms"],
                     "ms",
-                    1e3 * m["cpu"] / n,
+                    base["server_cpu_ms"],
                 ),
             ]
+    if plot is not None:
+        from .plot import scale_plot
+
+        scale_plot(curves, plot)
     return figures
+
+
+def summary(figures: Sequence[Figure]) -> str:
+    """hybridgen's CPU per generation as a multiple of the baseline's (lower is better)."""
+    lines = [f"# hybridgen CPU/gen ÷ aiohttp CPU/gen (lower is better; goal ≤ {CPU_GOAL_RATIO:g})"]
+    for f in figures:
+        if f["name"].endswith(".client_cpu_per_generation") and f["ratio"]:
+            lines.append(
+                f"{f['name'].removesuffix('.client_cpu_per_generation')}: {1 / f['ratio']:.2f}x"
+            )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--sizes", help="comma-separated N values")
     parser.add_argument("--modes", default=",".join(MODES), help="normal,silent")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per client; medians reported")
+    parser.add_argument("--gen-time", type=float, help="emulated generation time, seconds")
+    parser.add_argument("--plot", metavar="PNG", help="draw CPU per generation against N")
     parser.add_argument("--timeout", type=float, help="seconds one client process may take")
     parser.add_argument("--worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -256,7 +339,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._report import emit
 
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
-    emit(run(args.smoke, sizes, args.modes.split(","), args.timeout), title="# scale")
+    figures = run(
+        args.smoke,
+        sizes,
+        args.modes.split(","),
+        args.timeout,
+        repeat=args.repeat,
+        plot=args.plot,
+        gen=args.gen_time,
+    )
+    emit(figures, title="# scale: ratio above 1 means hybridgen beats the aiohttp loop")
+    print(summary(figures), file=sys.stderr, flush=True)
     return 0
 
 
