@@ -10,11 +10,12 @@ does, every task and socket is closed when it ends, and trio cancellation from o
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Final
 
@@ -35,9 +36,17 @@ from .machine import State
 from .policy import Policy
 from .transport import Transport
 
-__all__ = ["Client", "Generation", "Result"]
+__all__ = ["MAX_REQUESTS", "MAX_STARTS", "Client", "Generation", "Result"]
 
 log: Final = logging.getLogger("hybridgen.driver")
+
+MAX_REQUESTS: Final = 32
+"""HTTP requests one :class:`Client` has in flight at once by default (the connection pool of
+:class:`~hybridgen.transport.SuperDuperTransport` keeps as many alive). Past a few dozen, more
+concurrent requests only make the client slower: each costs CPU in the pool and the scheduler."""
+MAX_STARTS: Final = 8
+"""Start requests one :class:`Client` has in flight at once by default: a burst of starts waits
+its turn here, so polls of running generations are never queued behind more than this many."""
 
 
 class Generation:
@@ -150,6 +159,12 @@ class Client:
     ``transport`` does the I/O (:class:`~hybridgen.transport.SuperDuperTransport` for the real
     API, :class:`~hybridgen.testing.MemoryTransport` in tests); ``policy`` is the default
     :class:`~hybridgen.policy.Policy` for every generation (each call may pass its own).
+
+    At most ``max_requests`` HTTP requests (starts and polls) of this client's generations are in
+    flight at once, and at most ``max_starts`` of them are start requests; the others wait their
+    turn, in order, within their generation's deadline. Time spent waiting is not counted against
+    ``Policy.request_timeout``, which measures the server: a start is never failed because the
+    client itself was busy.
     """
 
     def __init__(
@@ -158,12 +173,19 @@ class Client:
         *,
         policy: Policy | None = None,
         journal: Journal | None = None,
+        max_requests: int = MAX_REQUESTS,
+        max_starts: int = MAX_STARTS,
     ) -> None:
+        for name, value in (("max_requests", max_requests), ("max_starts", max_starts)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
         self.transport = transport
         self.policy = policy if policy is not None else Policy.default()
         self.journal = journal
         self.hub = Hub()
         self.durations = Durations()
+        self._request_slots = trio.CapacityLimiter(max_requests)
+        self._start_slots = trio.CapacityLimiter(max_starts)
 
     async def __aenter__(self) -> Client:
         return self
@@ -301,8 +323,12 @@ class Client:
             await trio.lowlevel.checkpoint()
         else:
             try:
-                with _bounded(core.deadline_at, policy.request_timeout):
-                    file = await self.transport.start(job)
+                file = await self._in_turn(
+                    (self._start_slots, self._request_slots),
+                    core.deadline_at,
+                    policy.request_timeout,
+                    functools.partial(self.transport.start, job),
+                )
             except (TransportError, trio.TooSlowError) as exc:
                 now = trio.current_time()
                 core.advance(now)  # at the deadline, the deadline is the reason
@@ -321,8 +347,12 @@ class Client:
                 continue
             core.poll_sent(now)
             try:
-                with _bounded(core.deadline_at, policy.request_timeout):
-                    file = await self.transport.poll(file_id)
+                file = await self._in_turn(
+                    (self._request_slots,),
+                    core.deadline_at,
+                    policy.request_timeout,
+                    functools.partial(self.transport.poll, file_id),
+                )
             except (TransportError, trio.TooSlowError) as exc:
                 error = _transport_error(exc, "poll")
                 log.debug("generation %s: poll failed: %s", core.id, error)
@@ -331,6 +361,33 @@ class Client:
                 core.poll_error(error, now)
             else:
                 core.poll_reply(file, trio.current_time())
+
+    @staticmethod
+    async def _in_turn(
+        slots: tuple[trio.CapacityLimiter, ...],
+        deadline: float,
+        request_timeout: float,
+        request: Callable[[], Awaitable[FileStatus]],
+    ) -> FileStatus:
+        """Send ``request`` once a slot of each limiter is ours.
+
+        Waiting for the slots is bounded by ``deadline`` alone; ``request_timeout`` starts when the
+        request is sent. Raises ``trio.TooSlowError`` when either runs out.
+        """
+        held: list[trio.CapacityLimiter] = []
+        try:
+            for limiter in slots:
+                try:
+                    limiter.acquire_nowait()
+                except trio.WouldBlock:
+                    with trio.fail_at(deadline):
+                        await limiter.acquire()
+                held.append(limiter)
+            with _bounded(deadline, request_timeout):
+                return await request()
+        finally:
+            for limiter in reversed(held):
+                limiter.release()
 
     async def _ws_task(self, gen: Generation, project_id: str) -> None:
         core, policy = gen.core, gen.core.policy

@@ -72,13 +72,13 @@ class Transport(Protocol):
 
 
 _POOL_LIMITS: Final = httpx.Limits(
-    max_connections=None, max_keepalive_connections=256, keepalive_expiry=30.0
+    max_connections=None, max_keepalive_connections=64, keepalive_expiry=30.0
 )
-"""Connection pool of an owned client: HTTP/1.1 needs a connection per concurrent request, so
-many concurrent generations need many connections. No cap: requests queued in httpcore's pool cost
-O(queued x connections) on every request (a 1,000-request burst over a 512 cap took 98 s on
-loopback instead of 3 s); each generation has at most one request in flight, and the driver bounds
-how long it takes."""
+"""Connection pool of an owned client: HTTP/1.1 needs a connection per concurrent request. The
+driver's :class:`~hybridgen.driver.Client` bounds the requests in flight (32 by default) before
+they reach httpx, so the pool stays small and warm. No cap here: requests queued in httpcore's
+pool cost O(queued x connections) on every request (a 1,000-request burst over a 512 cap took 98 s
+on loopback instead of 3 s), so the queue is the driver's, not httpcore's."""
 
 _WS_DISCONNECT_TIMEOUT: Final = 2.0
 WS_MAX_MESSAGE: Final = 2**20
