@@ -21,7 +21,7 @@ from hybridgen.bench import BENCHMARKS
 from hybridgen.bench._report import figure, percentile, table
 
 BIN = shutil.which("hybridgen", path=os.path.dirname(sys.executable)) or shutil.which("hybridgen")
-KEYS = {"name", "value", "unit", "baseline", "ratio"}
+KEYS = {"name", "value", "unit", "better", "baseline", "ratio"}
 TIMEOUT = 120.0
 PREFIXES = {
     "latency": (
@@ -56,6 +56,11 @@ def figures_of(stdout: str) -> list[dict[str, Any]]:
         assert isinstance(f["unit"], str) and f["unit"]
         for key in ("value", "baseline", "ratio"):
             assert f[key] is None or isinstance(f[key], int | float), f
+        assert f["better"] in ("lower", "higher"), f
+        if f["ratio"] is not None and f["value"] and f["baseline"]:
+            ours_over_base = f["value"] / f["baseline"]
+            expected = ours_over_base if f["better"] == "higher" else 1 / ours_over_base
+            assert f["ratio"] == pytest.approx(expected, rel=1e-4), f  # above 1: ours is better
     names = [f["name"] for f in out]
     assert len(set(names)) == len(names), "a figure name appears twice"
     return out
@@ -126,4 +131,16 @@ def test_figure_ratio_means_better_above_one() -> None:
     assert figure("n", float("nan"), "s", 1.0)["value"] is None
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
-    assert "t" in table([figure("t", 2.0, "s", 6.0)])
+    assert figure("t", 2.0, "s", 6.0)["better"] == "lower"
+    assert figure("r", 2.0, "1/s", 6.0, higher_is_better=True)["better"] == "higher"
+
+
+def test_the_table_states_each_figures_direction() -> None:
+    text = table(
+        [figure("time.t", 2.0, "s", 6.0), figure("rate.r", 2.0, "1/s", 6.0, higher_is_better=True)]
+    )
+    header, lower, higher = text.splitlines()
+    assert header.split()[:5] == ["figure", "ours", "baseline", "unit", "better"]
+    assert "ratio (above 1: ours is better)" in header
+    assert lower.split() == ["time.t", "2", "6", "s", "lower", "3x"]
+    assert higher.split() == ["rate.r", "2", "6", "1/s", "higher", "0.333x"]

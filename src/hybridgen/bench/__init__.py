@@ -2,7 +2,8 @@
 
 Each benchmark module has ``run(smoke=False) -> list[Figure]``; :func:`main` (``hybridgen bench``
 and ``python -m hybridgen.bench``) runs the named ones and prints one JSON object per figure on
-stdout (``name``, ``value``, ``unit``, ``baseline``, ``ratio``) and a table per benchmark on stderr.
+stdout (``name``, ``value``, ``unit``, ``better``, ``baseline``, ``ratio``; a ratio above 1
+always means ours is better) and a table per benchmark on stderr.
 ``--smoke`` runs each at a size that takes seconds (what CI runs); see ``docs/performance.md``.
 """
 

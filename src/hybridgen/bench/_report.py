@@ -7,22 +7,28 @@ import math
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TypedDict
+from typing import Literal, TypedDict
 
-__all__ = ["Figure", "emit", "figure", "percentile", "ratio", "table"]
+__all__ = ["RATIO_MEANS", "Figure", "emit", "figure", "percentile", "ratio", "table"]
+
+RATIO_MEANS = "above 1: ours is better"
+"""How to read every ``ratio``, whatever the figure's direction (the table's header says it)."""
 
 
 class Figure(TypedDict):
     """One measured figure: ``value`` (ours) beside ``baseline``, both in ``unit``.
 
-    ``ratio`` is ``baseline / value`` for lower-is-better figures (times, bytes, requests: above
-    1 means we beat the baseline) and ``value / baseline`` for rates; ``None`` when undefined
+    ``better`` says which way is better for this figure: ``"lower"`` (times, bytes, requests) or
+    ``"higher"`` (rates, fractions done). ``ratio`` is always "how many times better ours is":
+    ``baseline / value`` when lower is better, ``value / baseline`` when higher is better, so
+    above 1 means ours beats the baseline and below 1 that it does worse; ``None`` when undefined
     (a zero denominator with a non-zero numerator).
     """
 
     name: str
     value: float | None
     unit: str
+    better: Literal["lower", "higher"]
     baseline: float | None
     ratio: float | None
 
@@ -56,6 +62,7 @@ def figure(
         name=name,
         value=_clean(value),
         unit=unit,
+        better="higher" if higher_is_better else "lower",
         baseline=_clean(baseline),
         ratio=_clean(r),
     )
@@ -79,17 +86,17 @@ def _fmt(x: float | None) -> str:
 
 
 def table(figures: Iterable[Figure], title: str = "") -> str:
-    """The figures as an aligned text table."""
-    rows = [("figure", "ours", "baseline", "unit", "ratio")]
+    """The figures as an aligned text table; each row says which way is better."""
+    rows = [("figure", "ours", "baseline", "unit", "better", f"ratio ({RATIO_MEANS})")]
     for f in figures:
         r = "-" if f["ratio"] is None else f"{_fmt(f['ratio'])}x"
-        rows.append((f["name"], _fmt(f["value"]), _fmt(f["baseline"]), f["unit"], r))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append((f["name"], _fmt(f["value"]), _fmt(f["baseline"]), f["unit"], f["better"], r))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = [title] if title else []
     for row in rows:
         lines.append(
             f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
-            f"{row[3]:<{widths[3]}}  {row[4]:>{widths[4]}}"
+            f"{row[3]:<{widths[3]}}  {row[4]:<{widths[4]}}  {row[5]:>{widths[5]}}"
         )
     return "\n".join(lines)
 

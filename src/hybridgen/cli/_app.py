@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the benchmarks (JSON lines on stdout, tables on stderr)",
         description=(
             "Run the named benchmarks (default: all). Each figure is one JSON object per line on "
-            "stdout (name, value, unit, baseline, ratio); see docs/performance.md."
+            "stdout (name, value, unit, better, baseline, ratio: above 1, ours is better); see "
+            "docs/performance.md."
         ),
     )
     from ..bench import add_arguments as _bench_arguments
