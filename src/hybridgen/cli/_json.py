@@ -49,6 +49,21 @@ def _event_json(event: Event, at: float) -> dict[str, Any]:
     }
 
 
+def _result_json(outcome: Outcome, **item: Any) -> dict[str, Any]:
+    """The ``result`` line of a generation (a batch item's: with its ``index`` and ``prompt``)."""
+    return {
+        "event": "result",
+        **item,
+        "id": outcome.generation_id,
+        "state": outcome.state,
+        "channel": outcome.channel,
+        "url": outcome.url,
+        "path": outcome.path,
+        "elapsed": _number(outcome.elapsed),
+        "reason": outcome.reason or None,
+    }
+
+
 class JsonReporter(Reporter):
     """One JSON object per line on stdout; remarks and reasons on stderr."""
 
@@ -58,20 +73,7 @@ class JsonReporter(Reporter):
 
     def finish(self, outcome: Outcome, trace: str | None) -> None:
         """Print the result line (the last on stdout); the trace goes to stderr."""
-        _out(
-            json.dumps(
-                {
-                    "event": "result",
-                    "id": outcome.generation_id,
-                    "state": outcome.state,
-                    "channel": outcome.channel,
-                    "url": outcome.url,
-                    "path": outcome.path,
-                    "elapsed": _number(outcome.elapsed),
-                    "reason": outcome.reason or None,
-                }
-            )
-        )
+        _out(json.dumps(_result_json(outcome)))
         _explain(outcome)
         if trace is not None:
             sys.stderr.write(trace)
@@ -91,22 +93,7 @@ class _JsonBatchReporter(_BatchReporter):
 
     def item(self, item: _Item, outcome: Outcome) -> None:
         """Print the item's result line; a failure's reason also on stderr."""
-        _out(
-            json.dumps(
-                {
-                    "event": "result",
-                    "index": item.index,
-                    "prompt": item.prompt,
-                    "id": outcome.generation_id,
-                    "state": outcome.state,
-                    "channel": outcome.channel,
-                    "url": outcome.url,
-                    "path": outcome.path,
-                    "elapsed": _number(outcome.elapsed),
-                    "reason": outcome.reason or None,
-                }
-            )
-        )
+        _out(json.dumps(_result_json(outcome, index=item.index, prompt=item.prompt)))
         if outcome.path is None:
             _say(f"[{item.index}] {_item_explanation(outcome)}")
 
