@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from hybridgen import Config, ConfigError, FileStatus, ImageRequest, RequestError, TransientError
 from hybridgen.api import (
     USER_AGENT,
+    ModelInfo,
     parse_file,
     parse_file_list,
+    parse_generation_configs,
     parse_ws_message,
     subscribe_message,
     ws_path,
@@ -234,3 +236,21 @@ def test_file_parsers_only_raise_typed_errors(data: object) -> None:
         assert isinstance(status.id, str) and status.id
         assert status.url is None or isinstance(status.url, str)
         assert status.progress is None or 0 <= status.progress <= 1
+
+
+def test_generation_configs_parse_leniently_but_never_invent_names() -> None:
+    body = {
+        "items": [
+            {"name": "comfyui/flux", "label": "Flux", "type": "text_to_image", "params": {}},
+            {"name": "x/y", "params": {"price": 3}, "vip_required": True},
+            {"label": "no name"},
+            {"name": "has space"},
+            "not an object",
+        ]
+    }
+    models = parse_generation_configs(body)
+    assert [m.name for m in models] == ["comfyui/flux", "x/y"]
+    assert models[0] == ModelInfo("comfyui/flux", "Flux", "text_to_image", None, False)
+    assert (models[1].price, models[1].vip, models[1].label) == (3.0, True, "")
+    with pytest.raises(TransientError):
+        parse_generation_configs({"detail": "nope"})

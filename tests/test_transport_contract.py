@@ -12,13 +12,15 @@ import datetime
 import email.utils
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 import attrs
 import pytest
 import trio
 
-from hybridgen.api import Config, FileStatus, ImageRequest, parse_ws_message
+from hybridgen.api import Config, FileStatus, ImageRequest, ModelInfo, parse_ws_message
 from hybridgen.emulator import Faults, ServerModel, running
+from hybridgen.emulator.model import GENERATION_CONFIGS
 from hybridgen.errors import AuthError, PermanentError, TransientError, TransportError
 from hybridgen.testing import MemoryTransport
 from hybridgen.transport import SuperDuperTransport, Transport, parse_retry_after
@@ -127,6 +129,24 @@ async def test_unknown_file_is_permanent(side: Side) -> None:
         await side.transport.poll(str(uuid.uuid4()))
     assert not isinstance(info.value, AuthError)
     assert info.value.status == 404
+
+
+async def test_models_lists_the_generation_configs(side: Side) -> None:
+    transport: Any = side.transport  # models() is not part of the Transport protocol
+    with trio.fail_after(LIMIT):
+        every = await transport.models()
+        images = await transport.models(["text_to_image"])
+        two = await transport.models(["text_to_image", "image_to_image"])
+        with pytest.raises(AuthError):
+            await cast(Any, side.with_token("wrong-token")).models()
+    assert [m.name for m in every] == [c["name"] for c in GENERATION_CONFIGS]
+    assert all(isinstance(m, ModelInfo) for m in every)
+    flux = next(m for m in every if m.name == "comfyui/flux")
+    assert (flux.label, flux.type, flux.price, flux.vip) == ("Flux", "text_to_image", 1.0, False)
+    assert {m.type for m in images} == {"text_to_image"} and len(images) < len(every)
+    assert {m.type for m in two} == {"text_to_image", "image_to_image"}
+    assert next(m for m in every if m.type == "text_to_video").price is None
+    assert side.model.counts["models"] == 3 and side.model.counts["start"] == 0
 
 
 async def test_wrong_token_is_an_auth_error(side: Side) -> None:

@@ -24,18 +24,23 @@ from .errors import ConfigError, RequestError, TransientError
 
 __all__ = [
     "GENERATE_IMAGE",
+    "GENERATION_CONFIGS",
     "FileStatus",
+    "ModelInfo",
     "ImageRequest",
     "Config",
     "file_path",
     "parse_file",
     "parse_file_list",
+    "parse_generation_configs",
     "parse_ws_message",
     "subscribe_message",
     "ws_path",
 ]
 
 GENERATE_IMAGE: Final = "/api/v1/file/generate-image"
+GENERATION_CONFIGS: Final = "/api/v1/generation-config"
+"""The list of generation configs (models): ``GET``, optionally ``?type=text_to_image,...``."""
 USER_AGENT: Final = f"hybridgen/{__version__}"
 MAX_PROMPT_CHARS: Final = 4000
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-_.~+/=]+")
@@ -359,6 +364,61 @@ def parse_file_list(data: object) -> FileStatus:
     if not isinstance(data, list) or not data:
         raise _bad("start reply", "expected a non-empty JSON list of file objects")
     return parse_file(data[0], "start reply")
+
+
+@attrs.frozen
+class ModelInfo:
+    """One generation config the server offers: ``name`` is what :attr:`ImageRequest.model` takes.
+
+    ``price`` is the server's price for one generation when it gives one (``None`` otherwise);
+    ``vip`` is true when only VIP accounts may use it.
+    """
+
+    name: str
+    label: str = ""
+    type: str = ""
+    price: float | None = None
+    vip: bool = False
+
+
+def _price(params: object) -> float | None:
+    if not isinstance(params, dict):
+        return None
+    for key in ("price", "cost", "credits"):
+        value = params.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def parse_generation_configs(data: object) -> list[ModelInfo]:
+    """Parse ``GET /api/v1/generation-config`` (a list, or an object with ``items``).
+
+    Entries without a usable ``name`` are skipped; a reply that is not a list at all raises
+    :class:`~hybridgen.errors.TransientError`.
+    """
+    if isinstance(data, dict):
+        data = data.get("items", data.get("data"))
+    if not isinstance(data, list):
+        raise _bad("generation-config reply", "expected a JSON list of generation configs")
+    models: list[ModelInfo] = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            continue
+        vip = entry.get("vip_required", entry.get("is_vip", entry.get("vip", False)))
+        models.append(
+            ModelInfo(
+                name=name,
+                label=str(entry.get("label") or ""),
+                type=str(entry.get("type") or ""),
+                price=_price(entry.get("params")),
+                vip=vip is True,
+            )
+        )
+    return models
 
 
 def parse_ws_message(text: str | bytes) -> FileStatus | None:

@@ -19,10 +19,10 @@ import functools
 import json
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import trio
@@ -30,13 +30,16 @@ import trio_websocket
 
 from .api import (
     GENERATE_IMAGE,
+    GENERATION_CONFIGS,
     USER_AGENT,
     Config,
     FileStatus,
     ImageRequest,
+    ModelInfo,
     file_path,
     parse_file,
     parse_file_list,
+    parse_generation_configs,
     subscribe_message,
     ws_path,
 )
@@ -120,6 +123,14 @@ class SuperDuperTransport:
         url = self.config.api_url(file_path(quote(file_id, safe="")))
         data = await self._request_json("poll", "GET", url)
         return parse_file(data)
+
+    async def models(self, types: Sequence[str] = ()) -> list[ModelInfo]:
+        """``GET /api/v1/generation-config`` (``?type=a,b`` when ``types`` are given)."""
+        url = self.config.api_url(GENERATION_CONFIGS)
+        if types:
+            url += "?" + urlencode({"type": ",".join(types)})
+        data = await self._request_json("model list", "GET", url)
+        return parse_generation_configs(data)
 
     async def download(self, url: str) -> bytes:
         """The bytes at a result URL (the token is sent only to the API's own host)."""

@@ -18,6 +18,7 @@ from ..errors import ConfigError, HybridgenError, RequestError
 from ..policy import PRESETS
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from ._generate import _cmd_generate
+from ._models import _cmd_models
 from ._options import EMULATOR_GEN_TIME
 from ._output import _note_secret, _say
 from ._resume import _cmd_resume
@@ -92,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(PRESETS),
         default="default",
         help="timing preset (default: %(default)s; seed: the seed client's behaviour)",
+    )
+    gen.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the generation config to use (default comfyui/flux; see: hybridgen models)",
     )
     gen.add_argument("--ws-timeout", type=float, metavar="S", help="seconds before polling starts")
     gen.add_argument("--poll-interval", type=float, metavar="S", help="seconds between polls")
@@ -171,6 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-after", type=float, metavar="S", help="Retry-After sent with 429/503 faults"
     )
     serve.set_defaults(func=_cmd_serve)
+
+    models = sub.add_parser(
+        "models",
+        parents=[verbose],
+        help="list the models (generation configs) the server offers",
+        description=(
+            "List the generation configs of SUPERDUPERAI_URL (or of the embedded emulator when it "
+            "is unset): name (what generate --model takes), label, type, price, VIP-only. "
+            "Starts no job."
+        ),
+    )
+    models.add_argument(
+        "--type", metavar="T[,T]", help="only these types (e.g. text_to_image,image_to_image)"
+    )
+    models.add_argument("--json", action="store_true", help="one JSON object per model on stdout")
+    models.set_defaults(func=_cmd_models)
 
     diagram = sub.add_parser(
         "diagram",

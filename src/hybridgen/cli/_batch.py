@@ -68,7 +68,7 @@ class _Item:
     entry: Entry | None = None
 
 
-def _read_batch(source: str, out_dir: Path) -> list[_Item]:
+def _read_batch(source: str, out_dir: Path, model: str | None = None) -> list[_Item]:
     """Every non-empty line of ``source`` (``-``: stdin) as a checked request; ``UsageError``."""
     label = "stdin" if source == "-" else source
     try:
@@ -84,7 +84,8 @@ def _read_batch(source: str, out_dir: Path) -> list[_Item]:
         if not text:
             continue
         try:
-            requests.append(ImageRequest(prompt=text))
+            request = ImageRequest(prompt=text)
+            requests.append(request if model is None else attrs.evolve(request, model=model))
         except RequestError as exc:
             raise UsageError(f"--batch {label} line {number}: {exc}") from None
     if not requests:
@@ -244,7 +245,7 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
     concurrency = 4 if args.concurrency is None else args.concurrency
     if concurrency < 1:
         raise ConfigError("--concurrency", f"must be a whole number >= 1, got {concurrency}")
-    items = _read_batch(args.batch, out_dir)
+    items = _read_batch(args.batch, out_dir, args.model)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -30,6 +30,7 @@ from ._files import _journal_meta, _open_journal, _save
 from ._interrupt import _EARLY_INTERRUPT, _Interrupt, _watch_sigint
 from ._json import JsonReporter
 from ._live import RichReporter
+from ._models import check_model, server_models
 from ._options import (
     EMULATOR_GEN_TIME,
     _absolute,
@@ -144,7 +145,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             "--gen-time and --ws-mode configure the embedded emulator; they cannot be used "
             "while SUPERDUPERAI_URL is set (unset it to use the emulator)"
         )
+    config = None if embedded else Config.from_env()
+    if args.model is not None:  # checked against the server's list before any job starts
+        check_model(args.model, server_models(config))
     request = None if batch else ImageRequest(prompt=args.prompt)
+    if request is not None and args.model is not None:
+        request = attrs.evolve(request, model=args.model)
     policy = policy_from_options(
         args.policy,
         time_scale=args.time_scale,
@@ -154,7 +160,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         keep_bounds=not embedded,
     )
     scale = _scale(args.time_scale)
-    config = None if embedded else Config.from_env()
     faults = None
     if embedded:
         gen_time = _absolute("gen_time", args.gen_time, scale)

@@ -28,6 +28,7 @@ __all__ = [
     "POLL_FAULTS",
     "WS_MODES",
     "WS_NOISES",
+    "GENERATION_CONFIGS",
     "BadRequest",
     "Faults",
     "Forbidden",
@@ -45,6 +46,51 @@ WsNoise = Literal["junk", "oversized"]
 WS_NOISES: Final = ("junk", "oversized")
 OVERSIZED_MESSAGE_BYTES: Final = 2**20 + 2**16
 """The size of the ``oversized`` noise message: above trio-websocket's default 1 MiB limit."""
+
+GENERATION_CONFIGS: Final = (
+    {
+        "name": "comfyui/flux",
+        "label": "Flux",
+        "type": "text_to_image",
+        "source": "comfyui",
+        "params": {"price": 1.0},
+        "vip_required": False,
+    },
+    {
+        "name": "comfyui/flux-dev",
+        "label": "Flux Dev",
+        "type": "text_to_image",
+        "source": "comfyui",
+        "params": {"price": 2.0},
+        "vip_required": False,
+    },
+    {
+        "name": "comfyui/sdxl",
+        "label": "Stable Diffusion XL",
+        "type": "text_to_image",
+        "source": "comfyui",
+        "params": {"price": 0.5},
+        "vip_required": False,
+    },
+    {
+        "name": "comfyui/flux-kontext",
+        "label": "Flux Kontext (edit)",
+        "type": "image_to_image",
+        "source": "comfyui",
+        "params": {"price": 2.5},
+        "vip_required": True,
+    },
+    {
+        "name": "fal-ai/veo3",
+        "label": "Veo 3",
+        "type": "text_to_video",
+        "source": "fal-ai",
+        "params": {"price_per_second": 0.75, "durations": [5, 8]},
+        "vip_required": True,
+    },
+)
+"""The emulator's generation configs (``GET /api/v1/generation-config``): a small, realistic list
+in the real server's shape (``params`` carry prices; the video one has none per generation)."""
 
 
 MAX_SECONDS: Final = 24 * 3600.0
@@ -236,6 +282,7 @@ class ServerModel:
             "ws_connect": 0,
             "ws_drop": 0,
             "download": 0,
+            "models": 0,
         }
         self._by_project: dict[str, list[Job]] = {}
         self._drops: dict[str, int] = {}
@@ -276,6 +323,12 @@ class ServerModel:
         return {**self.counts, "finished": self.finished()}
 
     # -- HTTP -------------------------------------------------------------------------------
+
+    def generation_configs(self, types: str | None = None) -> list[dict[str, Any]]:
+        """The generation configs, only those of the comma-separated ``types`` when given."""
+        self.counts["models"] += 1
+        wanted = {t.strip() for t in types.split(",") if t.strip()} if types else None
+        return [dict(c) for c in GENERATION_CONFIGS if wanted is None or c["type"] in wanted]
 
     def create(self, body: object) -> Job:
         """Start a job from a ``generate-image`` body; raise :class:`BadRequest` if invalid."""

@@ -226,6 +226,12 @@ def create_app(model: ServerModel) -> Starlette:
         detail = f"File {file_id} not found" if status == 404 else f"emulated HTTP {status}"
         return _error(status, detail, headers)
 
+    async def generation_configs(request: Request) -> Response:
+        if not model.authorized(request.headers.get("authorization")):
+            log.debug("generation-config: unauthorized")
+            return _unauthorized()
+        return JSONResponse(model.generation_configs(request.query_params.get("type")))
+
     async def get_png(request: Request) -> Response:
         file_id = request.path_params["file_id"]
         job = model.jobs.get(file_id)
@@ -293,6 +299,7 @@ def create_app(model: ServerModel) -> Starlette:
         routes=[
             Route("/api/v1/file/generate-image", generate_image, methods=["POST"]),
             Route("/api/v1/file/{file_id}", get_file, methods=["GET"]),
+            Route("/api/v1/generation-config", generation_configs, methods=["GET"]),
             Route("/files/{file_id}.png", get_png, methods=["GET"]),
             WebSocketRoute("/api/v1/ws/project.{project_id}", project_socket),
             Route("/_emulator/stats", control(stats), methods=["GET"]),

@@ -8,11 +8,18 @@ contract tests as :class:`~hybridgen.transport.SuperDuperTransport` against the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import trio
 
-from ..api import FileStatus, ImageRequest, parse_file, parse_file_list
+from ..api import (
+    FileStatus,
+    ImageRequest,
+    ModelInfo,
+    parse_file,
+    parse_file_list,
+    parse_generation_configs,
+)
 from ..emulator.model import BadRequest, Forbidden, ServerModel, WsDropped, WsRefused
 from ..errors import TransientError
 from ..transport import WS_MAX_MESSAGE, error_for_status
@@ -50,6 +57,13 @@ class MemoryTransport:
         except BadRequest as exc:
             raise error_for_status("start request", 422, detail=f": {exc}") from None
         return parse_file_list([self.model.file_json(job)])
+
+    async def models(self, types: Sequence[str] = ()) -> list[ModelInfo]:
+        """The model's generation configs (of ``types`` when given)."""
+        await trio.lowlevel.checkpoint()
+        self.calls.append((trio.current_time(), "models"))
+        self._check_auth("model list")
+        return parse_generation_configs(self.model.generation_configs(",".join(types) or None))
 
     async def poll(self, file_id: str) -> FileStatus:
         """Read one file's status, through the model's poll faults."""
