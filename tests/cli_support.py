@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -45,6 +46,16 @@ def run(
         env=clean_env() if env is None else env,
         check=False,
     )
+
+
+def emulator_stats(url: str, token: str) -> dict[str, int]:
+    """The request counters of a ``hybridgen serve --token TOKEN`` at ``url``."""
+    reply = httpx.get(
+        f"{url}/_emulator/stats", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    reply.raise_for_status()
+    counts: dict[str, int] = reply.json()
+    return counts
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from cli_support import (
     Running,
     assert_png,
     clean_env,
+    emulator_stats,
     json_lines,
     needs_command,
     run,
@@ -49,10 +50,7 @@ def serve(spawn: Callable[..., Running], *args: str) -> tuple[str, dict[str, str
 
 
 def stats(url: str) -> dict[str, int]:
-    reply = httpx.get(f"{url}/_emulator/stats", headers=AUTH, timeout=10)
-    reply.raise_for_status()
-    counts: dict[str, int] = reply.json()
-    return counts
+    return emulator_stats(url, TOKEN)
 
 
 def put_faults(url: str, **faults: object) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
-from cli_support import Running, clean_env, json_lines, needs_command, run
+from cli_support import Running, clean_env, emulator_stats, json_lines, needs_command, run
 from hybridgen.emulator.model import GENERATION_CONFIGS
 from hybridgen.journal import SQLiteJournal
 
@@ -24,10 +22,7 @@ def serve(spawn: Callable[..., Running]) -> tuple[str, dict[str, str]]:
 
 
 def stats(url: str) -> dict[str, int]:
-    reply = httpx.get(f"{url}/_emulator/stats", timeout=10)
-    reply.raise_for_status()
-    counts: dict[str, int] = reply.json()
-    return counts
+    return emulator_stats(url, TOKEN)
 
 
 def test_models_lists_the_embedded_emulators_configs() -> None:
