@@ -31,6 +31,8 @@ def test_keep_bounds_scales_the_waits_but_not_the_deadline() -> None:
     assert scaled.deadline == pytest.approx(preset.deadline * 0.1)
     explicit = policy_from_options("default", time_scale=0.1, deadline=7.0, keep_bounds=True)
     assert explicit.deadline == 7.0
+    bounded = policy_from_options("default", time_scale=0.1, request_timeout=0.5, keep_bounds=True)
+    assert bounded.request_timeout == 0.5 and bounded.deadline == preset.deadline
 
 
 @needs_command

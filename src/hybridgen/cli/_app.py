@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--poll-interval", type=float, metavar="S", help="seconds between polls")
     gen.add_argument("--deadline", type=float, metavar="S", help="seconds before giving up")
     gen.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="S",
+        help="seconds one request to the API may take (absolute)",
+    )
+    gen.add_argument(
         "--time-scale",
         type=float,
         metavar="X",

@@ -157,6 +157,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         ws_timeout=args.ws_timeout,
         poll_interval=args.poll_interval,
         deadline=args.deadline,
+        request_timeout=args.request_timeout,
         keep_bounds=not embedded,
     )
     scale = _scale(args.time_scale)

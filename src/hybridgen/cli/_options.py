@@ -38,6 +38,7 @@ def policy_from_options(
     ws_timeout: float | None = None,
     poll_interval: float | None = None,
     deadline: float | None = None,
+    request_timeout: float | None = None,
     keep_bounds: bool = False,
 ) -> Policy:
     """The policy the command-line options ask for.
@@ -65,6 +66,7 @@ def policy_from_options(
             ("ws_timeout", ws_timeout),
             ("poll_interval", poll_interval),
             ("deadline", deadline),
+            ("request_timeout", request_timeout),
         )
         if value is not None
     }
@@ -82,7 +84,7 @@ def _external_scale_note(time_scale: float, policy: Policy) -> str:
     return (
         f"--time-scale {time_scale:g} with SUPERDUPERAI_URL set scales this client's waits only "
         f"({waits}); {kept} are not scaled: they bound your server's job and replies "
-        "(--deadline sets the deadline)"
+        "(--deadline and --request-timeout set them)"
     )
 
 
