@@ -24,9 +24,11 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode, urlsplit
 
+import h11
 import httpx
 import trio
 import trio_websocket
+import wsproto.utilities
 
 from .api import (
     GENERATE_IMAGE,
@@ -165,6 +167,9 @@ class SuperDuperTransport:
             trio_websocket.ConnectionClosed,
             OSError,
             trio.BrokenResourceError,
+            # a reply that breaks the handshake (e.g. a wrong Sec-WebSocket-Accept)
+            h11.ProtocolError,
+            wsproto.utilities.ProtocolError,
         ) as exc:
             if exc is body_error:
                 raise
@@ -228,6 +233,10 @@ class SuperDuperTransport:
             return _closed_error(exc)
         if isinstance(exc, trio_websocket.ConnectionTimeout):
             return TransientError("WebSocket connect: timed out")
+        if isinstance(exc, h11.ProtocolError | wsproto.utilities.ProtocolError):
+            return TransientError(
+                f"WebSocket handshake: the server's reply breaks the protocol ({self._redact(exc)})"
+            )
         cause = exc.__cause__ or exc.__context__ or exc
         return TransientError(f"WebSocket connect: connection failed ({self._redact(cause)})")
 
