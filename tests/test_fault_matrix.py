@@ -8,7 +8,8 @@ machine). Afterwards no client socket may be left open, and exactly one terminal
 The outcomes are collected as the cases run; the last test renders them as the table in
 ``docs/reliability.md`` and compares it with the committed file (set ``HYBRIDGEN_UPDATE_DOCS=1``
 to rewrite it). The table holds no timings, only the bound each case asserts, so it is the same on
-every run.
+every run. Sections after the matrix's own that start with an HTML comment line (the chaos section
+of ``tests/test_chaos.py``) are kept as they are.
 """
 
 from __future__ import annotations
@@ -367,11 +368,20 @@ def render(rows: dict[tuple[str, str], str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(current: str) -> str:
+    """What follows the matrix's own text in the file: sections that other tests generate (or
+    people write), each starting with a line that is an HTML comment. They are kept as they are."""
+    _, heading, after = current.partition("## Beyond the matrix")
+    index = after.find("\n<!-- ")
+    return after[index + 1 :] if heading and index >= 0 else ""
+
+
 def test_reliability_table_is_current() -> None:
     expected = {(c.name, p) for c in CASES for p in PRESETS}
     if set(ROWS) != expected:
         pytest.skip("only some fault cases ran; the table needs all of them")
-    text = render(ROWS)
+    kept = kept_sections(TABLE.read_text(encoding="utf-8") if TABLE.exists() else "")
+    text = render(ROWS) + ("\n" + kept if kept else "")
     if os.environ.get("HYBRIDGEN_UPDATE_DOCS") == "1":
         TABLE.write_text(text, encoding="utf-8")
     current = TABLE.read_text(encoding="utf-8") if TABLE.exists() else ""
