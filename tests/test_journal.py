@@ -2,21 +2,73 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+import sqlite_faults
 from hybridgen import Client, ImageRequest, Policy, State
 from hybridgen.emulator.model import Faults, ServerModel
-from hybridgen.journal import SQLiteJournal
+from hybridgen.errors import JournalError, LeaseHeld
+from hybridgen.events import Event, JournalWarning, Transition
+from hybridgen.journal import JournalFailure, SQLiteJournal
+from hybridgen.machine import Trigger
 from hybridgen.testing import MemoryTransport
 
 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+def unend(path: Path, gen_id: str) -> None:
+    """Make an ended entry look like its process was killed while it ran."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE generations SET state = 'polling' WHERE id = ?", (gen_id,))
+    db.execute("DELETE FROM transitions WHERE generation_id = ? AND dest = 'cancelled'", (gen_id,))
+    db.close()
+
+
+class Failures:
+    """Collects a journal's failure reports (from its writer thread); waits with a deadline."""
+
+    def __init__(self, journal: SQLiteJournal) -> None:
+        self.seen: list[JournalFailure] = []
+        self._arrived = threading.Condition()
+        journal.watch(self._add)
+
+    def _add(self, failure: JournalFailure) -> None:
+        with self._arrived:
+            self.seen.append(failure)
+            self._arrived.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[JournalFailure]:
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(self.seen) >= count, timeout), self.seen
+            return list(self.seen)
+
+
+def request_row(journal: SQLiteJournal, gen_id: str) -> None:
+    journal.begin(gen_id, ImageRequest(prompt="a fox"), Policy.default(), time.time(), {})
+
+
+def transition(gen_id: str, source: State, dest: State, trigger: Trigger) -> Transition:
+    return Transition(gen_id, source, dest, trigger, 0.0, time.time(), "", "https://x/1.png")
+
+
+@pytest.fixture
+def journal_path(tmp_path: Path) -> Path:
+    path = tmp_path / "j.sqlite"
+    SQLiteJournal(path).close()  # the schema exists before any other process touches it
+    return path
 
 
 async def test_journal_records_request_policy_and_path(
@@ -57,10 +109,12 @@ async def test_resume_finishes_without_a_new_job(
     first = Client(MemoryTransport(model), journal=SQLiteJournal(path))
     with trio.move_on_after(10):
         await first.generate("a red fox")
-    journal = SQLiteJournal(path)
-    (crashed,) = journal.entries()
+    assert first.journal is not None
+    first.journal.close()
     # (trio cancellation recorded 'cancelled'; a SIGKILL records nothing: make it look so)
-    journal._write("UPDATE generations SET state = 'polling' WHERE id = ?", (crashed.id,))
+    (crashed,) = SQLiteJournal(path).entries()
+    unend(path, crashed.id)
+    journal = SQLiteJournal(path)
     (entry,) = journal.pending()
     assert entry.file_id is not None and entry.state is State.POLLING
     second = Client(MemoryTransport(model), journal=journal)
@@ -87,3 +141,199 @@ async def test_resume_respects_the_original_deadline(
     result = await client.resume(job.id, job.project_id, elapsed=100.0, policy=Policy())
     assert result.state is State.FAILED and "deadline" in result.reason
     assert trio.current_time() - t0 == pytest.approx(20.0)
+
+
+# -- failures are contained ------------------------------------------------------------------------
+
+
+def test_writes_queue_while_another_process_holds_the_lock(journal_path: Path) -> None:
+    journal = SQLiteJournal(journal_path, busy_timeout=0.05)
+    failures = Failures(journal)
+    try:
+        with sqlite_faults.lock_held(journal_path):
+            request_row(journal, "g1")  # returns although the write cannot happen now
+            (waiting,) = failures.wait_for(1)
+            assert not waiting.lost and waiting.operation == "begin"
+            assert "lock" in waiting.reason
+            assert not journal.flush(timeout=0.2)  # still queued, not lost
+        assert journal.flush(timeout=20)
+        assert [e.id for e in journal.entries()] == ["g1"] and journal.lost == 0
+    finally:
+        journal.close()
+
+
+def test_close_gives_up_on_a_lock_within_its_bound(journal_path: Path) -> None:
+    journal = SQLiteJournal(journal_path, busy_timeout=0.05)
+    failures = Failures(journal)
+    with sqlite_faults.lock_held(journal_path):
+        request_row(journal, "g1")
+        assert journal.close(timeout=0.3) == 2  # the begin and the lease release
+    lost = [f for f in failures.seen if f.lost]
+    assert [f.operation for f in lost] == ["begin", "release"]
+    assert SQLiteJournal(journal_path).entries() == []
+
+
+async def test_a_generation_ends_done_under_a_held_lock(
+    journal_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    journal = SQLiteJournal(journal_path, busy_timeout=0.05)
+    seen: list[Event] = []
+    async with Client(MemoryTransport(ServerModel(Faults(gen_time=5))), journal=journal) as client:
+        client.subscribe(seen.append)
+        with sqlite_faults.lock_held(journal_path):
+            result = await client.generate("a red fox")
+            assert result.state is State.DONE
+            # the warning comes from the writer thread once its first attempt timed out
+            await trio.to_thread.run_sync(journal.flush, 0.5)
+        warnings = [e for e in seen if isinstance(e, JournalWarning)]
+        assert warnings and not warnings[0].lost and warnings[0].operation == "begin"
+    # leaving the client flushed the queue: every write landed once the lock was free
+    (entry,) = SQLiteJournal(journal_path).entries()
+    assert entry.state is State.DONE and journal.lost == 0
+    journal.close()
+
+
+@pytest.mark.parametrize("kind", ["full", "readonly"])
+async def test_a_broken_disk_loses_writes_not_the_generation(
+    journal_path: Path, autojump_clock: trio.testing.MockClock, kind: str
+) -> None:
+    sqlite_faults.install(kind, after=1)  # (read-only fails from the first write)
+    try:
+        journal = SQLiteJournal(journal_path)
+    finally:
+        sqlite_faults.uninstall()
+    seen: list[Event] = []
+    async with Client(MemoryTransport(ServerModel(Faults(gen_time=5))), journal=journal) as client:
+        client.subscribe(seen.append)
+        result = await client.generate("a red fox")
+    assert result.state is State.DONE
+    warnings = [e for e in seen if isinstance(e, JournalWarning)]
+    assert warnings and all(w.lost and w.generation_id == result.generation_id for w in warnings)
+    expected = "disk is full" if kind == "full" else "readonly database"
+    assert all(expected in w.reason for w in warnings)
+    assert journal.lost == len(warnings)
+    journal.close()
+    entries = SQLiteJournal(journal_path).entries()
+    assert all(e.state is not State.FAILED for e in entries)  # never recorded as failed
+
+
+class RaisingJournal:
+    """A journal whose every write raises (a bug in a custom journal)."""
+
+    def __getattr__(self, name: str) -> object:
+        def fail(*args: object, **kwargs: object) -> object:
+            if name == "watch":
+                return lambda: None
+            if name == "flush":
+                return True
+            raise OSError(f"{name}: broken")
+
+        return fail
+
+
+async def test_a_journal_that_raises_never_fails_the_generation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    journal: Any = RaisingJournal()
+    client = Client(MemoryTransport(ServerModel(Faults(gen_time=5))), journal=journal)
+    seen: list[Event] = []
+    client.subscribe(seen.append)
+    result = await client.generate("a red fox")
+    assert result.state is State.DONE
+    warnings = [e for e in seen if isinstance(e, JournalWarning)]
+    moves = [e for e in seen if isinstance(e, Transition)]
+    assert [w.operation for w in warnings] == ["begin"] + ["record"] * len(moves)
+    assert all(w.lost and "broken" in w.reason for w in warnings)
+
+
+def test_writes_beyond_the_queue_are_lost_and_counted(journal_path: Path) -> None:
+    journal = SQLiteJournal(journal_path, busy_timeout=0.05, max_queue=3)
+    failures = Failures(journal)
+    with sqlite_faults.lock_held(journal_path):
+        for n in range(6):
+            request_row(journal, f"g{n}")
+        # one write is in the thread, three wait in the queue, the rest are lost
+        lost = [f for f in failures.wait_for(3) if f.lost]
+        assert len(lost) >= 2 and all("queue is full" in f.reason for f in lost)
+    journal.close()
+    assert len(SQLiteJournal(journal_path).entries()) == 6 - journal.lost
+
+
+# -- leases and the one terminal transition ------------------------------------------------------
+
+
+def test_a_live_owner_keeps_its_entry(journal_path: Path) -> None:
+    mine, other = SQLiteJournal(journal_path), SQLiteJournal(journal_path)
+    request_row(mine, "g1")
+    assert mine.flush()
+    with pytest.raises(LeaseHeld, match=r"g1 is still run by process \d+"):
+        other.claim("g1")
+    mine.record("g1", transition("g1", State.REQUESTED, State.AWAITING_WS, Trigger.START), "f1")
+    mine.close()  # releases the lease: the entry is free now
+    entry = other.claim("g1")
+    assert entry.owner == other.owner and entry.file_id == "f1"
+    other.close()
+
+
+def test_writes_of_a_former_owner_are_refused(journal_path: Path) -> None:
+    first = SQLiteJournal(journal_path, lease=3600)
+    failures = Failures(first)
+    request_row(first, "g1")
+    assert first.flush()
+    db = sqlite3.connect(journal_path, isolation_level=None)
+    db.execute("UPDATE generations SET lease_expires = 1")  # as if its heartbeat had stopped
+    second = SQLiteJournal(journal_path)
+    second.claim("g1")
+    done = transition("g1", State.POLLING, State.DONE, Trigger.POLL_RESULT)
+    second.record("g1", done, "f1")
+    first.record("g1", done, "f1")  # the former owner thinks it ran it too
+    assert second.flush() and first.flush()
+    (refused,) = [f for f in failures.seen if f.lost]
+    assert "held by process" in refused.reason or "already ended" in refused.reason
+    assert second.path_of("g1") == [("polling", "poll_result", "done")]
+    # and the database itself refuses a second terminal transition
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("INSERT INTO transitions VALUES ('g1', 'polling', 'failed', 'deadline', 0, '')")
+    second.record("g1", transition("g1", State.DONE, State.FAILED, Trigger.DEADLINE), None)
+    assert second.flush() and second.lost == 1
+    first.close(), second.close()
+
+
+def test_a_dead_owners_entry_is_claimed_at_once(journal_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    journal = SQLiteJournal(journal_path)
+    request_row(journal, "g1")
+    assert journal.flush()
+    db = sqlite3.connect(journal_path, isolation_level=None)
+    db.execute("UPDATE generations SET owner = 'gone', owner_pid = ?", (int(dead.stdout),))
+    (entry,) = journal.entries()
+    assert entry.owner is not None and entry.owner.gone()
+    assert entry.lease_expires > time.time()  # the lease still runs: the pid decides
+    assert journal.claim("g1").owner == journal.owner
+    with pytest.raises(JournalError, match="not in the journal"):
+        journal.claim("nope")
+    journal.close()
+
+
+def test_an_older_journal_gets_the_lease_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "CREATE TABLE generations (id TEXT PRIMARY KEY, request TEXT NOT NULL, "
+        "policy TEXT NOT NULL, meta TEXT NOT NULL, state TEXT NOT NULL, started_wall REAL "
+        "NOT NULL, file_id TEXT, url TEXT, channel TEXT, reason TEXT NOT NULL DEFAULT '', "
+        "delivered_to TEXT);"
+    )
+    request = '{"prompt": "a fox"}'
+    policy = "{}"
+    db.execute(
+        "INSERT INTO generations (id, request, policy, meta, state, started_wall, file_id) "
+        "VALUES ('g1', ?, ?, '{}', 'polling', 1.0, 'f1')",
+        (request, policy),
+    )
+    journal = SQLiteJournal(path)
+    (entry,) = journal.pending()
+    assert entry.owner is None and entry.lease_expires == 0
+    assert journal.claim("g1").owner == journal.owner
+    journal.close()

@@ -18,12 +18,22 @@ from .errors import (
     GenerationFailed,
     HybridgenError,
     InvalidTransition,
+    JournalError,
+    LeaseHeld,
     PermanentError,
     RequestError,
     TransientError,
     TransportError,
 )
-from .events import Event, EventStream, LoggingSubscriber, Progress, Retry, Transition
+from .events import (
+    Event,
+    EventStream,
+    JournalWarning,
+    LoggingSubscriber,
+    Progress,
+    Retry,
+    Transition,
+)
 from .machine import State, Trigger
 from .policy import Policy
 
@@ -41,6 +51,9 @@ __all__ = [
     "HybridgenError",
     "ImageRequest",
     "InvalidTransition",
+    "JournalError",
+    "JournalWarning",
+    "LeaseHeld",
     "LoggingSubscriber",
     "PermanentError",
     "Policy",

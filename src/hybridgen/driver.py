@@ -10,6 +10,7 @@ does, every task and socket is closed when it ends, and trio cancellation from o
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import math
@@ -30,8 +31,8 @@ from .errors import (
     TransientError,
     TransportError,
 )
-from .events import Event, EventStream, Hub, Subscriber, Transition
-from .journal import Journal
+from .events import Event, EventStream, Hub, JournalWarning, Subscriber, Transition
+from .journal import Journal, JournalFailure
 from .machine import State
 from .policy import Policy
 from .transport import Transport
@@ -59,6 +60,7 @@ class Generation:
     __slots__ = (
         "_client_hub",
         "_finished",
+        "_journal_failed",
         "_lot",
         "_ws_scope",
         "core",
@@ -75,6 +77,7 @@ class Generation:
         journal: Journal | None = None,
         elapsed: float = 0.0,
         expected: float | None = None,
+        journal_failed: Callable[[JournalFailure], None] | None = None,
     ) -> None:
         now = trio.current_time()
         self.core = Core(
@@ -84,6 +87,7 @@ class Generation:
         self.hub = Hub()
         self.history: list[Transition] = []
         self._client_hub = client_hub
+        self._journal_failed = journal_failed
         self._lot = trio.lowlevel.ParkingLot()
         self._finished = trio.Event()
         self._ws_scope: trio.CancelScope | None = None
@@ -141,7 +145,12 @@ class Generation:
         if isinstance(event, Transition):
             self.history.append(event)
             if self.journal is not None:
-                self.journal.record(self.core.id, event, self.core.file_id)
+                try:  # a journal that raises must not fail the generation it records
+                    self.journal.record(self.core.id, event, self.core.file_id)
+                except Exception as exc:
+                    log.exception("generation %s: the journal raised", self.core.id)
+                    if self._journal_failed is not None:
+                        self._journal_failed(JournalFailure("record", repr(exc), self.core.id))
         if self.hub:
             self.hub.emit(event)
         if self._client_hub:
@@ -165,6 +174,11 @@ class Client:
     turn, in order, within their generation's deadline. Time spent waiting is not counted against
     ``Policy.request_timeout``, which measures the server: a start is never failed because the
     client itself was busy.
+
+    With a ``journal`` (:mod:`hybridgen.journal`), every generation is recorded; what the journal
+    fails to record is reported as a :class:`~hybridgen.events.JournalWarning` on :meth:`events`
+    and :meth:`subscribe`, and leaving ``async with`` waits (within the journal's bound) for its
+    queued writes.
     """
 
     def __init__(
@@ -186,12 +200,43 @@ class Client:
         self.durations = Durations()
         self._request_slots = trio.CapacityLimiter(max_requests)
         self._start_slots = trio.CapacityLimiter(max_starts)
+        self._journal_watch: tuple[trio.lowlevel.TrioToken, Callable[[], None]] | None = None
 
     async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.transport.aclose()
+        try:
+            if self.journal is not None:
+                await trio.to_thread.run_sync(self.journal.flush, abandon_on_cancel=True)
+        finally:
+            await self.transport.aclose()
+
+    def _watch_journal(self) -> None:
+        """Have the journal's failures reported as events of this trio run."""
+        token = trio.lowlevel.current_trio_token()
+        if self.journal is None or (self._journal_watch and self._journal_watch[0] is token):
+            return
+        if self._journal_watch is not None:
+            self._journal_watch[1]()
+
+        def from_any_thread(failure: JournalFailure) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._journal_failed, failure)
+
+        self._journal_watch = (token, self.journal.watch(from_any_thread))
+
+    def _journal_failed(self, failure: JournalFailure) -> None:
+        self.hub.emit(
+            JournalWarning(
+                failure.generation_id,
+                failure.operation,
+                failure.reason,
+                failure.lost,
+                trio.current_time(),
+                time.time(),
+            )
+        )
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` for every event of every generation of this client."""
@@ -261,8 +306,13 @@ class Client:
         No start request is sent: the generation begins as accepted for ``file_id`` (listening
         on ``project_id``'s socket and polling as its policy says), ``elapsed`` seconds into its
         deadline. Use it with ``nursery.start`` like :meth:`start`; returns the :class:`Result`.
-        See :mod:`hybridgen.journal` for finding what to resume.
+        See :mod:`hybridgen.journal` for finding what to resume: with a journal and a
+        ``generation_id``, the journal entry is claimed first, and
+        :class:`~hybridgen.errors.LeaseHeld` is raised (before anything is sent) while another
+        live process runs it.
         """
+        if self.journal is not None and generation_id is not None:
+            await trio.to_thread.run_sync(self.journal.claim, generation_id, abandon_on_cancel=True)
         gen = self._new(policy, gen_id=generation_id, elapsed=elapsed)
         task_status.started(gen)
         await self._drive(gen, project_id, file_id)
@@ -278,6 +328,7 @@ class Client:
         elapsed: float = 0.0,
     ) -> Generation:
         """A new generation; a fresh one (with ``request``) is recorded in the journal."""
+        self._watch_journal()
         gen = Generation(
             gen_id or uuid.uuid4().hex[:16],
             policy or self.policy,
@@ -285,10 +336,15 @@ class Client:
             self.journal,
             elapsed,
             self.durations.expected(),
+            self._journal_failed,
         )
         if self.journal is not None and request is not None:
             wall = gen.core.started + gen.core.wall_offset
-            self.journal.begin(gen.id, request, gen.core.policy, wall, meta or {})
+            try:
+                self.journal.begin(gen.id, request, gen.core.policy, wall, meta or {})
+            except Exception as exc:
+                log.exception("generation %s: the journal raised", gen.id)
+                self._journal_failed(JournalFailure("begin", repr(exc), gen.id))
         return gen
 
     async def _drive(self, gen: Generation, project_id: str, job: ImageRequest | str) -> None:

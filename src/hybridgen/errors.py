@@ -6,6 +6,7 @@ none ever carries the API token.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -91,3 +92,25 @@ class GenerationCancelled(HybridgenError):
     def __init__(self, result: Result) -> None:
         super().__init__(f"generation {result.generation_id} cancelled: {result.reason}")
         self.result = result
+
+
+class JournalError(HybridgenError):
+    """The journal cannot do what was asked now (e.g. it is locked, or has no such entry)."""
+
+
+class LeaseHeld(JournalError):
+    """Another live process runs this journalled generation; it is not taken over.
+
+    ``holder`` names the process (``"process 123 on host"``), ``expires`` is the Unix time its
+    lease ends unless renewed.
+    """
+
+    def __init__(self, generation_id: str, holder: str, expires: float) -> None:
+        left = max(0.0, expires - time.time())
+        super().__init__(
+            f"generation {generation_id} is still run by {holder} (its lease has {left:.0f} s "
+            "left and is renewed while it runs); wait for it to end, or resume once it is gone"
+        )
+        self.generation_id = generation_id
+        self.holder = holder
+        self.expires = expires

@@ -2,7 +2,8 @@
 
 Every state change of a generation is one :class:`Transition`. Between transitions a generation
 may also report :class:`Progress` (the server said how far the job is) and :class:`Retry` (a poll
-failed or the socket dropped, and a new attempt is scheduled).
+failed or the socket dropped, and a new attempt is scheduled). A client with a journal reports
+:class:`JournalWarning` when the journal could not record something (the generation goes on).
 
 Subscribers are plain callables or async streams (:meth:`Hub.stream`). A subscriber that raises is
 logged and detached; the generation goes on.
@@ -23,6 +24,7 @@ from .machine import TERMINAL, State, Trigger
 __all__ = [
     "Event",
     "Hub",
+    "JournalWarning",
     "LoggingSubscriber",
     "Progress",
     "Retry",
@@ -90,7 +92,26 @@ class Retry:
     terminal = False
 
 
-Event = Transition | Progress | Retry
+@attrs.frozen
+class JournalWarning:
+    """The client's journal lost a write (``lost``) or makes one wait for another process's lock.
+
+    ``operation`` names the write (``"begin"``, ``"record"``, ``"delivered"``, ``"heartbeat"``,
+    ...), ``reason`` says why. ``generation_id`` is ``None`` for a write about no one generation.
+    The generation goes on whatever the journal does; see :mod:`hybridgen.journal`.
+    """
+
+    generation_id: str | None
+    operation: str
+    reason: str
+    lost: bool
+    monotonic: float
+    wall: float
+
+    terminal = False
+
+
+Event = Transition | Progress | Retry | JournalWarning
 """Anything a subscriber may receive."""
 
 Subscriber = Callable[[Event], object]
@@ -193,7 +214,8 @@ class Hub:
 class LoggingSubscriber:
     """Logs every event through stdlib :mod:`logging` (logger ``hybridgen.events``).
 
-    Transitions log at INFO (failures at WARNING), progress and retries at DEBUG.
+    Transitions log at INFO (failures at WARNING), progress and retries at DEBUG, journal
+    warnings at WARNING (INFO when the write only waits).
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -214,6 +236,15 @@ class LoggingSubscriber:
         elif isinstance(event, Progress):
             self.logger.debug(
                 "%s progress %.0f%% via %s", event.generation_id, event.fraction * 100, event.via
+            )
+        elif isinstance(event, JournalWarning):
+            self.logger.log(
+                logging.WARNING if event.lost else logging.INFO,
+                "%s journal %s %s: %s",
+                event.generation_id or "-",
+                event.operation,
+                "lost" if event.lost else "waits",
+                event.reason,
             )
         else:
             self.logger.debug(

@@ -5,25 +5,109 @@ crash, :meth:`SQLiteJournal.pending` lists the generations that had not ended (o
 not yet delivered), and :meth:`hybridgen.driver.Client.resume` finishes each one by its file id,
 without starting a new job on the server. :class:`SQLiteJournal` (stdlib :mod:`sqlite3`, WAL mode)
 is the default; any object with the :class:`Journal` methods can replace it.
+
+**Failures are contained.** Writes never block the caller: :class:`SQLiteJournal` hands them to
+its own writer thread through a bounded queue. A write that finds the file locked by another
+process waits in that thread (the first wait is reported, nothing is lost); a write that fails
+(disk full, read-only file, a full queue, an entry this journal no longer owns) is logged,
+counted in :attr:`SQLiteJournal.lost` and reported to the journal's watchers as a
+:class:`JournalFailure` (the :class:`~hybridgen.driver.Client` turns each one into a
+:class:`~hybridgen.events.JournalWarning` event). A generation never fails because of its journal.
+:meth:`~SQLiteJournal.flush` and :meth:`~SQLiteJournal.close` wait for queued writes within a
+bound, then give up on them (counted and reported).
+
+**Leases: one owner per generation.** Each entry names its owner (:class:`Owner`: a random id per
+journal object, its process id and host) and a lease expiry. :meth:`~SQLiteJournal.begin` takes the
+lease for the writer; while the journal is open its writer thread renews the leases of its
+unfinished entries every third of :attr:`SQLiteJournal.lease`; :meth:`~SQLiteJournal.close`
+releases them. :meth:`~SQLiteJournal.claim` takes an entry over atomically, and only when nobody
+live holds it: no owner, an expired lease, or an owner process on this host that is gone. Every
+write about a generation is conditional on owning it, and a generation gets exactly one terminal
+transition: the journal refuses a second one (a conditional update, backed by a partial unique
+index).
+
+**A server database.** The :class:`Journal` protocol maps onto a database such as PostgreSQL:
+
+- ``claim`` is, in one transaction, ``SELECT ... WHERE id = $1 AND (owner IS NULL OR owner = $me
+  OR lease_expires < now()) FOR UPDATE SKIP LOCKED`` then ``UPDATE ... SET owner = $me,
+  lease_expires = now() + $lease`` (a worker pool claims ``LIMIT n`` rows the same way);
+- every write is ``UPDATE generations ... WHERE id = $1 AND owner = $me AND state NOT IN ('done',
+  'failed', 'cancelled')``, the transition row inserted only when one row changed;
+- the one-terminal rule is a partial unique index on ``transitions (generation_id) WHERE dest IN
+  ('done', 'failed', 'cancelled')``;
+- the heartbeat is ``UPDATE ... SET lease_expires = now() + $lease WHERE owner = $me`` and
+  unfinished.
+
+The process check is a shortcut for one host; across hosts the lease alone decides (clocks must
+agree within a small part of the lease).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
+import os
+import queue
+import socket
 import sqlite3
 import threading
-from collections.abc import Mapping
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 
 from .api import ImageRequest
+from .errors import JournalError, LeaseHeld
 from .events import Transition
 from .machine import TERMINAL, State
 from .policy import Policy
 
-__all__ = ["Entry", "Journal", "SQLiteJournal"]
+__all__ = ["Entry", "Journal", "JournalFailure", "Owner", "SQLiteJournal"]
+
+log: Final = logging.getLogger("hybridgen.journal")
+
+_ENDED: Final = tuple(sorted(str(state) for state in TERMINAL))
+_NOT_ENDED_SQL: Final = f"state NOT IN ({', '.join(repr(s) for s in _ENDED)})"
+_NEEDS_WORK_SQL: Final = f"({_NOT_ENDED_SQL} OR (state = 'done' AND delivered_to IS NULL))"
+
+
+@attrs.frozen
+class Owner:
+    """Who holds a journal entry: a journal object's random ``id``, its process and host."""
+
+    id: str
+    pid: int
+    host: str
+
+    @classmethod
+    def here(cls) -> Owner:
+        """A new owner for this process (each journal object is its own owner)."""
+        return cls(uuid.uuid4().hex[:16], os.getpid(), socket.gethostname())
+
+    def gone(self) -> bool:
+        """True when this owner's process is known to be dead (only decidable on its host)."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # someone else's live process
+            return False
+        with contextlib.suppress(OSError, IndexError):
+            # a killed process its parent has not reaped yet is a zombie: dead all the same
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            return stat.rsplit(")", 1)[1].split()[0] == "Z"
+        return False
+
+    def __str__(self) -> str:
+        return f"process {self.pid} on {self.host}"
 
 
 @attrs.frozen
@@ -41,6 +125,10 @@ class Entry:
     reason: str = ""
     meta: Mapping[str, str] = attrs.field(factory=dict)
     delivered_to: str | None = None
+    owner: Owner | None = None
+    """Who holds the lease (``None``: nobody ever did, e.g. a journal from an older version)."""
+    lease_expires: float = 0.0
+    """Unix time the lease ends unless renewed (``0``: released)."""
 
     @property
     def needs_work(self) -> bool:
@@ -49,9 +137,35 @@ class Entry:
             return True
         return self.state is State.DONE and self.delivered_to is None
 
+    def held_by_other(self, me: Owner, now: float) -> bool:
+        """True when an owner other than ``me`` is live: its lease runs and its process exists."""
+        if self.owner is None or self.owner.id == me.id:
+            return False
+        return self.lease_expires > now and not self.owner.gone()
+
+
+@attrs.frozen
+class JournalFailure:
+    """A journal write that failed (``lost``) or waits for another process's lock."""
+
+    operation: str
+    """``"begin"``, ``"record"``, ``"delivered"``, ``"fail"``, ``"heartbeat"``, ``"release"``."""
+    reason: str
+    generation_id: str | None = None
+    lost: bool = True
+
+
+FailureCallback = Callable[[JournalFailure], object]
+"""Receives a :class:`JournalFailure`; may be called from the journal's writer thread."""
+
 
 class Journal(Protocol):
-    """What :class:`~hybridgen.driver.Client` needs from a journal."""
+    """What :class:`~hybridgen.driver.Client` needs from a journal (see the module docstring).
+
+    ``begin``, ``record`` and ``delivered`` must return at once (queue the I/O) and must not raise
+    for an I/O failure: they report it to the watchers. ``claim`` and ``flush`` may block; the
+    client calls them from a worker thread.
+    """
 
     def begin(
         self,
@@ -61,7 +175,7 @@ class Journal(Protocol):
         started_wall: float,
         meta: Mapping[str, str],
     ) -> None:
-        """A generation is about to send its start request."""
+        """A generation is about to send its start request (its lease is taken for this owner)."""
 
     def record(self, gen_id: str, event: Transition, file_id: str | None) -> None:
         """A generation made a transition (``file_id`` once the server named the file)."""
@@ -69,8 +183,18 @@ class Journal(Protocol):
     def delivered(self, gen_id: str, where: str) -> None:
         """The result of a done generation was delivered (e.g. saved to ``where``)."""
 
+    def claim(self, gen_id: str) -> Entry:
+        """Take the lease of ``gen_id`` atomically; raise :class:`~hybridgen.errors.LeaseHeld`
+        when a live owner holds it, :class:`~hybridgen.errors.JournalError` when it cannot say."""
+
     def pending(self) -> list[Entry]:
         """Every generation that is not ended, or done but not delivered, oldest first."""
+
+    def watch(self, callback: FailureCallback) -> Callable[[], None]:
+        """Report every :class:`JournalFailure` to ``callback``; returns an unwatcher."""
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until queued writes are done (at most ``timeout`` s); whether they all are."""
 
 
 _SCHEMA = """
@@ -96,26 +220,291 @@ CREATE TABLE IF NOT EXISTS transitions (
     detail TEXT NOT NULL
 );
 """
+_LEASE_COLUMNS: Final = {
+    "owner": "TEXT",
+    "owner_pid": "INTEGER",
+    "owner_host": "TEXT",
+    "lease_expires": "REAL NOT NULL DEFAULT 0",
+}
+_ONE_TERMINAL: Final = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS one_terminal_transition ON transitions (generation_id) "
+    f"WHERE dest IN ({', '.join(repr(s) for s in _ENDED)})"
+)
+_COLUMNS: Final = (
+    "id, request, policy, meta, state, started_wall, file_id, url, channel, reason, "
+    "delivered_to, owner, owner_pid, owner_host, lease_expires"
+)
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, its lock taken up front (``BEGIN IMMEDIATE``)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _is_lock(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+@attrs.define
+class _Write:
+    """One queued write: ``run(db)`` inside a transaction returns a refusal, or ``None``."""
+
+    operation: str
+    generation_id: str | None
+    run: Callable[[sqlite3.Connection], str | None]
+
+
+class _Writer:
+    """The writer thread: owns a connection, drains the queue, renews leases."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        owner: Owner,
+        lease: float,
+        busy_timeout: float,
+        max_queue: int,
+    ) -> None:
+        self.db = db
+        self.owner = owner
+        self.lease = lease
+        self.busy_timeout = busy_timeout
+        self.queue: queue.Queue[_Write | None] = queue.Queue(max_queue)
+        self.watchers: list[FailureCallback] = []
+        self.lost = 0
+        self.unfinished = 0
+        self.idle = threading.Condition()
+        self.stopping = False
+        self.give_up_at = math.inf
+        self.waiting = False  # a wait for the lock was reported; cleared by the next success
+        self.thread = threading.Thread(target=self._run, name="hybridgen-journal", daemon=True)
+        self.thread.start()
+
+    def submit(self, write: _Write) -> None:
+        with self.idle:
+            if self.stopping:
+                self._lose(write, "the journal is closed")
+                return
+            self.unfinished += 1
+        try:
+            self.queue.put_nowait(write)
+        except queue.Full:
+            self._done()
+            self._lose(write, f"the journal's queue is full ({self.queue.maxsize} writes wait)")
+
+    def report(self, failure: JournalFailure) -> None:
+        level = logging.WARNING if failure.lost else logging.INFO
+        gen = failure.generation_id or "-"
+        log.log(level, "journal %s %s: %s", failure.operation, gen, failure.reason)
+        for callback in tuple(self.watchers):
+            try:
+                callback(failure)
+            except Exception:
+                log.exception("journal watcher %r raised; it is detached", callback)
+                with contextlib.suppress(ValueError):
+                    self.watchers.remove(callback)
+
+    def _lose(self, write: _Write, reason: str) -> None:
+        with self.idle:
+            self.lost += 1
+        self.report(JournalFailure(write.operation, reason, write.generation_id, lost=True))
+
+    def _done(self) -> None:
+        with self.idle:
+            self.unfinished -= 1
+            if self.unfinished == 0:
+                self.idle.notify_all()
+
+    def _run(self) -> None:
+        db = self.db
+        beat = max(0.05, self.lease / 3)
+        next_beat = time.monotonic() + beat
+        try:
+            while True:
+                wait = 0.05 if self.stopping else max(0.0, next_beat - time.monotonic())
+                try:
+                    write = self.queue.get(timeout=wait)
+                except queue.Empty:
+                    write = None
+                if write is not None:
+                    self._apply(db, write)
+                    self._done()
+                elif self.stopping and self.queue.empty():
+                    return
+                if not self.stopping and time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + beat
+                    self._apply(db, _Write("heartbeat", None, self._heartbeat), patient=False)
+        except Exception as exc:  # a broken connection: every write from now on is lost
+            log.exception("the journal's writer thread stopped")
+            self._drain(f"the journal's writer stopped: {exc!r}")
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+    def _drain(self, reason: str) -> None:
+        with self.idle:
+            self.stopping = True
+        while True:
+            try:
+                write = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if write is not None:
+                self._lose(write, reason)
+                self._done()
+
+    def _apply(self, db: sqlite3.Connection, write: _Write, *, patient: bool = True) -> None:
+        while True:
+            try:
+                with _immediate(db):
+                    refused = write.run(db)
+            except sqlite3.Error as exc:
+                if _is_lock(exc) and patient and time.monotonic() < self.give_up_at:
+                    if not self.waiting:
+                        self.waiting = True
+                        reason = (
+                            f"another process holds the journal's lock; the write waits ({exc})"
+                        )
+                        failure = JournalFailure(write.operation, reason, write.generation_id)
+                        self.report(attrs.evolve(failure, lost=False))
+                    continue  # the connection's busy timeout has waited already
+                self._lose(write, f"{type(exc).__name__}: {exc}")
+                return
+            except Exception as exc:  # a bug or an OSError: report, never kill the thread
+                self._lose(write, repr(exc))
+                return
+            self.waiting = False
+            if refused is not None:
+                self._lose(write, refused)
+            return
+
+    def _heartbeat(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            f"UPDATE generations SET lease_expires = ? WHERE owner = ? AND {_NEEDS_WORK_SQL}",
+            (time.time() + self.lease, self.owner.id),
+        )
+
+    def _release(self, db: sqlite3.Connection) -> None:
+        db.execute("UPDATE generations SET lease_expires = 0 WHERE owner = ?", (self.owner.id,))
+
+    def stop(self, timeout: float) -> None:
+        """Finish the queued writes within ``timeout`` seconds (releasing this owner's leases
+        last), then lose the rest and stop."""
+        self.submit(_Write("release", None, self._release))
+        with self.idle:
+            self.stopping = True
+        self.give_up_at = time.monotonic() + timeout
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)  # wake the thread
+        self.thread.join(timeout + self.busy_timeout + 1.0)
+        if self.thread.is_alive():  # stuck in the file system: leave it, lose what waits
+            log.warning("the journal's writer did not stop within %.1f s", timeout)
+            self._drain("the journal closed before this write was done")
 
 
 class SQLiteJournal:
-    """A :class:`Journal` in one SQLite file; every write is committed at once (crash-safe)."""
+    """A :class:`Journal` in one SQLite file, written by its own thread (see the module docstring).
 
-    def __init__(self, path: str | Path) -> None:
+    ``lease`` is how long an entry stays this journal's after the last heartbeat (renewed every
+    third of it while open); ``busy_timeout`` how long one attempt waits for another process's
+    lock; ``max_queue`` how many writes may wait (more are lost and reported); ``flush_timeout``
+    how long :meth:`flush` and :meth:`close` wait for queued writes by default.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lease: float = 30.0,
+        busy_timeout: float = 1.0,
+        max_queue: int = 10_000,
+        flush_timeout: float = 5.0,
+    ) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.lease = lease
+        self.flush_timeout = flush_timeout
+        self.owner = Owner.here()
+        """This journal object's identity in the entries it owns."""
+        self._db = _connect(self.path, busy_timeout)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._create_schema()
+        except BaseException:
+            self._db.close()
+            raise
+        self._writer = _Writer(
+            _connect(self.path, busy_timeout), self.owner, lease, busy_timeout, max_queue
+        )
+        self._closed = False
+        # a journal dropped without close() still releases its leases and stops its thread
+        self._finalizer = weakref.finalize(self, self._writer.stop, 1.0)
 
-    def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+    def _create_schema(self) -> None:
+        db = self._db
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
+        for name, kind in _LEASE_COLUMNS.items():
+            if name not in columns:  # a journal written by an older version
+                db.execute(f"ALTER TABLE generations ADD COLUMN {name} {kind}")
+        try:
+            db.execute(_ONE_TERMINAL)
+        except sqlite3.IntegrityError:  # an old journal already has a double: updates still guard
+            log.warning("%s has a generation with two terminal transitions", self.path)
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        with self._lock:
-            self._db.execute(sql, args)
+    @property
+    def lost(self) -> int:
+        """How many writes failed or were given up since this journal was opened."""
+        return self._writer.lost
+
+    def watch(self, callback: FailureCallback) -> Callable[[], None]:
+        """Report each :class:`JournalFailure` to ``callback`` (called from the writer thread)."""
+        self._writer.watchers.append(callback)
+
+        def unwatch() -> None:
+            with contextlib.suppress(ValueError):
+                self._writer.watchers.remove(callback)
+
+        return unwatch
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued write is done (at most ``timeout``, default
+        :attr:`flush_timeout`); return whether they all are."""
+        limit = self.flush_timeout if timeout is None else timeout
+        writer = self._writer
+        with writer.idle:
+            return writer.idle.wait_for(lambda: writer.unfinished == 0, limit)
+
+    def close(self, timeout: float | None = None) -> int:
+        """Finish queued writes (within ``timeout``, default :attr:`flush_timeout`), release this
+        journal's leases, close the file; return how many writes were lost since it opened."""
+        if not self._closed:
+            self._closed = True
+            self._finalizer.detach()
+            self._writer.stop(self.flush_timeout if timeout is None else timeout)
+            with self._lock:
+                self._db.close()
+        return self.lost
+
+    def _mine(self) -> tuple[float, str, int, str]:
+        owner = self.owner
+        return time.time() + self.lease, owner.id, owner.pid, owner.host
 
     def begin(
         self,
@@ -125,25 +514,51 @@ class SQLiteJournal:
         started_wall: float,
         meta: Mapping[str, str],
     ) -> None:
-        """Record a new generation in state ``requested``."""
-        self._write(
-            "INSERT INTO generations (id, request, policy, meta, state, started_wall) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                gen_id,
-                json.dumps(attrs.asdict(request)),
-                json.dumps(attrs.asdict(policy)),
-                json.dumps(dict(meta)),
-                str(State.REQUESTED),
-                started_wall,
-            ),
+        """Queue a new generation in state ``requested``, its lease held by this journal."""
+        row = (
+            gen_id,
+            json.dumps(attrs.asdict(request)),
+            json.dumps(attrs.asdict(policy)),
+            json.dumps(dict(meta)),
+            str(State.REQUESTED),
+            started_wall,
         )
 
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO generations (id, request, policy, meta, state, started_wall, "
+                "lease_expires, owner, owner_pid, owner_host) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row + self._mine(),
+            )
+
+        self._writer.submit(_Write("begin", gen_id, run))
+
     def record(self, gen_id: str, event: Transition, file_id: str | None) -> None:
-        """Record one transition and the generation's new state."""
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
+        """Queue one transition and the generation's new state (refused unless this journal
+        owns the generation and it has not ended)."""
+        owner = self.owner.id
+
+        def run(db: sqlite3.Connection) -> str | None:
+            changed = db.execute(
+                "UPDATE generations SET state = ?, file_id = COALESCE(?, file_id), "
+                "url = COALESCE(?, url), channel = COALESCE(?, channel), "
+                "reason = CASE WHEN ? = 'done' THEN reason ELSE ? END "
+                f"WHERE id = ? AND owner = ? AND {_NOT_ENDED_SQL}",
+                (
+                    str(event.dest),
+                    file_id,
+                    event.url,
+                    event.channel,
+                    str(event.dest),
+                    event.detail if event.terminal else "",
+                    gen_id,
+                    owner,
+                ),
+            ).rowcount
+            if changed != 1:
+                return _refusal(db, gen_id, f"{event.source} -> {event.dest}")
+            db.execute(
                 "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     gen_id,
@@ -154,55 +569,76 @@ class SQLiteJournal:
                     event.detail,
                 ),
             )
-            self._db.execute(
-                "UPDATE generations SET state = ?, file_id = COALESCE(?, file_id), "
-                "url = COALESCE(?, url), channel = COALESCE(?, channel), "
-                "reason = CASE WHEN ? = 'done' THEN reason ELSE ? END WHERE id = ?",
-                (
-                    str(event.dest),
-                    file_id,
-                    event.url,
-                    event.channel,
-                    str(event.dest),
-                    event.detail if event.terminal else "",
-                    gen_id,
-                ),
-            )
+            return None
+
+        self._writer.submit(_Write("record", gen_id, run))
 
     def delivered(self, gen_id: str, where: str) -> None:
-        """Mark a done generation's result as delivered to ``where``."""
-        self._write("UPDATE generations SET delivered_to = ? WHERE id = ?", (where, gen_id))
+        """Queue: a done generation's result was delivered to ``where`` (the first one counts)."""
+
+        def run(db: sqlite3.Connection) -> str | None:
+            changed = db.execute(
+                "UPDATE generations SET delivered_to = ? "
+                "WHERE id = ? AND state = 'done' AND delivered_to IS NULL",
+                (where, gen_id),
+            ).rowcount
+            return None if changed == 1 else f"{gen_id} is not done, or already delivered"
+
+        self._writer.submit(_Write("delivered", gen_id, run))
 
     def fail(self, gen_id: str, reason: str) -> None:
-        """Mark a generation failed without a transition (e.g. it cannot be resumed)."""
-        self._write(
-            "UPDATE generations SET state = ?, reason = ? WHERE id = ?",
-            (str(State.FAILED), reason, gen_id),
-        )
+        """Queue: mark an unfinished generation this journal owns failed without a transition
+        (e.g. it cannot be resumed)."""
+        owner = self.owner.id
+
+        def run(db: sqlite3.Connection) -> str | None:
+            changed = db.execute(
+                f"UPDATE generations SET state = ?, reason = ? "
+                f"WHERE id = ? AND owner = ? AND {_NOT_ENDED_SQL}",
+                (str(State.FAILED), reason, gen_id, owner),
+            ).rowcount
+            return None if changed == 1 else _refusal(db, gen_id, "failed")
+
+        self._writer.submit(_Write("fail", gen_id, run))
+
+    def claim(self, gen_id: str) -> Entry:
+        """Take the lease of ``gen_id`` for this journal, in one write transaction.
+
+        Returns the entry. Raises :class:`~hybridgen.errors.LeaseHeld` when another owner is live
+        (its lease runs and its process exists), :class:`~hybridgen.errors.JournalError` when the
+        entry does not exist or needs no work, or the journal cannot be written now.
+        """
+        now = time.time()
+        try:
+            with self._lock, _immediate(self._db) as db:
+                row = db.execute(f"SELECT {_COLUMNS} FROM generations WHERE id = ?", (gen_id,))
+                found = row.fetchone()
+                if found is None:
+                    raise JournalError(f"generation {gen_id} is not in the journal {self.path}")
+                entry = _entry(found)
+                if not entry.needs_work:
+                    raise JournalError(f"generation {gen_id} needs no work (it is {entry.state})")
+                if entry.held_by_other(self.owner, now):
+                    raise LeaseHeld(gen_id, str(entry.owner), entry.lease_expires)
+                expires, owner, pid, host = self._mine()
+                db.execute(
+                    "UPDATE generations SET owner = ?, owner_pid = ?, owner_host = ?, "
+                    "lease_expires = ? WHERE id = ?",
+                    (owner, pid, host, expires, gen_id),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot take generation {gen_id} over now: {exc}") from None
+        return attrs.evolve(entry, owner=self.owner, lease_expires=expires)
 
     def entries(self) -> list[Entry]:
-        """Every journalled generation, oldest first."""
+        """Every journalled generation, oldest first (this journal's queued writes done first,
+        within :attr:`flush_timeout`)."""
+        self.flush()
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, request, policy, meta, state, started_wall, file_id, url, channel, "
-                "reason, delivered_to FROM generations ORDER BY started_wall, rowid"
+                f"SELECT {_COLUMNS} FROM generations ORDER BY started_wall, rowid"
             ).fetchall()
-        return [
-            Entry(
-                id=row[0],
-                request=ImageRequest(**json.loads(row[1])),
-                policy=Policy(**json.loads(row[2])),
-                meta=json.loads(row[3]),
-                state=State(row[4]),
-                started_wall=row[5],
-                file_id=row[6],
-                url=row[7],
-                channel=row[8],
-                reason=row[9],
-                delivered_to=row[10],
-            )
-            for row in rows
-        ]
+        return [_entry(row) for row in rows]
 
     def pending(self) -> list[Entry]:
         """Every generation that is not ended, or done but not delivered, oldest first."""
@@ -210,6 +646,7 @@ class SQLiteJournal:
 
     def path_of(self, gen_id: str) -> list[tuple[str, str, str]]:
         """The recorded transitions of one generation as ``(source, trigger, dest)``."""
+        self.flush()
         with self._lock:
             rows = self._db.execute(
                 "SELECT source, trigger, dest FROM transitions WHERE generation_id = ? "
@@ -217,3 +654,34 @@ class SQLiteJournal:
                 (gen_id,),
             ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _refusal(db: sqlite3.Connection, gen_id: str, what: str) -> str:
+    """Why a conditional write about ``gen_id`` changed nothing."""
+    row = db.execute(
+        "SELECT state, owner_pid, owner_host FROM generations WHERE id = ?", (gen_id,)
+    ).fetchone()
+    if row is None:
+        return f"not recorded ({what}): {gen_id} is not in the journal"
+    if row[0] in _ENDED:
+        return f"not recorded ({what}): {gen_id} has already ended ({row[0]})"
+    return f"not recorded ({what}): {gen_id} is now held by process {row[1]} on {row[2]}"
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    owner = None if row[11] is None else Owner(row[11], row[12], row[13])
+    return Entry(
+        id=row[0],
+        request=ImageRequest(**json.loads(row[1])),
+        policy=Policy(**json.loads(row[2])),
+        meta=json.loads(row[3]),
+        state=State(row[4]),
+        started_wall=row[5],
+        file_id=row[6],
+        url=row[7],
+        channel=row[8],
+        reason=row[9],
+        delivered_to=row[10],
+        owner=owner,
+        lease_expires=row[14] or 0.0,
+    )
