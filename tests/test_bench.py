@@ -36,6 +36,7 @@ PREFIXES = {
     "machine": ("machine.",),
     "events": ("events.sync.", "events.async."),
     "virtual": ("virtual.",),
+    "journal": ("journal.lock.",),
 }
 
 

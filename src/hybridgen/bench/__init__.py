@@ -26,6 +26,7 @@ BENCHMARKS: Final = {
     "machine": "figure 4: machine build + run vs a transitions.Machine per object",
     "events": "figure 5: transitions/s through the subscriber fan-out",
     "virtual": "virtual time: real ms per scenario, property examples per second",
+    "journal": "journal under a lock held by another process: longest event-loop stall",
 }
 """Benchmark names and what each measures, in the order they run."""
 
