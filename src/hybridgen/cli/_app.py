@@ -18,6 +18,7 @@ from ..errors import ConfigError, HybridgenError, RequestError
 from ..policy import PRESETS
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from ._generate import _cmd_generate
+from ._interrupt import _signals_as_sigint
 from ._models import _cmd_models
 from ._options import EMULATOR_GEN_TIME
 from ._output import _note_secret, _say
@@ -244,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _note_secret(os.environ.get("SUPERDUPERAI_TOKEN"))
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with _signals_as_sigint():
+            return int(args.func(args))
     except (UsageError, ConfigError, RequestError) as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE

@@ -18,7 +18,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -29,8 +29,8 @@ from ..events import LoggingSubscriber
 from ..machine import State
 from ..policy import Policy
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ._files import _journal_meta, _open_journal, _save
-from ._interrupt import _Interrupt, _with_sigint
+from ._files import _close_journal, _journal_meta, _open_journal, _save
+from ._interrupt import _Interrupt, _not_run, _not_saved, _with_signals
 from ._json import _JsonBatchReporter
 from ._live import _RichBatchReporter
 from ._options import _open_config
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
     from ..journal import Entry, SQLiteJournal
     from ..transport import SuperDuperTransport
     from ._generate import _Job
-
-
-_NOT_SAVED: Final = "interrupted (SIGINT) during the download"
-_NOT_RUN: Final = "not run: interrupted (SIGINT)"
 
 
 def _slug(prompt: str, limit: int = 40) -> str:
@@ -135,14 +131,15 @@ class _Run:
                 self.journal.delivered(gen.id, saved)
         self.ended(item, _outcome_of(gen, saved, problem))
 
-    def close(self, default_reason: str) -> list[Outcome]:
-        """Report every item not reported yet (interrupted or never started); all outcomes."""
+    def close(self, signal_name: str | None) -> list[Outcome]:
+        """Report every item not reported yet (interrupted by ``signal_name``, or never started);
+        all outcomes."""
         for item in self.items:
             gen = self.gens.get(item.index)
             if gen is not None:
-                self.ended(item, _outcome_of(gen, None, _NOT_SAVED))
+                self.ended(item, _outcome_of(gen, None, _not_saved(signal_name)))
             else:
-                self.ended(item, Outcome(state=str(State.CANCELLED), reason=default_reason))
+                self.ended(item, Outcome(state=str(State.CANCELLED), reason=_not_run(signal_name)))
         return [self.outcomes[item.index] for item in self.items]
 
 
@@ -230,12 +227,12 @@ def _run_items(
     t0 = time.monotonic()
     reporter.begin()
     try:
-        interrupted = trio.run(_with_sigint, functools.partial(body, run))
-        outcomes = run.close(_NOT_RUN)
+        signal_name = trio.run(_with_signals, functools.partial(body, run))
+        outcomes = run.close(signal_name)
     finally:
         reporter.end()
     reporter.summary(_tally(outcomes), time.monotonic() - t0)
-    return _batch_exit(outcomes, interrupted)
+    return _batch_exit(outcomes, signal_name is not None)
 
 
 def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
@@ -271,4 +268,4 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
         )
     finally:
         if journal is not None:
-            journal.close()
+            _close_journal(journal)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from ..errors import ConfigError, HybridgenError
+from ._output import _say
 
 if TYPE_CHECKING:
     from ..journal import SQLiteJournal
@@ -73,3 +74,18 @@ def _open_journal(path: str, *, create: bool) -> SQLiteJournal:
         return SQLiteJournal(target)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError("--journal", f"cannot open {path} as a journal: {exc}") from None
+
+
+JOURNAL_CLOSE_TIMEOUT: Final = 1.0
+"""How long closing the journal waits for writes still queued (the run already waited for them
+within the journal's ``flush_timeout`` as its client ended)."""
+
+
+def _close_journal(journal: SQLiteJournal) -> None:
+    """Close the journal; say on stderr how many writes it could not record."""
+    lost = journal.close(timeout=JOURNAL_CLOSE_TIMEOUT)
+    if lost:
+        _say(
+            f"journal: {lost} write(s) to {journal.path} were not recorded (see the journal "
+            "warnings above); the generations themselves were not affected"
+        )

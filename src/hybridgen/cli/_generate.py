@@ -26,8 +26,8 @@ from ..machine import State
 from ..policy import Policy
 from ._batch import _cmd_batch
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ._files import _journal_meta, _open_journal, _save
-from ._interrupt import _EARLY_INTERRUPT, _Interrupt, _watch_sigint
+from ._files import _close_journal, _journal_meta, _open_journal, _save
+from ._interrupt import _early_interrupt, _Interrupt, _not_saved, _watch_signals
 from ._json import JsonReporter
 from ._live import RichReporter
 from ._models import check_model, server_models
@@ -65,13 +65,15 @@ async def _generate(job: _Job, reporter: Reporter) -> tuple[Outcome, bool]:
     outcome: Outcome | None = None
     async with trio.open_nursery() as watchers:
         interrupt = _Interrupt(watchers.cancel_scope)
-        await watchers.start(_watch_sigint, interrupt)
+        await watchers.start(_watch_signals, interrupt)
         try:
             outcome = await _generate_body(job, reporter, interrupt)
         finally:
             watchers.cancel_scope.cancel()
     if outcome is None:
-        outcome = Outcome(state=str(State.CANCELLED), reason=_EARLY_INTERRUPT)
+        outcome = Outcome(
+            state=str(State.CANCELLED), reason=_early_interrupt(interrupt.signal_name)
+        )
     return outcome, interrupt.hit
 
 
@@ -105,10 +107,12 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
                     job.journal.delivered(gen.id, saved)
         interrupt.scope = None
         if gen is None:
-            return Outcome(state=str(State.CANCELLED), reason=_EARLY_INTERRUPT)
+            return Outcome(
+                state=str(State.CANCELLED), reason=_early_interrupt(interrupt.signal_name)
+            )
         result = gen.result()
         if result.state is State.DONE and saved is None and not problem:
-            problem = "interrupted (SIGINT) during the download"
+            problem = _not_saved(interrupt.signal_name)
         return Outcome(
             state=str(result.state),
             generation_id=result.generation_id,
@@ -192,18 +196,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     reporter = _pick_reporter(args.json)
     reporter.begin()
-    try:
-        outcome, interrupted = trio.run(_generate, job, reporter)
-    finally:
-        reporter.end()
-        if journal is not None:
-            journal.close()
-    trace = None
-    if args.trace:
-        from ..diagram import render_path
+    try:  # the result line comes before the journal closes: a slow journal cannot hold it back
+        try:
+            outcome, interrupted = trio.run(_generate, job, reporter)
+        finally:
+            reporter.end()
+        trace = None
+        if args.trace:
+            from ..diagram import render_path
 
-        trace = render_path(outcome.history, outcome.started)
-    reporter.finish(outcome, trace)
+            trace = render_path(outcome.history, outcome.started)
+        reporter.finish(outcome, trace)
+    finally:
+        if journal is not None:
+            _close_journal(journal)
     if interrupted or outcome.state == State.CANCELLED:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.path is not None else EXIT_FAILED

@@ -1,13 +1,18 @@
-"""Ctrl-C: what SIGINT cancels (the generations, then the work in progress), and whether it came.
+"""Ctrl-C, SIGTERM and SIGHUP: what they cancel (the generations, then the work in progress).
 
-The commands run their trio work under :func:`_with_sigint` (or :func:`_watch_sigint`); the exit
-code for an interruption is decided by the command, not here.
+The commands run their trio work under :func:`_with_signals` (or :func:`_watch_signals`); each of
+the three signals ends the run the same way, and the reason names the signal that came
+(``interrupted (SIGTERM)``). Outside the trio run, :func:`_signals_as_sigint` makes SIGTERM and
+SIGHUP act like Ctrl-C too. The exit code for an interruption is decided by the command, not here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -17,42 +22,93 @@ if TYPE_CHECKING:
     from ..driver import Generation
 
 
-_EARLY_INTERRUPT: Final = "interrupted (SIGINT) before the generation started"
+SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The signals that cancel a run (and exit 130)."""
 
 
 @attrs.define
 class _Interrupt:
-    """What a Ctrl-C cancels: the generation, and the scope of the work in progress."""
+    """What a signal cancels: the generation, and the scope of the work in progress."""
 
     outer: trio.CancelScope
     scope: trio.CancelScope | None = None
     gen: Generation | None = None
-    hit: bool = False
+    signal_name: str | None = None
+    """The signal that came (``"SIGTERM"``), ``None`` while none did."""
     gens: list[Generation] = attrs.field(factory=list)
     """A batch's started generations (every one still running is cancelled)."""
 
+    @property
+    def hit(self) -> bool:
+        """Whether a signal came."""
+        return self.signal_name is not None
 
-async def _watch_sigint(interrupt: _Interrupt, *, task_status: trio.TaskStatus[None]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+    @property
+    def reason(self) -> str:
+        """``interrupted (SIGNAL)``, naming the signal that came (SIGINT when none did yet)."""
+        return _reason(self.signal_name)
+
+
+def _reason(signal_name: str | None) -> str:
+    return f"interrupted ({signal_name or 'SIGINT'})"
+
+
+def _early_interrupt(signal_name: str | None) -> str:
+    """The reason of a generation interrupted before it started."""
+    return f"{_reason(signal_name)} before the generation started"
+
+
+def _not_saved(signal_name: str | None) -> str:
+    """The reason of a done generation interrupted during its download."""
+    return f"{_reason(signal_name)} during the download"
+
+
+def _not_run(signal_name: str | None) -> str:
+    """The reason of a batch item that never started because the run was interrupted."""
+    return f"not run: {_reason(signal_name)}"
+
+
+async def _watch_signals(interrupt: _Interrupt, *, task_status: trio.TaskStatus[None]) -> None:
+    with trio.open_signal_receiver(*SIGNALS) as signals:
         task_status.started()
-        async for _ in signals:
-            interrupt.hit = True
+        async for signum in signals:
+            interrupt.signal_name = signal.Signals(signum).name
             if interrupt.gen is not None:
-                interrupt.gen.cancel("interrupted (SIGINT)")
+                interrupt.gen.cancel(interrupt.reason)
             for gen in interrupt.gens:
-                gen.cancel("interrupted (SIGINT)")
+                gen.cancel(interrupt.reason)
             (interrupt.scope or interrupt.outer).cancel()
 
 
-async def _with_sigint(
-    body: Callable[[_Interrupt], Any],
-) -> bool:
-    """Run ``body(interrupt)`` with Ctrl-C cancelling its generations; whether Ctrl-C came."""
+async def _with_signals(body: Callable[[_Interrupt], Any]) -> str | None:
+    """Run ``body(interrupt)`` with the signals cancelling its generations; which signal came."""
     async with trio.open_nursery() as watchers:
         interrupt = _Interrupt(watchers.cancel_scope)
-        await watchers.start(_watch_sigint, interrupt)
+        await watchers.start(_watch_signals, interrupt)
         try:
             await body(interrupt)
         finally:
             watchers.cancel_scope.cancel()
-    return interrupt.hit
+    return interrupt.signal_name
+
+
+def _like_sigint(signum: int, frame: FrameType | None) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):  # Python's KeyboardInterrupt, or trio's (it knows when to raise)
+        handler(signum, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_as_sigint() -> Iterator[None]:
+    """While the command runs, SIGTERM and SIGHUP do what SIGINT does (outside trio's receiver)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.signal(signum, _like_sigint) for signum in SIGNALS[1:]}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

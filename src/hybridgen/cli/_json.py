@@ -11,7 +11,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..events import Event, Progress, Transition
+from ..events import Event, JournalWarning, Progress, Transition
 from ._output import _out, _say
 from ._report import Outcome, Reporter, _BatchReporter, _explain, _item_explanation, _number
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _event_json(event: Event, at: float) -> dict[str, Any]:
-    """The ``--json`` line of a transition, progress or retry event."""
+    """The ``--json`` line of a transition, progress, retry or journal event."""
     if isinstance(event, Transition):
         return {
             "event": "transition",
@@ -36,6 +36,15 @@ def _event_json(event: Event, at: float) -> dict[str, Any]:
             "id": event.generation_id,
             "fraction": event.fraction,
             "via": event.via,
+            "at": _number(at),
+        }
+    if isinstance(event, JournalWarning):
+        return {
+            "event": "journal",
+            "id": event.generation_id,
+            "operation": event.operation,
+            "lost": event.lost,
+            "reason": event.reason,
             "at": _number(at),
         }
     return {

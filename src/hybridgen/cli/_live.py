@@ -10,10 +10,18 @@ import sys
 import time
 from typing import TYPE_CHECKING, Final
 
-from ..events import Event, Progress, Retry, Transition
+from ..events import Event, JournalWarning, Progress, Retry, Transition
 from ..machine import State
 from ._output import _out, _redact
-from ._report import Outcome, Reporter, _BatchReporter, _explain, _item_explanation, _tally
+from ._report import (
+    Outcome,
+    Reporter,
+    _BatchReporter,
+    _explain,
+    _item_explanation,
+    _journal_line,
+    _tally,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -93,6 +101,11 @@ class _LiveView:
         text = _redact(f"hybridgen: {message}")
         self.console.print(text, style="dim", markup=False, highlight=False)
 
+    def _journal(self, event: JournalWarning) -> None:
+        """A journal warning above the live view (yellow: the generation goes on)."""
+        text = _redact(_journal_line(event))
+        self.console.print(text, style="yellow", markup=False, highlight=False)
+
     def end(self) -> None:
         """Stop the live display."""
         if self.live is not None:
@@ -156,6 +169,8 @@ class RichReporter(_LiveView, Reporter):
             self.fraction = event.fraction
         elif isinstance(event, Retry):
             self.retries += 1
+        elif isinstance(event, JournalWarning):
+            self._journal(event)
 
     def finish(self, outcome: Outcome, trace: str | None) -> None:
         """A final line naming the saved path (and the path on stdout when it is not a terminal)."""
@@ -219,6 +234,8 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
             self.states[event.generation_id] = str(event.dest)
         elif isinstance(event, Retry):
             self.retries += 1
+        elif isinstance(event, JournalWarning):
+            self._journal(event)
 
     def item(self, item: _Item, outcome: Outcome) -> None:
         """One line above the live view (and the path on stdout when it is not a terminal)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..events import Event, Transition
+from ..events import Event, JournalWarning, Transition
 from ..machine import State
 from ._output import _out, _redact, _say
 
@@ -67,6 +67,8 @@ class Reporter:
                 )
             )
             sys.stderr.flush()
+        elif isinstance(event, JournalWarning):
+            _say(_journal_line(event))
 
     def end(self) -> None:
         """Called once after the run, before :meth:`finish` (also on errors)."""
@@ -88,6 +90,13 @@ def _explain(outcome: Outcome) -> None:
         _say(f"cancelled: {outcome.reason}")
     elif outcome.path is None:
         _say(f"the result was not saved: {outcome.reason}")
+
+
+def _journal_line(event: JournalWarning) -> str:
+    """A journal warning in words (the generation goes on either way)."""
+    what = "lost a write" if event.lost else "waits"
+    about = f" of {event.generation_id}" if event.generation_id else ""
+    return f"journal {what} ({event.operation}{about}): {event.reason}"
 
 
 def _number(value: float) -> float:
@@ -124,7 +133,7 @@ class _BatchReporter:
 
     def at(self, event: Event) -> float:
         """Seconds from the item's start request to ``event``."""
-        return event.monotonic - self.t0.setdefault(event.generation_id, event.monotonic)
+        return event.monotonic - self.t0.setdefault(event.generation_id or "", event.monotonic)
 
     def begin(self) -> None:
         """Called once before the run."""
@@ -145,6 +154,8 @@ class _BatchReporter:
                 )
             )
             sys.stderr.flush()
+        elif isinstance(event, JournalWarning):
+            _say(_journal_line(event))
 
     def item(self, item: _Item, outcome: Outcome) -> None:
         """One item ended: its saved path on stdout, or why not on stderr."""

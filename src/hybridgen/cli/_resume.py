@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from ..api import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, JournalError
 from ..events import LoggingSubscriber
 from ..machine import State
 from ._batch import _Item, _pick_batch_reporter, _Run, _run_items
 from ._exit import UsageError
-from ._files import _open_journal, _save
+from ._files import _close_journal, _open_journal, _save
 from ._interrupt import _Interrupt
 from ._output import _setup_logging
 from ._report import Outcome
@@ -106,6 +106,19 @@ async def _resume_body(
         interrupt.scope = None
 
 
+def _claim(journal: SQLiteJournal, entries: list[Entry]) -> tuple[list[Entry], list[str]]:
+    """Take over each entry no live process runs (atomically, one by one): those taken, and why
+    each other one was skipped."""
+    claimed: list[Entry] = []
+    skipped: list[str] = []
+    for entry in entries:
+        try:
+            claimed.append(journal.claim(entry.id))
+        except JournalError as exc:  # LeaseHeld: another live process runs it
+            skipped.append(str(exc))
+    return claimed, skipped
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     level = _setup_logging(args.verbose)
     if "SUPERDUPERAI_URL" not in os.environ:
@@ -122,12 +135,15 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             entries = journal.pending()
         except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
             raise ConfigError("--journal", f"cannot read {args.journal}: {exc}") from None
+        claimed, skipped = _claim(journal, entries)
         items: list[_Item] = []
-        for index, entry in enumerate(entries, start=1):
+        for index, entry in enumerate(claimed, start=1):
             out = entry.meta.get("out")
             path = None if out is None else Path(out)
             items.append(_Item(index, entry.request.prompt, path, entry=entry))
         reporter = _pick_batch_reporter(args.json, len(items))
+        for why in skipped:
+            reporter.note(f"skipped: {why}")
         if not items:
             reporter.note(f"nothing to resume in {args.journal}")
         return _run_items(
@@ -139,4 +155,4 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             ),
         )
     finally:
-        journal.close()
+        _close_journal(journal)
