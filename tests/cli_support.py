@@ -174,3 +174,18 @@ def run_on_terminal(*args: str, columns: int = 120) -> tuple[int, str, str]:
         os.close(master)
     shown = b"".join(chunks).decode("utf-8", "replace")
     return proc.returncode, stdout, re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown)
+
+
+def serve_emulator(
+    spawn: Callable[..., Running], token: str, *args: str
+) -> tuple[str, dict[str, str]]:
+    """Start ``hybridgen serve --token TOKEN ARGS``; its URL and a client environment for it."""
+    server = spawn("serve", "--port", "0", "--token", token, *args)
+    url = server.line(timeout=15)
+    assert url.startswith("http://127.0.0.1:")
+    return url, clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN=token)
+
+
+def is_start(line: dict[str, Any]) -> bool:
+    """A ``--json`` line of a generation's first transition (its start request was answered)."""
+    return line.get("event") == "transition" and line.get("trigger") == "start"

@@ -12,7 +12,6 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,10 +23,12 @@ from cli_support import (
     assert_png,
     clean_env,
     emulator_stats,
+    is_start,
     json_lines,
     needs_command,
     run,
     run_on_terminal,
+    serve_emulator,
 )
 from hybridgen import cli
 from hybridgen.api import ImageRequest
@@ -43,10 +44,7 @@ pytestmark = needs_command
 
 def serve(spawn: Callable[..., Running], *args: str) -> tuple[str, dict[str, str]]:
     """Start ``hybridgen serve --token TOKEN ARGS``; its URL and a client environment for it."""
-    server = spawn("serve", "--port", "0", "--token", TOKEN, *args)
-    url = server.line(timeout=15)
-    assert url.startswith("http://127.0.0.1:")
-    return url, clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN=TOKEN)
+    return serve_emulator(spawn, TOKEN, *args)
 
 
 def stats(url: str) -> dict[str, int]:
@@ -56,10 +54,6 @@ def stats(url: str) -> dict[str, int]:
 def put_faults(url: str, **faults: object) -> None:
     reply = httpx.put(f"{url}/_emulator/faults", json=faults, headers=AUTH, timeout=10)
     reply.raise_for_status()
-
-
-def is_start(line: dict[str, Any]) -> bool:
-    return line.get("event") == "transition" and line.get("trigger") == "start"
 
 
 # -- batches on the embedded emulator ------------------------------------------------------------

@@ -75,6 +75,7 @@ log: Final = logging.getLogger("hybridgen.journal")
 _ENDED: Final = tuple(sorted(str(state) for state in TERMINAL))
 _NOT_ENDED_SQL: Final = f"state NOT IN ({', '.join(repr(s) for s in _ENDED)})"
 _NEEDS_WORK_SQL: Final = f"({_NOT_ENDED_SQL} OR (state = 'done' AND delivered_to IS NULL))"
+_CLOSED: Final = "the journal closed before this write was done"
 
 
 @attrs.frozen
@@ -370,6 +371,9 @@ class _Writer:
 
     def _apply(self, db: sqlite3.Connection, write: _Write, *, patient: bool = True) -> None:
         while True:
+            if time.monotonic() >= self.give_up_at:  # closing, and out of time
+                self._lose(write, _CLOSED)
+                return
             try:
                 with _immediate(db):
                     refused = write.run(db)
@@ -383,7 +387,10 @@ class _Writer:
                         failure = JournalFailure(write.operation, reason, write.generation_id)
                         self.report(attrs.evolve(failure, lost=False))
                     continue  # the connection's busy timeout has waited already
-                self._lose(write, f"{type(exc).__name__}: {exc}")
+                if _is_lock(exc) and patient:
+                    self._lose(write, f"{_CLOSED}: another process held its lock ({exc})")
+                else:
+                    self._lose(write, f"{type(exc).__name__}: {exc}")
                 return
             except Exception as exc:  # a bug or an OSError: report, never kill the thread
                 self._lose(write, repr(exc))
@@ -411,10 +418,10 @@ class _Writer:
         self.give_up_at = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
             self.queue.put_nowait(None)  # wake the thread
-        self.thread.join(timeout + self.busy_timeout + 1.0)
+        self.thread.join(timeout + self.busy_timeout + 0.5)
         if self.thread.is_alive():  # stuck in the file system: leave it, lose what waits
-            log.warning("the journal's writer did not stop within %.1f s", timeout)
-            self._drain("the journal closed before this write was done")
+            log.warning("the journal's writer is stuck in a write; it is left behind")
+            self._drain(_CLOSED)
 
 
 class SQLiteJournal:
