@@ -16,6 +16,7 @@ from .._version import __version__
 from ..emulator.model import POLL_FAULTS, WS_MODES
 from ..errors import ConfigError, HybridgenError, RequestError
 from ..policy import PRESETS
+from ._check import _cmd_check
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from ._generate import _cmd_generate
 from ._interrupt import _signals_as_sigint
@@ -184,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-after", type=float, metavar="S", help="Retry-After sent with 429/503 faults"
     )
     serve.set_defaults(func=_cmd_serve)
+
+    check = sub.add_parser(
+        "check",
+        parents=[verbose],
+        help="check each step a generation needs (DNS, TCP, TLS, token, push); starts no job",
+        description=(
+            "Walk the path a generation takes against SUPERDUPERAI_URL (or the embedded emulator "
+            "when it is unset): configuration, DNS, TCP, TLS, token, WebSocket. Each step gets a "
+            "time, a verdict and, on failure, the fix. Exit 0 when a generation can work (a "
+            "failing push channel is a warning: polling still works), 1 otherwise. Starts no job."
+        ),
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object per step on stdout")
+    check.set_defaults(func=_cmd_check)
 
     models = sub.add_parser(
         "models",

@@ -1,0 +1,234 @@
+"""``hybridgen check``: which part of the path a generation takes works, step by step.
+
+Walks configuration → DNS → TCP → TLS → token (the model list: an authenticated request that
+starts no job) → WebSocket (connect and subscribe, then the subscription kept), and reports each
+step with its time, a verdict and, when it fails, the fix. The exit code says whether a generation
+can work: polling needs every step up to the token; a failed push channel is a warning (polling
+still delivers). It never starts a job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+
+from ..api import Config
+from ..errors import AuthError, ConfigError, HybridgenError, PermanentError
+from ._exit import EXIT_FAILED, EXIT_OK
+from ._output import _note_secret, _out, _redact, _say, _setup_logging
+
+STEP_TIMEOUT: Final = 10.0
+"""The longest one step may take (seconds)."""
+KEEP_OPEN: Final = 1.0
+"""How long a subscribed socket must stay open to count as a kept subscription (seconds)."""
+
+Verdict = Literal["ok", "failed", "warning", "skipped"]
+
+
+@attrs.frozen
+class Step:
+    """One step's outcome: ``verdict``, ``seconds`` it took, what was seen, and the fix."""
+
+    step: str
+    verdict: Verdict
+    seconds: float = 0.0
+    detail: str = ""
+    fix: str = ""
+
+
+class _Failed(Exception):
+    """A step failed: ``detail`` (what happened) and ``fix`` (what to do)."""
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail)
+        self.detail, self.fix = detail, fix
+
+
+FIX_DNS: Final = (
+    "the host name does not resolve: check the spelling of SUPERDUPERAI_URL, then your network "
+    "and DNS (is the machine online? a VPN or proxy needed?)"
+)
+FIX_TCP: Final = (
+    "nothing answers on that address: the server may be down, or a firewall or proxy blocks the "
+    "port; try the URL in a browser from this machine"
+)
+FIX_TLS: Final = (
+    "the secure connection failed: a proxy that intercepts HTTPS, a wrong system clock, or "
+    "missing CA certificates (e.g. pip install certifi); http:// only for a local server"
+)
+FIX_TOKEN: Final = (
+    "the server rejected SUPERDUPERAI_TOKEN: copy the token again from your account (no quotes or "
+    "spaces); an expired token must be renewed"
+)
+FIX_API: Final = (
+    "the server answered, but not as the SuperDuperAI API: is SUPERDUPERAI_URL the API's root "
+    "URL (e.g. https://editor.superduperai.co)?"
+)
+FIX_WS: Final = (
+    "the WebSocket push does not work from here (a proxy or firewall may block WebSockets or "
+    "long-lived connections): generations still finish by polling, only later; "
+    "--policy seed waits 30 s for it first, the default polls at once"
+)
+FIX_SUBSCRIBE: Final = (
+    "the server closed the socket right after the subscribe message: the token may not use push, "
+    "or the server changed its protocol; generations still finish by polling"
+)
+
+
+async def _timed(name: str, body: Callable[[], Awaitable[str]], *, warn: bool = False) -> Step:
+    t0 = trio.current_time()
+    try:
+        with trio.fail_after(STEP_TIMEOUT):
+            detail = await body()
+    except _Failed as exc:
+        verdict: Verdict = "warning" if warn else "failed"
+        return Step(name, verdict, trio.current_time() - t0, exc.detail, exc.fix)
+    except trio.TooSlowError:
+        verdict = "warning" if warn else "failed"
+        fix = {"dns": FIX_DNS, "tcp": FIX_TCP, "tls": FIX_TLS, "token": FIX_API}.get(name, FIX_WS)
+        return Step(
+            name, verdict, trio.current_time() - t0, f"no answer in {STEP_TIMEOUT:g} s", fix
+        )
+    return Step(name, "ok", trio.current_time() - t0, detail)
+
+
+async def _walk(config: Config) -> list[Step]:
+    from ..transport import SuperDuperTransport
+
+    parts = urlsplit(config.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    steps: list[Step] = []
+
+    async def dns() -> str:
+        try:
+            found = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise _Failed(f"{host}: {exc.strerror or exc}", FIX_DNS) from None
+        addresses = sorted({str(info[4][0]) for info in found})
+        return f"{host} -> {', '.join(addresses[:3])}"
+
+    stream: trio.SocketStream | None = None
+
+    async def tcp() -> str:
+        nonlocal stream
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise _Failed(f"{host}:{port}: {exc.strerror or exc}", FIX_TCP) from None
+        return f"connected to {host}:{port}"
+
+    async def tls() -> str:
+        assert stream is not None
+        wrapped = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=host)
+        try:
+            await wrapped.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+            cause = exc.__cause__ or exc
+            raise _Failed(f"handshake with {host}:{port}: {cause}", FIX_TLS) from None
+        finally:
+            await trio.aclose_forcefully(wrapped)
+        return f"{wrapped.version() or 'TLS'} with {host}"
+
+    transport = SuperDuperTransport(config)
+
+    async def token() -> str:
+        try:
+            models = await transport.models()
+        except AuthError as exc:
+            raise _Failed(str(exc), FIX_TOKEN) from None
+        except PermanentError as exc:
+            raise _Failed(str(exc), FIX_API) from None
+        except HybridgenError as exc:
+            raise _Failed(str(exc), FIX_TCP) from None
+        return f"accepted (the model list has {len(models)} entries)"
+
+    async def websocket() -> str:
+        project = str(uuid.uuid4())
+        subscribed_at: float | None = None
+        try:
+            async with transport.listen(project) as messages:
+                subscribed_at = trio.current_time()
+                with trio.move_on_after(KEEP_OPEN):
+                    async for _ in messages:
+                        pass  # messages about no job: only whether it stays open matters
+                    raise _Failed("the server closed the socket after subscribing", FIX_SUBSCRIBE)
+        except HybridgenError as exc:
+            if subscribed_at is None:
+                raise _Failed(str(exc), FIX_WS) from None
+            after = trio.current_time() - subscribed_at
+            raise _Failed(f"closed {after:.2f} s after subscribing: {exc}", FIX_SUBSCRIBE) from None
+        return f"connected and subscribed; still open {KEEP_OPEN:g} s later"
+
+    try:
+        for name, body in (("dns", dns), ("tcp", tcp)):
+            steps.append(await _timed(name, body))
+            if steps[-1].verdict != "ok":
+                return steps
+        if parts.scheme == "https":
+            steps.append(await _timed("tls", tls))
+        else:
+            if stream is not None:
+                await stream.aclose()
+            steps.append(Step("tls", "skipped", detail="plain http:// (a local server)"))
+        if steps[-1].verdict == "failed":
+            return steps
+        steps.append(await _timed("token", token))
+        if steps[-1].verdict != "ok":
+            return steps
+        steps.append(await _timed("websocket", websocket, warn=True))
+    finally:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        await transport.aclose()
+    return steps
+
+
+async def _check(config: Config | None) -> list[Step]:
+    if config is not None:
+        return await _walk(config)
+    from ..emulator import running
+
+    token = secrets.token_urlsafe(24)
+    _note_secret(token)
+    async with running(token=token) as emulator:
+        _say(f"SUPERDUPERAI_URL is not set; checking the embedded emulator at {emulator.url}")
+        return await _walk(Config(url=emulator.url, token=token))
+
+
+def _configuration() -> tuple[Step, Config | None]:
+    if "SUPERDUPERAI_URL" not in os.environ:
+        return Step("configuration", "ok", detail="SUPERDUPERAI_URL unset: the emulator"), None
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        fix = f"set {exc.field} as the message says (see docs/configuration.md)"
+        return Step("configuration", "failed", detail=str(exc), fix=fix), None
+    return Step("configuration", "ok", detail=f"{config.url}, token set"), config
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    first, config = _configuration()
+    steps = [first]
+    if first.verdict == "ok":
+        steps += trio.run(_check, config)
+    for step in steps:
+        if args.json:
+            _out(json.dumps({**attrs.asdict(step), "seconds": round(step.seconds, 6)}))
+            continue
+        line = f"{step.verdict:<8} {step.step:<13} {step.seconds * 1000:7.1f} ms  {step.detail}"
+        _out(line.rstrip())
+        if step.fix:
+            _out(_redact(f"{'':<8} fix: {step.fix}"))
+    return EXIT_FAILED if any(s.verdict == "failed" for s in steps) else EXIT_OK
