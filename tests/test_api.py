@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -10,12 +11,17 @@ from hypothesis import strategies as st
 
 from hybridgen import Config, ConfigError, FileStatus, ImageRequest, RequestError, TransientError
 from hybridgen.api import (
+    REASON_CHARS,
     USER_AGENT,
     ModelInfo,
+    error_reason,
     parse_file,
     parse_file_list,
     parse_generation_configs,
+    parse_poll_reply,
+    parse_start_reply,
     parse_ws_message,
+    status_phrase,
     subscribe_message,
     ws_path,
 )
@@ -122,8 +128,23 @@ def test_insecure_http_can_be_allowed() -> None:
     assert Config.from_env(env).url == "http://e.example.com"
 
 
-def test_request_body_has_the_seed_clients_shape() -> None:
-    request = ImageRequest(prompt="a red fox", seed=42, width=1024, height=768)
+def test_request_body_has_todays_documented_shape() -> None:
+    request = ImageRequest(prompt="a red fox", seed=42, width=1024, height=768, style_name="anime")
+    body = request.to_json()
+    assert set(body) == {"project_id", "config"}
+    config = body["config"]
+    assert config["prompt"] == "a red fox"
+    assert config["generation_config_name"] == "comfyui/flux"
+    params = config["params"]
+    assert params["width"] == 1024 and params["height"] == 768 and params["seed"] == 42
+    assert all(type(params[k]) is int for k in ("width", "height", "seed", "batch_size"))
+    assert params["quality"] == "hd" and params["style"] == "anime"
+    assert params["shot_size"] == "medium-shot"
+    json.dumps(body)
+
+
+def test_request_body_legacy_form_has_the_seed_clients_shape() -> None:
+    request = ImageRequest(prompt="a red fox", seed=42, width=1024, height=768, body_form="legacy")
     body = request.to_json()
     assert body["type"] == "media" and body["template_name"] is None
     assert body["project_id"] == request.project_id
@@ -153,6 +174,7 @@ def test_request_body_has_the_seed_clients_shape() -> None:
         ({"prompt": "ok", "aspect_ratio": "wide"}, "aspect_ratio"),
         ({"prompt": "ok", "quality": "4k"}, "quality"),
         ({"prompt": "ok", "batch_size": 0}, "batch_size"),
+        ({"prompt": "ok", "body_form": "flat"}, "body_form"),
     ],
 )
 def test_bad_request_is_a_typed_error_naming_the_field(
@@ -254,3 +276,148 @@ def test_generation_configs_parse_leniently_but_never_invent_names() -> None:
     assert (models[1].price, models[1].vip, models[1].label) == (3.0, True, "")
     with pytest.raises(TransientError):
         parse_generation_configs({"detail": "nope"})
+
+
+def test_todays_replies_parse() -> None:
+    running = {
+        "id": 1234,
+        "url": None,
+        "thumbnail_url": "https://cdn.example.com/t/1234.webp",
+        "type": "image",
+        "image_generation_id": 99,
+        "image_generation": {"prompt": "a fox", "width": 1024, "seed": 3},
+        "video_generation": None,
+        "video_generation_id": None,
+        "tasks": [{"type": "image-generation-flow", "status": "in_progress", "id": 5}],
+    }
+    status = parse_file_list([running])
+    assert status.id == "1234" and not status.ready and not status.failed  # a thumbnail only
+    assert parse_file_list(running) == status  # a single object, as some endpoints answer
+    done = parse_file({**running, "url": "https://cdn.example.com/1234.webp", "tasks": []})
+    assert done.ready and done.url == "https://cdn.example.com/1234.webp"
+    failed = parse_file(
+        {
+            **running,
+            "tasks": [
+                {"status": "completed", "id": 4},
+                {"status": "error", "id": 5, "error": "NSFW \x1b[31mcontent\n detected"},
+            ],
+        }
+    )
+    assert failed.failed and failed.error == "NSFW [31mcontent detected"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"id": "f", "progress": ' + b"9" * 400 + b"}",
+        b'{"id": "f", "progress": 1' + b"0" * 5000 + b"}",
+        b'{"id": "' + b"7" * 5000 + b'"}',
+        b'{"id": ' + b"7" * 400 + b"}",
+        b'{"id": "f", "url": "' + b"u" * 100_000 + b'"}',
+        b'{"id": "f", "tasks": [{"status": "error", "error": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+        b"\xff\xfe not utf-8",
+        b"",
+    ],
+    ids=[
+        "deep",
+        "progress-400-digits",
+        "progress-5000-digits",
+        "long-id",
+        "id-400-digits",
+        "long-url",
+        "deep-error",
+        "bytes",
+        "empty",
+    ],
+)
+def test_hostile_replies_are_malformed_transient_errors(body: bytes) -> None:
+    for parse in (parse_poll_reply, parse_start_reply):
+        status = outcome(parse, body)
+        if isinstance(status, TransientError):
+            assert "malformed" in str(status)
+            assert len(str(status)) < 400
+            continue
+        # What parses is sane: a 400-digit progress is ignored, not an overflow.
+        assert status.progress is None and status.id
+        assert not status.ready or len(status.url or "") <= 16_384
+
+
+def outcome(parse: Callable[[bytes], FileStatus], body: bytes) -> FileStatus | TransientError:
+    """What ``parse(body)`` gives: a status or the typed error (any other error fails the test)."""
+    try:
+        return parse(body)
+    except TransientError as exc:
+        return exc
+
+
+def test_a_400_digit_progress_is_ignored() -> None:
+    status = parse_poll_reply(b'{"id": "f", "progress": ' + b"9" * 400 + b"}")
+    assert status.id == "f" and status.progress is None
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [
+        (
+            b'{"detail": [{"loc": ["body", "config", "prompt"], "msg": "field required",'
+            b' "type": "value_error.missing"}]}',
+            "application/json",
+            "config.prompt: field required",
+        ),
+        (
+            b'{"detail": [{"loc": ["body", "config", "prompt"], "msg": "field required"},'
+            b' {"loc": ["body", "config", "params", "width"], "msg": "not an integer"}]}',
+            "application/json",
+            "config.prompt: field required; config.params.width: not an integer",
+        ),
+        (b'{"detail": "Integrity error, create"}', "application/json", "Integrity error, create"),
+        (b"<!DOCTYPE html><html>" + b"<p>x</p>" * 10_000, "text/html", ""),
+        (b"<html><body>502</body></html>", None, ""),
+        (b"plain words\n\nand more", "text/plain", "plain words and more"),
+        (b"", None, ""),
+        (b'{"message": "quota exceeded"}', "application/json", "quota exceeded"),
+    ],
+)
+def test_error_reasons_a_person_can_read(
+    body: bytes, content_type: str | None, reason: str
+) -> None:
+    assert error_reason(body, content_type) == reason
+
+
+def test_error_reasons_are_capped() -> None:
+    long_reason = error_reason(json.dumps({"detail": "x" * 100_000}).encode())
+    assert len(long_reason) == REASON_CHARS and long_reason.endswith("...")
+    assert status_phrase(524) == "Cloudflare origin timeout"
+    assert status_phrase(429) == "Too Many Requests"
+    assert status_phrase(799) == ""
+
+
+HUGE = st.one_of(
+    st.integers(min_value=10**300, max_value=10**4000),
+    st.integers(max_value=-(10**300), min_value=-(10**4000)),
+    st.tuples(st.text(min_size=1, max_size=8), st.integers(2_000, 100_000)).map(
+        lambda t: t[0] * t[1]
+    ),
+    st.integers(min_value=1000, max_value=30_000).map(lambda n: "[" * n + "]" * n),
+    st.integers(min_value=1000, max_value=30_000).map(lambda n: '{"a":' * n + "1" + "}" * n),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["id", "url", "progress", "tasks", "thumbnail_url", "image_generation"]),
+    HUGE,
+    st.booleans(),
+)
+def test_hostile_fields_only_raise_typed_errors(field: str, value: object, raw: bool) -> None:
+    """Huge numbers, huge strings and deep nesting in any field: a typed error or a sane status."""
+    inner = value if isinstance(value, str) and value[:1] in "[{" and raw else json.dumps(value)
+    body = f'{{"id": "f", "url": null, "{field}": {inner}}}'.encode()
+    for parse in (parse_poll_reply, parse_start_reply):
+        status = outcome(parse, body)
+        if isinstance(status, TransientError):
+            assert "malformed" in str(status)
+            continue
+        assert status.id and (status.progress is None or 0 <= status.progress <= 1)

@@ -6,6 +6,7 @@ Nothing here touches the network. :mod:`hybridgen.transport` does the I/O with t
 
 from __future__ import annotations
 
+import http
 import ipaddress
 import json
 import math
@@ -14,7 +15,7 @@ import random
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import attrs
@@ -23,16 +24,24 @@ from ._version import __version__
 from .errors import ConfigError, RequestError, TransientError
 
 __all__ = [
+    "BODY_FORMS",
     "GENERATE_IMAGE",
     "GENERATION_CONFIGS",
+    "MAX_REPLY_BYTES",
+    "BodyForm",
     "FileStatus",
     "ModelInfo",
     "ImageRequest",
     "Config",
+    "error_reason",
     "file_path",
+    "load_json",
     "parse_file",
     "parse_file_list",
     "parse_generation_configs",
+    "parse_poll_reply",
+    "parse_start_reply",
+    "status_phrase",
     "parse_ws_message",
     "subscribe_message",
     "ws_path",
@@ -45,6 +54,12 @@ USER_AGENT: Final = f"hybridgen/{__version__}"
 MAX_PROMPT_CHARS: Final = 4000
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-_.~+/=]+")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,127}")
+MAX_REPLY_BYTES: Final = 4 * 2**20
+"""The default :attr:`Config.max_reply_bytes`: 4 MiB, about a thousand times a real reply."""
+REASON_CHARS: Final = 300
+"""The longest server-given reason kept in an error message (longer ones are cut with ...)."""
+_ID_CHARS: Final = 200
+_URL_CHARS: Final = 16_384
 
 
 def file_path(file_id: str) -> str:
@@ -137,9 +152,17 @@ class Config:
     url: str
     token: Secret = attrs.field(converter=_as_secret)
     allow_insecure: bool = False
+    max_reply_bytes: int = MAX_REPLY_BYTES
+    """The largest start or poll reply read (bytes, after decompression); a longer one is
+    abandoned unread and reported as a :class:`~hybridgen.errors.TransientError`."""
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "url", _check_url(self.url, self.allow_insecure))
+        limit = self.max_reply_bytes
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1024:
+            raise ConfigError(
+                "max_reply_bytes", f"must be a whole number of bytes >= 1024, got {limit!r}"
+            )
         token = self.token.reveal()
         if not token.strip():
             raise ConfigError(
@@ -251,11 +274,23 @@ def _validate_quality(inst: object, attribute: attrs.Attribute[str], value: str)
         raise RequestError("quality", f"must be 'hd' or 'full_hd', got {value!r}")
 
 
+BodyForm = Literal["config", "legacy"]
+BODY_FORMS: Final = ("config", "legacy")
+"""The forms of the start body: ``config`` (today's documented form) and ``legacy`` (the seed's)."""
+
+
+def _validate_body_form(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in BODY_FORMS:
+        raise RequestError("body_form", f"must be 'config' or 'legacy', got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ImageRequest:
     """One image to generate. Every field is checked here, before any network I/O.
 
-    Invalid values raise :class:`~hybridgen.errors.RequestError` naming the field.
+    Invalid values raise :class:`~hybridgen.errors.RequestError` naming the field. ``body_form``
+    chooses the start body: ``config`` (today's documented form, numbers as numbers) or
+    ``legacy`` (the seed-era flat form, numbers as strings) for servers that predate it.
     """
 
     prompt: str = attrs.field(validator=_validate_prompt)
@@ -273,9 +308,32 @@ class ImageRequest:
     aspect_ratio: str = attrs.field(default="1:1", validator=_validate_aspect)
     quality: str = attrs.field(default="hd", validator=_validate_quality)
     batch_size: int = attrs.field(default=1, validator=_validate_batch)
+    body_form: BodyForm = attrs.field(default="config", validator=_validate_body_form)
 
     def to_json(self) -> dict[str, Any]:
-        """The body of ``POST /api/v1/file/generate-image``, as the SuperDuperAI client sends it."""
+        """The body of ``POST /api/v1/file/generate-image``, in the form ``body_form`` names."""
+        if self.body_form == "legacy":
+            return self._legacy_json()
+        return {
+            "project_id": self.project_id,
+            "config": {
+                "prompt": self.prompt,
+                "generation_config_name": self.model,
+                "params": {
+                    "width": self.width,
+                    "height": self.height,
+                    "quality": self.quality,
+                    "style": self.style_name,
+                    "shot_size": self.shot_size,
+                    "seed": self.seed,
+                    "aspect_ratio": self.aspect_ratio,
+                    "batch_size": self.batch_size,
+                },
+            },
+        }
+
+    def _legacy_json(self) -> dict[str, Any]:
+        """The seed-era flat body, as the seed's SuperDuperAI client sent it."""
         return {
             "type": "media",
             "template_name": None,
@@ -323,31 +381,54 @@ def _bad(what: str, detail: str) -> TransientError:
     return TransientError(f"malformed {what} from the server: {detail}")
 
 
+def _clip(text: str, limit: int = REASON_CHARS) -> str:
+    """One printable line of at most ``limit`` characters (no terminal escapes from a server)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fraction(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    fraction = value / 100 if value > 1 else value
-    return min(max(float(fraction), 0.0), 1.0)
+    try:
+        number = float(value)  # a 400-digit integer overflows here
+    except OverflowError:
+        return None
+    if not math.isfinite(number):
+        return None
+    fraction = number / 100 if number > 1 else number
+    return min(max(fraction, 0.0), 1.0)
 
 
-def parse_file(obj: object, what: str = "file object") -> FileStatus:
-    """Parse one file object (``GET /api/v1/file/{id}``); raise a typed error if malformed."""
+def _task_error(task: Mapping[str, Any]) -> str | None:
+    for key in ("error", "message", "detail", "error_message"):
+        detail = task.get(key)
+        if isinstance(detail, str) and detail.strip():
+            return _clip(detail, 500)
+    return None
+
+
+def _parse_file(obj: object, what: str) -> FileStatus:
     if not isinstance(obj, dict):
         raise _bad(what, f"expected a JSON object, got {type(obj).__name__}")
     file_id = obj.get("id", obj.get("file_id"))
     if not isinstance(file_id, str | int) or isinstance(file_id, bool) or str(file_id) == "":
         raise _bad(what, "it has no 'id'")
+    if len(str(file_id)) > _ID_CHARS:
+        raise _bad(what, f"its 'id' is over {_ID_CHARS} characters long")
+    # ``thumbnail_url`` may come before ``url``: a preview, never the result.
     url = obj.get("url")
     if url is not None and not isinstance(url, str):
         raise _bad(what, f"'url' must be a string or null, got {type(url).__name__}")
+    if url is not None and len(url) > _URL_CHARS:
+        raise _bad(what, f"its 'url' is over {_URL_CHARS} characters long")
     failed, error = False, None
     tasks = obj.get("tasks")
-    if isinstance(tasks, list) and tasks and isinstance(tasks[-1], dict):
-        status = str(tasks[-1].get("status", "")).lower()
-        if status == "error":
-            failed = True
-            detail = tasks[-1].get("error") or tasks[-1].get("message")
-            error = str(detail)[:500] if detail else None
+    if isinstance(tasks, list):
+        for task in tasks:
+            if isinstance(task, dict) and str(task.get("status", "")).lower() == "error":
+                failed, error = True, _task_error(task)
+                break
     return FileStatus(
         id=str(file_id),
         url=url or None,
@@ -357,8 +438,25 @@ def parse_file(obj: object, what: str = "file object") -> FileStatus:
     )
 
 
+def parse_file(obj: object, what: str = "file object") -> FileStatus:
+    """Parse one file object (``GET /api/v1/file/{id}``); raise a typed error if malformed.
+
+    Today's replies nest objects (``image_generation``), carry ``tasks`` (a task with status
+    ``error`` means the job failed, with its text as the reason), may use integer ids and may set
+    ``thumbnail_url`` before ``url``: only ``url`` is the result. Any failure while reading the
+    object is a :class:`~hybridgen.errors.TransientError` ("malformed ..."), never another error.
+    """
+    try:
+        return _parse_file(obj, what)
+    except TransientError:
+        raise
+    except Exception as exc:  # RecursionError, OverflowError, ...: one bad reply, not a bug
+        raise _bad(what, f"{type(exc).__name__}: {_clip(str(exc), 100)}") from None
+
+
 def parse_file_list(data: object) -> FileStatus:
-    """Parse the reply of the start request (a JSON list of file objects): the first file."""
+    """Parse the reply of the start request: a JSON list of file objects (the first is ours) or,
+    as some servers answer, a single file object."""
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -419,6 +517,93 @@ def parse_generation_configs(data: object) -> list[ModelInfo]:
             )
         )
     return models
+
+
+def load_json(what: str, body: bytes | str) -> object:
+    """``json.loads`` whose every failure is a :class:`~hybridgen.errors.TransientError`.
+
+    Invalid JSON, nesting too deep for the parser (``RecursionError``), integers too long to
+    convert: each is one malformed ``what`` from the server, worth retrying, never a crash.
+    """
+    try:
+        return json.loads(body)
+    except Exception as exc:
+        raise _bad(what, f"not JSON ({type(exc).__name__}: {_clip(str(exc), 100)})") from None
+
+
+def parse_start_reply(body: bytes) -> FileStatus:
+    """Parse the raw body of the start reply (see :func:`parse_file_list`)."""
+    return parse_file_list(load_json("start reply", body))
+
+
+def parse_poll_reply(body: bytes) -> FileStatus:
+    """Parse the raw body of a poll reply (see :func:`parse_file`)."""
+    return parse_file(load_json("poll reply", body), "poll reply")
+
+
+_STATUS_NAMES: Final = {
+    520: "Cloudflare: unknown error from the origin",
+    521: "Cloudflare: origin server down",
+    522: "Cloudflare: connection to the origin timed out",
+    523: "Cloudflare: origin unreachable",
+    524: "Cloudflare origin timeout",
+    525: "Cloudflare: TLS handshake with the origin failed",
+    526: "Cloudflare: invalid origin certificate",
+}
+
+
+def status_phrase(status: int) -> str:
+    """A short name for an HTTP status (``"Too Many Requests"``, ``"Cloudflare origin timeout"``);
+    ``""`` for an unknown one."""
+    if status in _STATUS_NAMES:
+        return _STATUS_NAMES[status]
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _validation_item(item: object) -> str:
+    """One FastAPI validation error: ``{"loc": ["body", "config", "prompt"], "msg": ...}``."""
+    if not isinstance(item, dict):
+        return json.dumps(item)[:REASON_CHARS]
+    loc = item.get("loc")
+    parts = [str(p) for p in loc] if isinstance(loc, list) else []
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    msg = item.get("msg")
+    text = msg if isinstance(msg, str) else "invalid"
+    return f"{'.'.join(parts)}: {text}" if parts else text
+
+
+def _reason_of(data: object, text: str) -> str:
+    if isinstance(data, dict):
+        for key in ("detail", "message", "error"):
+            detail = data.get(key)
+            if isinstance(detail, str):
+                return detail
+            if isinstance(detail, list) and detail:
+                return "; ".join(_validation_item(item) for item in detail[:5])
+    return text
+
+
+def error_reason(body: bytes, content_type: str | None = None) -> str:
+    """What an error reply says, as one short printable line; ``""`` if nothing readable.
+
+    A FastAPI ``detail`` list becomes ``config.prompt: field required``; a ``detail`` string is
+    kept; an HTML page (a proxy's error page) gives ``""``, never its markup. The result is at
+    most :data:`REASON_CHARS` characters long.
+    """
+    text = body[: REASON_CHARS * 64].decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    if "html" in (content_type or "").lower() or text[:1] == "<":
+        return ""
+    try:
+        reason = _reason_of(json.loads(text), text)
+    except Exception:  # not JSON (or cut short): the text itself
+        reason = text
+    return _clip(reason)
 
 
 def parse_ws_message(text: str | bytes) -> FileStatus | None:

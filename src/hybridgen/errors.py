@@ -56,14 +56,23 @@ class TransientError(TransportError):
     """A failure worth retrying: 5xx, 429, timeouts, resets, a garbled reply.
 
     ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    ``maybe_processed`` is False only when the server certainly did not act on the request
+    (429, 503, a connection that never carried it): only then is a start safe to send again
+    without risking a second, billed job.
     """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        maybe_processed: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.maybe_processed = maybe_processed
 
 
 class PermanentError(TransportError):
