@@ -19,7 +19,8 @@ import functools
 import json
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode, urlsplit
@@ -38,10 +39,13 @@ from .api import (
     FileStatus,
     ImageRequest,
     ModelInfo,
+    error_reason,
     file_path,
-    parse_file,
-    parse_file_list,
+    load_json,
     parse_generation_configs,
+    parse_poll_reply,
+    parse_start_reply,
+    status_phrase,
     subscribe_message,
     ws_path,
 )
@@ -90,6 +94,14 @@ WS_MAX_MESSAGE: Final = 2**20
 """The longest socket message accepted (characters); a longer one closes the socket (1009)."""
 _NORMAL_CLOSE: Final = (1000, 1001)
 _DETAIL_CHARS: Final = 300
+_ERROR_BODY_BYTES: Final = 64 * 1024
+"""How much of an error reply is read for its reason (the rest is never read)."""
+_PARSE_IN_THREAD: Final = 2**20
+"""Replies at least this long are parsed in a worker thread, off the event loop."""
+_NOT_PROCESSED: Final = (408, 425, 429, 503)
+"""Statuses by which a server says it did not act on the request (safe to send again)."""
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""httpx errors raised before any byte of the request left: the server cannot have acted."""
 
 
 class SuperDuperTransport:
@@ -117,22 +129,22 @@ class SuperDuperTransport:
         """``POST /api/v1/file/generate-image``; the reply's first file."""
         body = json.dumps(request.to_json()).encode()
         url = self.config.api_url(GENERATE_IMAGE)
-        data = await self._request_json("start request", "POST", url, body)
-        return parse_file_list(data)
+        raw = await self._exchange("start request", "POST", url, body)
+        return await _parse(parse_start_reply, raw)
 
     async def poll(self, file_id: str) -> FileStatus:
         """``GET /api/v1/file/{file_id}``."""
         url = self.config.api_url(file_path(quote(file_id, safe="")))
-        data = await self._request_json("poll", "GET", url)
-        return parse_file(data)
+        raw = await self._exchange("poll", "GET", url)
+        return await _parse(parse_poll_reply, raw)
 
     async def models(self, types: Sequence[str] = ()) -> list[ModelInfo]:
         """``GET /api/v1/generation-config`` (``?type=a,b`` when ``types`` are given)."""
         url = self.config.api_url(GENERATION_CONFIGS)
         if types:
             url += "?" + urlencode({"type": ",".join(types)})
-        data = await self._request_json("model list", "GET", url)
-        return parse_generation_configs(data)
+        raw = await self._exchange("model list", "GET", url)
+        return parse_generation_configs(load_json("model list", raw))
 
     async def download(self, url: str) -> bytes:
         """The bytes at a result URL (the token is sent only to the API's own host)."""
@@ -182,17 +194,17 @@ class SuperDuperTransport:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _request_json(
-        self, what: str, method: str, url: str, body: bytes | None = None
-    ) -> object:
-        response = await self._send(what, method, url, headers=self.config.headers(), content=body)
+    async def _exchange(self, what: str, method: str, url: str, body: bytes | None = None) -> bytes:
+        """Send one API request; its reply body, read up to ``Config.max_reply_bytes``."""
+        headers = {**self.config.headers(), "Accept-Encoding": "gzip, deflate"}
         try:
-            return json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
-            raise TransientError(
-                f"{what}: the server's reply is not JSON (HTTP {response.status_code})",
-                status=response.status_code,
-            ) from None
+            async with self.http.stream(method, url, headers=headers, content=body) as response:
+                if not response.is_success:
+                    content = await _read_body(response, _ERROR_BODY_BYTES, what, cut=True)
+                    raise self._status_error(what, response.status_code, response.headers, content)
+                return await _read_body(response, self.config.max_reply_bytes, what)
+        except (httpx.RequestError, OSError) as exc:
+            raise self._connection_error(what, exc) from None
 
     async def _send(
         self,
@@ -205,22 +217,33 @@ class SuperDuperTransport:
     ) -> httpx.Response:
         try:
             response = await self.http.request(method, url, headers=headers, content=content)
-        except httpx.TimeoutException:
-            raise TransientError(f"{what}: timed out") from None
         except (httpx.RequestError, OSError) as exc:
-            raise TransientError(f"{what}: connection failed ({self._redact(exc)})") from None
+            raise self._connection_error(what, exc) from None
         if response.is_success:
             return response
         raise self._status_error(what, response.status_code, response.headers, response.content)
 
+    def _connection_error(self, what: str, exc: BaseException) -> TransientError:
+        """The error for a request that got no status: says whether it may have been processed."""
+        if isinstance(exc, _NOT_SENT):
+            why = "timed out" if isinstance(exc, httpx.TimeoutException) else self._redact(exc)
+            return TransientError(
+                f"{what}: could not connect ({why}); the request was not sent",
+                maybe_processed=False,
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return TransientError(f"{what}: timed out after the request was sent")
+        return TransientError(f"{what}: connection failed ({self._redact(exc)})")
+
     def _status_error(
         self, what: str, status: int, headers: Mapping[str, str], content: bytes
     ) -> TransportError:
+        reason = error_reason(content, headers.get("content-type"))
         return error_for_status(
             what,
             status,
             retry_after=parse_retry_after(headers.get("retry-after")),
-            detail=self._detail(content),
+            detail=f": {self._redact(reason)}" if reason else "",
         )
 
     def _ws_error(self, exc: BaseException) -> TransportError:
@@ -239,21 +262,6 @@ class SuperDuperTransport:
             )
         cause = exc.__cause__ or exc.__context__ or exc
         return TransientError(f"WebSocket connect: connection failed ({self._redact(cause)})")
-
-    def _detail(self, content: bytes) -> str:
-        text = content.decode("utf-8", "replace").strip()
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and "detail" in data:
-            text = data["detail"] if isinstance(data["detail"], str) else json.dumps(data["detail"])
-        if not text:
-            return ""
-        text = self._redact(text)
-        if len(text) > _DETAIL_CHARS:
-            text = text[: _DETAIL_CHARS - 3] + "..."
-        return f": {text}"
 
     def _redact(self, value: object) -> str:
         text = str(value) or type(value).__name__
@@ -375,19 +383,75 @@ def error_for_status(
     """The typed error for an HTTP error ``status``: the one classification every transport uses.
 
     401/403 are :class:`~hybridgen.errors.AuthError`; 408, 425, 429 and 5xx are
-    :class:`~hybridgen.errors.TransientError` (with ``retry_after``); any other status is a
-    :class:`~hybridgen.errors.PermanentError`. ``detail`` (``": ..."``) ends the message.
+    :class:`~hybridgen.errors.TransientError` (with ``retry_after``; ``maybe_processed`` is False
+    for 408, 425, 429 and 503, by which the server says it did not act); any other status is a
+    :class:`~hybridgen.errors.PermanentError`. The message names the status
+    (``HTTP 524 from the server (Cloudflare origin timeout)``); ``detail`` (``": ..."``) ends it.
     """
     if status in (401, 403):
         return AuthError(
             f"{what}: the server rejected the token (HTTP {status}); check SUPERDUPERAI_TOKEN",
             status=status,
         )
+    phrase = status_phrase(status)
+    message = f"{what}: HTTP {status} from the server{f' ({phrase})' if phrase else ''}{detail}"
     if status in (408, 425, 429) or status >= 500:
         return TransientError(
-            f"{what}: HTTP {status} from the server{detail}", status=status, retry_after=retry_after
+            message,
+            status=status,
+            retry_after=retry_after,
+            maybe_processed=status not in _NOT_PROCESSED,
         )
-    return PermanentError(f"{what}: HTTP {status} from the server{detail}", status=status)
+    return PermanentError(message, status=status)
+
+
+async def _parse(parse: Callable[[bytes], FileStatus], raw: bytes) -> FileStatus:
+    """``parse(raw)``; a long reply is parsed in a thread so the event loop keeps running."""
+    if len(raw) < _PARSE_IN_THREAD:
+        return parse(raw)
+    return await trio.to_thread.run_sync(parse, raw, abandon_on_cancel=True)
+
+
+def _size(limit: int) -> str:
+    return f"{limit / 2**20:g} MiB" if limit % 2**16 == 0 else f"{limit} bytes"
+
+
+async def _read_body(
+    response: httpx.Response, limit: int, what: str, *, cut: bool = False
+) -> bytes:
+    """The decoded body, up to ``limit`` bytes; a longer one is cut (``cut``) or an error.
+
+    Never holds more than ``limit`` plus one network chunk: the body is read chunk by chunk and
+    decompressed with a bounded output, so neither a huge reply nor a compression bomb can take
+    the memory.
+    """
+    over = TransientError(
+        f"{what}: the server's reply is over the {_size(limit)} limit "
+        "(Config.max_reply_bytes); it was not read"
+    )
+    length = response.headers.get("content-length", "").strip()
+    if not cut and length.isdigit() and int(length) > limit:
+        raise over
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    inflate: Any = None
+    if encoding in ("gzip", "deflate", "x-gzip"):
+        inflate = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
+    elif encoding not in ("identity", ""):
+        raise TransientError(f"{what}: the reply uses an unsupported content encoding {encoding!r}")
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        room = limit + 1 - len(body)
+        if inflate is not None:
+            try:
+                chunk = inflate.decompress(chunk, room)
+            except zlib.error:
+                raise TransientError(f"{what}: the reply cannot be decompressed") from None
+        body += chunk[:room]
+        if len(body) > limit:
+            if cut:
+                return bytes(body[:limit])
+            raise over
+    return bytes(body)
 
 
 def _closed_error(exc: Any) -> TransientError:

@@ -8,6 +8,7 @@ contract tests as :class:`~hybridgen.transport.SuperDuperTransport` against the 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 
 import trio
@@ -16,12 +17,13 @@ from ..api import (
     FileStatus,
     ImageRequest,
     ModelInfo,
-    parse_file,
-    parse_file_list,
+    error_reason,
     parse_generation_configs,
+    parse_poll_reply,
+    parse_start_reply,
 )
-from ..emulator.model import BadRequest, Forbidden, ServerModel, WsDropped, WsRefused
-from ..errors import TransientError
+from ..emulator.model import ErrorReply, Forbidden, Rejected, ServerModel, WsDropped, WsRefused
+from ..errors import TransientError, TransportError
 from ..transport import WS_MAX_MESSAGE, error_for_status
 
 __all__ = ["MemoryTransport"]
@@ -54,9 +56,9 @@ class MemoryTransport:
             job = self.model.create(request.to_json())
         except Forbidden:
             raise error_for_status("start request", 403) from None
-        except BadRequest as exc:
-            raise error_for_status("start request", 422, detail=f": {exc}") from None
-        return parse_file_list([self.model.file_json(job)])
+        except Rejected as exc:
+            raise _error("start request", exc.reply) from None
+        return parse_start_reply(json.dumps([self.model.file_json(job)]).encode())
 
     async def models(self, types: Sequence[str] = ()) -> list[ModelInfo]:
         """The model's generation configs (of ``types`` when given)."""
@@ -85,7 +87,7 @@ class MemoryTransport:
         else:
             await trio.lowlevel.checkpoint()
         if fault is None:
-            return parse_file(self.model.file_json(job))
+            return parse_poll_reply(json.dumps(self.model.file_json(job)).encode())
         if fault == "reset":
             raise TransientError("poll: connection reset by the server")
         if fault == "garbage":
@@ -118,6 +120,13 @@ class MemoryTransport:
     async def aclose(self) -> None:
         """Nothing to release."""
         await trio.lowlevel.checkpoint()
+
+
+def _error(what: str, reply: ErrorReply) -> TransportError:
+    """The error the real transport raises for ``reply``: same classification, same reason."""
+    reason = error_reason(reply.body, reply.content_type)
+    detail = f": {reason}" if reason else ""
+    return error_for_status(what, reply.status, retry_after=reply.retry_after, detail=detail)
 
 
 async def _messages(model: ServerModel, project_id: str) -> AsyncIterator[str]:
