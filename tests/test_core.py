@@ -6,7 +6,7 @@ import pytest
 
 from hybridgen import FileStatus, Policy, State
 from hybridgen.core import Core
-from hybridgen.errors import AuthError, TransientError
+from hybridgen.errors import AuthError, PermanentError, TransientError
 from hybridgen.events import Event, Progress, Retry, Transition
 
 
@@ -255,3 +255,49 @@ def test_adaptive_schedule_wins_over_a_live_socket_near_the_expected_moment() ->
     core.poll_sent(131.0)
     core.poll_reply(FileStatus("f1"), 131.0)
     assert core.next_poll == pytest.approx(133.0)  # dense near 135 s, not the live-socket 10 s
+
+
+def test_a_start_the_server_did_not_process_is_sent_again() -> None:
+    core, events = make()
+    core.start_failed(TransientError("429", retry_after=1.0, maybe_processed=False), 100.0)
+    assert core.state is State.REQUESTED and core.next_start == pytest.approx(101.0)
+    core.start_failed(TransientError("refused", maybe_processed=False), 101.0)
+    assert core.next_start == pytest.approx(105.0)  # no Retry-After: 2nd failure, 2 s x 2
+    retries = [e for e in events if isinstance(e, Retry)]
+    assert [(r.what, r.attempt) for r in retries] == [("start", 1), ("start", 2)]
+    core.accepted(FileStatus("f1"), 105.1)
+    assert core.state is State.POLLING and core.next_start is None  # past ws_timeout: poll
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 524, None])
+def test_a_start_that_may_have_made_a_job_fails_saying_so(status: int | None) -> None:
+    core, events = make()
+    core.start_failed(TransientError(f"HTTP {status}", status=status), 100.0)
+    assert core.state is State.FAILED and core.next_start is None
+    assert "the job may exist on the server" in core.reason
+    assert "retry_unsafe_starts" in core.reason
+    assert not [e for e in events if isinstance(e, Retry)]
+
+
+def test_unsafe_start_retries_are_opt_in() -> None:
+    core, _ = make(Policy.default().replace(jitter=0.0, retry_unsafe_starts=True, start_retries=1))
+    core.start_failed(TransientError("HTTP 524", status=524), 100.0)
+    assert core.state is State.REQUESTED and core.next_start == pytest.approx(102.0)
+    core.start_failed(TransientError("HTTP 524", status=524), 102.0)
+    assert core.state is State.FAILED
+    assert "after 2 attempts" in core.reason and "may exist" in core.reason
+
+
+def test_start_retries_stay_inside_the_deadline_and_the_count() -> None:
+    core, _ = make()
+    core.start_failed(TransientError("503", retry_after=500.0, maybe_processed=False), 100.0)
+    assert core.state is State.FAILED and "no time left" in core.reason
+    core, _ = make(Policy.default().replace(start_retries=0))
+    core.start_failed(TransientError("429", maybe_processed=False), 100.0)
+    assert core.state is State.FAILED and "after 1 attempts" in core.reason
+    core, _ = make(Policy.seed())
+    core.start_failed(TransientError("429", retry_after=1.0, maybe_processed=False), 100.0)
+    assert core.state is State.FAILED  # the seed never sent a start twice
+    core, _ = make()
+    core.start_failed(PermanentError("HTTP 422 ..."), 100.0)
+    assert core.state is State.FAILED and "may exist" not in core.reason

@@ -26,6 +26,7 @@ from .policy import Policy
 __all__ = ["Core", "Result"]
 
 _EARLY_PUSHES = 16  # socket results buffered while the file id is still unknown
+_MAY_EXIST = "the job may exist on the server (it may have processed the request)"
 
 
 def _job_failed(file: FileStatus) -> str:
@@ -84,6 +85,9 @@ class Core:
     expected: float | None = attrs.field(default=None, repr=False)
     """Seconds after the start when the result is expected (adaptive polling), if known."""
     _early: dict[str, str] | None = attrs.field(default=None, repr=False)
+    next_start: float | None = attrs.field(default=None, repr=False)
+    """When to send the start request again after a failure (``None``: do not)."""
+    start_errors: int = attrs.field(default=0, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.ws_connect_at = self.started
@@ -144,6 +148,7 @@ class Core:
 
     def accepted(self, file: FileStatus, now: float) -> None:
         """The start request returned ``file``: the job exists on the server."""
+        self.next_start = None
         if self.terminal:
             return
         self.file_id = file.id
@@ -260,8 +265,40 @@ class Core:
         self._emit_retry("poll", self.poll_errors, delay, str(error), now)
 
     def start_failed(self, error: Exception, now: float) -> None:
-        """The start request failed: the job was not created (or we cannot know its file id)."""
-        self._fail(now, f"the start request failed: {error}")
+        """The start request failed with ``error``: send it again at :attr:`next_start`, or fail.
+
+        Only a start the server certainly did not process is sent again (a
+        :class:`~hybridgen.errors.TransientError` whose ``maybe_processed`` is False), unless the
+        policy's ``retry_unsafe_starts`` says otherwise: one that may have created a job fails
+        with a reason saying so, as a second start could create and bill a second job.
+        """
+        self.next_start = None
+        if self.terminal:
+            return
+        reason = f"the start request failed: {error}"
+        policy = self.policy
+        if not isinstance(error, TransientError):
+            self._fail(now, reason)
+            return
+        if error.maybe_processed and not policy.retry_unsafe_starts:
+            self._fail(now, f"{reason}; {_MAY_EXIST} (not sent again: Policy.retry_unsafe_starts)")
+            return
+        self.start_errors += 1
+        may_exist = f"; {_MAY_EXIST}" if error.maybe_processed else ""
+        if policy.start_retries is not None and self.start_errors > policy.start_retries:
+            self._fail(now, f"{reason} (after {self.start_errors} attempts){may_exist}")
+            return
+        if error.retry_after is not None and policy.honour_retry_after:
+            delay = error.retry_after  # the server's word
+        else:
+            delay = self._delay(policy.poll_interval, self.start_errors - 1)
+        if now + delay >= self.deadline_at:
+            self._fail(
+                now, f"{reason}; no time left to send it again before the deadline{may_exist}"
+            )
+            return
+        self.next_start = now + delay
+        self._emit_retry("start", self.start_errors, delay, str(error), now)
 
     def fail(self, reason: str, now: float) -> None:
         """Fail with ``reason`` (the ``error`` trigger); ignored once terminal."""

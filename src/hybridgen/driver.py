@@ -378,18 +378,10 @@ class Client:
             file = FileStatus(job)
             await trio.lowlevel.checkpoint()
         else:
-            try:
-                file = await self._in_turn(
-                    (self._start_slots, self._request_slots),
-                    core.deadline_at,
-                    policy.request_timeout,
-                    functools.partial(self.transport.start, job),
-                )
-            except (TransportError, trio.TooSlowError) as exc:
-                now = trio.current_time()
-                core.advance(now)  # at the deadline, the deadline is the reason
-                core.start_failed(_transport_error(exc, "start request"), now)
+            started = await self._start_job(gen, job)
+            if started is None:
                 return
+            file = started
         core.accepted(file, trio.current_time())
         log.debug("generation %s: job accepted as file %s", core.id, file.id)
         file_id = file.id
@@ -444,6 +436,27 @@ class Client:
         finally:
             for limiter in reversed(held):
                 limiter.release()
+
+    async def _start_job(self, gen: Generation, request: ImageRequest) -> FileStatus | None:
+        """Send the start request, again as long as the core says so; ``None`` once it failed."""
+        core, policy = gen.core, gen.core.policy
+        while not core.terminal:
+            try:
+                return await self._in_turn(
+                    (self._start_slots, self._request_slots),
+                    core.deadline_at,
+                    policy.request_timeout,
+                    functools.partial(self.transport.start, request),
+                )
+            except (TransportError, trio.TooSlowError) as exc:
+                now = trio.current_time()
+                core.advance(now)  # at the deadline, the deadline is the reason
+                core.start_failed(_transport_error(exc, "start request"), now)
+            if core.next_start is None:
+                return None
+            log.debug("generation %s: start request sent again at %s", core.id, core.next_start)
+            await trio.sleep_until(core.next_start)
+        return None
 
     async def _ws_task(self, gen: Generation, project_id: str) -> None:
         core, policy = gen.core, gen.core.policy

@@ -76,9 +76,10 @@ class Progress:
 
 @attrs.frozen
 class Retry:
-    """A poll failed or the socket dropped; the next attempt comes in ``delay`` seconds.
+    """A start or poll failed or the socket dropped; the next attempt comes in ``delay`` seconds.
 
-    ``what`` is ``"poll"`` or ``"websocket"``; ``attempt`` counts failures of that kind so far.
+    ``what`` is ``"start"``, ``"poll"`` or ``"websocket"``; ``attempt`` counts failures of that
+    kind so far.
     """
 
     generation_id: str

@@ -79,6 +79,13 @@ class Policy:
     adaptive: bool = attrs.field(default=False, validator=_flag)
     """Poll sparsely while the result is not expected yet, densely near and after the expected
     moment (estimated from the server's progress reports, else from recent generations)."""
+    start_retries: int | None = attrs.field(default=5, validator=_count)
+    """Start requests sent again, within the deadline, when the server certainly did not process
+    them (429 or 503, honouring ``Retry-After``; a connection refused before the request was sent);
+    ``0`` never, ``None`` until the deadline."""
+    retry_unsafe_starts: bool = attrs.field(default=False, validator=_flag)
+    """Also send again a start the server may have processed (500, 502, 504, 524, a timeout after
+    sending). Off by default: the first job may exist, and a second one would be billed too."""
     sparse_interval: float = attrs.field(default=10.0, validator=_positive)
     """The wait between polls while the socket is proven alive (``trust_live_socket``), and the
     longest wait while the result is far off (``adaptive``); never less than ``poll_interval``."""
@@ -103,7 +110,8 @@ class Policy:
         30 s WebSocket wait, socket closed at fallback, a poll every 2 s with no jitter and no
         backoff, 2 minutes of polling after the fallback (150 s overall). Like the seed's loop, a
         failed poll is simply followed by the next one 2 s later until time runs out (no budget,
-        ``Retry-After`` ignored); permanent errors (401/403/404) still fail at once.
+        ``Retry-After`` ignored); permanent errors (401/403/404) still fail at once, and a failed
+        start request is never sent again.
         """
         return cls(
             ws_timeout=30.0,
@@ -117,6 +125,7 @@ class Policy:
             retry_budget=None,
             honour_retry_after=False,
             trust_live_socket=False,
+            start_retries=0,
         )
 
     @classmethod
