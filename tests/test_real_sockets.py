@@ -18,6 +18,7 @@ from hybridgen.driver import Client, Result
 from hybridgen.emulator import Emulator, Faults
 from hybridgen.emulator.model import Job
 from hybridgen.errors import GenerationFailed, PermanentError
+from hybridgen.events import Retry
 from hybridgen.machine import State
 from hybridgen.policy import Policy
 from hybridgen.testing.sockets import client_side_fds, fds_but_server_side
@@ -237,3 +238,75 @@ async def test_cancel_midway_closes_every_socket(emulator: Emulator) -> None:
     assert gen.state is State.CANCELLED
     assert client_side_fds(port) == 0
     assert fds_but_server_side(port) <= before
+
+
+async def start_fault_run(
+    emulator: Emulator, fault: str, policy: Policy, retry_after: float | None = None
+) -> tuple[Result, list[Retry]]:
+    emulator.model.faults = Faults(
+        ws_mode="silent",
+        gen_time=gen_time(emulator, 0.2),
+        start_fault=fault,  # type: ignore[arg-type]
+        start_faults=1,
+        retry_after=None if retry_after is None else gen_time(emulator, retry_after),
+    )
+    retries: list[Retry] = []
+    async with client_for(emulator) as client:
+        client.subscribe(lambda e: retries.append(e) if isinstance(e, Retry) else None)
+        with trio.fail_after(LIMIT):
+            result = await client.start("a red fox", policy=policy)
+    return result, retries
+
+
+async def test_start_answered_429_with_retry_after_waits_and_is_done(emulator: Emulator) -> None:
+    result, retries = await start_fault_run(emulator, "429", DEFAULT.replace(deadline=5.0), 1.0)
+    assert result.state is State.DONE
+    assert [(r.what, r.attempt) for r in retries] == [("start", 1)]
+    assert retries[0].delay == pytest.approx(1.0)  # the server's Retry-After, exactly
+    assert result.elapsed >= 1.0
+    assert emulator.model.counts["start"] == 2 and len(emulator.model.jobs) == 1
+
+
+async def test_start_answered_503_is_sent_again_and_done(emulator: Emulator) -> None:
+    result, retries = await start_fault_run(emulator, "503", DEFAULT.replace(deadline=5.0))
+    assert result.state is State.DONE
+    assert [r.what for r in retries] == ["start"]
+    assert emulator.model.counts["start"] == 2 and len(emulator.model.jobs) == 1
+
+
+async def test_start_answered_524_fails_saying_the_job_may_exist(emulator: Emulator) -> None:
+    result, retries = await start_fault_run(emulator, "524", DEFAULT.replace(deadline=5.0))
+    assert result.state is State.FAILED and retries == []
+    assert "HTTP 524 from the server (Cloudflare origin timeout)" in result.reason
+    assert "the job may exist" in result.reason
+    assert "<" not in result.reason  # no HTML
+    assert emulator.model.counts["start"] == 1 and len(emulator.model.jobs) == 1  # it does
+
+
+async def test_start_answered_524_is_sent_again_when_the_user_opts_in(emulator: Emulator) -> None:
+    policy = DEFAULT.replace(deadline=5.0, retry_unsafe_starts=True)
+    result, retries = await start_fault_run(emulator, "524", policy)
+    assert result.state is State.DONE and [r.what for r in retries] == ["start"]
+    assert len(emulator.model.jobs) == 2  # the price of opting in: a second job
+
+
+async def test_start_answered_422_fails_with_a_readable_reason(emulator: Emulator) -> None:
+    result, retries = await start_fault_run(emulator, "422", DEFAULT.replace(deadline=5.0))
+    assert result.state is State.FAILED and retries == []
+    assert result.reason == (
+        "the start request failed: start request: HTTP 422 from the server (Unprocessable "
+        "Entity): config.generation_config_name: unknown generation config (emulated)"
+    )
+
+
+async def test_seed_era_body_form_over_real_sockets(emulator: Emulator) -> None:
+    emulator.model.faults = Faults(ws_mode="silent", gen_time=gen_time(emulator, 0.2))
+    async with client_for(emulator) as client:
+        with trio.fail_after(LIMIT):
+            result = await client.generate(
+                ImageRequest(prompt="a red fox", body_form="legacy", width=512),
+                policy=DEFAULT.replace(deadline=5.0),
+            )
+    assert result.state is State.DONE
+    (job,) = emulator.model.jobs.values()
+    assert job.width == 512

@@ -10,17 +10,19 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import attrs
+import httpx
 import pytest
 import trio
 
 from hybridgen.api import Config, FileStatus, ImageRequest, ModelInfo, parse_ws_message
 from hybridgen.emulator import Faults, ServerModel, running
-from hybridgen.emulator.model import GENERATION_CONFIGS
+from hybridgen.emulator.model import GENERATION_CONFIGS, BadRequest
 from hybridgen.errors import AuthError, PermanentError, TransientError, TransportError
 from hybridgen.testing import MemoryTransport
 from hybridgen.transport import SuperDuperTransport, Transport, parse_retry_after
@@ -297,3 +299,142 @@ def test_retry_after_http_date_in_the_future() -> None:
     when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=90)
     parsed = parse_retry_after(email.utils.format_datetime(when, usegmt=True))
     assert parsed is not None and 85 <= parsed <= 91
+
+
+@pytest.mark.parametrize("form", ["config", "legacy"])
+async def test_both_body_forms_start_the_same_job(side: Side, form: str) -> None:
+    side.model.faults = Faults(gen_time=GEN_TIME)
+    request = attrs.evolve(request_for(), body_form=form)
+    with trio.fail_after(LIMIT):
+        file = await side.transport.start(request)
+    job = side.model.jobs[file.id]
+    assert (job.prompt, job.seed, job.width, job.height) == ("a red fox in the snow", 7, 512, 384)
+    assert job.project_id == request.project_id
+
+
+START_FAULT_OUTCOMES = [
+    # fault, error type, status, words in the reason, whether a job was made
+    ("409", PermanentError, 409, "(Conflict): Integrity error, create", False),
+    (
+        "422",
+        PermanentError,
+        422,
+        "(Unprocessable Entity): config.generation_config_name: unknown generation config",
+        False,
+    ),
+    ("429", TransientError, 429, "(Too Many Requests): Too many requests", False),
+    ("503", TransientError, 503, "(Service Unavailable): Service temporarily", False),
+    ("524", TransientError, 524, "HTTP 524 from the server (Cloudflare origin timeout)", True),
+]
+
+
+@pytest.mark.parametrize(("fault", "kind", "status", "words", "made"), START_FAULT_OUTCOMES)
+async def test_start_faults(
+    side: Side, fault: str, kind: type[Exception], status: int, words: str, made: bool
+) -> None:
+    faults = Faults(gen_time=GEN_TIME, start_fault=fault, start_faults=1, retry_after=50.0)  # type: ignore[arg-type]
+    with trio.fail_after(LIMIT):
+        with pytest.raises(kind) as info:
+            await start(side, faults)
+        jobs_after_fault = len(side.model.jobs)
+        second = await side.transport.start(request_for())  # the fault hit only the first
+    error = info.value
+    assert isinstance(error, TransportError)
+    assert getattr(error, "status", None) == status
+    assert words in str(error)
+    assert "<" not in str(error) and len(str(error)) < 400
+    assert jobs_after_fault == int(made)
+    assert second.id in side.model.jobs
+    assert side.model.counts["start"] == 2 and side.model.counts["start_fault"] == 1
+    if isinstance(error, TransientError):
+        # Only 429 and 503 say that the server did not act on the request.
+        assert error.maybe_processed is made
+        expected = 50.0 * TIME_SCALE if status in (429, 503) else None
+        assert error.retry_after == (pytest.approx(expected) if expected else None)
+
+
+async def test_start_reply_and_polls_have_todays_fields(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side)
+        job = side.model.jobs[file.id]
+        await trio.sleep_until(job.ready_at - (job.ready_at - job.created) / 10)
+        previewed = side.model.file_json(job)
+        almost = await side.transport.poll(file.id)
+        await until_ready(side, file.id)
+        done = side.model.file_json(job)
+    assert "project_id" not in previewed and previewed["video_generation"] is None
+    assert previewed["image_generation"]["prompt"] == job.prompt
+    (task,) = previewed["tasks"]
+    assert task["status"] == "in_progress" and isinstance(task["id"], int)
+    # The thumbnail comes first and is not the result.
+    assert previewed["thumbnail_url"] and previewed["url"] is None
+    assert not almost.ready and not almost.failed
+    assert done["url"] and done["tasks"] == []
+
+
+PROJECT = str(uuid.uuid4())
+BAD_BODIES = [
+    (
+        {"config": {"generation_config_name": "comfyui/flux"}},
+        ["config", "prompt"],
+        "field required",
+    ),
+    ({}, ["config"], "field required"),
+    ([], [], "value is not a valid dict"),
+    (
+        {"config": {"prompt": "a fox", "params": {"width": "512"}}},
+        ["config", "params", "width"],
+        "value is not a valid integer",
+    ),
+    (
+        {"config": {"prompt": "a fox", "params": {"height": 10**6}}},
+        ["config", "params", "height"],
+        "ensure this value is in 64..4096",
+    ),
+    (
+        {"config": {"prompt": "a fox", "params": []}},
+        ["config", "params"],
+        "value is not a valid dict",
+    ),
+    (
+        {"type": "media", "project_id": "nope", "config": {"prompt": "a fox"}},
+        ["project_id"],
+        "value is not a valid uuid",
+    ),
+    (
+        {"type": "media", "project_id": PROJECT, "config": {"prompt": "a fox", "seed": "x"}},
+        ["config", "seed"],
+        "value is not a valid integer",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "loc", "msg"), BAD_BODIES)
+async def test_malformed_bodies_get_a_fastapi_422(
+    side: Side, body: object, loc: list[str], msg: str
+) -> None:
+    """The same 422 from the model (what the in-memory transport serves) and over HTTP."""
+    if side.kind == "memory":
+        with pytest.raises(BadRequest) as info:
+            side.model.create(body)
+        status, detail = info.value.reply.status, json.loads(info.value.reply.body)
+    else:
+        url = side.model.file_base + "/api/v1/file/generate-image"
+        async with httpx.AsyncClient() as http:
+            reply = await http.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        status, detail = reply.status_code, reply.json()
+    assert status == 422
+    (item,) = detail["detail"]
+    assert item["loc"] == ["body", *loc]
+    assert item["msg"] == msg and item["type"]
+    assert side.model.jobs == {}
+
+
+async def test_seed_era_body_with_numbers_as_text_is_accepted(side: Side) -> None:
+    body = {
+        "type": "media",
+        "project_id": PROJECT,
+        "config": {"prompt": "a fox", "seed": "12", "width": "640", "height": 512},
+    }
+    job = side.model.create(body)
+    assert (job.seed, job.width, job.height) == (12, 640, 512)

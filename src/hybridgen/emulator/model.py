@@ -26,13 +26,16 @@ __all__ = [
     "MAX_SECONDS",
     "OVERSIZED_MESSAGE_BYTES",
     "POLL_FAULTS",
+    "START_FAULTS",
     "WS_MODES",
     "WS_NOISES",
     "GENERATION_CONFIGS",
     "BadRequest",
+    "ErrorReply",
     "Faults",
     "Forbidden",
     "Job",
+    "Rejected",
     "ServerModel",
     "WsDropped",
     "WsRefused",
@@ -42,6 +45,8 @@ WsMode = Literal["normal", "silent", "late", "drop", "refuse"]
 WS_MODES: Final = ("normal", "silent", "late", "drop", "refuse")
 PollFault = Literal["500", "502", "503", "504", "429", "reset", "garbage", "404"]
 POLL_FAULTS: Final = ("500", "502", "503", "504", "429", "reset", "garbage", "404")
+StartFault = Literal["409", "422", "429", "503", "524"]
+START_FAULTS: Final = ("409", "422", "429", "503", "524")
 WsNoise = Literal["junk", "oversized"]
 WS_NOISES: Final = ("junk", "oversized")
 OVERSIZED_MESSAGE_BYTES: Final = 2**20 + 2**16
@@ -179,6 +184,10 @@ class Faults:
       (a completed job whose file is not stored yet); the push then carries ``url: ""`` too.
     - ``forbidden``: the token is valid but may not use this project: its start requests, polls
       and sockets get HTTP 403.
+    - ``start_fault``: what the first ``start_faults`` start requests get (``None`` count: every
+      one), as the real API answers them: ``409`` (``Integrity error, create``), ``422`` (a
+      FastAPI validation ``detail`` list), ``429`` and ``503`` (with ``retry_after``; no job is
+      made), ``524`` (Cloudflare's HTML page after the origin timed out: the job *was* made).
 
     Every switch is range-checked (durations up to :data:`MAX_SECONDS`, counts up to
     :data:`MAX_COUNT`, ``progress_steps`` up to :data:`MAX_PROGRESS_STEPS`), so no setting can make
@@ -200,18 +209,57 @@ class Faults:
     ws_noise: WsNoise | None = attrs.field(default=None, validator=_choice(WS_NOISES))
     empty_url_polls: int = attrs.field(default=0, validator=_count(MAX_COUNT))
     forbidden: bool = attrs.field(default=False, validator=_flag)
+    start_fault: StartFault | None = attrs.field(default=None, validator=_choice(START_FAULTS))
+    start_faults: int | None = attrs.field(default=None, validator=_count(MAX_COUNT))
 
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
         return attrs.evolve(self, **changes)
 
 
-class BadRequest(ValueError):
-    """The start request's body is invalid; ``field`` names the first bad field."""
+@attrs.frozen
+class ErrorReply:
+    """An HTTP error reply as the emulator sends it: status, body and ``Retry-After`` seconds."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    retry_after: float | None = None
+
+
+def _detail(status: int, detail: object, retry_after: float | None = None) -> ErrorReply:
+    return ErrorReply(status, json.dumps({"detail": detail}).encode(), retry_after=retry_after)
+
+
+class Rejected(Exception):
+    """The start request is answered with an error: :attr:`reply` is the answer."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"HTTP {reply.status}")
+        self.reply = reply
+
+
+class BadRequest(Rejected, ValueError):
+    """The start request's body is invalid; ``field`` names the first bad field.
+
+    Its :attr:`reply` is a FastAPI-style 422:
+    ``{"detail": [{"loc": ["body", ...], "msg": ..., "type": ...}]}``.
+    """
+
+    def __init__(self, field: str, message: str, kind: str = "value_error") -> None:
+        loc = ["body", *field.split(".")] if field != "body" else ["body"]
+        super().__init__(_detail(422, [{"loc": loc, "msg": message, "type": kind}]))
+        self.args = (f"{field}: {message}",)
         self.field = field
+
+
+_CLOUDFLARE_524: Final = b"""<!DOCTYPE html>
+<html lang="en-US"><head><title>emulator | 524: A timeout occurred</title>
+<meta charset="UTF-8" /><style>body{font-family:sans-serif}</style></head>
+<body><div id="cf-wrapper"><h1><span>A timeout occurred</span> <span>Error code 524</span></h1>
+<p>The origin web server timed out responding to this request.</p>
+<p>Cloudflare Ray ID: 0000000000000000 (emulated)</p></div></body></html>
+"""
 
 
 class WsRefused(Exception):
@@ -239,6 +287,9 @@ class Job:
     created: float
     ready_at: float
     faults: Faults
+    config_name: str = "comfyui/flux"
+    task_id: int = 0
+    """The job's task id (an integer, as the real API's)."""
     polls: int = 0
     empty_urls: int = 0
     """Polls answered with an empty ``url`` so far (``empty_url_polls``)."""
@@ -278,6 +329,7 @@ class ServerModel:
         self.jobs: dict[str, Job] = {}
         self.counts: dict[str, int] = {
             "start": 0,
+            "start_fault": 0,
             "poll": 0,
             "ws_connect": 0,
             "ws_drop": 0,
@@ -331,45 +383,101 @@ class ServerModel:
         return [dict(c) for c in GENERATION_CONFIGS if wanted is None or c["type"] in wanted]
 
     def create(self, body: object) -> Job:
-        """Start a job from a ``generate-image`` body; raise :class:`BadRequest` if invalid."""
+        """Start a job from a ``generate-image`` body.
+
+        Takes today's form (``{"project_id"?, "config": {"prompt", "generation_config_name",
+        "params": {"width", ...}}}``, numbers as numbers) and the seed-era flat form (``"type":
+        "media"``, numbers as strings or numbers). Raises :class:`BadRequest` (422) if the body is
+        invalid and :class:`Rejected` for a ``start_fault``.
+        """
         self.counts["start"] += 1
+        project_id = body.get("project_id") if isinstance(body, Mapping) else None
+        faults = self.faults_for(str(project_id))
+        fault = self._start_fault(faults)
+        if fault is not None and fault != "524":
+            raise Rejected(self._fault_reply(fault, faults))
         if not isinstance(body, Mapping):
-            raise BadRequest("body", "must be a JSON object")
-        project_id = body.get("project_id")
-        try:
-            uuid.UUID(str(project_id))
-        except ValueError:
-            raise BadRequest("project_id", "must be a UUID") from None
-        config = body.get("config")
-        if not isinstance(config, Mapping):
-            raise BadRequest("config", "must be an object")
+            raise BadRequest("body", "value is not a valid dict", "type_error.dict")
+        legacy = body.get("type") == "media"
+        if legacy or project_id is not None:
+            try:
+                uuid.UUID(str(project_id))
+            except ValueError:
+                raise BadRequest(
+                    "project_id", "value is not a valid uuid", "type_error.uuid"
+                ) from None
+        config = _mapping(body, "config", "")
         prompt = config.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise BadRequest("config.prompt", "must be non-empty text")
-        seed = _int_field(config, "seed", 0, 2**53 - 1, default=0)
-        width = _int_field(config, "width", 64, 4096, default=1024)
-        height = _int_field(config, "height", 64, 4096, default=1024)
-        if not isinstance(config.get("generation_config_name", ""), str):
-            raise BadRequest("config.generation_config_name", "must be text")
+        if prompt is None:
+            raise BadRequest("config.prompt", "field required", "value_error.missing")
+        if not isinstance(prompt, str):
+            raise BadRequest("config.prompt", "str type expected", "type_error.str")
+        if not prompt.strip():
+            raise BadRequest("config.prompt", "ensure this value has at least 1 characters")
+        config_name = config.get("generation_config_name", "comfyui/flux")
+        if not isinstance(config_name, str):
+            raise BadRequest("config.generation_config_name", "str type expected", "type_error.str")
+        params, where = (
+            (config, "config")
+            if legacy
+            else (_mapping(config, "params", "config."), "config.params")
+        )
+        numbers = {
+            name: _int_field(params, where, name, low, high, default=default, strict=not legacy)
+            for name, low, high, default in (
+                ("seed", 0, 2**53 - 1, 0),
+                ("width", 64, 4096, 1024),
+                ("height", 64, 4096, 1024),
+            )
+        }
         self.check_access(str(project_id))
         now = trio.current_time()
-        faults = self.faults_for(str(project_id))
         job = Job(
             id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
-            project_id=str(project_id),
+            project_id=str(project_id or ""),
             prompt=prompt,
-            seed=seed,
-            width=width,
-            height=height,
+            seed=numbers["seed"],
+            width=numbers["width"],
+            height=numbers["height"],
             created=now,
             ready_at=now + faults.gen_time * self.time_scale,
             faults=faults,
+            config_name=config_name,
+            task_id=len(self.jobs) + 1,
         )
         job.schedule = self._schedule(job)
         self.jobs[job.id] = job
         self._by_project.setdefault(job.project_id, []).append(job)
         self._news.unpark_all()
+        if fault == "524":  # the origin made the job; the proxy gave up waiting for it
+            raise Rejected(self._fault_reply(fault, faults))
         return job
+
+    def _start_fault(self, faults: Faults) -> str | None:
+        """Count a start request against ``start_faults``; the fault it gets, if any."""
+        if faults.start_fault is None:
+            return None
+        if faults.start_faults is not None and self.counts["start_fault"] >= faults.start_faults:
+            return None
+        self.counts["start_fault"] += 1
+        return faults.start_fault
+
+    def _fault_reply(self, fault: str, faults: Faults) -> ErrorReply:
+        retry_after = None if faults.retry_after is None else faults.retry_after * self.time_scale
+        if fault == "409":
+            return _detail(409, "Integrity error, create")
+        if fault == "422":
+            item = {
+                "loc": ["body", "config", "generation_config_name"],
+                "msg": "unknown generation config (emulated)",
+                "type": "value_error",
+            }
+            return _detail(422, [item])
+        if fault == "429":
+            return _detail(429, "Too many requests (emulated)", retry_after)
+        if fault == "503":
+            return _detail(503, "Service temporarily unavailable (emulated)", retry_after)
+        return ErrorReply(524, _CLOUDFLARE_524, "text/html; charset=UTF-8")
 
     def poll_fault(self, job: Job) -> str | None:
         """Count a poll of ``job`` and return the fault it hits, if any."""
@@ -392,30 +500,40 @@ class ServerModel:
         return None if ra is None else ra * self.time_scale
 
     def file_json(self, job: Job) -> dict[str, Any]:
-        """The file object of ``job`` as ``GET /api/v1/file/{id}`` returns it now."""
-        done = trio.current_time() >= job.ready_at
+        """The file object of ``job`` as ``GET /api/v1/file/{id}`` returns it now.
+
+        Today's fields: a nested ``image_generation``, ``tasks`` (one ``in_progress`` task while
+        running, none once done, an ``error`` task with its text on failure), an integer task
+        id, ``thumbnail_url`` set shortly before ``url``, null ``video_generation*`` and
+        ``audio_generation*``, and no project id.
+        """
+        now = trio.current_time()
+        fails = job.faults.job_fails
         status = "in_progress"
-        if done:
-            status = "error" if job.faults.job_fails else "completed"
+        if now >= job.ready_at:
+            status = "error" if fails else "completed"
         url: str | None = self.url_of(job) if status == "completed" else None
         if url is not None and job.empty_urls < job.faults.empty_url_polls:
             job.empty_urls += 1
             url = ""
-        task: dict[str, Any] = {
-            "type": "image-generation-flow",
-            "status": status,
-            "id": job.id,
-            "file_id": job.id,
-            "project_id": job.project_id,
-        }
-        if status == "error":
-            task["error"] = "the emulated job failed (job_fails switch)"
+        previewed = now >= job.ready_at - (job.ready_at - job.created) / 5
+        tasks: list[dict[str, Any]] = []
+        if status != "completed":
+            task: dict[str, Any] = {
+                "type": "image-generation-flow",
+                "status": status,
+                "id": job.task_id,
+                "file_id": job.id,
+                "project_id": None,
+            }
+            if status == "error":
+                task["error"] = "the emulated job failed (job_fails switch)"
+            tasks.append(task)
         return {
             "id": job.id,
             "url": url,
-            "thumbnail_url": None,
+            "thumbnail_url": self.url_of(job) + "?thumbnail=1" if previewed and not fails else None,
             "type": "image",
-            "project_id": job.project_id,
             "image_generation_id": job.id,
             "image_generation": {
                 "id": job.id,
@@ -423,8 +541,14 @@ class ServerModel:
                 "seed": job.seed,
                 "width": job.width,
                 "height": job.height,
+                "generation_config_name": job.config_name,
             },
-            "tasks": [task],
+            "video_generation_id": None,
+            "video_generation": None,
+            "audio_generation_id": None,
+            "audio_generation": None,
+            "duration": None,
+            "tasks": tasks,
         }
 
     def url_of(self, job: Job) -> str:
@@ -545,12 +669,38 @@ def _oversized() -> str:
     return head + "x" * (OVERSIZED_MESSAGE_BYTES - len(head) - len(tail)) + tail
 
 
-def _int_field(config: Mapping[str, Any], name: str, low: int, high: int, *, default: int) -> int:
-    raw = config.get(name, default)
-    try:
-        value = int(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else None
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise BadRequest(f"config.{name}", f"must be a whole number in {low}..{high}, got {raw!r}")
+def _mapping(parent: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
+    value = parent.get(name, {} if where else None)
+    if value is None:
+        raise BadRequest(f"{where}{name}", "field required", "value_error.missing")
+    if not isinstance(value, Mapping):
+        raise BadRequest(f"{where}{name}", "value is not a valid dict", "type_error.dict")
+    return value
+
+
+def _int_field(
+    params: Mapping[str, Any],
+    where: str,
+    name: str,
+    low: int,
+    high: int,
+    *,
+    default: int,
+    strict: bool,
+) -> int:
+    """A whole number in ``low..high``; the seed-era form (not ``strict``) may send it as text."""
+    raw = params.get(name, default)
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and not strict and raw.isascii() and raw.strip().isdigit():
+        value = int(raw)
+    if value is None or len(str(raw)) > 20:
+        raise BadRequest(f"{where}.{name}", "value is not a valid integer", "type_error.integer")
+    if not low <= value <= high:
+        raise BadRequest(
+            f"{where}.{name}",
+            f"ensure this value is in {low}..{high}",
+            "value_error.number.not_in_range",
+        )
     return value

@@ -4,7 +4,8 @@ A Starlette app served by hypercorn's trio worker. Every decision (when a job is
 a poll hits, what the socket sends, when it drops) is the model's; this module only translates it
 to HTTP and WebSocket. Endpoints:
 
-- ``POST /api/v1/file/generate-image``: start a job (bearer token checked, body validated: 422).
+- ``POST /api/v1/file/generate-image``: start a job (bearer token checked, body validated: 422;
+  the model's start faults answered as the real API does).
 - ``GET /api/v1/file/{file_id}``: poll a job, through the model's poll faults.
 - ``GET /files/{file_id}.png``: the result image, once ready.
 - ``WS /api/v1/ws/project.{project_id}``: after the client's ``subscribe`` message, the project's
@@ -48,7 +49,16 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .model import BadRequest, Faults, Forbidden, ServerModel, WsDropped, WsRefused
+from .model import (
+    BadRequest,
+    ErrorReply,
+    Faults,
+    Forbidden,
+    Rejected,
+    ServerModel,
+    WsDropped,
+    WsRefused,
+)
 from .png import render_png
 
 __all__ = [
@@ -92,6 +102,11 @@ def _error(status: int, detail: object, headers: dict[str, str] | None = None) -
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def _reply(reply: ErrorReply) -> Response:
+    headers = {} if reply.retry_after is None else {"Retry-After": _seconds(reply.retry_after)}
+    return Response(reply.body, reply.status, headers, media_type=reply.content_type)
+
+
 def _unauthorized() -> JSONResponse:
     return _error(401, "Invalid or missing bearer token", {"WWW-Authenticate": "Bearer"})
 
@@ -100,12 +115,9 @@ def _forbidden(exc: Forbidden) -> JSONResponse:
     return _error(403, f"Not enough permissions: {exc}")
 
 
-def _invalid(exc: BadRequest) -> JSONResponse:
+def _invalid(exc: BadRequest) -> Response:
     """HTTP 422 in FastAPI's shape, naming the bad field."""
-    msg = str(exc).removeprefix(f"{exc.field}: ")
-    return _error(
-        422, [{"loc": ["body", *exc.field.split(".")], "msg": msg, "type": "value_error"}]
-    )
+    return _reply(exc.reply)
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -185,9 +197,9 @@ def create_app(model: ServerModel) -> Starlette:
         except Forbidden as exc:
             log.debug("start: forbidden")
             return _forbidden(exc)
-        except BadRequest as exc:
-            log.debug("start: bad request: %s", exc)
-            return _invalid(exc)
+        except Rejected as exc:
+            log.debug("start: rejected with HTTP %s", exc.reply.status)
+            return _reply(exc.reply)
         log.debug("start: job %s for project %s", job.id, job.project_id)
         return JSONResponse([model.file_json(job)])
 
