@@ -294,7 +294,7 @@ def test_start_retries_stay_inside_the_deadline_and_the_count() -> None:
     assert core.state is State.FAILED and "no time left" in core.reason
     core, _ = make(Policy.default().replace(start_retries=0))
     core.start_failed(TransientError("429", maybe_processed=False), 100.0)
-    assert core.state is State.FAILED and "after 1 attempts" in core.reason
+    assert core.state is State.FAILED and "after 1 attempt)" in core.reason
     core, _ = make(Policy.seed())
     core.start_failed(TransientError("429", retry_after=1.0, maybe_processed=False), 100.0)
     assert core.state is State.FAILED  # the seed never sent a start twice

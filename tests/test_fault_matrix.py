@@ -81,6 +81,22 @@ def _after_errors(n: int, retry_after: float = 0.0) -> Bound:
     return bound
 
 
+def _after_start_retries(n: int, retry_after: float | None = None, ready: bool = True) -> Bound:
+    """Ends after ``n`` start retries (backoff, or ``retry_after``), then the job's time."""
+
+    def bound(p: Policy) -> tuple[float, float]:
+        if retry_after is not None:
+            low = high = n * retry_after
+        else:
+            waits = sum(min(p.poll_interval * p.backoff_factor**k, p.backoff_cap) for k in range(n))
+            low, high = waits * (1 - p.jitter), waits * (1 + p.jitter)
+        if ready:
+            low, high = low + READY, high + _polled(p)
+        return low, high + SLACK
+
+    return bound
+
+
 BOUNDS: dict[str, Bound] = {
     "at once": lambda p: (0.0, min(p.poll_interval, p.ws_timeout) + SLACK),
     "at its first poll": lambda p: (_first_poll(p) * (1 - p.jitter), _first_poll(p) + SLACK),
@@ -89,6 +105,9 @@ BOUNDS: dict[str, Bound] = {
     "ready + 3 failed polls": _after_errors(3),
     "ready + 3 Retry-After": _after_errors(3, retry_after=0.2),
     "at the deadline": lambda p: (p.deadline - 1e-3, p.deadline + SLACK),
+    "1 start Retry-After, ready + 1 poll": _after_start_retries(1, retry_after=0.2),
+    "1 start retry, ready + 1 poll": _after_start_retries(1),
+    "after 5 start retries": _after_start_retries(5, ready=False),
 }
 """How soon each case ends: ``(lowest, highest)`` elapsed seconds, by the policy."""
 
@@ -240,9 +259,39 @@ CASES = [
     Case(
         "server unreachable (closed port)",
         Faults(gen_time=GEN),
-        seed=failed("connection failed", "at once"),
-        default=failed("connection failed", "at once"),
+        seed=failed("the request was not sent", "at once"),
+        default=failed("the request was not sent (after 6 attempts)", "after 5 start retries"),
         unreachable=True,
+    ),
+    Case(
+        "start: HTTP 429 with Retry-After",
+        Faults(gen_time=GEN, start_fault="429", start_faults=1, retry_after=0.2 / SCALE),
+        seed=failed("HTTP 429 from the server (Too Many Requests)", "at once"),
+        default=done("either", "1 start Retry-After, ready + 1 poll"),
+    ),
+    Case(
+        "start: HTTP 503 without Retry-After",
+        Faults(gen_time=GEN, start_fault="503", start_faults=1),
+        seed=failed("HTTP 503 from the server (Service Unavailable)", "at once"),
+        default=done("either", "1 start retry, ready + 1 poll"),
+    ),
+    Case(
+        "start: HTTP 524, Cloudflare's HTML page (the job was made)",
+        Faults(gen_time=GEN, start_fault="524", start_faults=1),
+        seed=failed("(Cloudflare origin timeout); the job may exist", "at once"),
+        default=failed("(Cloudflare origin timeout); the job may exist", "at once"),
+    ),
+    Case(
+        "start: HTTP 422 with a FastAPI detail list",
+        Faults(gen_time=GEN, start_fault="422"),
+        seed=failed("config.generation_config_name: unknown generation config", "at once"),
+        default=failed("config.generation_config_name: unknown generation config", "at once"),
+    ),
+    Case(
+        "start: HTTP 409 Integrity error",
+        Faults(gen_time=GEN, start_fault="409"),
+        seed=failed("(Conflict): Integrity error, create", "at once"),
+        default=failed("(Conflict): Integrity error, create", "at once"),
     ),
 ]
 
@@ -332,7 +381,9 @@ def render(rows: dict[tuple[str, str], str]) -> str:
         "  policy (plus 1 s of slack for a loaded machine): *when ready* is the job's 0.3 s,",
         "  *ready + 1 poll* adds one poll interval (after the WebSocket wait, for the seed),",
         "  *failed polls* add their backoff (or the server's `Retry-After` when the policy",
-        "  honours it).",
+        "  honours it); *start retries* add the waits before each start sent again. A start",
+        "  the server may have processed (524) is never sent again: a second job would be",
+        "  billed too.",
         "",
         "Regenerate with `HYBRIDGEN_UPDATE_DOCS=1 .venv/bin/pytest tests/test_fault_matrix.py`.",
         "",

@@ -286,7 +286,8 @@ class Core:
         self.start_errors += 1
         may_exist = f"; {_MAY_EXIST}" if error.maybe_processed else ""
         if policy.start_retries is not None and self.start_errors > policy.start_retries:
-            self._fail(now, f"{reason} (after {self.start_errors} attempts){may_exist}")
+            attempts = f"{self.start_errors} attempt{'s' if self.start_errors > 1 else ''}"
+            self._fail(now, f"{reason} (after {attempts}){may_exist}")
             return
         if error.retry_after is not None and policy.honour_retry_after:
             delay = error.retry_after  # the server's word
