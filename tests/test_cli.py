@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cli_support import (
@@ -280,3 +281,36 @@ def test_diagram(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert target.read_text().startswith("digraph")
     assert run("diagram", "--format", "png").returncode == 2
+
+
+def test_start_faults_from_serve_and_the_start_options(tmp_path: Path, spawn: Any) -> None:
+    """`serve --start-fault 429` once: generate waits Retry-After, sends it again, is done
+    (in the seed-era body form); with 524 it fails saying the job may exist, unless opted in."""
+    token = "tok-start-faults-123"
+    process: Running = spawn(
+        "serve", "--token", token, "--start-fault", "429", "--start-faults", "1",
+        "--retry-after", "0.2", *FAST,
+    )  # fmt: skip
+    url = process.line(timeout=15)
+    env = clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN=token)
+    out = tmp_path / "f.png"
+    args = ["--out", str(out), "--json", *FAST]
+    proc = run("generate", "a fox", "--body-form", "legacy", *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = json_lines(proc.stdout)
+    retries = [line for line in lines if line["event"] == "retry"]
+    assert [(r["what"], r["delay"]) for r in retries[:1]] == [("start", 0.2)]
+    assert lines[-1]["state"] == "done"
+    assert_png(out)
+
+    put = {"gen_time": 0.1, "start_fault": "524", "start_faults": 1}
+    httpx.put(f"{url}/_emulator/faults", json=put, timeout=10).raise_for_status()
+    proc = run("generate", "a fox", *args, env=env)
+    assert proc.returncode == 1
+    assert "(Cloudflare origin timeout); the job may exist" in json_lines(proc.stdout)[-1]["reason"]
+    assert "<html" not in proc.stdout + proc.stderr
+
+    httpx.put(f"{url}/_emulator/faults", json=put, timeout=10).raise_for_status()
+    proc = run("generate", "a fox", "--retry-unsafe-starts", *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert httpx.get(f"{url}/_emulator/stats", timeout=10).json()["start_fault"] == 3

@@ -13,7 +13,8 @@ import os
 from collections.abc import Sequence
 
 from .._version import __version__
-from ..emulator.model import POLL_FAULTS, WS_MODES
+from ..api import BODY_FORMS
+from ..emulator.model import POLL_FAULTS, START_FAULTS, WS_MODES
 from ..errors import ConfigError, HybridgenError, RequestError
 from ..policy import PRESETS
 from ._check import _cmd_check
@@ -101,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the generation config to use (default comfyui/flux; see: hybridgen models)",
     )
+    gen.add_argument(
+        "--body-form",
+        choices=BODY_FORMS,
+        default="config",
+        help="start body: today's documented form (config, the default) or the seed-era one",
+    )
+    gen.add_argument(
+        "--retry-unsafe-starts",
+        action="store_true",
+        help="send a start again even if the server may have made the job (may bill twice)",
+    )
     gen.add_argument("--ws-timeout", type=float, metavar="S", help="seconds before polling starts")
     gen.add_argument("--poll-interval", type=float, metavar="S", help="seconds between polls")
     gen.add_argument("--deadline", type=float, metavar="S", help="seconds before giving up")
@@ -183,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--retry-after", type=float, metavar="S", help="Retry-After sent with 429/503 faults"
+    )
+    serve.add_argument(
+        "--start-fault", choices=START_FAULTS, help="what start requests get instead of a job"
+    )
+    serve.add_argument(
+        "--start-faults", type=int, metavar="N", help="only the first N start requests fault"
     )
     serve.set_defaults(func=_cmd_serve)
 

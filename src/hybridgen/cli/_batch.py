@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..api import Config, ImageRequest
+from ..api import BodyForm, Config, ImageRequest
 from ..errors import ConfigError, RequestError
 from ..events import LoggingSubscriber
 from ..machine import State
@@ -64,7 +64,9 @@ class _Item:
     entry: Entry | None = None
 
 
-def _read_batch(source: str, out_dir: Path, model: str | None = None) -> list[_Item]:
+def _read_batch(
+    source: str, out_dir: Path, model: str | None = None, body_form: BodyForm = "config"
+) -> list[_Item]:
     """Every non-empty line of ``source`` (``-``: stdin) as a checked request; ``UsageError``."""
     label = "stdin" if source == "-" else source
     try:
@@ -80,7 +82,7 @@ def _read_batch(source: str, out_dir: Path, model: str | None = None) -> list[_I
         if not text:
             continue
         try:
-            request = ImageRequest(prompt=text)
+            request = ImageRequest(prompt=text, body_form=body_form)
             requests.append(request if model is None else attrs.evolve(request, model=model))
         except RequestError as exc:
             raise UsageError(f"--batch {label} line {number}: {exc}") from None
@@ -242,7 +244,7 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
     concurrency = 4 if args.concurrency is None else args.concurrency
     if concurrency < 1:
         raise ConfigError("--concurrency", f"must be a whole number >= 1, got {concurrency}")
-    items = _read_batch(args.batch, out_dir, args.model)
+    items = _read_batch(args.batch, out_dir, args.model, args.body_form)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -152,7 +152,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     config = None if embedded else Config.from_env()
     if args.model is not None:  # checked against the server's list before any job starts
         check_model(args.model, server_models(config))
-    request = None if batch else ImageRequest(prompt=args.prompt)
+    request = None if batch else ImageRequest(prompt=args.prompt, body_form=args.body_form)
     if request is not None and args.model is not None:
         request = attrs.evolve(request, model=args.model)
     policy = policy_from_options(
@@ -164,6 +164,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         keep_bounds=not embedded,
     )
+    if args.retry_unsafe_starts:
+        policy = policy.replace(retry_unsafe_starts=True)
     scale = _scale(args.time_scale)
     faults = None
     if embedded:

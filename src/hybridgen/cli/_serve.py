@@ -49,5 +49,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         poll_fault=args.poll_fault,
         poll_faults=args.poll_faults,
         retry_after=_absolute("retry_after", args.retry_after, scale),
+        start_fault=args.start_fault,
+        start_faults=args.start_faults,
     )
     return trio.run(_serve, faults, scale, token, args.host, args.port)

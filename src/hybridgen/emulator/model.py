@@ -338,6 +338,7 @@ class ServerModel:
         }
         self._by_project: dict[str, list[Job]] = {}
         self._drops: dict[str, int] = {}
+        self._start_hits: tuple[Faults | None, int] = (None, 0)
         self._rng = random.Random(seed)
         self._news = trio.lowlevel.ParkingLot()
 
@@ -454,11 +455,18 @@ class ServerModel:
         return job
 
     def _start_fault(self, faults: Faults) -> str | None:
-        """Count a start request against ``start_faults``; the fault it gets, if any."""
+        """Count a start request against ``start_faults``; the fault it gets, if any.
+
+        ``start_faults`` counts from the moment these switches were set (a new :class:`Faults`).
+        """
         if faults.start_fault is None:
             return None
-        if faults.start_faults is not None and self.counts["start_fault"] >= faults.start_faults:
+        if self._start_hits[0] is not faults:
+            self._start_hits = (faults, 0)
+        hits = self._start_hits[1]
+        if faults.start_faults is not None and hits >= faults.start_faults:
             return None
+        self._start_hits = (faults, hits + 1)
         self.counts["start_fault"] += 1
         return faults.start_fault
 
