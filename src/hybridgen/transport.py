@@ -429,6 +429,10 @@ async def _read_body(
         f"{what}: the server's reply is over the {_size(limit)} limit "
         "(Config.max_reply_bytes); it was not read"
     )
+    if response.is_stream_consumed:  # built in memory (e.g. httpx.MockTransport), decoded
+        if len(response.content) > limit and not cut:
+            raise over
+        return response.content[:limit]
     length = response.headers.get("content-length", "").strip()
     if not cut and length.isdigit() and int(length) > limit:
         raise over
