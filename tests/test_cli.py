@@ -304,13 +304,15 @@ def test_start_faults_from_serve_and_the_start_options(tmp_path: Path, spawn: An
     assert_png(out)
 
     put = {"gen_time": 0.1, "start_fault": "524", "start_faults": 1}
-    httpx.put(f"{url}/_emulator/faults", json=put, timeout=10).raise_for_status()
+    auth = {"Authorization": f"Bearer {token}"}
+    httpx.put(f"{url}/_emulator/faults", json=put, headers=auth, timeout=10).raise_for_status()
     proc = run("generate", "a fox", *args, env=env)
     assert proc.returncode == 1
     assert "(Cloudflare origin timeout); the job may exist" in json_lines(proc.stdout)[-1]["reason"]
     assert "<html" not in proc.stdout + proc.stderr
 
-    httpx.put(f"{url}/_emulator/faults", json=put, timeout=10).raise_for_status()
+    httpx.put(f"{url}/_emulator/faults", json=put, headers=auth, timeout=10).raise_for_status()
     proc = run("generate", "a fox", "--retry-unsafe-starts", *args, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert httpx.get(f"{url}/_emulator/stats", timeout=10).json()["start_fault"] == 3
+    stats = httpx.get(f"{url}/_emulator/stats", headers=auth, timeout=10).json()
+    assert stats["start_fault"] == 3
