@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import httpx
 import pytest
 import trio
 
@@ -215,3 +216,36 @@ async def test_a_refused_connection_is_sent_again_and_never_said_to_maybe_exist(
     assert result.state is State.FAILED
     assert "the request was not sent" in result.reason and "after 3 attempts" in result.reason
     assert "may exist" not in result.reason
+
+
+async def _peaks(length: bool) -> tuple[int, int]:
+    """Peak traced memory of one 50 MB poll reply: read whole by httpx (as the transport did
+    before bounded reads) and by :class:`SuperDuperTransport` (refused at the limit)."""
+    async with hostile(small([FILE]), [zeros()], length=length) as (url, _):
+        tracemalloc.start()
+        async with httpx.AsyncClient() as http:
+            whole = await http.get(f"{url}/api/v1/file/f1")
+            assert len(whole.content) == HUGE
+            del whole
+        baseline = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        tracemalloc.start()
+        transport = transport_for(url)
+        try:
+            with pytest.raises(TransientError):
+                await transport.poll("f1")
+        finally:
+            await transport.aclose()
+        bounded = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return baseline, bounded
+
+
+if __name__ == "__main__":  # python tests/test_hostile_server.py: the memory figures
+    for with_length in (True, False):
+        before, after = trio.run(_peaks, with_length)
+        print(
+            f"50 MB poll reply ({'Content-Length' if with_length else 'no length'}), peak traced "
+            f"memory: whole read {before / 2**20:.1f} MiB, bounded read {after / 2**20:.1f} MiB "
+            f"(ratio {after / before:.3f})"
+        )
