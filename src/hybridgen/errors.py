@@ -66,6 +66,10 @@ class TransientError(TransportError):
         self.retry_after = retry_after
 
 
+class OversizedMessage(TransientError):
+    """A push message was over the size limit: it was skipped (the channel goes on)."""
+
+
 class PermanentError(TransportError):
     """A failure that retrying cannot fix: 400/404/422, or the server says the job failed."""
 
