@@ -220,6 +220,8 @@ class Core:
             else:
                 self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling too, still listening")
             self._enter_polling(now)
+            if self._trusted_listening():  # the safety net starts one sparse interval later
+                self.next_poll = now + self._poll_delay(now)
 
     def push_up(self, channel: str, now: float) -> None:
         """Push ``channel`` is connected (and subscribed)."""
@@ -363,9 +365,7 @@ class Core:
         """The wait before the next poll after a pending reply."""
         policy = self.policy
         sparse = max(policy.sparse_interval, policy.poll_interval)
-        if policy.trust_live_socket and any(
-            state.connected and name in self.trusted for name, state in self._channels.items()
-        ):
+        if self._trusted_listening():
             return self._jitter(sparse)  # a channel that delivered before listens: a safety net
         estimated = policy.trust_live_socket and self._estimated
         if self.expected is not None and (policy.adaptive or estimated):
@@ -373,6 +373,12 @@ class Core:
             half_way = (self.started + self.expected - now) / 2
             return self._jitter(min(sparse, max(policy.poll_interval, half_way)))
         return self._jitter(policy.poll_interval)
+
+    def _trusted_listening(self) -> bool:
+        """A channel that delivered a result on this client before is connected now."""
+        return self.policy.trust_live_socket and any(
+            state.connected and name in self.trusted for name, state in self._channels.items()
+        )
 
     def _enter_polling(self, now: float) -> None:
         self.next_poll = now
