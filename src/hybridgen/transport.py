@@ -109,11 +109,12 @@ class SuperDuperTransport:
     """The SuperDuperAI editor API over real sockets: httpx for HTTP, trio-websocket for the push.
 
     ``http`` is an ``httpx.AsyncClient`` to use (not closed by :meth:`aclose`); by default the
-    transport makes its own, with no timeouts of its own (the driver bounds every call) and a
-    connection pool sized for many concurrent generations. Errors are mapped to
-    :class:`~hybridgen.errors.AuthError` (401/403), :class:`~hybridgen.errors.PermanentError`
-    (400/404/405/422 and other 4xx) and :class:`~hybridgen.errors.TransientError` (408/425/429,
-    5xx, timeouts, connection errors, malformed replies). No message ever holds the token.
+    transport makes its own (and one more for the SSE streams), with no timeouts of its own (the
+    driver bounds every call) and a connection pool sized for many concurrent generations. Errors
+    are mapped to :class:`~hybridgen.errors.AuthError` (401/403),
+    :class:`~hybridgen.errors.PermanentError` (400/404/405/422 and other 4xx) and
+    :class:`~hybridgen.errors.TransientError` (408/425/429, 5xx, timeouts, connection errors,
+    malformed replies). No message ever holds the token.
     """
 
     def __init__(
@@ -129,6 +130,9 @@ class SuperDuperTransport:
         if http is None:
             http = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
         self.http = http
+        # SSE streams hold their connection for a whole generation: in a pool of their own they
+        # do not lengthen the scans of the pool that starts and polls go through
+        self._streams = http if not self._owns_http else None
 
     def __repr__(self) -> str:
         return f"<SuperDuperTransport {self.config.url}>"
@@ -208,7 +212,9 @@ class SuperDuperTransport:
         }
         what = "SSE connect"
         try:
-            async with self.http.stream("GET", url, headers=headers) as response:
+            if self._streams is None:
+                self._streams = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
+            async with self._streams.stream("GET", url, headers=headers) as response:
                 if not response.is_success:
                     body = await _head(response, 4096)
                     raise self._status_error(what, response.status_code, response.headers, body)
@@ -230,9 +236,11 @@ class SuperDuperTransport:
             raise TransientError(f"{what}: connection failed ({self._redact(exc)})") from None
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this transport made it."""
+        """Close the HTTP clients this transport made."""
         if self._owns_http:
             await self.http.aclose()
+            if self._streams is not None:
+                await self._streams.aclose()
 
     # -- helpers ----------------------------------------------------------------------------
 
