@@ -81,7 +81,10 @@ def test_messages_for_other_files_are_ignored_and_progress_reported() -> None:
 
 
 def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
-    core, events = make(Policy(jitter=0.0, poll_interval=2.0, backoff_factor=2.0, backoff_cap=5))
+    policy = Policy(
+        push=("websocket",), jitter=0.0, poll_interval=2.0, backoff_factor=2.0, backoff_cap=5
+    )
+    core, events = make(policy)
     core.accepted(FileStatus("f1"), 100.0)
     core.ws_up(100.0)
     core.ws_down("dropped", 100.5)
@@ -97,6 +100,20 @@ def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
         ("websocket", 2, 4.0),
         ("websocket", 3, 5.0),
     ]
+
+
+def test_polling_begins_early_only_when_no_push_channel_can_deliver() -> None:
+    core, events = make()
+    core.push_up("websocket", 100.0)
+    core.accepted(FileStatus("f1"), 100.0)
+    assert core.wants("sse") and core.connect_at("sse") == 100.0  # SSE opens once the file is known
+    core.push_up("sse", 100.1)
+    core.push_down("sse", "SSE connect: HTTP 524 from the server", 100.2)
+    assert core.state is State.AWAITING_WS  # the socket still listens
+    core.push_down("websocket", "dropped", 100.3)
+    assert core.state is State.POLLING and core.poll_due(100.3)
+    retries = [(e.what, e.attempt) for e in events if isinstance(e, Retry)]
+    assert retries == [("sse", 1), ("websocket", 1)]
 
 
 def test_seed_closes_the_socket_at_fallback() -> None:

@@ -198,7 +198,7 @@ class Core:
         elif early and file.id in early:
             url, channel = early[file.id]
             self._done(Trigger.PUSH_RESULT, now, url, channel)
-        elif any(not s.connected and s.failures for s in self._channels.values()):
+        elif self._channels and self._all_down():
             self._go(Trigger.WS_FAILED, now, "the push channel failed before the job was accepted")
             self._enter_polling(now)
         else:
@@ -241,7 +241,8 @@ class Core:
             return
         state.failures += 1
         state.streak += 1
-        if self.state is State.AWAITING_WS:
+        if self.state is State.AWAITING_WS and self._all_down():
+            # no other channel can deliver now (one that listens or has yet to try still can)
             self._go(Trigger.WS_FAILED, now, reason)
             self._enter_polling(now)
         elif was_trusted and self.next_poll is not None:
@@ -373,6 +374,10 @@ class Core:
             half_way = (self.started + self.expected - now) / 2
             return self._jitter(min(sparse, max(policy.poll_interval, half_way)))
         return self._jitter(policy.poll_interval)
+
+    def _all_down(self) -> bool:
+        """Every push channel has failed and none is connected."""
+        return all(not state.connected and state.failures for state in self._channels.values())
 
     def _trusted_listening(self) -> bool:
         """A channel that delivered a result on this client before is connected now."""
