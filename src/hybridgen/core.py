@@ -230,8 +230,12 @@ class Core:
             state.connected = True
             state.streak = 0
 
-    def push_down(self, channel: str, reason: str, now: float) -> None:
-        """Push ``channel`` failed to connect, dropped, or its stream ended."""
+    def push_down(self, channel: str, reason: str, now: float, *, permanent: bool = False) -> None:
+        """Push ``channel`` failed to connect, dropped, or its stream ended.
+
+        ``permanent``: the server refused it for good (e.g. HTTP 404: no such channel), so it is
+        not reconnected for this generation.
+        """
         state = self._channels.get(channel)
         if state is None:
             return
@@ -248,7 +252,7 @@ class Core:
         elif was_trusted and self.next_poll is not None:
             # the sparse cadence relied on this channel: back to the full one
             self.next_poll = min(self.next_poll, now + self._jitter(self.policy.poll_interval))
-        if self.wants(channel) and self.policy.ws_reconnect:
+        if self.wants(channel) and self.policy.ws_reconnect and not permanent:
             delay = self._delay(self.policy.poll_interval, state.streak - 1)
             state.connect_at = now + delay
             self._emit_retry(channel, state.failures, delay, reason, now)

@@ -474,6 +474,7 @@ class Client:
             await trio.sleep_until(at)
             if not core.wants(channel):
                 continue
+            permanent = False
             reason = (
                 "the server closed the WebSocket"
                 if channel == "websocket"
@@ -494,11 +495,13 @@ class Client:
                         reason = f"{name} connect timed out"
                 except TransportError as exc:
                     reason = str(_transport_error(exc, f"{name} connect"))
+                    # e.g. 404: a server without this channel; asking again cannot help
+                    permanent = isinstance(exc, PermanentError)
             del gen._push_scopes[channel]
             if scope.cancelled_caught:
                 continue
             log.debug("generation %s: %s down: %s", core.id, name, reason)
-            core.push_down(channel, reason, trio.current_time())
+            core.push_down(channel, reason, trio.current_time(), permanent=permanent)
 
     def _open(
         self, channel: str, project_id: str, file_id: str | None
