@@ -14,11 +14,13 @@ from hybridgen.api import (
     REASON_CHARS,
     USER_AGENT,
     ModelInfo,
+    Push,
     error_reason,
     parse_file,
     parse_file_list,
     parse_generation_configs,
     parse_poll_reply,
+    parse_push,
     parse_start_reply,
     parse_ws_message,
     status_phrase,
@@ -276,6 +278,70 @@ def test_generation_configs_parse_leniently_but_never_invent_names() -> None:
     assert (models[1].price, models[1].vip, models[1].label) == (3.0, True, "")
     with pytest.raises(TransientError):
         parse_generation_configs({"detail": "nope"})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000 + "]" * 100_000,  # nesting deeper than the recursion limit
+        '{"type": "render_progress", "object": {"file_id": "f", "progress": ' + "9" * 400 + "}}",
+        '{"type": "render_progress", "object": {"file_id": "f", "progress": 1e999}}',
+        '{"type": "render_progress", "object": {"file_id": "f", "progress": ' + "9" * 5000 + "}}",
+        b'{"type": "render_result", "object": {"file_id": "f", "url": "\xff"}}',
+        '{"type": "render_result", "object": {"file_id": "f", "url": 7}}',
+        '{"type": "render_result", "object": [1]}',
+        '{"type": "file", "object": {"url": "u"}}',
+    ],
+    ids=["deep", "huge-int", "inf", "too-many-digits", "bad-utf8", "url-int", "obj-list", "no-id"],
+)
+def test_every_malformed_push_is_a_typed_error(raw: str | bytes) -> None:
+    with pytest.raises(TransientError, match="malformed"):
+        parse_push(raw)
+
+
+def test_push_messages_of_today() -> None:
+    def push(kind: str, **obj: object) -> Push | None:
+        return parse_push(json.dumps({"type": kind, "object": obj}))
+
+    assert push("render_result", file_id=5, url="http://cdn/x.webp") == Push(
+        "5", "result", url="http://cdn/x.webp"
+    )
+    assert push("render_result", file_id="f", url=None) == Push("f", "completed")
+    assert push("render_progress", file_id="f", progress=45) == Push("f", "progress", progress=0.45)
+    assert push("task", id="t", file_id="f", status="error", error="GPU") == Push(
+        "f", "failed", reason="GPU"
+    )
+    assert push("task", id="t", file_id="f", status="completed") == Push("f", "completed")
+    assert push("task", id="t", file_id="f", status="in_progress") is None
+    assert push("task", id="t", status="error") is None  # whose? a task's id is not a file id
+    assert push("entity", id="x") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["render_result", "render_progress", "task", "file"]),
+            "object": st.fixed_dictionaries(
+                {},
+                optional={
+                    "file_id": JSON,
+                    "id": JSON,
+                    "url": JSON,
+                    "progress": JSON | st.integers(min_value=10**300),
+                    "status": st.sampled_from(["error", "completed", "in_progress"]) | JSON,
+                },
+            )
+            | JSON,
+        }
+    ).map(json.dumps)
+)
+def test_push_parser_only_ignores_or_raises_typed_errors(raw: str) -> None:
+    try:
+        push = parse_push(raw)
+    except TransientError:
+        return
+    assert push is None or (isinstance(push, Push) and push.file_id)
 
 
 def test_todays_replies_parse() -> None:

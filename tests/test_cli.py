@@ -39,14 +39,27 @@ pytestmark = needs_command
 
 def test_generate_json_embedded_saves_a_png(tmp_path: Path) -> None:
     out = tmp_path / "new" / "dir" / "fox.png"
-    # Polling only after 2 s (an explicit, unscaled timing): the push (at 0.1 s) must win.
-    proc = run("generate", "a red fox", "--out", str(out), "--json", "--ws-timeout", "2", *FAST)
+    # Polling only after 2 s (an explicit, unscaled timing): the push (at 0.5 s) must win. The
+    # embedded emulator plays today's API: a silent legacy socket, pushes on SSE (which opens
+    # once the start reply names the file, so the job must not be ready before that).
+    proc = run(
+        "generate",
+        "a red fox",
+        "--out",
+        str(out),
+        "--json",
+        "--ws-timeout",
+        "2",
+        "--gen-time",
+        "0.5",
+        *FAST,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = json_lines(proc.stdout)
     result = lines[-1]
     assert result["event"] == "result"
     assert result["state"] == "done"
-    assert result["channel"] == "websocket"
+    assert result["channel"] == "sse"
     assert result["path"] == str(out)
     assert result["url"].startswith("http://127.0.0.1:")
     assert result["elapsed"] > 0
@@ -64,11 +77,30 @@ def test_generate_json_embedded_saves_a_png(tmp_path: Path) -> None:
 
 def test_generate_silent_socket_falls_back_to_polling(tmp_path: Path) -> None:
     out = tmp_path / "fox.png"
-    proc = run("generate", "a fox", "--out", str(out), "--json", "--ws-mode", "silent", *FAST)
+    proc = run("generate", "a fox", "--out", str(out), "--json", "--sse-mode", "silent", *FAST)
     assert proc.returncode == 0, proc.stderr
     result = json_lines(proc.stdout)[-1]
     assert (result["state"], result["channel"]) == ("done", "polling")
     assert_png(out)
+
+
+@pytest.mark.parametrize(
+    ("options", "channel"),
+    [
+        (("--ws-mode", "normal", "--sse-mode", "silent"), "websocket"),
+        (("--ws-mode", "normal", "--sse-mode", "silent", "--push", "sse"), "polling"),
+        (("--push", "none"), "polling"),
+    ],
+)
+def test_push_channels_and_emulator_modes_from_the_command_line(
+    tmp_path: Path, options: tuple[str, ...], channel: str
+) -> None:
+    out = tmp_path / "fox.png"
+    proc = run(
+        "generate", "a fox", "--out", str(out), "--json", "--ws-timeout", "2", *options, *FAST
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json_lines(proc.stdout)[-1]["channel"] == channel
 
 
 def test_seed_policy_waits_its_scaled_ws_timeout(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hybridgen import FileStatus, Policy, State
+from hybridgen.api import Push
 from hybridgen.core import Core
 from hybridgen.errors import AuthError, PermanentError, TransientError
 from hybridgen.events import Event, Progress, Retry, Transition
@@ -80,7 +81,10 @@ def test_messages_for_other_files_are_ignored_and_progress_reported() -> None:
 
 
 def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
-    core, events = make(Policy(jitter=0.0, poll_interval=2.0, backoff_factor=2.0, backoff_cap=5))
+    policy = Policy(
+        push=("websocket",), jitter=0.0, poll_interval=2.0, backoff_factor=2.0, backoff_cap=5
+    )
+    core, events = make(policy)
     core.accepted(FileStatus("f1"), 100.0)
     core.ws_up(100.0)
     core.ws_down("dropped", 100.5)
@@ -96,6 +100,20 @@ def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
         ("websocket", 2, 4.0),
         ("websocket", 3, 5.0),
     ]
+
+
+def test_polling_begins_early_only_when_no_push_channel_can_deliver() -> None:
+    core, events = make()
+    core.push_up("websocket", 100.0)
+    core.accepted(FileStatus("f1"), 100.0)
+    assert core.wants("sse") and core.connect_at("sse") == 100.0  # SSE opens once the file is known
+    core.push_up("sse", 100.1)
+    core.push_down("sse", "SSE connect: HTTP 524 from the server", 100.2)
+    assert core.state is State.AWAITING_WS  # the socket still listens
+    core.push_down("websocket", "dropped", 100.3)
+    assert core.state is State.POLLING and core.poll_due(100.3)
+    retries = [(e.what, e.attempt) for e in events if isinstance(e, Retry)]
+    assert retries == [("sse", 1), ("websocket", 1)]
 
 
 def test_seed_closes_the_socket_at_fallback() -> None:
@@ -201,7 +219,8 @@ def test_adaptive_trusts_the_jobs_own_progress_over_history() -> None:
     core.expected = 100.0
     core.accepted(FileStatus("f1"), 100.0)
     core.ws_message(FileStatus("f1", progress=0.5), 110.0)  # half done after 10 s
-    assert core.expected == pytest.approx(20.0)
+    # a whole-percent report may be half a percent behind: the predicted end is never late
+    assert core.expected == pytest.approx(10.0 / 0.505)
 
 
 def test_not_adaptive_ignores_the_expected_moment() -> None:
@@ -214,22 +233,80 @@ def test_not_adaptive_ignores_the_expected_moment() -> None:
     assert core.next_poll == pytest.approx(104.0)
 
 
-def test_a_live_socket_turns_polls_into_a_sparse_safety_net() -> None:
+def test_a_channel_that_delivered_before_turns_polls_into_a_sparse_safety_net() -> None:
+    trusted: set[str] = set()
+    first = Core("g1", Policy(jitter=0.0), lambda e: None, 100.0, trusted=trusted)
+    first.accepted(FileStatus("f1"), 100.0)
+    first.push_up("sse", 100.0)
+    first.push("sse", Push("f1", "result", url="u"), 130.0)
+    assert first.channel == "sse" and trusted == {"sse"}
+
+    core = Core("g2", Policy(jitter=0.0), lambda e: None, 200.0, trusted=trusted)
+    core.accepted(FileStatus("f2"), 200.0)
+    core.advance(202.0)
+    core.poll_sent(202.0)
+    core.poll_reply(FileStatus("f2"), 202.0)
+    assert core.next_poll == pytest.approx(204.0)  # the trusted channel is not connected yet
+    core.push_up("sse", 203.0)
+    core.poll_sent(204.0)
+    core.poll_reply(FileStatus("f2"), 204.0)
+    assert core.next_poll == pytest.approx(214.0)  # it listens: every sparse_interval
+    core.push_down("sse", "the server ended the SSE stream", 205.0)
+    assert core.next_poll == pytest.approx(207.0)  # it dropped: one interval from now
+    core.poll_sent(207.0)
+    core.poll_reply(FileStatus("f2", url="v"), 207.5)
+    assert core.channel == "polling" and trusted == {"sse"}  # it was down: no blame
+
+
+def test_an_untrusted_channels_progress_only_spaces_polls_up_to_the_predicted_end() -> None:
     core, _ = make(Policy(jitter=0.0))
     core.accepted(FileStatus("f1"), 100.0)
-    core.ws_up(100.0)
+    core.push_up("websocket", 100.0)
     core.advance(102.0)
     core.poll_sent(102.0)
     core.poll_reply(FileStatus("f1"), 102.0)
     assert core.next_poll == pytest.approx(104.0)  # nothing heard yet: full cadence
-    core.ws_message(FileStatus("f1", progress=0.25), 103.0)
-    core.poll_sent(104.0)
-    core.poll_reply(FileStatus("f1"), 104.0)
-    assert core.next_poll == pytest.approx(114.0)  # the socket works: every sparse_interval
-    core.ws_down("dropped", 105.0)
-    core.poll_sent(114.0)
-    core.poll_reply(FileStatus("f1"), 114.0)
-    assert core.next_poll == pytest.approx(116.0)  # dropped: full cadence again
+    core.push("websocket", Push("f1", "progress", progress=0.1), 103.0)  # ends near 129.7
+    end = 100.0 + 3.0 / 0.105
+    times = []
+    now = 104.0
+    while now < end + 4:
+        core.poll_sent(now)
+        core.poll_reply(FileStatus("f1"), now)
+        times.append(core.next_poll)
+        now = core.next_poll
+    # sparse while far off, halving towards the predicted end, then every poll_interval
+    assert times[0] == pytest.approx(114.0)
+    gaps = [b - a for a, b in zip([104.0, *times], times, strict=False)]
+    assert all(g <= 2.0 + 1e-9 for t, g in zip(times, gaps, strict=True) if t > end)
+    assert max(gaps) == pytest.approx(10.0)
+
+
+def test_a_trusted_channel_that_misses_a_result_loses_the_trust() -> None:
+    trusted = {"websocket"}
+    core = Core("g1", Policy(jitter=0.0), lambda e: None, 100.0, trusted=trusted)
+    core.push_up("websocket", 100.0)
+    core.accepted(FileStatus("f1"), 100.0)
+    core.advance(102.0)
+    core.poll_sent(102.0)
+    core.poll_reply(FileStatus("f1", url="u"), 102.1)
+    assert core.channel == "polling" and trusted == set()
+
+
+def test_push_messages_of_every_kind() -> None:
+    core, events = make()
+    core.accepted(FileStatus("f1"), 100.0)
+    core.push("sse", Push("f1", "completed"), 100.5)  # done, no url: poll at once
+    assert core.state is State.POLLING and core.poll_due(100.5)
+    core.poll_sent(100.5)
+    core.push("sse", Push("f1", "completed"), 100.6)  # a poll is in flight: again at its reply
+    core.poll_reply(FileStatus("f1"), 100.7)
+    assert core.next_poll == pytest.approx(100.7)
+    core.push("sse", Push("other", "failed", reason="not ours"), 100.8)
+    assert core.state is State.POLLING
+    core.push("sse", Push("f1", "failed", reason="GPU on fire"), 101.0)
+    assert core.state is State.FAILED and core.reason.endswith("job failed: GPU on fire")
+    assert transitions(events)[1] == ("awaiting_ws", "push_completed", "polling")
 
 
 def test_retry_after_is_followed_instead_of_backing_off() -> None:

@@ -11,14 +11,17 @@ import math
 import os
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transitions import Machine, MachineError
 
-from hybridgen.emulator.model import Faults
+from hybridgen.core import Result
+from hybridgen.driver import Client
+from hybridgen.emulator.model import Faults, ServerModel
 from hybridgen.machine import DEFINITION, INITIAL, TABLE, State, Trigger, build_definition
 from hybridgen.policy import Policy
-from hybridgen.testing import Scenario, run_scenario
+from hybridgen.testing import MemoryTransport, Scenario, run_scenario, run_virtual
 from hybridgen.testing.harness import (
     EPSILON,
     check_cancel,
@@ -141,15 +144,22 @@ def test_default_preset_silent_socket_costs_about_one_poll_interval(
 
 
 @props
-@given(seconds(0.0, 110.0), policies())
-def test_working_push_delivers_at_once_while_listening(gen_time: float, policy: Policy) -> None:
-    trace = run_scenario(
-        Scenario(faults=Faults(ws_mode="normal", gen_time=gen_time), policy=policy)
+@given(seconds(0.0, 110.0), policies(), st.sampled_from(["websocket", "sse"]))
+def test_working_push_delivers_at_once_while_listening(
+    gen_time: float, policy: Policy, channel: str
+) -> None:
+    faults = Faults(
+        ws_mode="normal" if channel == "websocket" else "silent",
+        sse_mode="normal" if channel == "sse" else "silent",
+        gen_time=gen_time,
     )
-    listening = policy.keep_ws_open or gen_time < policy.ws_timeout
+    trace = run_scenario(Scenario(faults=faults, policy=policy))
+    listening = channel in policy.push and (policy.keep_ws_open or gen_time < policy.ws_timeout)
     if gen_time < policy.deadline and listening:
         assert trace.result.state is State.DONE
         assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)
+        if gen_time > 0:  # (at 0 the start reply already carries the url)
+            assert trace.result.channel in (channel, "polling")
 
 
 @props
@@ -168,7 +178,7 @@ def test_table_has_every_edge_of_the_definition() -> None:
     count = sum(
         len(ts) for event in DEFINITION.events.values() for ts in event.transitions.values()
     )
-    assert len(TABLE) == count == 16
+    assert len(TABLE) == count == 17
 
 
 class _Model:
@@ -207,3 +217,75 @@ def _definition_kwargs() -> dict[str, object]:
         "initial": fresh.initial,
         "auto_transitions": False,
     }
+
+
+# -- trust: a push channel earns it by delivering a result on this client -----------------------
+
+PUSH_MODES = ["normal", "silent", "progress", "late", "drop", "refuse"]
+
+
+async def _one_client(
+    policy: Policy, servers: list[Faults]
+) -> list[tuple[set[str], float, Result]]:
+    """Run one generation per server behaviour, one after another, through ONE client; for each:
+    the channels the client trusted before it, when its result was ready, and its result."""
+    model = ServerModel(seed=0)
+    outcomes = []
+    async with Client(MemoryTransport(model), policy=policy) as client:
+        for server in servers:
+            model.faults = server
+            trusted = set(client.trusted)
+            t0 = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                gen = await nursery.start(client.start, "a red fox")
+            job = model.jobs[gen.file_id] if gen.file_id else None
+            ready = math.inf if job is None else job.ready_at - t0
+            outcomes.append((trusted, ready, gen.result()))
+    return outcomes
+
+
+@props
+@given(
+    policies().map(lambda p: p.replace(adaptive=False, trust_live_socket=True)),
+    st.lists(
+        st.builds(
+            lambda ws, sse, gen_time, steps: Faults(
+                ws_mode=ws, sse_mode=sse, gen_time=gen_time, progress_steps=steps
+            ),
+            st.sampled_from(PUSH_MODES),
+            st.sampled_from(PUSH_MODES),
+            seconds(0.0, 100.0),
+            st.integers(0, 5),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_an_untrusted_channel_never_delays_a_result_by_more_than_one_poll_interval(
+    policy: Policy, servers: list[Faults]
+) -> None:
+    """Progress (or silence) from a channel that has not delivered a result on this client yet
+    may space polls out only up to the job's predicted end: the result comes at most one poll
+    interval after it is ready (after the push-only wait). A channel that delivered is trusted."""
+    for trusted, ready, result in run_virtual(lambda: _one_client(policy, servers)):
+        if result.state is State.DONE and result.channel in ("websocket", "sse"):
+            assert result.channel in policy.push
+        if trusted & set(policy.push):
+            continue  # trust was earned: polls may be a sparse safety net
+        bound = max(ready, policy.ws_timeout) + policy.poll_interval * (1 + policy.jitter)
+        if bound < policy.deadline - 1e-3:
+            assert result.state is State.DONE, result
+            assert result.elapsed <= bound + EPSILON, (result, ready, bound)
+
+
+def test_trust_is_remembered_per_client_and_only_after_a_result() -> None:
+    policy = Policy.default().replace(jitter=0.0)
+    progress_only = Faults(ws_mode="progress", sse_mode="progress", gen_time=35.0)
+    today = Faults(ws_mode="silent", sse_mode="normal", gen_time=35.0)
+    outcomes = run_virtual(lambda: _one_client(policy, [progress_only, today, today]))
+    (t1, _, r1), (t2, _, r2), (t3, _, r3) = outcomes
+    assert (t1, r1.channel) == (set(), "polling")
+    assert (t2, r2.channel) == (set(), "sse")
+    assert (t3, r3.channel) == ({"sse"}, "sse")
+    # trusted, the SSE channel turns polls into a sparse safety net: no more than the seed's
+    assert r3.polls < r2.polls and r3.polls <= 4

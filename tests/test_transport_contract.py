@@ -20,10 +20,24 @@ import httpx
 import pytest
 import trio
 
-from hybridgen.api import Config, FileStatus, ImageRequest, ModelInfo, parse_ws_message
+from hybridgen.api import (
+    Config,
+    FileStatus,
+    ImageRequest,
+    ModelInfo,
+    Push,
+    parse_push,
+    parse_ws_message,
+)
 from hybridgen.emulator import Faults, ServerModel, running
-from hybridgen.emulator.model import GENERATION_CONFIGS, BadRequest
-from hybridgen.errors import AuthError, PermanentError, TransientError, TransportError
+from hybridgen.emulator.model import GENERATION_CONFIGS, OVERSIZED_MESSAGE_BYTES, BadRequest
+from hybridgen.errors import (
+    AuthError,
+    OversizedMessage,
+    PermanentError,
+    TransientError,
+    TransportError,
+)
 from hybridgen.testing import MemoryTransport
 from hybridgen.transport import SuperDuperTransport, Transport, parse_retry_after
 
@@ -43,7 +57,8 @@ class Side:
     kind: str
     model: ServerModel
     transport: Transport
-    with_token: Callable[[str], Transport]
+    with_token: Callable[..., Transport]
+    """A transport with another token (and keyword arguments such as ``max_push_message``)."""
 
 
 @pytest.fixture(params=["memory", "real"])
@@ -54,7 +69,7 @@ async def side(request: pytest.FixtureRequest) -> AsyncIterator[Side]:
             "memory",
             model,
             MemoryTransport(model, token=TOKEN),
-            lambda token: MemoryTransport(model, token=token),
+            lambda token, **kw: MemoryTransport(model, token=token, **kw),
         )
         return
     async with (
@@ -62,8 +77,8 @@ async def side(request: pytest.FixtureRequest) -> AsyncIterator[Side]:
         contextlib.AsyncExitStack() as stack,
     ):
 
-        def make(token: str) -> Transport:
-            transport = SuperDuperTransport(Config(url=emulator.url, token=token))
+        def make(token: str, **kw: int) -> Transport:
+            transport = SuperDuperTransport(Config(url=emulator.url, token=token), **kw)
             stack.push_async_callback(transport.aclose)
             return transport
 
@@ -276,6 +291,122 @@ async def test_dropped_socket_raises_transient(side: Side) -> None:
     assert side.model.counts["ws_drop"] == 1
     assert dropped - opened >= GEN_TIME / 2 * TIME_SCALE
     assert all(parse_ws_message(text) is not None for text in received)
+
+
+# -- Server-Sent Events: GET /api/v1/events/file.{id} ------------------------------------------
+
+
+async def read_sse(
+    side: Side, file_id: str, until: float, transport: Transport | None = None
+) -> tuple[list[Push], bool]:
+    """Every push message of the file's SSE stream until ``until`` (trio time), and whether the
+    stream ended by itself before that."""
+    pushes: list[Push] = []
+    with trio.move_on_at(until) as quiet:
+        async with (transport or side.transport).listen_sse(file_id) as messages:
+            async for text in messages:
+                push = parse_push(text)
+                assert push is not None, text
+                pushes.append(push)
+                if push.kind == "completed" or push.kind == "failed":
+                    return pushes, False  # the last message of a job: stop reading here
+            return pushes, True
+    assert quiet.cancelled_caught
+    return pushes, False
+
+
+async def test_sse_pushes_progress_then_the_result_then_completed(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, sse_mode="normal", progress_steps=3))
+        ready = side.model.jobs[file.id].ready_at
+        pushes, _ = await read_sse(side, file.id, ready + 20 * READY_IN)
+    url = side.model.url_of(side.model.jobs[file.id])
+    assert [p.kind for p in pushes] == ["progress"] * 3 + ["result", "completed"]
+    assert [p.progress for p in pushes[:3]] == [0.25, 0.5, 0.75]
+    assert pushes[3] == Push(file.id, "result", url=url)
+    assert {p.file_id for p in pushes} == {file.id}
+    assert trio.current_time() >= ready
+    assert side.model.counts["sse_connect"] == 1
+
+
+async def test_sse_of_a_failed_job_pushes_a_task_error_with_the_reason(side: Side) -> None:
+    faults = Faults(gen_time=GEN_TIME, sse_mode="normal", progress_steps=0, job_fails=True)
+    with trio.fail_after(LIMIT):
+        file = await start(side, faults)
+        pushes, _ = await read_sse(side, file.id, side.model.jobs[file.id].ready_at + 1.0)
+    assert [p.kind for p in pushes] == ["failed"]
+    assert pushes[0].reason is not None and "job_fails" in pushes[0].reason
+
+
+@pytest.mark.parametrize("mode", ["silent", "progress"])
+async def test_sse_silent_or_progress_only_never_sends_the_result(side: Side, mode: str) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, sse_mode=mode, progress_steps=2))  # type: ignore[arg-type]
+        until = side.model.jobs[file.id].ready_at + 3 * READY_IN
+        pushes, ended = await read_sse(side, file.id, until)
+    assert not ended
+    assert [p.kind for p in pushes] == ([] if mode == "silent" else ["progress", "progress"])
+
+
+async def test_sse_drop_ends_the_stream(side: Side) -> None:
+    faults = Faults(sse_mode="drop", ws_drop_after=GEN_TIME / 2, gen_time=GEN_TIME * 10)
+    with trio.fail_after(LIMIT):
+        file = await start(side, faults)
+        opened = trio.current_time()
+        pushes, ended = await read_sse(side, file.id, opened + LIMIT / 2)
+        # the next stream of the same file is not dropped (one drop per file)
+        again, ended_again = await read_sse(side, file.id, trio.current_time() + 2 * READY_IN)
+    assert ended and not ended_again
+    assert trio.current_time() - opened >= GEN_TIME / 2 * TIME_SCALE
+    assert side.model.counts["sse_drop"] == 1 and side.model.counts["sse_connect"] == 2
+    assert all(p.kind == "progress" for p in pushes + again)
+
+
+async def test_sse_refused_is_a_transient_524(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, sse_mode="refuse"))
+        with pytest.raises(TransientError) as info:
+            await read_sse(side, file.id, trio.current_time() + 1.0)
+    assert info.value.status == 524 and "524" in str(info.value)
+    assert len(str(info.value)) < 400 and TOKEN not in str(info.value)
+
+
+async def test_sse_of_an_unknown_file_is_permanent(side: Side) -> None:
+    with trio.fail_after(LIMIT), pytest.raises(PermanentError) as info:
+        await read_sse(side, str(uuid.uuid4()), trio.current_time() + 1.0)
+    assert info.value.status == 404 and not isinstance(info.value, AuthError)
+
+
+async def test_sse_with_wrong_token_is_an_auth_error(side: Side) -> None:
+    other = side.with_token("wrong-token")
+    with trio.fail_after(LIMIT):
+        file = await start(side)
+        with pytest.raises(AuthError) as info:
+            await read_sse(side, file.id, trio.current_time() + 1.0, other)
+    assert "SUPERDUPERAI_TOKEN" in str(info.value) and "wrong-token" not in str(info.value)
+
+
+async def test_sse_skips_an_event_over_the_size_limit_and_goes_on(side: Side) -> None:
+    small = side.with_token(TOKEN, max_push_message=OVERSIZED_MESSAGE_BYTES // 2)
+    faults = Faults(gen_time=GEN_TIME, sse_mode="normal", progress_steps=1, ws_noise="oversized")
+    texts: list[str] = []
+    skipped = 0
+    with trio.fail_after(LIMIT):
+        file = await start(side, faults)
+        async with small.listen_sse(file.id) as messages:
+            while True:
+                try:
+                    text = await messages.__anext__()
+                except OversizedMessage:
+                    skipped += 1
+                    continue
+                texts.append(text)
+                if '"render_result"' in text:
+                    break
+    assert skipped == 1
+    assert all(len(text) < OVERSIZED_MESSAGE_BYTES // 2 for text in texts)
+    result = parse_push(texts[-1])
+    assert result is not None and result.kind == "result" and result.file_id == file.id
 
 
 @pytest.mark.parametrize(

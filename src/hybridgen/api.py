@@ -27,10 +27,12 @@ __all__ = [
     "BODY_FORMS",
     "GENERATE_IMAGE",
     "GENERATION_CONFIGS",
+    "PUSH_CHANNELS",
     "MAX_REPLY_BYTES",
     "BodyForm",
     "FileStatus",
     "ModelInfo",
+    "Push",
     "ImageRequest",
     "Config",
     "error_reason",
@@ -39,10 +41,12 @@ __all__ = [
     "parse_file",
     "parse_file_list",
     "parse_generation_configs",
+    "parse_push",
     "parse_poll_reply",
     "parse_start_reply",
     "status_phrase",
     "parse_ws_message",
+    "sse_path",
     "subscribe_message",
     "ws_path",
 ]
@@ -50,6 +54,9 @@ __all__ = [
 GENERATE_IMAGE: Final = "/api/v1/file/generate-image"
 GENERATION_CONFIGS: Final = "/api/v1/generation-config"
 """The list of generation configs (models): ``GET``, optionally ``?type=text_to_image,...``."""
+PUSH_CHANNELS: Final = ("websocket", "sse")
+"""The push channels a :class:`~hybridgen.policy.Policy` may open: the project's legacy WebSocket
+and the file's Server-Sent Events stream."""
 USER_AGENT: Final = f"hybridgen/{__version__}"
 MAX_PROMPT_CHARS: Final = 4000
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-_.~+/=]+")
@@ -70,6 +77,11 @@ def file_path(file_id: str) -> str:
 def ws_path(project_id: str) -> str:
     """The path of a project's WebSocket: ``/api/v1/ws/project.{project_id}``."""
     return f"/api/v1/ws/project.{project_id}"
+
+
+def sse_path(file_id: str) -> str:
+    """The path of one file's Server-Sent Events stream: ``/api/v1/events/file.{file_id}``."""
+    return f"/api/v1/events/file.{file_id}"
 
 
 def subscribe_message(project_id: str) -> str:
@@ -606,32 +618,112 @@ def error_reason(body: bytes, content_type: str | None = None) -> str:
     return _clip(reason)
 
 
-def parse_ws_message(text: str | bytes) -> FileStatus | None:
-    """Parse one WebSocket message; ``None`` for messages that say nothing about a file.
+PushKind = Literal["result", "progress", "failed", "completed"]
 
-    ``file`` messages carry a file object (``object.url`` when done); ``render_progress``
-    messages carry ``object.progress`` (0..1 or 0..100) for ``object.id``/``object.file_id``.
-    Other types (``task``, ``data``, ``entity``, ``render_result``, unknown) give ``None``;
-    malformed JSON raises :class:`~hybridgen.errors.TransientError` for the caller to log.
+
+@attrs.frozen
+class Push:
+    """One push message about a file, from any push channel (WebSocket or SSE).
+
+    ``kind`` is ``"result"`` (``url`` is set), ``"progress"`` (``progress`` is a fraction in
+    ``[0, 1]``), ``"failed"`` (``reason`` is the server's, when it gave one) or ``"completed"``
+    (the job finished but the message has no URL: a poll fetches it).
+    """
+
+    file_id: str
+    kind: PushKind
+    url: str | None = None
+    progress: float | None = None
+    reason: str | None = None
+
+
+def _file_id(obj: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None
+
+
+def _reason(obj: Mapping[str, Any]) -> str | None:
+    detail = obj.get("error") or obj.get("message") or obj.get("detail")
+    return str(detail)[:500] if detail else None
+
+
+def _push_of_file(obj: object) -> Push:
+    file = parse_file(obj, "push file message")
+    if file.ready:
+        return Push(file.id, "result", url=file.url)
+    if file.failed:
+        return Push(file.id, "failed", reason=file.error)
+    # a seed-era `file` message without a url says nothing more (its clients waited on)
+    return Push(file.id, "progress", progress=file.progress)
+
+
+def _push(data: object) -> Push | None:
+    if not isinstance(data, dict):
+        raise _bad("push message", f"expected a JSON object, got {type(data).__name__}")
+    kind, obj = data.get("type"), data.get("object")
+    if kind == "file":
+        push = _push_of_file(obj)
+        return None if push.kind == "progress" and push.progress is None else push
+    if kind not in ("render_progress", "render_result", "task"):
+        return None  # unknown types (data, entity, ...) say nothing we use
+    if not isinstance(obj, dict):
+        raise _bad(f"{kind} message", "its 'object' is not a JSON object")
+    if kind == "task":
+        file_id = _file_id(obj, "file_id")  # a task's own 'id' is not the file's
+        status = str(obj.get("status", "")).lower()
+        if file_id is None or status not in ("error", "completed"):
+            return None
+        if status == "error":
+            return Push(file_id, "failed", reason=_reason(obj))
+        return Push(file_id, "completed")
+    file_id = _file_id(obj, "file_id", "id")
+    if file_id is None:
+        raise _bad(f"{kind} message", "it has no 'object.file_id'")
+    if kind == "render_result":
+        url = obj.get("url")
+        if url is not None and not isinstance(url, str):
+            raise _bad("render_result message", f"'url' is a {type(url).__name__}")
+        return Push(file_id, "result", url=url) if url else Push(file_id, "completed")
+    fraction = _fraction(obj.get("progress"))
+    if fraction is None:
+        raise _bad("render_progress message", "it needs a numeric 'object.progress'")
+    return Push(file_id, "progress", progress=fraction)
+
+
+def parse_push(text: str | bytes) -> Push | None:
+    """Parse one push message (a WebSocket message or an SSE ``data:`` payload).
+
+    ``file`` and ``render_result`` carry the result (``object.url``); ``render_progress`` carries
+    ``object.progress`` (0..1 or 0..100); ``task`` with status ``error`` or ``completed`` says the
+    job ended. Returns ``None`` for messages that say nothing we use (unknown types, tasks still
+    running). Anything malformed, however deep or odd (nesting that exhausts the recursion limit,
+    numbers too big for a float, invalid UTF-8), raises
+    :class:`~hybridgen.errors.TransientError` for the caller to log and ignore.
     """
     try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad("WebSocket message", f"not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise _bad("WebSocket message", f"expected a JSON object, got {type(data).__name__}")
-    kind = data.get("type")
-    obj = data.get("object")
-    if kind == "file":
-        return parse_file(obj, "WebSocket file message")
-    if kind == "render_progress" and isinstance(obj, dict):
-        file_id = obj.get("file_id", obj.get("id"))
-        fraction = _fraction(obj.get("progress"))
-        if (
-            isinstance(file_id, str | int)
-            and not isinstance(file_id, bool)
-            and fraction is not None
-        ):
-            return FileStatus(id=str(file_id), progress=fraction)
-        raise _bad("render_progress message", "it needs 'object.file_id' and a numeric 'progress'")
-    return None
+        return _push(json.loads(text))
+    except TransientError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as exc:
+        raise _bad("push message", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def parse_ws_message(text: str | bytes) -> FileStatus | None:
+    """Parse one push message as a :class:`FileStatus` (kept for callers of older versions).
+
+    Same rules as :func:`parse_push`; a ``completed`` message without a URL gives a file with
+    neither ``url`` nor ``progress``.
+    """
+    push = parse_push(text)
+    if push is None:
+        return None
+    return FileStatus(
+        id=push.file_id,
+        url=push.url,
+        failed=push.kind == "failed",
+        error=push.reason,
+        progress=push.progress,
+    )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import attrs
 
-from .api import FileStatus
+from .api import FileStatus, Push
 from .errors import PermanentError, TransientError
 from .events import Event, Progress, Retry, Transition
 from .machine import TERMINAL, State, Trigger, fire
@@ -26,21 +26,23 @@ from .policy import Policy
 __all__ = ["Core", "Result"]
 
 _EARLY_PUSHES = 16  # socket results buffered while the file id is still unknown
+_ROUNDING = 0.005  # progress reported in whole percents is up to half a percent behind
 _MAY_EXIST = "the job may exist on the server (it may have processed the request)"
 
 
-def _job_failed(file: FileStatus) -> str:
+def _job_failed(error: str | None) -> str:
     reason = "the server reports the job failed"
-    return f"{reason}: {file.error}" if file.error else reason
+    return f"{reason}: {error}" if error else reason
 
 
 @attrs.frozen
 class Result:
     """How one generation ended.
 
-    ``state`` is terminal; ``url`` and ``channel`` (``"websocket"`` or ``"polling"``) are set when
-    it is ``done``; ``reason`` says why otherwise. ``elapsed`` is seconds from the start request to
-    the terminal state.
+    ``state`` is terminal; ``url`` and ``channel`` (``"websocket"``, ``"sse"`` or ``"polling"``)
+    are set when it is ``done``; ``reason`` says why otherwise. ``elapsed`` is seconds from the
+    start request to the terminal state. ``ws_failures`` counts the push channels' failures
+    (failed connects, drops, ended streams), WebSocket and SSE together.
     """
 
     generation_id: str
@@ -56,8 +58,24 @@ class Result:
 
 
 @attrs.define(slots=True, eq=False)
+class _Channel:
+    """One push channel's connection state within a generation."""
+
+    connect_at: float | None = None
+    """When to (re)connect; ``None``: not now."""
+    connected: bool = False
+    failures: int = 0
+    streak: int = 0
+
+
+@attrs.define(slots=True, eq=False)
 class Core:
-    """One generation's state and decisions, with no I/O (see the module docstring)."""
+    """One generation's state and decisions, with no I/O (see the module docstring).
+
+    ``trusted`` is the client's memory of the push channels that have delivered a result: a set
+    shared by the client's generations, which this core reads and updates (see
+    :attr:`~hybridgen.policy.Policy.trust_live_socket`).
+    """
 
     id: str
     policy: Policy = attrs.field(repr=False)
@@ -75,22 +93,24 @@ class Core:
     polls: int = 0
     poll_errors: int = attrs.field(default=0, repr=False)
     _error_streak: int = attrs.field(default=0, repr=False)
-    ws_connected: bool = attrs.field(default=False, repr=False)
-    ws_alive: bool = attrs.field(default=False, repr=False)
-    """The socket has delivered a message about this job since it (re)connected."""
-    ws_failures: int = attrs.field(default=0, repr=False)
-    _ws_streak: int = attrs.field(default=0, repr=False)
-    ws_connect_at: float | None = attrs.field(default=None, repr=False)
     progress: float | None = attrs.field(default=None, repr=False)
     expected: float | None = attrs.field(default=None, repr=False)
     """Seconds after the start when the result is expected (adaptive polling), if known."""
-    _early: dict[str, str] | None = attrs.field(default=None, repr=False)
+    trusted: set[str] = attrs.field(factory=set, repr=False)
+    _estimated: bool = attrs.field(default=False, repr=False)
+    """``expected`` comes from the job's own progress reports (not from history)."""
+    _poll_now: bool = attrs.field(default=False, repr=False)
+    """A push said the job completed while a poll was in flight: poll again at its reply."""
+    _channels: dict[str, _Channel] = attrs.field(factory=dict, repr=False)
+    _early: dict[str, tuple[str, str]] | None = attrs.field(default=None, repr=False)
     next_start: float | None = attrs.field(default=None, repr=False)
     """When to send the start request again after a failure (``None``: do not)."""
     start_errors: int = attrs.field(default=0, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        self.ws_connect_at = self.started
+        for name in self.policy.push:
+            # the socket is per project (open it at once); SSE is per file (after the start reply)
+            self._channels[name] = _Channel(self.started if name == "websocket" else None)
 
     # -- what the driver asks -------------------------------------------------------------
 
@@ -106,15 +126,36 @@ class Core:
 
     @property
     def ws_timeout_at(self) -> float:
-        """When the WebSocket-only phase ends and polling begins."""
+        """When the push-only phase ends and polling begins."""
         return self.started + self.policy.ws_timeout
 
-    @property
-    def wants_ws(self) -> bool:
-        """Whether the socket should be open (or reopened) now."""
+    def wants(self, channel: str) -> bool:
+        """Whether push ``channel`` (``"websocket"`` or ``"sse"``) should be open now."""
+        if channel not in self._channels or (channel == "sse" and self.file_id is None):
+            return False
         if self.state is State.POLLING:
             return self.policy.keep_ws_open
         return self.state is State.REQUESTED or self.state is State.AWAITING_WS
+
+    def connect_at(self, channel: str) -> float | None:
+        """When push ``channel`` should (re)connect (``None``: not now)."""
+        state = self._channels.get(channel)
+        return None if state is None else state.connect_at
+
+    @property
+    def wants_ws(self) -> bool:
+        """Whether the WebSocket should be open (or reopened) now."""
+        return self.wants("websocket")
+
+    @property
+    def ws_connect_at(self) -> float | None:
+        """When the WebSocket should (re)connect (``None``: not now)."""
+        return self.connect_at("websocket")
+
+    @property
+    def push_failures(self) -> int:
+        """How often a push channel failed to connect or dropped, all channels together."""
+        return sum(state.failures for state in self._channels.values())
 
     def next_timer(self) -> float:
         """The next moment :meth:`advance` has something to do (``inf`` once terminal)."""
@@ -141,7 +182,7 @@ class Core:
             elapsed=end - self.started,
             polls=self.polls,
             poll_errors=self.poll_errors,
-            ws_failures=self.ws_failures,
+            ws_failures=self.push_failures,
         )
 
     # -- what the driver tells ------------------------------------------------------------
@@ -153,19 +194,23 @@ class Core:
             return
         self.file_id = file.id
         self._go(Trigger.START, now, f"file {file.id}")
+        sse = self._channels.get("sse")
+        if sse is not None:
+            sse.connect_at = now
         early, self._early = self._early, None
         if file.ready:  # the start reply itself carries the result
             self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
         elif early and file.id in early:
-            self._done(Trigger.PUSH_RESULT, now, early[file.id], "websocket")
-        elif not self.ws_connected and self.ws_failures:
-            self._go(Trigger.WS_FAILED, now, "the WebSocket failed before the job was accepted")
+            url, channel = early[file.id]
+            self._done(Trigger.PUSH_RESULT, now, url, channel)
+        elif self._channels and self._all_down():
+            self._go(Trigger.WS_FAILED, now, "the push channel failed before the job was accepted")
             self._enter_polling(now)
         else:
             self.advance(now)
 
     def advance(self, now: float) -> None:
-        """Fire the time-driven triggers (WebSocket timeout, deadline) that are due at ``now``."""
+        """Fire the time-driven triggers (end of the push-only wait, deadline) due at ``now``."""
         if self.terminal:
             return
         if now >= self.deadline_at:
@@ -180,50 +225,85 @@ class Core:
             else:
                 self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling too, still listening")
             self._enter_polling(now)
+            if self._trusted_listening():  # the safety net starts one sparse interval later
+                self.next_poll = now + self._poll_delay(now)
 
-    def ws_up(self, now: float) -> None:
-        """The socket is connected and subscribed."""
-        self.ws_connected = True
-        self.ws_alive = False  # a new connection has proven nothing yet
-        self._ws_streak = 0
+    def push_up(self, channel: str, now: float) -> None:
+        """Push ``channel`` is connected (and subscribed)."""
+        state = self._channels.get(channel)
+        if state is not None:
+            state.connected = True
+            state.streak = 0
 
-    def ws_down(self, reason: str, now: float) -> None:
-        """The socket failed to connect or closed."""
-        self.ws_connected = self.ws_alive = False
+    def push_down(self, channel: str, reason: str, now: float, *, permanent: bool = False) -> None:
+        """Push ``channel`` failed to connect, dropped, or its stream ended.
+
+        ``permanent``: the server refused it for good (e.g. HTTP 404: no such channel), so it is
+        not reconnected for this generation.
+        """
+        state = self._channels.get(channel)
+        if state is None:
+            return
+        was_trusted = state.connected and channel in self.trusted
+        state.connected = False
         if self.terminal:
             return
-        self.ws_failures += 1
-        self._ws_streak += 1
-        if self.state is State.AWAITING_WS:
+        state.failures += 1
+        state.streak += 1
+        if self.state is State.AWAITING_WS and self._all_down():
+            # no other channel can deliver now (one that listens or has yet to try still can)
             self._go(Trigger.WS_FAILED, now, reason)
             self._enter_polling(now)
-        if self.wants_ws and self.policy.ws_reconnect:
-            delay = self._delay(self.policy.poll_interval, self._ws_streak - 1)
-            self.ws_connect_at = now + delay
-            self._emit_retry("websocket", self.ws_failures, delay, reason, now)
+        elif was_trusted and self.next_poll is not None:
+            # the sparse cadence relied on this channel: back to the full one
+            self.next_poll = min(self.next_poll, now + self._jitter(self.policy.poll_interval))
+        if self.wants(channel) and self.policy.ws_reconnect and not permanent:
+            delay = self._delay(self.policy.poll_interval, state.streak - 1)
+            state.connect_at = now + delay
+            self._emit_retry(channel, state.failures, delay, reason, now)
         else:
-            self.ws_connect_at = None
+            state.connect_at = None
 
-    def ws_message(self, file: FileStatus, now: float) -> None:
-        """A socket message about ``file`` (a result, a failure or progress)."""
+    def push(self, channel: str, message: Push, now: float) -> None:
+        """A push ``message`` arrived on ``channel``: a result, a failure, progress or "done"."""
         if self.terminal:
             return
         if self.file_id is None:
-            if file.ready:
+            if message.kind == "result" and message.url:
                 if self._early is None:
                     self._early = {}
                 if len(self._early) < _EARLY_PUSHES:
-                    self._early[file.id] = file.url or ""
+                    self._early[message.file_id] = (message.url, channel)
             return
-        if file.id != self.file_id:
+        if message.file_id != self.file_id:
             return
-        self.ws_alive = True
+        if message.kind == "result" and message.url:
+            self.trusted.add(channel)
+            self._done(Trigger.PUSH_RESULT, now, message.url, channel)
+        elif message.kind == "failed":
+            self._fail(now, _job_failed(message.reason))
+        elif message.kind == "progress" and message.progress is not None:
+            self._progress(message.progress, channel, now)
+        elif message.kind in ("completed", "result"):  # done, but no URL came with it
+            self._completed(channel, now)
+
+    def ws_up(self, now: float) -> None:
+        """The WebSocket is connected and subscribed (``push_up("websocket", now)``)."""
+        self.push_up("websocket", now)
+
+    def ws_down(self, reason: str, now: float) -> None:
+        """The WebSocket failed to connect or closed (``push_down("websocket", ...)``)."""
+        self.push_down("websocket", reason, now)
+
+    def ws_message(self, file: FileStatus, now: float) -> None:
+        """A WebSocket message about ``file`` (a result, a failure or progress)."""
         if file.ready:
-            self._done(Trigger.PUSH_RESULT, now, file.url or "", "websocket")
+            message = Push(file.id, "result", url=file.url)
         elif file.failed:
-            self._fail(now, _job_failed(file))
-        elif file.progress is not None:
-            self._progress(file.progress, "websocket", now)
+            message = Push(file.id, "failed", reason=file.error)
+        else:
+            message = Push(file.id, "progress", progress=file.progress)
+        self.push("websocket", message, now)
 
     def poll_sent(self, now: float) -> None:
         """A poll request is on its way (no new poll is due until its reply)."""
@@ -238,11 +318,13 @@ class Core:
         if file.ready:
             self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
         elif file.failed:
-            self._fail(now, _job_failed(file))
+            self._fail(now, _job_failed(file.error))
         else:
             if file.progress is not None:
                 self._progress(file.progress, "polling", now)
-            self.next_poll = now + self._poll_delay(now)
+            delay = 0.0 if self._poll_now else self._poll_delay(now)
+            self._poll_now = False
+            self.next_poll = now + delay
 
     def poll_error(self, error: TransientError | PermanentError, now: float) -> None:
         """A poll failed with ``error``: retry within the policy's budget, or fail."""
@@ -326,30 +408,60 @@ class Core:
         """The wait before the next poll after a pending reply."""
         policy = self.policy
         sparse = max(policy.sparse_interval, policy.poll_interval)
-        if policy.adaptive and self.expected is not None:
+        if self._trusted_listening():
+            return self._jitter(sparse)  # a channel that delivered before listens: a safety net
+        estimated = policy.trust_live_socket and self._estimated
+        if self.expected is not None and (policy.adaptive or estimated):
             # halve the distance to the expected moment; never denser than poll_interval
             half_way = (self.started + self.expected - now) / 2
             return self._jitter(min(sparse, max(policy.poll_interval, half_way)))
-        if self.ws_alive and policy.trust_live_socket and self.wants_ws:
-            return self._jitter(sparse)  # the push works: polls are a safety net
         return self._jitter(policy.poll_interval)
+
+    def _all_down(self) -> bool:
+        """Every push channel has failed and none is connected."""
+        return all(not state.connected and state.failures for state in self._channels.values())
+
+    def _trusted_listening(self) -> bool:
+        """A channel that delivered a result on this client before is connected now."""
+        return self.policy.trust_live_socket and any(
+            state.connected and name in self.trusted for name, state in self._channels.items()
+        )
 
     def _enter_polling(self, now: float) -> None:
         self.next_poll = now
         if not self.policy.keep_ws_open:
-            self.ws_connect_at = None
+            for state in self._channels.values():
+                state.connect_at = None
+
+    def _completed(self, channel: str, now: float) -> None:
+        """A push said the job is done without its URL: poll at once."""
+        if self.state is State.AWAITING_WS:
+            self._go(Trigger.PUSH_COMPLETED, now, f"{channel} says the job completed")
+            self._enter_polling(now)
+        elif self.next_poll is not None:
+            self.next_poll = min(self.next_poll, now)
+        else:
+            self._poll_now = True  # a poll is in flight; poll again at its reply
 
     def _progress(self, fraction: float, via: str, now: float) -> None:
         if fraction != self.progress:
             self.progress = fraction
             if fraction >= 0.05:  # the job's own estimate beats the history of others
-                self.expected = (now - self.started) / fraction
+                # Reports are often whole percents: assume the job is as far as the rounding
+                # allows, so the predicted end is never later than the true one.
+                self.expected = (now - self.started) / min(1.0, fraction + _ROUNDING)
+                self._estimated = True
             self.sink(Progress(self.id, fraction, via, now, now + self.wall_offset))
 
     def _emit_retry(self, what: str, attempt: int, delay: float, reason: str, now: float) -> None:
         self.sink(Retry(self.id, what, attempt, delay, reason, now, now + self.wall_offset))
 
     def _done(self, trigger: Trigger, now: float, url: str, channel: str) -> None:
+        if trigger is Trigger.POLL_RESULT and self.state is State.POLLING:
+            # a trusted channel that was listening missed the result: trust it no more
+            self.trusted.difference_update(
+                name for name, state in self._channels.items() if state.connected
+            )
         self.url, self.channel = url, channel
         self._go(trigger, now, f"result via {channel}", url=url, channel=channel)
 
@@ -373,7 +485,8 @@ class Core:
         if dest in TERMINAL:
             self.ended = now
             self.next_poll = None
-            self.ws_connect_at = None
+            for state in self._channels.values():
+                state.connect_at = None
             if dest is State.FAILED and not self.reason:
                 self.reason = detail
         self.sink(

@@ -1,7 +1,8 @@
 """The trio driver: nursery tasks that do the I/O and feed a :class:`~hybridgen.core.Core`.
 
-One generation runs three tasks in its own nursery: the WebSocket listener, the job task (start
-request, then polls) and the timer loop that fires the WebSocket timeout and the deadline. They
+One generation runs its tasks in its own nursery: a listener per push channel of its policy (the
+project's WebSocket, the file's SSE stream), the job task (start request, then polls) and the timer
+loop that fires the push-only phase's end and the deadline. They
 decide nothing: they ask the core. The generation ends by the policy's deadline whatever the server
 does, every task and socket is closed when it ends, and trio cancellation from outside moves it to
 ``cancelled`` before the ``Cancelled`` exception travels on.
@@ -16,17 +17,18 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Final
 
 import trio
 
-from .api import FileStatus, ImageRequest, parse_ws_message
+from .api import FileStatus, ImageRequest, parse_push
 from .core import Core, Result
 from .errors import (
     GenerationCancelled,
     GenerationFailed,
+    OversizedMessage,
     PermanentError,
     TransientError,
     TransportError,
@@ -62,7 +64,7 @@ class Generation:
         "_finished",
         "_journal_failed",
         "_lot",
-        "_ws_scope",
+        "_push_scopes",
         "core",
         "history",
         "hub",
@@ -78,10 +80,17 @@ class Generation:
         elapsed: float = 0.0,
         expected: float | None = None,
         journal_failed: Callable[[JournalFailure], None] | None = None,
+        trusted: set[str] | None = None,
     ) -> None:
         now = trio.current_time()
         self.core = Core(
-            gen_id, policy, self._on_event, now - elapsed, time.time() - now, expected=expected
+            gen_id,
+            policy,
+            self._on_event,
+            now - elapsed,
+            time.time() - now,
+            expected=expected,
+            trusted=trusted if trusted is not None else set(),
         )
         self.journal = journal
         self.hub = Hub()
@@ -90,7 +99,7 @@ class Generation:
         self._journal_failed = journal_failed
         self._lot = trio.lowlevel.ParkingLot()
         self._finished = trio.Event()
-        self._ws_scope: trio.CancelScope | None = None
+        self._push_scopes: dict[str, trio.CancelScope] = {}
 
     def __repr__(self) -> str:
         return f"<Generation {self.id} {self.state}>"
@@ -156,8 +165,9 @@ class Generation:
         if self._client_hub:
             self._client_hub.emit(event)
         self._lot.unpark_all()
-        if self._ws_scope is not None and not self.core.wants_ws:
-            self._ws_scope.cancel()
+        for channel, scope in self._push_scopes.items():
+            if not self.core.wants(channel):
+                scope.cancel()
         if event.terminal:
             self._finished.set()
 
@@ -201,6 +211,9 @@ class Client:
         self._request_slots = trio.CapacityLimiter(max_requests)
         self._start_slots = trio.CapacityLimiter(max_starts)
         self._journal_watch: tuple[trio.lowlevel.TrioToken, Callable[[], None]] | None = None
+        self.trusted: set[str] = set()
+        """The push channels that have delivered a result on this client (see
+        :attr:`~hybridgen.policy.Policy.trust_live_socket`)."""
 
     async def __aenter__(self) -> Client:
         return self
@@ -337,6 +350,7 @@ class Client:
             elapsed,
             self.durations.expected(),
             self._journal_failed,
+            self.trusted,
         )
         if self.journal is not None and request is not None:
             wall = gen.core.started + gen.core.wall_offset
@@ -351,7 +365,9 @@ class Client:
         core = gen.core
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ws_task, gen, project_id)
+                for channel in core.policy.push:
+                    if channel == "websocket" or hasattr(self.transport, "listen_sse"):
+                        nursery.start_soon(self._push_task, gen, channel, project_id)
                 nursery.start_soon(self._job_task, gen, job)
                 while not core.terminal:
                     with trio.move_on_at(core.next_timer()):
@@ -386,10 +402,11 @@ class Client:
         log.debug("generation %s: job accepted as file %s", core.id, file.id)
         file_id = file.id
         while not core.terminal:
-            if core.next_poll is None:
-                await gen._lot.park()
+            if core.next_poll is None or core.next_poll > trio.current_time():
+                # woken early when the next poll moves (a push said the job completed)
+                with trio.move_on_at(math.inf if core.next_poll is None else core.next_poll):
+                    await gen._lot.park()
                 continue
-            await trio.sleep_until(core.next_poll)
             now = trio.current_time()
             if not core.poll_due(now):
                 continue
@@ -458,43 +475,75 @@ class Client:
             await trio.sleep_until(core.next_start)
         return None
 
-    async def _ws_task(self, gen: Generation, project_id: str) -> None:
+    async def _push_task(self, gen: Generation, channel: str, project_id: str) -> None:
+        """Keep push ``channel`` open while the core wants it; feed it every message."""
         core, policy = gen.core, gen.core.policy
+        name = "WebSocket" if channel == "websocket" else "SSE"
         while not core.terminal:
-            if core.ws_connect_at is None or not core.wants_ws:
+            at = core.connect_at(channel)
+            if at is None or not core.wants(channel):
                 await gen._lot.park()
                 continue
-            await trio.sleep_until(core.ws_connect_at)
-            if not core.wants_ws:
+            await trio.sleep_until(at)
+            if not core.wants(channel):
                 continue
-            reason = "the server closed the WebSocket"
+            permanent = False
+            reason = (
+                "the server closed the WebSocket"
+                if channel == "websocket"
+                else "the server ended the SSE stream"
+            )
             with trio.CancelScope() as scope:
-                gen._ws_scope = scope
+                gen._push_scopes[channel] = scope
                 try:
                     # The connect bound encloses the whole `async with`: listen() may open a
                     # nursery (trio-websocket does), which must close inside the scope it opened in.
                     connect_by = min(core.deadline_at, trio.current_time() + policy.request_timeout)
                     with trio.CancelScope(deadline=connect_by) as bound:
-                        async with self.transport.listen(project_id) as messages:
+                        async with self._open(channel, project_id, core.file_id) as messages:
                             bound.deadline = math.inf
-                            core.ws_up(trio.current_time())
-                            async for text in messages:
-                                try:
-                                    file = parse_ws_message(text)
-                                except TransientError as exc:
-                                    log.debug("generation %s: ignored a message: %s", core.id, exc)
-                                    continue
-                                if file is not None:
-                                    core.ws_message(file, trio.current_time())
+                            core.push_up(channel, trio.current_time())
+                            await _read(gen, channel, messages)
                     if bound.cancelled_caught:
-                        reason = "WebSocket connect timed out"
+                        reason = f"{name} connect timed out"
                 except TransportError as exc:
-                    reason = str(_transport_error(exc, "WebSocket connect"))
-            gen._ws_scope = None
+                    reason = str(_transport_error(exc, f"{name} connect"))
+                    # e.g. 404: a server without this channel; asking again cannot help
+                    permanent = isinstance(exc, PermanentError)
+            del gen._push_scopes[channel]
             if scope.cancelled_caught:
                 continue
-            log.debug("generation %s: socket down: %s", core.id, reason)
-            core.ws_down(reason, trio.current_time())
+            log.debug("generation %s: %s down: %s", core.id, name, reason)
+            core.push_down(channel, reason, trio.current_time(), permanent=permanent)
+
+    def _open(
+        self, channel: str, project_id: str, file_id: str | None
+    ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        if channel == "websocket":
+            return self.transport.listen(project_id)
+        assert file_id is not None  # the core wants SSE only once the file is known
+        return self.transport.listen_sse(file_id)
+
+
+async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> None:
+    """Hand every push message of one connection to the core; skip what cannot be used."""
+    core = gen.core
+    while True:
+        try:
+            text = await messages.__anext__()
+        except StopAsyncIteration:
+            return
+        except OversizedMessage as exc:
+            log.debug("generation %s: ignored a %s message: %s", core.id, channel, exc)
+            continue
+        try:
+            message = parse_push(text)
+        except TransientError as exc:
+            log.debug("generation %s: ignored a %s message: %s", core.id, channel, exc)
+            continue
+        if message is not None:
+            core.push(channel, message, trio.current_time())
+            gen._lot.unpark_all()  # the next poll may have moved
 
 
 class Durations:

@@ -75,6 +75,10 @@ class TransientError(TransportError):
         self.maybe_processed = maybe_processed
 
 
+class OversizedMessage(TransientError):
+    """A push message was over the size limit: it was skipped (the channel goes on)."""
+
+
 class PermanentError(TransportError):
     """A failure that retrying cannot fix: 400/404/422, or the server says the job failed."""
 

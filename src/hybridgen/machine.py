@@ -38,9 +38,10 @@ class State(enum.StrEnum):
     REQUESTED = "requested"
     """The start request is on its way; the server has not yet named the file."""
     AWAITING_WS = "awaiting_ws"
-    """The server accepted the job; waiting for the WebSocket push."""
+    """The server accepted the job; waiting for a push (on any push channel: the WebSocket or
+    SSE). The name is the seed's, kept for compatibility."""
     POLLING = "polling"
-    """Polling the file (and, by the default policy, still listening on the socket)."""
+    """Polling the file (and, by the default policy, still listening on the push channels)."""
     DONE = "done"
     """The result URL is known. Terminal."""
     FAILED = "failed"
@@ -55,11 +56,13 @@ class Trigger(enum.StrEnum):
     START = "start"
     """The server accepted the start request and named the file."""
     PUSH_RESULT = "push_result"
-    """A WebSocket ``file`` message carried the result URL."""
+    """A push message (WebSocket or SSE) carried the result URL."""
+    PUSH_COMPLETED = "push_completed"
+    """A push message said the job completed but carried no URL: poll for it now."""
     WS_TIMEOUT = "ws_timeout"
-    """The policy's WebSocket wait ran out without a result."""
+    """The policy's push-only wait (``ws_timeout``) ran out without a result."""
     WS_FAILED = "ws_failed"
-    """The WebSocket could not connect or closed before the wait ran out."""
+    """A push channel could not connect, closed or ended before the wait ran out."""
     POLL_RESULT = "poll_result"
     """An HTTP reply (a poll, or the start reply itself) carried the result URL."""
     DEADLINE = "deadline"
@@ -81,6 +84,7 @@ TRANSITIONS: Final[tuple[Mapping[str, object], ...]] = (
         "source": [State.AWAITING_WS, State.POLLING],
         "dest": State.DONE,
     },
+    {"trigger": Trigger.PUSH_COMPLETED, "source": State.AWAITING_WS, "dest": State.POLLING},
     {"trigger": Trigger.WS_TIMEOUT, "source": State.AWAITING_WS, "dest": State.POLLING},
     {"trigger": Trigger.WS_FAILED, "source": State.AWAITING_WS, "dest": State.POLLING},
     # an HTTP reply (a poll, or a start reply that already carries the url) gave the result

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import attrs
 
+from .api import PUSH_CHANNELS
 from .errors import ConfigError
 
 __all__ = ["PRESETS", "Policy"]
@@ -38,6 +39,24 @@ def _count(inst: object, attribute: attrs.Attribute[Any], value: int | None) -> 
         raise ConfigError(attribute.name, f"must be a whole number >= 0, got {value!r}")
 
 
+def _channels(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):  # "websocket,sse" as the command line and env give it
+        value = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not isinstance(value, list | tuple | frozenset | set):
+        raise ConfigError("push", f"must be a tuple of channel names, got {value!r}")
+    return tuple(value)
+
+
+def _push(inst: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    unknown = [name for name in value if name not in PUSH_CHANNELS]
+    if unknown:
+        raise ConfigError(
+            "push", f"unknown channel {unknown[0]!r}; choose from {', '.join(PUSH_CHANNELS)}"
+        )
+    if len(set(value)) != len(value):
+        raise ConfigError("push", f"names a channel twice: {value!r}")
+
+
 def _flag(inst: object, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
         raise ConfigError(attribute.name, f"must be True or False, got {value!r}")
@@ -62,10 +81,16 @@ class Policy:
     """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
     deadline: float = attrs.field(default=120.0, validator=_positive)
     """Seconds after the start request when the generation fails if no result arrived."""
+    push: tuple[str, ...] = attrs.field(
+        default=("websocket", "sse"), converter=_channels, validator=_push
+    )
+    """The push channels to open: ``"websocket"`` (the project's legacy socket, opened before the
+    start request) and ``"sse"`` (the file's Server-Sent Events, opened once the start reply names
+    the file). Empty: poll only. A comma-separated string is accepted too."""
     keep_ws_open: bool = attrs.field(default=True, validator=_flag)
-    """Keep listening on the WebSocket while polling (else close it when polling begins)."""
+    """Keep listening on the push channels while polling (else close them when polling begins)."""
     ws_reconnect: bool = attrs.field(default=True, validator=_flag)
-    """Reconnect a dropped WebSocket (with backoff) while the socket is still wanted."""
+    """Reconnect a dropped push channel (with backoff) while it is still wanted."""
     retry_budget: int | None = attrs.field(default=20, validator=_count)
     """Transient poll errors tolerated per generation; one more fails it (``None``: no limit)."""
     honour_retry_after: bool = attrs.field(default=True, validator=_flag)
@@ -74,8 +99,11 @@ class Policy:
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds one HTTP request or WebSocket connect may take (always cut at the deadline)."""
     trust_live_socket: bool = attrs.field(default=True, validator=_flag)
-    """While the socket delivers messages about the job (proof that it works), poll only every
-    ``sparse_interval``, as a safety net; a silent or dropped socket gets the full cadence."""
+    """Let push channels relax polling. A channel is trusted once it has delivered a result on
+    this client: while a trusted channel is connected, polls come every ``sparse_interval``, as a
+    safety net. An untrusted channel's progress reports space polls out (sparse while the
+    job's progress says the result is far off, every ``poll_interval`` from its predicted end), so
+    it never delays a result by more than about one ``poll_interval``."""
     adaptive: bool = attrs.field(default=False, validator=_flag)
     """Poll sparsely while the result is not expected yet, densely near and after the expected
     moment (estimated from the server's progress reports, else from recent generations)."""
@@ -87,8 +115,8 @@ class Policy:
     """Also send again a start the server may have processed (500, 502, 504, 524, a timeout after
     sending). Off by default: the first job may exist, and a second one would be billed too."""
     sparse_interval: float = attrs.field(default=10.0, validator=_positive)
-    """The wait between polls while the socket is proven alive (``trust_live_socket``), and the
-    longest wait while the result is far off (``adaptive``); never less than ``poll_interval``."""
+    """The wait between polls while a trusted push channel is connected (``trust_live_socket``),
+    and the longest wait while the result is far off; never less than ``poll_interval``."""
 
     def __attrs_post_init__(self) -> None:
         if self.deadline <= self.ws_timeout:
@@ -107,11 +135,11 @@ class Policy:
     def seed(cls) -> Policy:
         """The seed client's exact behaviour, the baseline of every comparison.
 
-        30 s WebSocket wait, socket closed at fallback, a poll every 2 s with no jitter and no
-        backoff, 2 minutes of polling after the fallback (150 s overall). Like the seed's loop, a
-        failed poll is simply followed by the next one 2 s later until time runs out (no budget,
-        ``Retry-After`` ignored); permanent errors (401/403/404) still fail at once, and a failed
-        start request is never sent again.
+        The WebSocket only (no SSE), 30 s WebSocket wait, socket closed at fallback, a poll
+        every 2 s with no jitter and no backoff, 2 minutes of polling after the fallback (150 s
+        overall). Like the seed's loop, a failed poll is simply followed by the next one 2 s
+        later until time runs out (no budget, ``Retry-After`` ignored); permanent errors
+        (401/403/404) still fail at once, and a failed start request is never sent again.
         """
         return cls(
             ws_timeout=30.0,
@@ -120,6 +148,7 @@ class Policy:
             backoff_cap=2.0,
             jitter=0.0,
             deadline=150.0,
+            push=("websocket",),
             keep_ws_open=False,
             ws_reconnect=False,
             retry_budget=None,
@@ -132,9 +161,11 @@ class Policy:
     def default(cls) -> Policy:
         """hybridgen's default: listen and poll together, so whichever channel knows first wins.
 
-        Polling starts after one poll interval (2 s), so a silent socket costs at most about one
-        interval after the result is ready, whatever the generation time; the socket stays open
-        (and reconnects) so a working push still delivers at once. See ``docs/concepts.md``.
+        Opens both push channels (the legacy WebSocket and the SSE stream today's API pushes on).
+        Polling starts after one poll interval (2 s), so a silent push costs at most about one
+        interval after the result is ready, whatever the generation time; the channels stay open
+        (and reconnect) so a working push still delivers at once, and once a channel has
+        delivered on this client, polls relax to a sparse safety net. See ``docs/concepts.md``.
         """
         return cls()
 

@@ -45,11 +45,13 @@ from .api import (
     parse_generation_configs,
     parse_poll_reply,
     parse_start_reply,
+    sse_path,
     status_phrase,
     subscribe_message,
     ws_path,
 )
 from .errors import AuthError, PermanentError, TransientError, TransportError
+from .sse import PUSH_MAX_MESSAGE, sse_messages
 
 __all__ = ["SuperDuperTransport", "Transport", "error_for_status", "parse_retry_after"]
 
@@ -72,6 +74,17 @@ class Transport(Protocol):
         Entering raises a :class:`~hybridgen.errors.TransportError` if the socket cannot open.
         Iteration ends when the server closes the socket, or raises ``TransientError`` when the
         connection drops.
+        """
+        ...
+
+    def listen_sse(self, file_id: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Open the file's Server-Sent Events stream; iterate over each event's ``data``.
+
+        Entering raises a :class:`~hybridgen.errors.TransportError` if the stream cannot open
+        (e.g. HTTP 524). Iteration ends when the server ends the stream, raises
+        ``TransientError`` when the connection drops, and raises
+        :class:`~hybridgen.errors.OversizedMessage` for an event over the size limit (skipped;
+        the iteration can go on).
         """
         ...
 
@@ -108,19 +121,30 @@ class SuperDuperTransport:
     """The SuperDuperAI editor API over real sockets: httpx for HTTP, trio-websocket for the push.
 
     ``http`` is an ``httpx.AsyncClient`` to use (not closed by :meth:`aclose`); by default the
-    transport makes its own, with no timeouts of its own (the driver bounds every call) and a
-    connection pool sized for many concurrent generations. Errors are mapped to
-    :class:`~hybridgen.errors.AuthError` (401/403), :class:`~hybridgen.errors.PermanentError`
-    (400/404/405/422 and other 4xx) and :class:`~hybridgen.errors.TransientError` (408/425/429,
-    5xx, timeouts, connection errors, malformed replies). No message ever holds the token.
+    transport makes its own (and one more for the SSE streams), with no timeouts of its own (the
+    driver bounds every call) and a connection pool sized for many concurrent generations. Errors
+    are mapped to :class:`~hybridgen.errors.AuthError` (401/403),
+    :class:`~hybridgen.errors.PermanentError` (400/404/405/422 and other 4xx) and
+    :class:`~hybridgen.errors.TransientError` (408/425/429, 5xx, timeouts, connection errors,
+    malformed replies). No message ever holds the token.
     """
 
-    def __init__(self, config: Config, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        http: httpx.AsyncClient | None = None,
+        max_push_message: int = PUSH_MAX_MESSAGE,
+    ) -> None:
         self.config = config
+        self.max_push_message = max_push_message
         self._owns_http = http is None
         if http is None:
             http = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
         self.http = http
+        # SSE streams hold their connection for a whole generation: in a pool of their own they
+        # do not lengthen the scans of the pool that starts and polls go through
+        self._streams = http if not self._owns_http else None
 
     def __repr__(self) -> str:
         return f"<SuperDuperTransport {self.config.url}>"
@@ -187,10 +211,48 @@ class SuperDuperTransport:
                 raise
             raise self._ws_error(exc) from None
 
+    @contextlib.asynccontextmanager
+    async def listen_sse(self, file_id: str) -> AsyncIterator[AsyncIterator[str]]:
+        """``GET /api/v1/events/file.{file_id}`` as ``text/event-stream``; iterate over the data
+        of its events (each at most ``max_push_message`` bytes)."""
+        url = self.config.api_url(sse_path(quote(file_id, safe="")))
+        headers = {
+            "Authorization": self.config.headers()["Authorization"],
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-store",
+            "User-Agent": USER_AGENT,
+        }
+        what = "SSE connect"
+        try:
+            if self._streams is None:
+                self._streams = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
+            async with self._streams.stream("GET", url, headers=headers) as response:
+                if not response.is_success:
+                    body = await _head(response, 4096)
+                    raise self._status_error(what, response.status_code, response.headers, body)
+                kind = response.headers.get("content-type", "").partition(";")[0].strip()
+                if kind != "text/event-stream":
+                    raise TransientError(
+                        f"{what}: the server answered {kind or 'no content type'}, "
+                        "not an event stream",
+                        status=response.status_code,
+                    )
+                messages = sse_messages(response.aiter_bytes(), self.max_push_message)
+                try:
+                    yield messages
+                finally:
+                    await messages.aclose()
+        except httpx.TimeoutException:
+            raise TransientError(f"{what}: timed out") from None
+        except (httpx.RequestError, OSError) as exc:
+            raise TransientError(f"{what}: connection failed ({self._redact(exc)})") from None
+
     async def aclose(self) -> None:
-        """Close the HTTP client if this transport made it."""
+        """Close the HTTP clients this transport made."""
         if self._owns_http:
             await self.http.aclose()
+            if self._streams is not None:
+                await self._streams.aclose()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -375,6 +437,16 @@ def _reraise(exc: BaseException) -> NoReturn:
     finally:
         exc.__context__ = context
         del exc, context
+
+
+async def _head(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a streamed response's body (for an error's detail)."""
+    head = bytearray()
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= limit:
+            break
+    return bytes(head[:limit])
 
 
 def error_for_status(

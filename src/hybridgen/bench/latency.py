@@ -38,7 +38,7 @@ import trio
 from ..api import Config, ImageRequest
 from ..driver import Client, Generation
 from ..emulator import running
-from ..emulator.model import Faults, Job, ServerModel
+from ..emulator.model import TODAYS_API, Faults, Job, ServerModel
 from ..machine import State
 from ..policy import Policy
 from ..testing import MemoryTransport, run_virtual
@@ -46,6 +46,7 @@ from ..transport import SuperDuperTransport
 from ._report import Figure, figure, percentile
 
 __all__ = [
+    "GEN_TIMES",
     "ISSUE7",
     "POLICIES",
     "REAL_SCALE",
@@ -71,10 +72,16 @@ SCENARIOS: Final = {
     ),
     "silent_gen5": Faults(ws_mode="silent", gen_time=5),
     "silent_gen90": Faults(ws_mode="silent", gen_time=90),
+    "todays_api": TODAYS_API,
 }
 """The scenarios (``push_silent`` is also the 35 s generation; ``push_late``: ready at 25 s,
 pushed at 31 s, after the seed closed its socket). Every generation uses a new project, so
-``push_drops`` drops each generation's first socket."""
+``push_drops`` drops each generation's first socket. ``todays_api`` is the API as it is today: the
+legacy socket accepts and stays silent, the SSE stream pushes progress and the result, and each
+job takes a duration drawn from :data:`GEN_TIMES` (the seed's 30-40 s)."""
+
+GEN_TIMES: Final = {"todays_api": (30.0, 40.0)}
+"""Scenarios whose jobs take durations drawn uniformly from a range (seconds), by a seeded RNG."""
 
 POLICIES: Final[Mapping[str, Callable[[], Policy]]] = {
     "default": Policy.default,
@@ -89,7 +96,7 @@ ISSUE7: Final = ("silent_30_40", Faults(ws_mode="silent"), (30.0, 40.0))
 
 WARMUP: Final = 3
 """Generations each client runs (one after another) before the measured ones."""
-SMOKE_SCENARIOS: Final = ("push_works", "push_silent")
+SMOKE_SCENARIOS: Final = ("push_works", "push_silent", "todays_api")
 REAL_SCALE: Final = 0.05
 """Real-socket runs: every timing (policy and emulator) times this (20x faster)."""
 SMOKE_SCALE: Final = 0.01
@@ -152,15 +159,24 @@ async def _virtual_run(
     return samples[WARMUP:]
 
 
+def _request(model: ServerModel, faults: Faults, gen_time: float | None) -> ImageRequest:
+    """A request of its own project, whose jobs take ``gen_time`` (if given) on ``model``."""
+    request = ImageRequest(prompt="a red fox")
+    if gen_time is not None:
+        model.project_faults[request.project_id] = faults.replace(gen_time=gen_time)
+    return request
+
+
 async def _one(
     client: Client,
     nursery: trio.Nursery,
     at: float,
     samples: list[Sample],
     emulator_jobs: Mapping[str, Job],
+    request: ImageRequest,
 ) -> None:
     await trio.sleep_until(at)
-    gen: Generation = await nursery.start(partial(client.start, ImageRequest(prompt="a red fox")))
+    gen: Generation = await nursery.start(partial(client.start, request))
     await gen.wait()
     samples.append(_sample(gen, emulator_jobs))
 
@@ -174,20 +190,28 @@ def _sample(gen: Generation, jobs: Mapping[str, Job]) -> Sample:
 
 
 async def _real_policy(
-    faults: Faults, policy: Policy, n: int, scale: float, stagger: float
+    faults: Faults,
+    policy: Policy,
+    n: int,
+    scale: float,
+    stagger: float,
+    gen_times: Sequence[float] | None = None,
 ) -> list[Sample]:
     async with running(faults, time_scale=scale) as emulator:
         config = Config(url=emulator.url, token="bench", allow_insecure=True)
         samples: list[Sample] = []
-        jobs = emulator.model.jobs
+        model = emulator.model
+        times: list[float | None] = list(gen_times) if gen_times else [None] * (WARMUP + n)
         async with Client(SuperDuperTransport(config), policy=policy) as client:
-            for _ in range(WARMUP):
-                await client.start(ImageRequest(prompt="a red fox"))
-            counts0 = dict(emulator.model.counts)
+            for i in range(WARMUP):
+                await client.start(_request(model, faults, times[i]))
+            counts0 = dict(model.counts)
             t0 = trio.current_time()
             async with trio.open_nursery() as nursery:
                 for i in range(n):
-                    nursery.start_soon(_one, client, nursery, t0 + i * stagger, samples, jobs)
+                    request = _request(model, faults, times[WARMUP + i])
+                    at = t0 + i * stagger
+                    nursery.start_soon(_one, client, nursery, at, samples, model.jobs, request)
         counts = emulator.model.counts
         per_gen = (counts["start"] + counts["poll"] - counts0["start"] - counts0["poll"]) / n
         connects = (counts["ws_connect"] - counts0["ws_connect"]) / n
@@ -195,15 +219,22 @@ async def _real_policy(
     return [attrs.evolve(s, requests=per_gen, ws_connects=connects) for s in samples]
 
 
-def real_samples(faults: Faults, n: int, scale: float, stagger: float) -> dict[str, list[Sample]]:
+def real_samples(
+    faults: Faults,
+    n: int,
+    scale: float,
+    stagger: float,
+    gen_times: Sequence[float] | None = None,
+) -> dict[str, list[Sample]]:
     """Per policy (scaled, each against its own emulator, all at once): ``WARMUP`` generations
-    one after another, then ``n`` concurrent ones started ``stagger`` seconds apart."""
+    one after another, then ``n`` concurrent ones started ``stagger`` seconds apart (job durations
+    from ``gen_times``, before scaling, if given)."""
     result: dict[str, list[Sample]] = {}
 
     async def main() -> None:
         async def one(name: str) -> None:
             policy = POLICIES[name]().scaled(scale)
-            result[name] = await _real_policy(faults, policy, n, scale, stagger)
+            result[name] = await _real_policy(faults, policy, n, scale, stagger, gen_times)
 
         async with trio.open_nursery() as nursery:
             for name in POLICIES:
@@ -259,6 +290,15 @@ def _figures(
     return figures
 
 
+def _draw(name: str, n: int, seed: int = 7) -> list[float] | None:
+    """``n`` job durations for scenario ``name`` (``None``: its fixed ``gen_time``)."""
+    if name not in GEN_TIMES:
+        return None
+    low, high = GEN_TIMES[name]
+    rng = random.Random(seed)
+    return [rng.uniform(low, high) for _ in range(n)]
+
+
 def issue7(n: int, seed: int = 7) -> list[Figure]:
     """Adaptive vs the fixed 2 s poller (baseline) on silent jobs of uniformly drawn durations."""
     name, faults, (low, high) = ISSUE7
@@ -285,11 +325,13 @@ def run(smoke: bool = False, plot: str | None = None) -> list[Figure]:
     plot_rows: list[tuple[str, list[tuple[float, float]]]] = []
     for name in names:
         faults = SCENARIOS[name]
+        times = _draw(name, WARMUP + max(n_virtual, n_real))
         virtual = {
-            who: virtual_samples(faults, make(), n_virtual) for who, make in POLICIES.items()
+            who: virtual_samples(faults, make(), n_virtual, gen_times=times)
+            for who, make in POLICIES.items()
         }
         figures += _figures("virtual", name, virtual, "s", 1.0)
-        real = real_samples(faults, n_real, scale, stagger)
+        real = real_samples(faults, n_real, scale, stagger, times)
         figures += _figures("real", name, real, "ms", 1e3)
         stats = [_stats(virtual[who]) for who in POLICIES]
         plot_rows.append((name, [(s[0], s[1]) for s in stats]))

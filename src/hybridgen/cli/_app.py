@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..api import BODY_FORMS
-from ..emulator.model import POLL_FAULTS, START_FAULTS, WS_MODES
+from ..emulator.model import POLL_FAULTS, SSE_MODES, START_FAULTS, WS_MODES
 from ..errors import ConfigError, HybridgenError, RequestError
 from ..policy import PRESETS
 from ._check import _cmd_check
@@ -134,7 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"embedded emulator: generation time (default {EMULATOR_GEN_TIME:g} s, scaled)",
     )
-    gen.add_argument("--ws-mode", choices=WS_MODES, help="embedded emulator: WebSocket behaviour")
+    gen.add_argument(
+        "--push",
+        metavar="CHANNELS",
+        help="push channels to open, comma-separated: websocket, sse (default: the preset's; "
+        "'none': poll only)",
+    )
+    gen.add_argument(
+        "--ws-mode",
+        choices=WS_MODES,
+        help="embedded emulator: legacy WebSocket behaviour (default silent, as today's API)",
+    )
+    gen.add_argument(
+        "--sse-mode",
+        choices=SSE_MODES,
+        help="embedded emulator: SSE behaviour (default normal, as today's API)",
+    )
     gen.add_argument(
         "--trace",
         action="store_true",
@@ -179,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
     serve.add_argument("--ws-mode", choices=WS_MODES, default="normal", help="WebSocket behaviour")
+    serve.add_argument(
+        "--sse-mode", choices=SSE_MODES, default="normal", help="SSE (events/file.{id}) behaviour"
+    )
     serve.add_argument(
         "--gen-time",
         type=float,

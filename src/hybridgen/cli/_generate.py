@@ -144,10 +144,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if batch and args.trace:
         raise UsageError("--trace draws one generation's path; it cannot be used with --batch")
     embedded = "SUPERDUPERAI_URL" not in os.environ
-    if not embedded and (args.gen_time is not None or args.ws_mode is not None):
+    if not embedded and (
+        args.gen_time is not None or args.ws_mode is not None or args.sse_mode is not None
+    ):
         raise UsageError(
-            "--gen-time and --ws-mode configure the embedded emulator; they cannot be used "
-            "while SUPERDUPERAI_URL is set (unset it to use the emulator)"
+            "--gen-time, --ws-mode and --sse-mode configure the embedded emulator; they cannot be "
+            "used while SUPERDUPERAI_URL is set (unset it to use the emulator)"
         )
     config = None if embedded else Config.from_env()
     if args.model is not None:  # checked against the server's list before any job starts
@@ -163,6 +165,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         deadline=args.deadline,
         request_timeout=args.request_timeout,
         keep_bounds=not embedded,
+        push=args.push,
     )
     if args.retry_unsafe_starts:
         policy = policy.replace(retry_unsafe_starts=True)
@@ -170,8 +173,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     faults = None
     if embedded:
         gen_time = _absolute("gen_time", args.gen_time, scale)
-        faults = _faults(
-            gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time, ws_mode=args.ws_mode
+        faults = _faults(  # today's API unless told otherwise: silent socket, working SSE
+            gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time,
+            ws_mode=args.ws_mode or "silent",
+            sse_mode=args.sse_mode or "normal",
         )
     elif args.time_scale is not None:
         _say(_external_scale_note(scale, policy))

@@ -40,6 +40,7 @@ def policy_from_options(
     deadline: float | None = None,
     request_timeout: float | None = None,
     keep_bounds: bool = False,
+    push: str | None = None,
 ) -> Policy:
     """The policy the command-line options ask for.
 
@@ -48,7 +49,8 @@ def policy_from_options(
     bound a real server's job and replies), then set the timings given explicitly (absolute
     seconds, never scaled). When an explicit ``poll_interval`` is longer than the preset's
     ``backoff_cap``, the cap is raised to it (the options have no cap of their own). Invalid
-    values raise :class:`~hybridgen.errors.ConfigError` naming the field.
+    values raise :class:`~hybridgen.errors.ConfigError` naming the field. ``push``
+    (``"websocket,sse"``, ``"none"``) replaces the preset's push channels.
     """
     try:
         factory = PRESETS[preset]
@@ -72,6 +74,8 @@ def policy_from_options(
     }
     if poll_interval is not None and poll_interval > policy.backoff_cap:
         explicit["backoff_cap"] = poll_interval
+    if push is not None:
+        explicit["push"] = "" if push.strip().lower() == "none" else push
     return policy.replace(**explicit)
 
 

@@ -28,7 +28,8 @@ async def _serve(faults: Faults, scale: float, token: str | None, host: str, por
             _out(emulator.url)
             auth = "requires a bearer token" if token else "accepts any token"
             _say(
-                f"emulator serving at {emulator.url} (ws-mode {faults.ws_mode}, generation "
+                f"emulator serving at {emulator.url} (ws-mode {faults.ws_mode}, sse-mode "
+                f"{faults.sse_mode}, generation "
                 f"{faults.gen_time * scale:g} s, {auth}); Ctrl-C stops it"
             )
             async for signum in signals:
@@ -46,6 +47,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     faults = _faults(
         gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time,
         ws_mode=args.ws_mode,
+        sse_mode=args.sse_mode,
         poll_fault=args.poll_fault,
         poll_faults=args.poll_faults,
         retry_after=_absolute("retry_after", args.retry_after, scale),

@@ -14,7 +14,7 @@ import json
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 import attrs
@@ -26,6 +26,8 @@ __all__ = [
     "MAX_SECONDS",
     "OVERSIZED_MESSAGE_BYTES",
     "POLL_FAULTS",
+    "SSE_MODES",
+    "TODAYS_API",
     "START_FAULTS",
     "WS_MODES",
     "WS_NOISES",
@@ -37,12 +39,16 @@ __all__ = [
     "Job",
     "Rejected",
     "ServerModel",
+    "SseRefused",
     "WsDropped",
     "WsRefused",
+    "sse_frame",
 ]
 
-WsMode = Literal["normal", "silent", "late", "drop", "refuse"]
-WS_MODES: Final = ("normal", "silent", "late", "drop", "refuse")
+WsMode = Literal["normal", "silent", "late", "drop", "refuse", "progress"]
+WS_MODES: Final = ("normal", "silent", "late", "drop", "refuse", "progress")
+SSE_MODES: Final = WS_MODES
+"""The SSE stream's modes: the same names as the socket's (``hybridgen serve --sse-mode``)."""
 PollFault = Literal["500", "502", "503", "504", "429", "reset", "garbage", "404"]
 POLL_FAULTS: Final = ("500", "502", "503", "504", "429", "reset", "garbage", "404")
 StartFault = Literal["409", "422", "429", "503", "524"]
@@ -169,7 +175,13 @@ class Faults:
     - ``ws_mode``: ``normal`` pushes the result when ready; ``silent`` accepts the socket and
       never sends; ``late`` pushes ``late_by`` after ready; ``drop`` closes each of the first
       ``ws_drops`` connections ``ws_drop_after`` after it opened (later ones work); ``refuse``
-      rejects the handshake.
+      rejects the handshake; ``progress`` sends the progress messages, never the result.
+    - ``sse_mode``: the same for the file's SSE stream (``GET /api/v1/events/file.{id}``), as
+      today's API does: ``render_progress`` messages, then ``render_result`` and a ``task``
+      ``completed`` (a failed job: a ``task`` with status ``error`` and the reason). ``drop`` ends
+      the stream (the client sees "stream ended"); ``refuse`` answers HTTP 524 with Cloudflare's
+      HTML page. The default, ``silent``, plays the seed-era server (the stream opens, nothing
+      comes); :data:`TODAYS_API` plays today's.
     - ``poll_fault``: what the first ``poll_faults`` polls of each job get (``None`` count: every
       poll), each with probability ``poll_fault_rate``: an HTTP status (``500``, ``502``, ``503``,
       ``504``, ``429``, ``404``), ``reset`` (connection dropped) or ``garbage`` (invalid JSON).
@@ -195,6 +207,7 @@ class Faults:
     """
 
     ws_mode: WsMode = attrs.field(default="normal", validator=_choice(WS_MODES))
+    sse_mode: WsMode = attrs.field(default="silent", validator=_choice(SSE_MODES))
     late_by: float = attrs.field(default=5.0, validator=_SECONDS)
     ws_drops: int = attrs.field(default=1, validator=_count(MAX_COUNT))
     ws_drop_after: float = attrs.field(default=1.0, validator=_SECONDS)
@@ -215,6 +228,10 @@ class Faults:
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
         return attrs.evolve(self, **changes)
+
+
+TODAYS_API: Final = Faults(ws_mode="silent", sse_mode="normal")
+"""The API as it is today: the legacy socket accepts and stays silent, the SSE stream pushes."""
 
 
 @attrs.frozen
@@ -274,6 +291,10 @@ class WsDropped(Exception):
     """The socket is dropped (``ws_mode='drop'``)."""
 
 
+class SseRefused(Exception):
+    """The SSE request fails with HTTP 524 (``sse_mode='refuse'``)."""
+
+
 @attrs.define(eq=False)
 class Job:
     """One generation job on the emulated server."""
@@ -295,6 +316,8 @@ class Job:
     """Polls answered with an empty ``url`` so far (``empty_url_polls``)."""
     schedule: list[tuple[float, str]] = attrs.field(factory=list)
     """The socket messages of this job, as ``(time, JSON text)``."""
+    sse_schedule: list[tuple[float, str]] = attrs.field(factory=list)
+    """The SSE messages of this job, as ``(time, JSON text)``."""
 
 
 _ZERO: Final = Faults()
@@ -333,11 +356,13 @@ class ServerModel:
             "poll": 0,
             "ws_connect": 0,
             "ws_drop": 0,
+            "sse_connect": 0,
+            "sse_drop": 0,
             "download": 0,
             "models": 0,
         }
         self._by_project: dict[str, list[Job]] = {}
-        self._drops: dict[str, int] = {}
+        self._drops: dict[tuple[str, str], int] = {}
         self._start_hits: tuple[Faults | None, int] = (None, 0)
         self._rng = random.Random(seed)
         self._news = trio.lowlevel.ParkingLot()
@@ -447,6 +472,7 @@ class ServerModel:
             task_id=len(self.jobs) + 1,
         )
         job.schedule = self._schedule(job)
+        job.sse_schedule = self._sse_schedule(job)
         self.jobs[job.id] = job
         self._by_project.setdefault(job.project_id, []).append(job)
         self._news.unpark_all()
@@ -572,17 +598,65 @@ class ServerModel:
         if self.faults_for(project_id).ws_mode == "refuse":
             raise WsRefused(f"the emulator refuses sockets for project {project_id}")
 
-    async def ws_feed(self, project_id: str) -> AsyncIterator[str]:
+    def ws_feed(self, project_id: str) -> AsyncIterator[str]:
         """The messages one socket connection of the project receives, each at its time.
 
         Raises :class:`WsDropped` when the connection is to be dropped. Messages due before the
         connection opened are not sent (pushes are not replayed).
         """
-        faults = self.faults_for(project_id)
+        return self._timeline(
+            ("ws", project_id),
+            self.faults_for(project_id),
+            lambda: self._by_project.get(project_id, ()),
+            lambda job: job.schedule,
+            project_id,
+        )
+
+    # -- Server-Sent Events -------------------------------------------------------------------
+
+    def sse_accept(self, file_id: str) -> Job:
+        """Count an SSE request for ``file_id`` and return its job.
+
+        Raises ``KeyError`` for an unknown file, :class:`Forbidden` for a ``forbidden`` project
+        and :class:`SseRefused` when the request gets HTTP 524 (``sse_mode='refuse'``).
+        """
+        self.counts["sse_connect"] += 1
+        job = self.jobs[file_id]
+        self.check_access(job.project_id)
+        if job.faults.sse_mode == "refuse":
+            raise SseRefused(f"the emulator answers 524 to SSE requests for file {file_id}")
+        return job
+
+    async def sse_feed(self, job: Job) -> AsyncIterator[str]:
+        """The messages one SSE stream of ``job`` receives, each at its time; it ends when the
+        stream is to be dropped (``sse_mode='drop'``). Messages due before it opened are lost."""
+        feed = self._timeline(
+            ("sse", job.id), job.faults, lambda: (job,), lambda j: j.sse_schedule, job.project_id
+        )
+        try:
+            async for text in feed:
+                yield text
+        except WsDropped:
+            return
+        finally:
+            await feed.aclose()  # type: ignore[attr-defined]
+
+    async def _timeline(
+        self,
+        key: tuple[str, str],
+        faults: Faults,
+        jobs: Callable[[], Iterable[Job]],
+        schedule: Callable[[Job], list[tuple[float, str]]],
+        project_id: str,
+    ) -> AsyncIterator[str]:
+        """Yield the scheduled messages of ``jobs`` from now on, each at its time, with the
+        faults' noise; raise :class:`WsDropped` when this connection is to be dropped."""
+        channel = key[0]
+        mode = faults.ws_mode if channel == "ws" else faults.sse_mode
         opened = trio.current_time()
         drop_at = math.inf
-        if faults.ws_mode == "drop" and self._drops.get(project_id, 0) < faults.ws_drops:
-            self._drops[project_id] = self._drops.get(project_id, 0) + 1
+        if mode == "drop" and self._drops.get(key, 0) < faults.ws_drops:
+            self._drops[key] = self._drops.get(key, 0) + 1
             drop_at = opened + faults.ws_drop_after * self.time_scale
         sent: set[tuple[str, int]] = set()
         noise = _junk(project_id) if faults.ws_noise is not None else []
@@ -593,11 +667,11 @@ class ServerModel:
         while True:
             now = trio.current_time()
             if now >= drop_at:
-                self.counts["ws_drop"] += 1
-                raise WsDropped(f"the emulator dropped the socket of project {project_id}")
+                self.counts[f"{channel}_drop"] += 1
+                raise WsDropped(f"the emulator dropped the {channel} connection {key[1]}")
             next_at = drop_at
-            for job in self._by_project.get(project_id, ()):
-                for index, (at, text) in enumerate(job.schedule):
+            for job in jobs():
+                for index, (at, text) in enumerate(schedule(job)):
                     if at < opened or (job.id, index) in sent:
                         continue
                     if at <= now:
@@ -608,32 +682,57 @@ class ServerModel:
                     else:
                         next_at = min(next_at, at)
             if trio.current_time() < next_at:
-                with trio.move_on_at(next_at):
-                    await self._news.park()
+                if channel == "sse":  # one job, known timeline: no news can change it
+                    await trio.sleep_until(next_at)
+                else:
+                    with trio.move_on_at(next_at):
+                        await self._news.park()
 
-    def _schedule(self, job: Job) -> list[tuple[float, str]]:
-        f = job.faults
-        if f.ws_mode not in ("normal", "late", "drop"):
-            return []
+    def _progress(self, job: Job) -> list[tuple[float, str]]:
+        steps = job.faults.progress_steps
         span = job.ready_at - job.created
-        messages = [
+        return [
             (
-                job.created + span * k / (f.progress_steps + 1),
+                job.created + span * k / (steps + 1),
                 json.dumps(
                     {
                         "type": "render_progress",
-                        "object": {
-                            "file_id": job.id,
-                            "progress": round(100 * k / (f.progress_steps + 1)),
-                        },
+                        "object": {"file_id": job.id, "progress": round(100 * k / (steps + 1))},
                     }
                 ),
             )
-            for k in range(1, f.progress_steps + 1)
+            for k in range(1, steps + 1)
         ]
-        push_at = job.ready_at + (f.late_by * self.time_scale if f.ws_mode == "late" else 0.0)
-        body = self._final_file(job)
-        messages.append((push_at, json.dumps({"type": "file", "object": body})))
+
+    def _push_at(self, job: Job, mode: str) -> float:
+        return job.ready_at + (job.faults.late_by * self.time_scale if mode == "late" else 0.0)
+
+    def _schedule(self, job: Job) -> list[tuple[float, str]]:
+        mode = job.faults.ws_mode
+        if mode not in ("normal", "late", "drop", "progress"):
+            return []
+        messages = self._progress(job)
+        if mode != "progress":
+            body = self._final_file(job)
+            push = json.dumps({"type": "file", "object": body})
+            messages.append((self._push_at(job, mode), push))
+        return messages
+
+    def _sse_schedule(self, job: Job) -> list[tuple[float, str]]:
+        mode = job.faults.sse_mode
+        if mode not in ("normal", "late", "drop", "progress"):
+            return []
+        messages = self._progress(job)
+        if mode == "progress":
+            return messages
+        at = self._push_at(job, mode)
+        task: dict[str, Any] = {"id": job.id, "file_id": job.id, "status": "completed"}
+        if job.faults.job_fails:
+            task.update(status="error", error="the emulated job failed (job_fails switch)")
+        elif not job.faults.empty_url_polls:  # a file not stored yet: only the task says done
+            result = {"file_id": job.id, "url": self.url_of(job)}
+            messages.append((at, json.dumps({"type": "render_result", "object": result})))
+        messages.append((at, json.dumps({"type": "task", "object": task})))
         return messages
 
     def _final_file(self, job: Job) -> dict[str, Any]:
@@ -654,6 +753,11 @@ class ServerModel:
             "image_generation_id": job.id,
             "tasks": [task],
         }
+
+
+def sse_frame(text: str) -> bytes:
+    """One message as an SSE event: a ``data:`` line per line of ``text``, then a blank line."""
+    return "".join(f"data: {line}\n" for line in text.split("\n")).encode() + b"\n"
 
 
 def _junk(project_id: str) -> list[str]:

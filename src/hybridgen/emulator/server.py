@@ -11,6 +11,9 @@ to HTTP and WebSocket. Endpoints:
 - ``WS /api/v1/ws/project.{project_id}``: after the client's ``subscribe`` message, the project's
   messages. A refused handshake gets HTTP 503 (401 for a bad token, 403 for a ``forbidden``
   project); a drop closes with 1011.
+- ``GET /api/v1/events/file.{file_id}``: the file's Server-Sent Events (``data:`` lines of JSON),
+  as today's API pushes; ``sse_mode='refuse'`` answers HTTP 524 with a Cloudflare-like HTML page,
+  ``drop`` ends the stream.
 - ``GET /_emulator/stats``, ``PUT /_emulator/faults``,
   ``PUT /_emulator/projects/{project_id}/faults``: counters and fault switches, for tests and
   users. With a token, they need it like the API does.
@@ -44,7 +47,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.typing import ASGIFramework
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -54,10 +57,13 @@ from .model import (
     ErrorReply,
     Faults,
     Forbidden,
+    Job,
     Rejected,
     ServerModel,
+    SseRefused,
     WsDropped,
     WsRefused,
+    sse_frame,
 )
 from .png import render_png
 
@@ -279,6 +285,26 @@ def create_app(model: ServerModel) -> Starlette:
         except WebSocketDisconnect:
             log.debug("socket of project %s: the client left", project_id)
 
+    async def file_events(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        if not model.authorized(request.headers.get("authorization")):
+            log.debug("events of %s: unauthorized", file_id)
+            return _unauthorized()
+        try:
+            job = model.sse_accept(file_id)
+        except KeyError:
+            return _error(404, f"File {file_id} not found")
+        except Forbidden as exc:
+            return _forbidden(exc)
+        except SseRefused:
+            log.debug("events of %s: 524 (fault)", file_id)
+            return HTMLResponse(_CLOUDFLARE_524, status_code=524)
+        return StreamingResponse(
+            _sse_stream(model, job),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
     async def stats(request: Request) -> Response:
         return JSONResponse(model.stats())
 
@@ -314,6 +340,7 @@ def create_app(model: ServerModel) -> Starlette:
             Route("/api/v1/generation-config", generation_configs, methods=["GET"]),
             Route("/files/{file_id}.png", get_png, methods=["GET"]),
             WebSocketRoute("/api/v1/ws/project.{project_id}", project_socket),
+            Route("/api/v1/events/file.{file_id}", file_events, methods=["GET"]),
             Route("/_emulator/stats", control(stats), methods=["GET"]),
             Route("/_emulator/faults", control(put_faults), methods=["PUT"]),
             Route(
@@ -326,6 +353,25 @@ def create_app(model: ServerModel) -> Starlette:
 
 
 _FAULT_FIELDS: Final = frozenset(field.name for field in attrs.fields(Faults))
+
+
+_CLOUDFLARE_524: Final = (
+    "<!DOCTYPE html><html><head><title>editor.superduperai.co | 524: A timeout occurred</title>"
+    "</head><body><h1>A timeout occurred</h1><p>Error code 524</p>"
+    "<p>The origin web server timed out responding to this request.</p></body></html>"
+)
+"""What Cloudflare sends when the origin takes too long (the emulator's refused SSE)."""
+
+
+async def _sse_stream(model: ServerModel, job: Job) -> AsyncIterator[bytes]:
+    yield b": connected\n\n"  # headers and a first byte at once: the stream is open
+    feed = cast(AsyncGenerator[str, None], model.sse_feed(job))
+    try:
+        async for text in feed:
+            yield sse_frame(text)
+    finally:
+        await feed.aclose()
+    log.debug("events of %s: the stream ends", job.id)
 
 
 async def _read_faults(request: Request) -> Faults | Response:

@@ -219,10 +219,11 @@ def check_done_iff_learnable(trace: Trace) -> None:
     ) and f.poll_delay < policy.request_timeout
     sure = math.inf
     polls_cannot_kill = clean_polls or (policy.retry_budget is None and f.poll_fault != "404")
-    if polls_cannot_kill and f.ws_mode in ("normal", "late"):
-        push = ready + (f.late_by if f.ws_mode == "late" else 0.0)
-        if policy.keep_ws_open or push < policy.ws_timeout - EPSILON:
-            sure = push
+    for channel, mode in (("websocket", f.ws_mode), ("sse", f.sse_mode)):
+        if polls_cannot_kill and channel in policy.push and mode in ("normal", "late"):
+            push = ready + (f.late_by if mode == "late" else 0.0)
+            if policy.keep_ws_open or push < policy.ws_timeout - EPSILON:
+                sure = min(sure, push)
     if clean_polls:
         start = max(ready, policy.ws_timeout)
         relaxed = policy.adaptive or policy.trust_live_socket

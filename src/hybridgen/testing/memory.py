@@ -22,8 +22,19 @@ from ..api import (
     parse_poll_reply,
     parse_start_reply,
 )
-from ..emulator.model import ErrorReply, Forbidden, Rejected, ServerModel, WsDropped, WsRefused
+from ..emulator.model import (
+    ErrorReply,
+    Forbidden,
+    Job,
+    Rejected,
+    ServerModel,
+    SseRefused,
+    WsDropped,
+    WsRefused,
+    sse_frame,
+)
 from ..errors import TransientError, TransportError
+from ..sse import PUSH_MAX_MESSAGE, sse_messages
 from ..transport import WS_MAX_MESSAGE, error_for_status
 
 __all__ = ["MemoryTransport"]
@@ -36,9 +47,16 @@ class MemoryTransport:
     ``(trio time, what)`` for every request, so tests can check when polls happened.
     """
 
-    def __init__(self, model: ServerModel | None = None, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        model: ServerModel | None = None,
+        *,
+        token: str | None = None,
+        max_push_message: int = PUSH_MAX_MESSAGE,
+    ) -> None:
         self.model = model if model is not None else ServerModel()
         self.token = token
+        self.max_push_message = max_push_message
         self.calls: list[tuple[float, str]] = []
         self.open_sockets = 0
 
@@ -117,6 +135,32 @@ class MemoryTransport:
             self.open_sockets -= 1
             await messages.aclose()  # type: ignore[attr-defined]
 
+    @contextlib.asynccontextmanager
+    async def listen_sse(self, file_id: str) -> AsyncIterator[AsyncIterator[str]]:
+        """Open the file's SSE stream on the model: its bytes go through the same reader as the
+        real transport's (:func:`hybridgen.sse.sse_messages`)."""
+        await trio.lowlevel.checkpoint()
+        self.calls.append((trio.current_time(), "sse_connect"))
+        what = "SSE connect"
+        self._check_auth(what)
+        try:
+            job = self.model.sse_accept(file_id)
+        except KeyError:
+            raise error_for_status(what, 404, detail=f": file {file_id} not found") from None
+        except Forbidden:
+            raise error_for_status(what, 403) from None
+        except SseRefused:
+            raise error_for_status(what, 524, detail=": a timeout occurred (Cloudflare)") from None
+        self.open_sockets += 1
+        chunks = _sse_bytes(self.model, job)
+        messages = sse_messages(chunks, self.max_push_message)
+        try:
+            yield messages
+        finally:
+            self.open_sockets -= 1
+            await messages.aclose()
+            await chunks.aclose()  # type: ignore[attr-defined]
+
     async def aclose(self) -> None:
         """Nothing to release."""
         await trio.lowlevel.checkpoint()
@@ -140,5 +184,14 @@ async def _messages(model: ServerModel, project_id: str) -> AsyncIterator[str]:
             yield text
     except WsDropped as exc:
         raise TransientError(f"WebSocket dropped: {exc}") from None
+    finally:
+        await feed.aclose()  # type: ignore[attr-defined]
+
+
+async def _sse_bytes(model: ServerModel, job: Job) -> AsyncIterator[bytes]:
+    feed = model.sse_feed(job)
+    try:
+        async for text in feed:
+            yield sse_frame(text)
     finally:
         await feed.aclose()  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ except ImportError as exc:  # installed without the extra
         name=exc.name,
     ) from exc
 
-from ..emulator.model import POLL_FAULTS, WS_MODES, Faults
+from ..api import PUSH_CHANNELS
+from ..emulator.model import POLL_FAULTS, SSE_MODES, WS_MODES, Faults
 from ..policy import Policy
 from .scenario import Scenario
 
@@ -46,6 +47,7 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
         backoff_cap=poll_interval + draw(seconds(0.0, 20.0)),
         jitter=draw(st.sampled_from([0.0, 0.1, 0.25, 0.5])),
         deadline=ws_timeout + draw(seconds(0.5, max_deadline)),
+        push=tuple(draw(st.permutations(PUSH_CHANNELS))[: draw(st.integers(0, 2))]),
         keep_ws_open=draw(st.booleans()),
         ws_reconnect=draw(st.booleans()),
         retry_budget=draw(st.none() | st.integers(0, 10)),
@@ -59,9 +61,11 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
 
 @st.composite
 def faults(draw: st.DrawFn, *, max_gen_time: float = 200.0) -> Faults:
-    """Any server behaviour the emulator can play: socket modes, poll faults, job timings."""
+    """Any server behaviour the emulator can play: push modes (WebSocket and SSE), poll faults,
+    job timings."""
     return Faults(
         ws_mode=draw(st.sampled_from(WS_MODES)),
+        sse_mode=draw(st.sampled_from(SSE_MODES)),
         late_by=draw(seconds(0.0, 60.0)),
         ws_drops=draw(st.integers(0, 3)),
         ws_drop_after=draw(seconds(0.0, 60.0)),
