@@ -312,13 +312,13 @@ CASES = [
         "start: HTTP 429 with Retry-After",
         Faults(gen_time=GEN, start_fault="429", start_faults=1, retry_after=0.2 / SCALE),
         seed=failed("HTTP 429 from the server (Too Many Requests)", "at once"),
-        default=done("either", "1 start Retry-After, ready + 1 poll"),
+        default=done("websocket or polling", "1 start Retry-After, ready + 1 poll"),
     ),
     Case(
         "start: HTTP 503 without Retry-After",
         Faults(gen_time=GEN, start_fault="503", start_faults=1),
         seed=failed("HTTP 503 from the server (Service Unavailable)", "at once"),
-        default=done("either", "1 start retry, ready + 1 poll"),
+        default=done("websocket or polling", "1 start retry, ready + 1 poll"),
     ),
     Case(
         "start: HTTP 524, Cloudflare's HTML page (the job was made)",

@@ -72,7 +72,7 @@ async def hostile(
                     return
                 head += data
         line = head.split(b"\r\n", 1)[0].decode()
-        if "/ws/" in line:  # no push here: the socket is refused, the client polls
+        if "/ws/" in line or "/events/" in line:  # no push here: refused, the client polls
             await trio.aclose_forcefully(stream)
             return
         seen.append(line)

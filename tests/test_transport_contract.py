@@ -46,6 +46,9 @@ TIME_SCALE = 0.02
 GEN_TIME = 5.0
 """Job length before scaling: 0.1 s of real time."""
 READY_IN = GEN_TIME * TIME_SCALE
+SSE_GEN_TIME = GEN_TIME * 10
+"""SSE opens after the start reply and hears only what is sent after it opened: jobs long enough
+that a loaded machine still connects before the first message."""
 LIMIT = 5.0
 """Every test body runs under this deadline (seconds), so nothing can hang."""
 
@@ -317,7 +320,7 @@ async def read_sse(
 
 async def test_sse_pushes_progress_then_the_result_then_completed(side: Side) -> None:
     with trio.fail_after(LIMIT):
-        file = await start(side, Faults(gen_time=GEN_TIME, sse_mode="normal", progress_steps=3))
+        file = await start(side, Faults(gen_time=SSE_GEN_TIME, sse_mode="normal", progress_steps=3))
         ready = side.model.jobs[file.id].ready_at
         pushes, _ = await read_sse(side, file.id, ready + 20 * READY_IN)
     url = side.model.url_of(side.model.jobs[file.id])
@@ -330,7 +333,7 @@ async def test_sse_pushes_progress_then_the_result_then_completed(side: Side) ->
 
 
 async def test_sse_of_a_failed_job_pushes_a_task_error_with_the_reason(side: Side) -> None:
-    faults = Faults(gen_time=GEN_TIME, sse_mode="normal", progress_steps=0, job_fails=True)
+    faults = Faults(gen_time=SSE_GEN_TIME, sse_mode="normal", progress_steps=0, job_fails=True)
     with trio.fail_after(LIMIT):
         file = await start(side, faults)
         pushes, _ = await read_sse(side, file.id, side.model.jobs[file.id].ready_at + 1.0)
@@ -341,7 +344,7 @@ async def test_sse_of_a_failed_job_pushes_a_task_error_with_the_reason(side: Sid
 @pytest.mark.parametrize("mode", ["silent", "progress"])
 async def test_sse_silent_or_progress_only_never_sends_the_result(side: Side, mode: str) -> None:
     with trio.fail_after(LIMIT):
-        file = await start(side, Faults(gen_time=GEN_TIME, sse_mode=mode, progress_steps=2))  # type: ignore[arg-type]
+        file = await start(side, Faults(gen_time=SSE_GEN_TIME, sse_mode=mode, progress_steps=2))  # type: ignore[arg-type]
         until = side.model.jobs[file.id].ready_at + 3 * READY_IN
         pushes, ended = await read_sse(side, file.id, until)
     assert not ended
@@ -388,7 +391,9 @@ async def test_sse_with_wrong_token_is_an_auth_error(side: Side) -> None:
 
 async def test_sse_skips_an_event_over_the_size_limit_and_goes_on(side: Side) -> None:
     small = side.with_token(TOKEN, max_push_message=OVERSIZED_MESSAGE_BYTES // 2)
-    faults = Faults(gen_time=GEN_TIME, sse_mode="normal", progress_steps=1, ws_noise="oversized")
+    faults = Faults(
+        gen_time=SSE_GEN_TIME, sse_mode="normal", progress_steps=1, ws_noise="oversized"
+    )
     texts: list[str] = []
     skipped = 0
     with trio.fail_after(LIMIT):
