@@ -27,7 +27,7 @@ import logging
 import secrets as _secrets
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from functools import partial
 from importlib.resources import files
 from typing import Any, Final, Protocol, cast
@@ -44,6 +44,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .._hypercorn import hypercorn_config
+from ..api import Secret
 from ..events import Event, Subscriber, Transition
 from ..jsonevents import event_json, result_json
 from ..machine import State
@@ -103,7 +104,9 @@ class Inspector:
 
     ``history`` caps the objects kept for late readers (the oldest go first); ``token``, when set,
     is required as ``?token=`` on every request (:func:`serve_inspector` sets one when it binds
-    beyond loopback); ``secrets`` are strings replaced by ``***`` in everything sent.
+    beyond loopback); ``secrets`` (strings or :class:`~hybridgen.api.Secret`, e.g. a config's
+    ``token``; a set that the caller adds to later is read at every publish) are replaced by
+    ``***`` in everything sent.
     """
 
     def __init__(
@@ -111,13 +114,13 @@ class Inspector:
         *,
         history: int = HISTORY,
         token: str | None = None,
-        secrets: Iterable[str] = (),
+        secrets: Collection[str | Secret] = (),
         title: str = "hybridgen inspector",
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be >= 1, got {history!r}")
         self.token = token
-        self._secrets = [s for s in secrets if s]
+        self._secrets = secrets
         self._lock = threading.Lock()
         self._kept: deque[tuple[int, str]] = deque(maxlen=history)
         self._seq = 0
@@ -167,8 +170,10 @@ class Inspector:
     def publish(self, obj: Mapping[str, Any]) -> None:
         """Send one JSON object to every page (and keep it for later ones). Thread-safe."""
         text = json.dumps(obj)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
+        for secret in tuple(self._secrets):  # read each time: the caller may add to it
+            plain = secret.reveal() if isinstance(secret, Secret) else secret
+            if plain:
+                text = text.replace(plain, "***")
         with self._lock:
             if self._closed:
                 return
