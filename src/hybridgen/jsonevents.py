@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .events import Event, Progress, Retry, Transition
+from .events import Event, JournalWarning, Progress, Retry, Transition
 
 __all__ = ["event_json", "number", "result_json"]
 
@@ -29,12 +29,14 @@ def _kind(event: object) -> str:
 
 
 def event_json(event: Event, at: float) -> dict[str, Any]:
-    """The JSON object of a transition, progress or retry event, ``at`` seconds into its run.
+    """The JSON object of an event, ``at`` seconds into its generation's run.
 
     ``{"event": "transition", "id", "from", "to", "trigger", "at"}``, ``{"event": "progress",
-    "id", "fraction", "via", "at"}`` or ``{"event": "retry", "id", "what", "attempt", "delay",
-    "reason", "at"}``. An event kind added later gets its snake-cased class name as ``"event"``
-    and its public fields (no wall or monotonic clock), so nothing new is lost on the way.
+    "id", "fraction", "via", "at"}``, ``{"event": "retry", "id", "what", "attempt", "delay",
+    "reason", "at"}`` or ``{"event": "journal", "id", "operation", "lost", "reason", "at"}``
+    (``id`` is ``null`` for a journal write about no one generation). An event kind added later
+    gets its snake-cased class name as ``"event"`` and its public fields (no wall or monotonic
+    clock), so nothing new is lost on the way.
     """
     if isinstance(event, Transition):
         return {
@@ -51,6 +53,15 @@ def event_json(event: Event, at: float) -> dict[str, Any]:
             "id": event.generation_id,
             "fraction": event.fraction,
             "via": event.via,
+            "at": number(at),
+        }
+    if isinstance(event, JournalWarning):
+        return {
+            "event": "journal",
+            "id": event.generation_id,
+            "operation": event.operation,
+            "lost": event.lost,
+            "reason": event.reason,
             "at": number(at),
         }
     if isinstance(event, Retry):

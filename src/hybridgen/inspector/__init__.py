@@ -150,7 +150,7 @@ class Inspector:
 
         Times (``at``, ``elapsed``) count from the generation's first event seen here.
         """
-        gen_id = event.generation_id
+        gen_id = event.generation_id or ""  # "": a journal warning about no one generation
         at = event.monotonic - self._t0.setdefault(gen_id, event.monotonic)
         self.publish(event_json(event, at))
         if isinstance(event, Transition) and event.terminal:
