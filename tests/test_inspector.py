@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -21,6 +24,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from cli_support import Running, run
 from hybridgen import Config, Policy
 from hybridgen.aio import AsyncioClient
 from hybridgen.driver import Client, Result
@@ -343,3 +347,82 @@ def test_mounted_in_a_starlette_app_it_follows_an_asyncio_client() -> None:
     assert 'data-state="polling"' in page
     assert [obj["to"] for obj in seen if obj["event"] == "transition"][-1] == "done"
     assert seen[-1]["state"] == "done"
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def inspector_url(process: Running) -> str:
+    """The URL of ``--inspect``: its line must be the first thing on stderr."""
+    first = process.err_line()
+    found = re.fullmatch(r"inspector: (http://127\.0\.0\.1:(\d+)/)", first)
+    assert found, f"the first stderr line is not the inspector's URL: {first!r}"
+    assert int(found[2]) > 0
+    return found[1]
+
+
+def sse_after_the_run(url: str) -> list[dict[str, object]]:
+    """``/events`` once the run is over: everything, then the stream ends."""
+    response = httpx.get(url + "events", timeout=LIMIT)
+    assert response.status_code == 200
+    return [obj for _, obj in parse_sse(response.text)]
+
+
+def test_generate_inspect_serves_the_json_lines_and_lingers(tmp_path: Path, spawn: Any) -> None:
+    process: Running = spawn(
+        "generate", "a red fox", "--out", str(tmp_path / "fox.png"), "--json",
+        "--gen-time", "0.5", "--inspect", "0", "--inspect-linger", "120",
+    )  # fmt: skip
+    url = inspector_url(process)
+    page = httpx.get(url, timeout=LIMIT)
+    assert page.status_code == 200 and 'data-state="awaiting_ws"' in page.text
+    printed = [json.loads(process.line())]
+    while printed[-1]["event"] != "result":
+        printed.append(json.loads(process.line()))
+    assert printed[-1]["state"] == "done"
+    assert sse_after_the_run(url) == printed  # the very objects --json printed, in order
+    assert process.proc.poll() is None  # lingering: the page is still up
+    # a page that has everything is told the run is over (EventSource then stops reconnecting)
+    last = {"Last-Event-ID": str(len(printed))}
+    assert httpx.get(url + "events", headers=last, timeout=LIMIT).status_code == 204
+    process.proc.send_signal(signal.SIGINT)  # Ctrl-C ends the lingering early
+    assert process.finish() == 0
+    assert "embedded emulator" in "".join(process.stderr)
+
+
+def test_generate_batch_inspect_serves_every_item_and_the_totals(
+    tmp_path: Path, spawn: Any
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na lighthouse\nan owl\n")
+    process: Running = spawn(
+        "generate", "--batch", str(prompts), "--out", str(tmp_path / "images"), "--json",
+        "--gen-time", "0.5", "--inspect", "0", "--inspect-linger", "120",
+    )  # fmt: skip
+    url = inspector_url(process)
+    printed = [json.loads(process.line())]
+    while printed[-1]["event"] != "batch":
+        printed.append(json.loads(process.line()))
+    assert printed[-1]["done"] == 3
+    sent = sse_after_the_run(url)
+    assert sent == printed
+    assert {obj["prompt"] for obj in sent if obj["event"] == "result"} == {
+        "a red fox",
+        "a lighthouse",
+        "an owl",
+    }
+    process.kill()
+
+
+def test_bad_inspect_options_are_usage_errors(tmp_path: Path) -> None:
+    out = str(tmp_path / "fox.png")
+    for args, says in (
+        (["--inspect", "many"], "--inspect"),
+        (["--inspect", "70000"], "--inspect"),
+        (["--inspect-linger", "5"], "--inspect-linger"),
+        (["--inspect", "0", "--inspect-linger", "-1"], "--inspect-linger"),
+    ):
+        done = run("generate", "a fox", "--out", out, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert says in done.stderr
+        assert "inspector:" not in done.stderr
