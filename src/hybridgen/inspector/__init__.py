@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import secrets as _secrets
@@ -43,7 +42,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .._hypercorn import hypercorn_config
+from .._hypercorn import hypercorn_config, is_loopback
 from ..api import Secret
 from ..events import Event, Subscriber, Transition
 from ..jsonevents import event_json, result_json
@@ -272,15 +271,6 @@ class Inspector:
                 yield f"id: {item[0]}\ndata: {item[1]}\n\n"
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 async def serve_inspector(
     source: Inspector | Watchable,
     *,
@@ -297,7 +287,7 @@ async def serve_inspector(
     """
     inspector = source if isinstance(source, Inspector) else Inspector()
     stop_watching = None if source is inspector else inspector.watch(cast(Watchable, source))
-    if inspector.token is None and not _loopback(host):
+    if inspector.token is None and not is_loopback(host):
         inspector.token = _secrets.token_urlsafe(16)
     config = hypercorn_config(host, port, "hybridgen.inspector.hypercorn")
     app = cast(ASGIFramework, inspector)
