@@ -48,6 +48,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .._hypercorn import hypercorn_config, is_loopback
 from .model import (
+    GARBAGE_BODY,
     BadRequest,
     ErrorReply,
     Faults,
@@ -225,9 +226,7 @@ def create_app(model: ServerModel) -> Starlette:
         if fault == "reset":
             return cast(Response, _Reset())
         if fault == "garbage":
-            return Response(
-                b"<html><body>502 Bad Gateway (emulated garbage)</body", media_type="text/html"
-            )
+            return Response(GARBAGE_BODY, media_type="text/html")
         status = int(fault)
         headers: dict[str, str] = {}
         retry_after = model.retry_after(job)

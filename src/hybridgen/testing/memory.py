@@ -22,7 +22,15 @@ from ..api import (
     parse_poll_reply,
     parse_start_reply,
 )
-from ..emulator.model import ErrorReply, Forbidden, Rejected, ServerModel, WsDropped, WsRefused
+from ..emulator.model import (
+    GARBAGE_BODY,
+    ErrorReply,
+    Forbidden,
+    Rejected,
+    ServerModel,
+    WsDropped,
+    WsRefused,
+)
 from ..errors import TransientError, TransportError
 from ..transport import WS_MAX_MESSAGE, error_for_status
 
@@ -91,7 +99,7 @@ class MemoryTransport:
         if fault == "reset":
             raise TransientError("poll: connection reset by the server")
         if fault == "garbage":
-            raise TransientError("malformed poll reply from the server: not JSON")
+            return parse_poll_reply(GARBAGE_BODY)  # raises what the real transport raises
         status = int(fault)
         detail = f": file {file_id} not found" if status == 404 else ""
         retry_after = self.model.retry_after(job) if status in (429, 503) else None
