@@ -47,6 +47,7 @@ _WS_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _WS_PATH: Final = re.compile(r"/api/v1/ws/project\.(?P<project>[^/?]+)")
 _POLL_PATH: Final = re.compile(r"/api/v1/file/(?P<file>[^/?]+)")
 _FILE_PATH: Final = re.compile(r"/files/(?P<file>[^/?.]+)\.png")
+_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 _GARBLE: Final = b"SSH-2.0-OpenSSH_9.6 this is not HTTP\r\n\x00\xff\r\n\r\n"
 
 
@@ -62,10 +63,12 @@ class Hostility:
       the push: no handshake reply).
     - ``garbled``: a reply that is not HTTP at all, then the connection closes (for the push: a
       handshake reply whose ``Sec-WebSocket-Accept`` is wrong).
-    - ``huge``: a body (or WebSocket message) of ``huge_bytes``, streamed as it is read.
+    - ``huge``: a body (or WebSocket message) of ``huge_bytes``, streamed as it is read (zeros;
+      a download's starts with the PNG signature, so only its size gives it away).
     - ``trickle``: a short, valid reply sent one byte every ``trickle_interval`` seconds, forever
       slower than a per-read timeout would notice.
-    - ``deep``: valid JSON nested ``depth`` levels deep (the download: a body that is no image).
+    - ``deep``: valid JSON nested ``depth`` levels deep (for the download: a body that is not an
+      image).
     - ``bignum``: a valid reply whose ``progress`` is an integer of ``digits`` digits.
 
     ``times`` limits each non-normal behaviour to the first that many requests of its endpoint
@@ -214,22 +217,32 @@ class _Server:
         if behaviour == "garbled":
             await stream.send_all(_GARBLE)
             return
+        image = endpoint == "download" and behaviour in ("normal", "trickle", "huge")
+        ctype = "image/png" if image else "application/json"
         if behaviour == "huge":
-            await stream.send_all(_head(200, "application/json", self.h.huge_bytes))
-            await self.stream_zeros(stream, endpoint, self.h.huge_bytes)
+            # a download starts like a PNG, so only its size gives it away
+            prefix = _PNG_MAGIC if image else b""
+            await stream.send_all(_head(200, ctype, self.h.huge_bytes) + prefix)
+            self.state.sent[endpoint] += len(prefix)
+            await self.stream_zeros(stream, endpoint, self.h.huge_bytes - len(prefix))
             return
         if behaviour == "deep":
             body = _deep(self.h.depth)
-        ctype = "image/png" if endpoint == "download" and behaviour == "normal" else None
-        await stream.send_all(_head(200, ctype or "application/json", len(body)))
-        if behaviour == "trickle":
-            for index in range(len(body)):
-                await stream.send_all(body[index : index + 1])
-                self.state.sent[endpoint] += 1
-                await trio.sleep(self.h.trickle_interval)
+        await stream.send_all(_head(200, ctype, len(body)))
+        await self.send_payload(stream, endpoint, behaviour, body)
+
+    async def send_payload(
+        self, stream: trio.SocketStream, endpoint: Endpoint, behaviour: Behaviour, data: bytes
+    ) -> None:
+        """Send ``data`` at once, or one byte per ``trickle_interval`` (``trickle``)."""
+        if behaviour != "trickle":
+            await stream.send_all(data)
+            self.state.sent[endpoint] += len(data)
             return
-        await stream.send_all(body)
-        self.state.sent[endpoint] += len(body)
+        for index in range(len(data)):
+            await stream.send_all(data[index : index + 1])
+            self.state.sent[endpoint] += 1
+            await trio.sleep(self.h.trickle_interval)
 
     async def stream_zeros(self, stream: trio.SocketStream, endpoint: Endpoint, size: int) -> None:
         chunk = b"0" * _CHUNK
@@ -324,14 +337,7 @@ class _Server:
             body = json.loads(self.file_json(file_id, "normal"))
             message = json.dumps({"type": "file", "object": body}).encode()
         await stream.send_all(_frame_head(len(message)))
-        if behaviour == "trickle":
-            for index in range(len(message)):
-                await stream.send_all(message[index : index + 1])
-                self.state.sent["push"] += 1
-                await trio.sleep(self.h.trickle_interval)
-            return
-        await stream.send_all(message)
-        self.state.sent["push"] += len(message)
+        await self.send_payload(stream, "push", behaviour, message)
 
 
 def _frame_head(length: int) -> bytes:
