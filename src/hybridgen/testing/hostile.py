@@ -8,7 +8,8 @@ the server no memory), hold a connection open without a word, or send a WebSocke
 than any client accepts. Each endpoint of the API gets one :data:`Behaviour`:
 
 - ``start`` (``POST /api/v1/file/generate-image``), ``poll`` (``GET /api/v1/file/{id}``),
-  ``push`` (the project's WebSocket) and ``download`` (``GET /files/{id}.png``).
+  ``push`` (both push channels: the project's WebSocket and the file's Server-Sent Events at
+  ``GET /api/v1/events/file.{id}``) and ``download`` (``GET /files/{id}.png``).
 
 ``async with hostile(Hostility(poll="huge")) as server:`` runs one on a free loopback port;
 ``server.url`` is its base URL (any token is accepted), ``server.sent`` counts the body bytes it
@@ -22,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -46,6 +48,7 @@ _CHUNK: Final = 64 * 1024
 _WS_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _WS_PATH: Final = re.compile(r"/api/v1/ws/project\.(?P<project>[^/?]+)")
 _POLL_PATH: Final = re.compile(r"/api/v1/file/(?P<file>[^/?]+)")
+_SSE_PATH: Final = re.compile(r"/api/v1/events/file\.(?P<file>[^/?]+)")
 _FILE_PATH: Final = re.compile(r"/files/(?P<file>[^/?.]+)\.png")
 _PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 _GARBLE: Final = b"SSH-2.0-OpenSSH_9.6 this is not HTTP\r\n\x00\xff\r\n\r\n"
@@ -192,7 +195,7 @@ class _Server:
 
     def file_json(self, file_id: str, behaviour: Behaviour) -> bytes:
         """The file object of a job as it stands now (``bignum``: with a huge ``progress``)."""
-        project_id, ready_at = self.state.jobs.get(file_id, ("", float("inf")))
+        project_id, ready_at = self.state.jobs.get(file_id, ("", math.inf))
         ready = trio.current_time() >= ready_at
         status = "completed" if ready else "in_progress"
         url = f"{self.state.url}/files/{file_id}.png" if ready else None
@@ -279,6 +282,9 @@ class _Server:
         elif request.method == "GET" and (match := _FILE_PATH.fullmatch(request.path)):
             await self.download(stream, match["file"])
             return
+        elif request.method == "GET" and (match := _SSE_PATH.fullmatch(request.path)):
+            await self.sse(stream, match["file"])
+            return
         await stream.send_all(_head(404, "application/json", 2) + b"{}")
 
     async def start(self, stream: trio.SocketStream, request: _Request) -> None:
@@ -327,17 +333,45 @@ class _Server:
             await self.stream_zeros(stream, "push", self.h.huge_bytes)
             return
         file_id, ready_at = await self.state.job_of(project_id)
-        if behaviour == "deep":
-            message = b'{"type": "file", "object": ' + _deep(self.h.depth) + b"}"
-        elif behaviour == "bignum":
-            head = json.dumps({"type": "render_progress", "object": {"file_id": file_id}})
-            message = (head[:-2] + ', "progress": ' + "9" * self.h.digits + "}}").encode()
-        else:
-            await trio.sleep_until(ready_at)
-            body = json.loads(self.file_json(file_id, "normal"))
-            message = json.dumps({"type": "file", "object": body}).encode()
+        message = await self.push_message(file_id, ready_at, behaviour, "file")
         await stream.send_all(_frame_head(len(message)))
         await self.send_payload(stream, "push", behaviour, message)
+
+    async def push_message(
+        self, file_id: str, ready_at: float, behaviour: Behaviour, kind: str
+    ) -> bytes:
+        """One push message the ``behaviour``'s way; a normal one (of type ``kind``: ``file``
+        or ``render_result``) once the result is ready."""
+        if behaviour == "deep":
+            return b'{"type": "%s", "object": ' % kind.encode() + _deep(self.h.depth) + b"}"
+        if behaviour == "bignum":
+            head = json.dumps({"type": "render_progress", "object": {"file_id": file_id}})
+            return (head[:-2] + ', "progress": ' + "9" * self.h.digits + "}}").encode()
+        await trio.sleep_until(ready_at)
+        body = json.loads(self.file_json(file_id, "normal"))
+        if kind == "render_result":
+            body = {"file_id": file_id, "url": body["url"]}
+        return json.dumps({"type": kind, "object": body}).encode()
+
+    async def sse(self, stream: trio.SocketStream, file_id: str) -> None:
+        """The file's Server-Sent Events (the same ``push`` behaviour as the WebSocket)."""
+        behaviour = self.state.behaviour("push")
+        if behaviour in ("hang", "garbled"):
+            await self.send_body(stream, "push", behaviour, b"")
+            return
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        if behaviour == "huge":
+            await stream.send_all(b"data: ")
+            await self.stream_zeros(stream, "push", self.h.huge_bytes)
+            return
+        _, ready_at = self.state.jobs.get(file_id, ("", math.inf))
+        message = await self.push_message(file_id, ready_at, behaviour, "render_result")
+        await self.send_payload(stream, "push", behaviour, b"data: " + message + b"\n\n")
+        while await stream.receive_some(_CHUNK):  # open until the client leaves
+            pass
 
 
 def _frame_head(length: int) -> bytes:
