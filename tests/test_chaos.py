@@ -438,7 +438,7 @@ CASES = [
     ),
     case(
         "first 2 poll replies not HTTP, push silent",
-        Hostility(poll="garbled", push="hang", times=2),
+        Hostility(poll="garbled", push="hang", times={"poll": 2}),
         state="done",
         channel="polling",
     ),
@@ -447,6 +447,45 @@ CASES = [
         Hostility(start="garbled"),
         state="failed",
         reason="start request",
+    ),
+    # bounded reads, malformed replies (issue 11, items 1 and 2)
+    case(
+        "start reply of 2 GB",
+        Hostility(start="huge"),
+        state="failed",
+        reason="limit",
+        memory=True,
+    ),
+    case(
+        "first 2 poll replies of 2 GB, push silent",
+        Hostility(poll="huge", push="hang", times={"poll": 2}),
+        state="done",
+        channel="polling",
+        memory=True,
+    ),
+    case(
+        "first 2 poll replies nested 100,000 deep, push silent",
+        Hostility(poll="deep", push="hang", times={"poll": 2}),
+        state="done",
+        channel="polling",
+    ),
+    case(
+        "push message nested 100,000 deep",
+        Hostility(push="deep"),
+        state="done",
+        channel="polling",
+    ),
+    case(
+        "first 2 poll replies with a 400-digit progress, push silent",
+        Hostility(poll="bignum", push="hang", times={"poll": 2}),
+        state="done",
+        channel="polling",
+    ),
+    case(
+        "push progress a 400-digit integer",
+        Hostility(push="bignum"),
+        state="done",
+        channel="polling",
     ),
 ]
 

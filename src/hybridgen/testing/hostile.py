@@ -26,7 +26,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, Literal
 
@@ -74,15 +74,16 @@ class Hostility:
       image).
     - ``bignum``: a valid reply whose ``progress`` is an integer of ``digits`` digits.
 
-    ``times`` limits each non-normal behaviour to the first that many requests of its endpoint
-    (later ones are answered normally); ``None`` applies it to all of them.
+    ``times`` limits an endpoint's behaviour to its first that many requests (later ones are
+    answered normally): ``times={"poll": 2}``. An endpoint it does not name keeps its behaviour
+    for every request.
     """
 
     start: Behaviour = "normal"
     poll: Behaviour = "normal"
     push: Behaviour = "normal"
     download: Behaviour = "normal"
-    times: int | None = None
+    times: Mapping[str, int] = attrs.field(factory=dict)
     ready_after: float = 0.2
     huge_bytes: int = 2 * 2**30
     trickle_interval: float = 1.0
@@ -93,6 +94,9 @@ class Hostility:
         for endpoint in ENDPOINTS:
             if getattr(self, endpoint) not in BEHAVIOURS:
                 raise ValueError(f"{endpoint} must be one of {', '.join(BEHAVIOURS)}")
+        for endpoint in self.times:
+            if endpoint not in ENDPOINTS:
+                raise ValueError(f"times: {endpoint!r} is not one of {', '.join(ENDPOINTS)}")
 
 
 @attrs.define
@@ -127,7 +131,7 @@ class Hostile:
         """Count one request of ``endpoint`` and say how to answer it."""
         self.requests[endpoint] += 1
         chosen: Behaviour = getattr(self.hostility, endpoint)
-        times = self.hostility.times
+        times = self.hostility.times.get(endpoint)
         if times is not None and self.requests[endpoint] > times:
             return "normal"
         return chosen
