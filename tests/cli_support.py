@@ -85,6 +85,7 @@ class Running:
             [BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
+        self.err_lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         assert self.proc.stdout is not None and self.proc.stderr is not None
@@ -104,16 +105,25 @@ class Running:
     def _pump(self, stream: IO[str]) -> None:
         for chunk in stream:
             self.stderr.append(chunk)
+            self.err_lines.put(chunk.rstrip("\n"))
+        self.err_lines.put(None)
+
+    def _next(self, lines: queue.Queue[str | None], name: str, timeout: float) -> str:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no {name} line within {timeout} s; stderr: {''.join(self.stderr)}")
+        if line is None:
+            pytest.fail(f"{name} closed (exit {self.proc.poll()}); stderr: {''.join(self.stderr)}")
+        return line
 
     def line(self, timeout: float = 15.0) -> str:
         """The next stdout line, within ``timeout`` seconds."""
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"no stdout line within {timeout} s; stderr: {''.join(self.stderr)}")
-        if line is None:
-            pytest.fail(f"stdout closed (exit {self.proc.poll()}); stderr: {''.join(self.stderr)}")
-        return line
+        return self._next(self.lines, "stdout", timeout)
+
+    def err_line(self, timeout: float = 15.0) -> str:
+        """The next stderr line, within ``timeout`` seconds."""
+        return self._next(self.err_lines, "stderr", timeout)
 
     def until(
         self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0

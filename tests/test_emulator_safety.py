@@ -7,19 +7,26 @@ raw TCP stream so the test controls how much is written and can see when the ser
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from starlette.routing import Route
 
 from cli_support import Running, clean_env, needs_command
 from hybridgen.api import ImageRequest
 from hybridgen.emulator import Emulator, Faults, ServerModel
 from hybridgen.emulator import model as model_module
 from hybridgen.emulator.model import MAX_COUNT, MAX_PROGRESS_STEPS, MAX_SECONDS
-from hybridgen.emulator.server import CONTROL_BODY_LIMIT, START_BODY_LIMIT, is_loopback
+from hybridgen.emulator.server import (
+    CONTROL_BODY_LIMIT,
+    START_BODY_LIMIT,
+    create_app,
+    is_loopback,
+)
 from hybridgen.testing.sockets import port_of
 
 TOKEN = "test-token-123"
@@ -66,6 +73,24 @@ async def test_every_control_route_needs_the_token(emulator: Emulator) -> None:
                 assert reply.status_code == 200, (method, url, reply.text)
     assert emulator.model.faults.gen_time == 1.0
     assert [f.gen_time for f in emulator.model.project_faults.values()] == [1.0]
+
+
+async def test_every_route_but_the_result_files_needs_the_token(emulator: Emulator) -> None:
+    """Whatever routes the app has (new ones included), only the result files are public."""
+    checked = []
+    with trio.fail_after(LIMIT):
+        async with httpx.AsyncClient(timeout=LIMIT) as http:
+            for route in create_app(emulator.model).routes:
+                if not isinstance(route, Route) or route.path.startswith("/files/"):
+                    continue
+                path = re.sub(r"\{[^}]+\}", PROJECT, route.path)
+                for method in sorted((route.methods or set()) - {"HEAD"}):
+                    reply = await http.request(method, emulator.url + path, json={})
+                    assert reply.status_code == 401, (method, path, reply.text)
+                    checked.append(f"{method} {route.path}")
+    assert {"GET /_emulator/stats", "PUT /_emulator/faults", "GET /api/v1/file/{file_id}"} <= set(
+        checked
+    )
 
 
 async def test_the_result_file_stays_public(emulator: Emulator) -> None:

@@ -259,6 +259,36 @@ def test_writes_beyond_the_queue_are_lost_and_counted(journal_path: Path) -> Non
     assert len(SQLiteJournal(journal_path).entries()) == 6 - journal.lost
 
 
+def raw_file_id(path: Path, gen_id: str) -> str | None:
+    """What the file says now, read past the journal object (which would flush first)."""
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT file_id FROM generations WHERE id = ?", (gen_id,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None else row[0]
+
+
+def test_the_file_id_is_on_disk_before_record_returns(journal_path: Path) -> None:
+    journal = SQLiteJournal(journal_path, durable_wait=60)
+    request_row(journal, "g1")
+    accepted = transition("g1", State.REQUESTED, State.AWAITING_WS, Trigger.START)
+    journal.record("g1", accepted, "f1")
+    assert raw_file_id(journal_path, "g1") == "f1"  # a crash from here on cannot lose it
+    journal.close()
+
+
+def test_the_file_id_wait_is_bounded_under_a_lock(journal_path: Path) -> None:
+    journal = SQLiteJournal(journal_path, durable_wait=0.2)
+    with sqlite_faults.lock_held(journal_path):
+        request_row(journal, "g1")
+        accepted = transition("g1", State.REQUESTED, State.AWAITING_WS, Trigger.START)
+        journal.record("g1", accepted, "f1")  # returns: the lock is not the caller's problem
+        assert raw_file_id(journal_path, "g1") is None
+    assert journal.flush(timeout=20) and raw_file_id(journal_path, "g1") == "f1"
+    journal.close()
+
+
 # -- leases and the one terminal transition ------------------------------------------------------
 
 

@@ -7,11 +7,14 @@ Every wait has a deadline (no sleeps).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sqlite3
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -200,6 +203,60 @@ def test_journal_on_a_broken_disk(
     assert all(line["lost"] and message in line["reason"] for line in lost)
     assert "not recorded" in "".join(client.stderr)
     assert entries(journal) == {}  # nothing written at all, in particular no failure
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs mounted at ``where`` (skips the test where mounting is not allowed)."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False, timeout=30)
+
+
+def fill(directory: Path) -> None:
+    """Write a file in ``directory`` until its file system has no space left."""
+
+    def grow(f: BinaryIO) -> None:
+        while True:
+            f.write(b"\0" * 4096)
+            os.fsync(f.fileno())
+
+    with pytest.raises(OSError, match="No space left"), open(directory / "fill", "wb", 0) as f:
+        grow(f)
+
+
+def test_journal_on_a_file_system_that_fills_up(
+    tmp_path: Path, spawn: Callable[..., Running]
+) -> None:
+    """A real full disk (a small tmpfs, filled once the job runs): done, saved, exit 0."""
+    out = tmp_path / "fox.png"
+    with small_filesystem(tmp_path / "small") as small:
+        journal = fresh_journal(small)
+        client = spawn(
+            *("generate", "a red fox", "--out", str(out), "--json", "--journal", str(journal)),
+            *("--gen-time", "3", "--ws-mode", "silent"),
+        )
+        client.until(is_start)
+        fill(small)
+        assert client.finish(timeout=60) == 0, "".join(client.stderr)
+        lines = json_lines("".join(client.stdout))
+        assert (lines[-1]["event"], lines[-1]["state"]) == ("result", "done")
+        assert_png(out)
+        lost = [line for line in lines if line["event"] == "journal"]
+        assert lost and all(line["lost"] for line in lost)
+        assert any("disk is full" in line["reason"] for line in lost)
+        assert "not recorded" in "".join(client.stderr)
+        assert "failed" not in {state for state, _ in entries(journal).values()}
 
 
 # -- rival resumers --------------------------------------------------------------------------------

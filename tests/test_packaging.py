@@ -100,6 +100,7 @@ def test_wheel_holds_every_module_and_the_typing_marker(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert "hybridgen/py.typed" in names
+    assert "hybridgen/inspector/page.html" in names  # the inspector's page is package data
     for package in ("hybridgen/emulator", "hybridgen/testing"):
         assert f"{package}/__init__.py" in names
     assert "hybridgen/testing/pytest_plugin.py" in names

@@ -28,7 +28,7 @@ from .api import ImageRequest
 from .core import Result
 from .driver import Client, Generation
 from .errors import HybridgenError
-from .events import Event
+from .events import Event, Subscriber
 from .policy import Policy
 from .transport import Transport
 
@@ -105,6 +105,27 @@ class AsyncioClient:
                 "AsyncioClient is not running: use `async with AsyncioClient(...)`"
             )
         self._token.run_sync_soon(fn)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event of every generation started from now on.
+
+        The callback runs on the trio side (on this thread, inside the guest run): keep it short,
+        as for :meth:`Client.subscribe`. Returns a function that unsubscribes. An
+        :class:`~hybridgen.inspector.Inspector` follows the client this way (``watch``).
+        """
+        unsubscribe: list[Callable[[], None]] = []
+
+        def attach() -> None:
+            assert self._client is not None
+            unsubscribe.append(self._client.subscribe(callback))
+
+        self._run(attach)
+
+        def detach() -> None:
+            with contextlib.suppress(trio.RunFinishedError):  # the client is closed: nothing to do
+                self._run(lambda: [stop() for stop in unsubscribe])
+
+        return detach
 
     async def generate(
         self, request: ImageRequest | str, *, policy: Policy | None = None

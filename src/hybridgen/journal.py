@@ -6,10 +6,11 @@ not yet delivered), and :meth:`hybridgen.driver.Client.resume` finishes each one
 without starting a new job on the server. :class:`SQLiteJournal` (stdlib :mod:`sqlite3`, WAL mode)
 is the default; any object with the :class:`Journal` methods can replace it.
 
-**Failures are contained.** Writes never block the caller: :class:`SQLiteJournal` hands them to
-its own writer thread through a bounded queue. A write that finds the file locked by another
-process waits in that thread (the first wait is reported, nothing is lost); a write that fails
-(disk full, read-only file, a full queue, an entry this journal no longer owns) is logged,
+**Failures are contained.** Writes do not block the caller: :class:`SQLiteJournal` hands them to
+its own writer thread through a bounded queue (only the write of a new file id is waited for, a
+quarter of a second at most, see :class:`SQLiteJournal`). A write that finds the file locked by
+another process waits in that thread (the first wait is reported, nothing is lost); a write that
+fails (disk full, read-only file, a full queue, an entry this journal no longer owns) is logged,
 counted in :attr:`SQLiteJournal.lost` and reported to the journal's watchers as a
 :class:`JournalFailure` (the :class:`~hybridgen.driver.Client` turns each one into a
 :class:`~hybridgen.events.JournalWarning` event). A generation never fails because of its journal.
@@ -268,6 +269,8 @@ class _Write:
     operation: str
     generation_id: str | None
     run: Callable[[sqlite3.Connection], str | None]
+    landed: threading.Event = attrs.field(factory=threading.Event)
+    """Set once the write is done (committed, refused or lost)."""
 
 
 class _Writer:
@@ -293,6 +296,7 @@ class _Writer:
         self.stopping = False
         self.give_up_at = math.inf
         self.waiting = False  # a wait for the lock was reported; cleared by the next success
+        self.behind = False  # a caller gave up waiting for a write; cleared by the next success
         self.thread = threading.Thread(target=self._run, name="hybridgen-journal", daemon=True)
         self.thread.start()
 
@@ -305,7 +309,7 @@ class _Writer:
         try:
             self.queue.put_nowait(write)
         except queue.Full:
-            self._done()
+            self._done(write)
             self._lose(write, f"the journal's queue is full ({self.queue.maxsize} writes wait)")
 
     def report(self, failure: JournalFailure) -> None:
@@ -325,7 +329,14 @@ class _Writer:
             self.lost += 1
         self.report(JournalFailure(write.operation, reason, write.generation_id, lost=True))
 
-    def _done(self) -> None:
+    def wait_for(self, write: _Write, timeout: float) -> None:
+        """Wait up to ``timeout`` s for ``write`` to land, unless the writer is known to be slow
+        (then at once: the caller's thread is the event loop)."""
+        if not (self.behind or self.waiting) and not write.landed.wait(timeout):
+            self.behind = True
+
+    def _done(self, write: _Write) -> None:
+        write.landed.set()
         with self.idle:
             self.unfinished -= 1
             if self.unfinished == 0:
@@ -344,7 +355,7 @@ class _Writer:
                     write = None
                 if write is not None:
                     self._apply(db, write)
-                    self._done()
+                    self._done(write)
                 elif self.stopping and self.queue.empty():
                     return
                 if not self.stopping and time.monotonic() >= next_beat:
@@ -367,7 +378,7 @@ class _Writer:
                 return
             if write is not None:
                 self._lose(write, reason)
-                self._done()
+                self._done(write)
 
     def _apply(self, db: sqlite3.Connection, write: _Write, *, patient: bool = True) -> None:
         while True:
@@ -395,7 +406,7 @@ class _Writer:
             except Exception as exc:  # a bug or an OSError: report, never kill the thread
                 self._lose(write, repr(exc))
                 return
-            self.waiting = False
+            self.waiting = self.behind = False
             if refused is not None:
                 self._lose(write, refused)
             return
@@ -431,6 +442,11 @@ class SQLiteJournal:
     third of it while open); ``busy_timeout`` how long one attempt waits for another process's
     lock; ``max_queue`` how many writes may wait (more are lost and reported); ``flush_timeout``
     how long :meth:`flush` and :meth:`close` wait for queued writes by default.
+
+    One write is waited for: the transition that first records a generation's file id (losing it
+    in a crash would leave a job on the server that ``resume`` cannot find). :meth:`record` waits
+    up to ``durable_wait`` seconds for it, so that its event is seen after the file id is safe,
+    and not at all while the journal is known to be slow (locked, or a previous wait timed out).
     """
 
     def __init__(
@@ -441,10 +457,12 @@ class SQLiteJournal:
         busy_timeout: float = 1.0,
         max_queue: int = 10_000,
         flush_timeout: float = 5.0,
+        durable_wait: float = 0.25,
     ) -> None:
         self.path = Path(path)
         self.lease = lease
         self.flush_timeout = flush_timeout
+        self.durable_wait = durable_wait
         self.owner = Owner.here()
         """This journal object's identity in the entries it owns."""
         self._db = _connect(self.path, busy_timeout)
@@ -578,7 +596,10 @@ class SQLiteJournal:
             )
             return None
 
-        self._writer.submit(_Write("record", gen_id, run))
+        write = _Write("record", gen_id, run)
+        self._writer.submit(write)
+        if file_id is not None and event.source is State.REQUESTED:  # the file id, first time
+            self._writer.wait_for(write, self.durable_wait)
 
     def delivered(self, gen_id: str, where: str) -> None:
         """Queue: a done generation's result was delivered to ``where`` (the first one counts)."""

@@ -20,7 +20,7 @@ import json
 import math
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode, urlsplit
@@ -109,8 +109,6 @@ _NORMAL_CLOSE: Final = (1000, 1001)
 _DETAIL_CHARS: Final = 300
 _ERROR_BODY_BYTES: Final = 64 * 1024
 """How much of an error reply is read for its reason (the rest is never read)."""
-_PARSE_IN_THREAD: Final = 2**20
-"""Replies at least this long are parsed in a worker thread, off the event loop."""
 _NOT_PROCESSED: Final = (408, 425, 429, 503)
 """Statuses by which a server says it did not act on the request (safe to send again)."""
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -154,13 +152,13 @@ class SuperDuperTransport:
         body = json.dumps(request.to_json()).encode()
         url = self.config.api_url(GENERATE_IMAGE)
         raw = await self._exchange("start request", "POST", url, body)
-        return await _parse(parse_start_reply, raw)
+        return parse_start_reply(raw)
 
     async def poll(self, file_id: str) -> FileStatus:
         """``GET /api/v1/file/{file_id}``."""
         url = self.config.api_url(file_path(quote(file_id, safe="")))
         raw = await self._exchange("poll", "GET", url)
-        return await _parse(parse_poll_reply, raw)
+        return parse_poll_reply(raw)
 
     async def models(self, types: Sequence[str] = ()) -> list[ModelInfo]:
         """``GET /api/v1/generation-config`` (``?type=a,b`` when ``types`` are given)."""
@@ -475,13 +473,6 @@ def error_for_status(
             maybe_processed=status not in _NOT_PROCESSED,
         )
     return PermanentError(message, status=status)
-
-
-async def _parse(parse: Callable[[bytes], FileStatus], raw: bytes) -> FileStatus:
-    """``parse(raw)``; a long reply is parsed in a thread so the event loop keeps running."""
-    if len(raw) < _PARSE_IN_THREAD:
-        return parse(raw)
-    return await trio.to_thread.run_sync(parse, raw, abandon_on_cancel=True)
 
 
 def _size(limit: int) -> str:

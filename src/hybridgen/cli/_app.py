@@ -155,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after the result, print the path taken as a Mermaid diagram",
     )
+    gen.add_argument(
+        "--inspect",
+        metavar="PORT",
+        help="serve the live inspector page on 127.0.0.1:PORT (0: a free port; or HOST:PORT)",
+    )
+    gen.add_argument(
+        "--inspect-linger",
+        type=float,
+        metavar="S",
+        help="with --inspect: keep the page up S seconds after the run",
+    )
     gen.set_defaults(func=_cmd_generate)
 
     resume = sub.add_parser(

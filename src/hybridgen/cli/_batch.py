@@ -30,8 +30,9 @@ from ..machine import State
 from ..policy import Policy
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ._files import _close_journal, _journal_meta, _open_journal, _save
+from ._inspect import Publish, follow, inspecting
 from ._interrupt import _Interrupt, _not_run, _not_saved, _with_signals
-from ._json import _JsonBatchReporter
+from ._json import _JsonBatchReporter, batch_json, outcome_json
 from ._live import _RichBatchReporter
 from ._options import _open_config
 from ._report import Outcome, _BatchReporter, _tally
@@ -112,6 +113,7 @@ class _Run:
     journal: SQLiteJournal | None
     outcomes: dict[int, Outcome] = attrs.field(factory=dict)
     gens: dict[int, Generation] = attrs.field(factory=dict)
+    publish: Publish | None = None
 
     def started(self, item: _Item, gen: Generation, interrupt: _Interrupt) -> None:
         self.gens[item.index] = gen
@@ -122,6 +124,8 @@ class _Run:
         if item.index not in self.outcomes:
             self.outcomes[item.index] = outcome
             self.reporter.item(item, outcome)
+            if self.publish is not None:
+                self.publish(outcome_json(outcome, item))
 
     async def deliver(self, transport: SuperDuperTransport, item: _Item, gen: Generation) -> None:
         """Wait for ``gen``, save its image to the item's path, report the item."""
@@ -184,6 +188,7 @@ async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
             Client(transport, policy=job.policy, journal=job.journal)
         )
         client.subscribe(reporter.event)
+        follow(client, reporter.at, run.publish)
         if job.log_events:
             client.subscribe(LoggingSubscriber())
         metas = None
@@ -224,8 +229,9 @@ def _run_items(
     reporter: _BatchReporter,
     journal: SQLiteJournal | None,
     body: Callable[[_Run, _Interrupt], Any],
+    publish: Publish | None = None,
 ) -> int:
-    run = _Run(items, reporter, journal)
+    run = _Run(items, reporter, journal, publish=publish)
     t0 = time.monotonic()
     reporter.begin()
     try:
@@ -233,7 +239,10 @@ def _run_items(
         outcomes = run.close(signal_name)
     finally:
         reporter.end()
-    reporter.summary(_tally(outcomes), time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    reporter.summary(_tally(outcomes), elapsed)
+    if publish is not None:
+        publish(batch_json(_tally(outcomes), elapsed))
     return _batch_exit(outcomes, signal_name is not None)
 
 
@@ -262,12 +271,14 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
         journal=journal,
     )
     try:
-        return _run_items(
-            items,
-            _pick_batch_reporter(args.json, len(items)),
-            journal,
-            lambda run, interrupt: _batch_body(job, run, interrupt),
-        )
+        with inspecting(args.inspect, args.inspect_linger) as publish:
+            return _run_items(
+                items,
+                _pick_batch_reporter(args.json, len(items)),
+                journal,
+                lambda run, interrupt: _batch_body(job, run, interrupt),
+                publish,
+            )
     finally:
         if journal is not None:
             _close_journal(journal)

@@ -27,8 +27,9 @@ from ..policy import Policy
 from ._batch import _cmd_batch
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ._files import _close_journal, _journal_meta, _open_journal, _save
+from ._inspect import Publish, follow, inspecting, parse_address
 from ._interrupt import _early_interrupt, _Interrupt, _not_saved, _watch_signals
-from ._json import JsonReporter
+from ._json import JsonReporter, outcome_json
 from ._live import RichReporter
 from ._models import check_model, server_models
 from ._options import (
@@ -59,6 +60,7 @@ class _Job:
     out: Path
     log_events: bool
     journal: SQLiteJournal | None = None
+    publish: Publish | None = None
 
 
 async def _generate(job: _Job, reporter: Reporter) -> tuple[Outcome, bool]:
@@ -88,6 +90,7 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
             Client(transport, policy=job.policy, journal=job.journal)
         )
         client.subscribe(reporter.event)
+        follow(client, reporter.at, job.publish)
         if job.log_events:
             client.subscribe(LoggingSubscriber())
         gen: Generation | None = None
@@ -143,6 +146,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency and --fail-fast go with --batch FILE")
     if batch and args.trace:
         raise UsageError("--trace draws one generation's path; it cannot be used with --batch")
+    if args.inspect is not None:
+        parse_address(args.inspect)  # a bad address is bad usage, found before any work
     embedded = "SUPERDUPERAI_URL" not in os.environ
     if not embedded and (
         args.gen_time is not None or args.ws_mode is not None or args.sse_mode is not None
@@ -191,32 +196,36 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError("--out", f"cannot create the directory {out.parent}: {exc}") from None
     journal = _open_journal(args.journal, create=True) if args.journal else None
-    job = _Job(
-        request,
-        policy,
-        config,
-        faults,
-        scale,
-        out,
-        log_events=level <= logging.INFO,
-        journal=journal,
-    )
-    reporter = _pick_reporter(args.json)
-    reporter.begin()
-    try:  # the result line comes before the journal closes: a slow journal cannot hold it back
-        try:
-            outcome, interrupted = trio.run(_generate, job, reporter)
-        finally:
-            reporter.end()
-        trace = None
-        if args.trace:
-            from ..diagram import render_path
+    with inspecting(args.inspect, args.inspect_linger) as publish:
+        job = _Job(
+            request,
+            policy,
+            config,
+            faults,
+            scale,
+            out,
+            log_events=level <= logging.INFO,
+            journal=journal,
+            publish=publish,
+        )
+        reporter = _pick_reporter(args.json)
+        reporter.begin()
+        try:  # the result line comes before the journal closes: a slow journal cannot delay it
+            try:
+                outcome, interrupted = trio.run(_generate, job, reporter)
+            finally:
+                reporter.end()
+            trace = None
+            if args.trace:
+                from ..diagram import render_path
 
-            trace = render_path(outcome.history, outcome.started)
-        reporter.finish(outcome, trace)
-    finally:
-        if journal is not None:
-            _close_journal(journal)
+                trace = render_path(outcome.history, outcome.started)
+            reporter.finish(outcome, trace)
+            if publish is not None:
+                publish(outcome_json(outcome))
+        finally:
+            if journal is not None:
+                _close_journal(journal)
     if interrupted or outcome.state == State.CANCELLED:
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.path is not None else EXIT_FAILED

@@ -99,10 +99,6 @@ def _journal_line(event: JournalWarning) -> str:
     return f"journal {what} ({event.operation}{about}): {event.reason}"
 
 
-def _number(value: float) -> float:
-    return round(value, 6)
-
-
 def _item_explanation(outcome: Outcome) -> str:
     if outcome.state == State.FAILED:
         return f"failed: {outcome.reason}"

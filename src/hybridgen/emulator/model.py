@@ -21,6 +21,7 @@ import attrs
 import trio
 
 __all__ = [
+    "GARBAGE_BODY",
     "MAX_COUNT",
     "MAX_PROGRESS_STEPS",
     "MAX_SECONDS",
@@ -269,6 +270,9 @@ class BadRequest(Rejected, ValueError):
         self.args = (f"{field}: {message}",)
         self.field = field
 
+
+GARBAGE_BODY: Final = b"<html><body>502 Bad Gateway (emulated garbage)</body"
+"""What a poll with the ``garbage`` fault gets: an HTTP 200 whose body is not JSON."""
 
 _CLOUDFLARE_524: Final = b"""<!DOCTYPE html>
 <html lang="en-US"><head><title>emulator | 524: A timeout occurred</title>

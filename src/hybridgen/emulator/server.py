@@ -30,20 +30,17 @@ the connection: clients see the connection closed mid-response (``httpx.RemotePr
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, cast
+from typing import Final, cast
 
 import attrs
-import hypercorn.logging
 import hypercorn.trio
 import trio
-from hypercorn.config import Config as HyperConfig
 from hypercorn.typing import ASGIFramework
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -52,7 +49,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .._hypercorn import hypercorn_config, is_loopback
 from .model import (
+    GARBAGE_BODY,
     BadRequest,
     ErrorReply,
     Faults,
@@ -233,9 +232,7 @@ def create_app(model: ServerModel) -> Starlette:
         if fault == "reset":
             return cast(Response, _Reset())
         if fault == "garbage":
-            return Response(
-                b"<html><body>502 Bad Gateway (emulated garbage)</body", media_type="text/html"
-            )
+            return Response(GARBAGE_BODY, media_type="text/html")
         status = int(fault)
         headers: dict[str, str] = {}
         retry_after = model.retry_after(job)
@@ -451,27 +448,6 @@ async def _until_disconnect(websocket: WebSocket, scope: trio.CancelScope) -> No
     scope.cancel()
 
 
-class _DebugLogger(hypercorn.logging.Logger):
-    """Hypercorn's log at DEBUG ("Running on ..."), errors kept, no access log."""
-
-    async def info(self, message: str, *args: Any, **kwargs: Any) -> None:
-        await self.debug(message, *args, **kwargs)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback only (``localhost``, ``127.x``, ``::1``)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def serve(
     model: ServerModel,
     *,
@@ -494,14 +470,8 @@ async def serve(
             host,
             guard,
         )
-    config = HyperConfig()
-    config.bind = [_bind(host, port)]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hybridgen.emulator.hypercorn")
-    config.logger_class = _DebugLogger
-    config.graceful_timeout = 0.5
     # Hypercorn's default backlog (100) resets connections when many clients start at once.
-    config.backlog = BACKLOG
+    config = hypercorn_config(host, port, "hybridgen.emulator.hypercorn", backlog=BACKLOG)
     # Starlette's ASGI types are looser than hypercorn's; the app is a plain ASGI 3 app.
     app = cast(ASGIFramework, create_app(model))
     async with trio.open_nursery() as nursery:

@@ -8,7 +8,8 @@ the server no memory), hold a connection open without a word, or send a WebSocke
 than any client accepts. Each endpoint of the API gets one :data:`Behaviour`:
 
 - ``start`` (``POST /api/v1/file/generate-image``), ``poll`` (``GET /api/v1/file/{id}``),
-  ``push`` (the project's WebSocket) and ``download`` (``GET /files/{id}.png``).
+  ``push`` (both push channels: the project's WebSocket and the file's Server-Sent Events at
+  ``GET /api/v1/events/file.{id}``) and ``download`` (``GET /files/{id}.png``).
 
 ``async with hostile(Hostility(poll="huge")) as server:`` runs one on a free loopback port;
 ``server.url`` is its base URL (any token is accepted), ``server.sent`` counts the body bytes it
@@ -22,9 +23,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, Literal
 
@@ -46,7 +48,9 @@ _CHUNK: Final = 64 * 1024
 _WS_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _WS_PATH: Final = re.compile(r"/api/v1/ws/project\.(?P<project>[^/?]+)")
 _POLL_PATH: Final = re.compile(r"/api/v1/file/(?P<file>[^/?]+)")
+_SSE_PATH: Final = re.compile(r"/api/v1/events/file\.(?P<file>[^/?]+)")
 _FILE_PATH: Final = re.compile(r"/files/(?P<file>[^/?.]+)\.png")
+_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 _GARBLE: Final = b"SSH-2.0-OpenSSH_9.6 this is not HTTP\r\n\x00\xff\r\n\r\n"
 
 
@@ -62,21 +66,24 @@ class Hostility:
       the push: no handshake reply).
     - ``garbled``: a reply that is not HTTP at all, then the connection closes (for the push: a
       handshake reply whose ``Sec-WebSocket-Accept`` is wrong).
-    - ``huge``: a body (or WebSocket message) of ``huge_bytes``, streamed as it is read.
+    - ``huge``: a body (or WebSocket message) of ``huge_bytes``, streamed as it is read (zeros;
+      a download's starts with the PNG signature, so only its size gives it away).
     - ``trickle``: a short, valid reply sent one byte every ``trickle_interval`` seconds, forever
       slower than a per-read timeout would notice.
-    - ``deep``: valid JSON nested ``depth`` levels deep (the download: a body that is no image).
+    - ``deep``: valid JSON nested ``depth`` levels deep (for the download: a body that is not an
+      image).
     - ``bignum``: a valid reply whose ``progress`` is an integer of ``digits`` digits.
 
-    ``times`` limits each non-normal behaviour to the first that many requests of its endpoint
-    (later ones are answered normally); ``None`` applies it to all of them.
+    ``times`` limits an endpoint's behaviour to its first that many requests (later ones are
+    answered normally): ``times={"poll": 2}``. An endpoint it does not name keeps its behaviour
+    for every request.
     """
 
     start: Behaviour = "normal"
     poll: Behaviour = "normal"
     push: Behaviour = "normal"
     download: Behaviour = "normal"
-    times: int | None = None
+    times: Mapping[str, int] = attrs.field(factory=dict)
     ready_after: float = 0.2
     huge_bytes: int = 2 * 2**30
     trickle_interval: float = 1.0
@@ -87,6 +94,9 @@ class Hostility:
         for endpoint in ENDPOINTS:
             if getattr(self, endpoint) not in BEHAVIOURS:
                 raise ValueError(f"{endpoint} must be one of {', '.join(BEHAVIOURS)}")
+        for endpoint in self.times:
+            if endpoint not in ENDPOINTS:
+                raise ValueError(f"times: {endpoint!r} is not one of {', '.join(ENDPOINTS)}")
 
 
 @attrs.define
@@ -121,7 +131,7 @@ class Hostile:
         """Count one request of ``endpoint`` and say how to answer it."""
         self.requests[endpoint] += 1
         chosen: Behaviour = getattr(self.hostility, endpoint)
-        times = self.hostility.times
+        times = self.hostility.times.get(endpoint)
         if times is not None and self.requests[endpoint] > times:
             return "normal"
         return chosen
@@ -189,7 +199,7 @@ class _Server:
 
     def file_json(self, file_id: str, behaviour: Behaviour) -> bytes:
         """The file object of a job as it stands now (``bignum``: with a huge ``progress``)."""
-        project_id, ready_at = self.state.jobs.get(file_id, ("", float("inf")))
+        project_id, ready_at = self.state.jobs.get(file_id, ("", math.inf))
         ready = trio.current_time() >= ready_at
         status = "completed" if ready else "in_progress"
         url = f"{self.state.url}/files/{file_id}.png" if ready else None
@@ -214,22 +224,32 @@ class _Server:
         if behaviour == "garbled":
             await stream.send_all(_GARBLE)
             return
+        image = endpoint == "download" and behaviour in ("normal", "trickle", "huge")
+        ctype = "image/png" if image else "application/json"
         if behaviour == "huge":
-            await stream.send_all(_head(200, "application/json", self.h.huge_bytes))
-            await self.stream_zeros(stream, endpoint, self.h.huge_bytes)
+            # a download starts like a PNG, so only its size gives it away
+            prefix = _PNG_MAGIC if image else b""
+            await stream.send_all(_head(200, ctype, self.h.huge_bytes) + prefix)
+            self.state.sent[endpoint] += len(prefix)
+            await self.stream_zeros(stream, endpoint, self.h.huge_bytes - len(prefix))
             return
         if behaviour == "deep":
             body = _deep(self.h.depth)
-        ctype = "image/png" if endpoint == "download" and behaviour == "normal" else None
-        await stream.send_all(_head(200, ctype or "application/json", len(body)))
-        if behaviour == "trickle":
-            for index in range(len(body)):
-                await stream.send_all(body[index : index + 1])
-                self.state.sent[endpoint] += 1
-                await trio.sleep(self.h.trickle_interval)
+        await stream.send_all(_head(200, ctype, len(body)))
+        await self.send_payload(stream, endpoint, behaviour, body)
+
+    async def send_payload(
+        self, stream: trio.SocketStream, endpoint: Endpoint, behaviour: Behaviour, data: bytes
+    ) -> None:
+        """Send ``data`` at once, or one byte per ``trickle_interval`` (``trickle``)."""
+        if behaviour != "trickle":
+            await stream.send_all(data)
+            self.state.sent[endpoint] += len(data)
             return
-        await stream.send_all(body)
-        self.state.sent[endpoint] += len(body)
+        for index in range(len(data)):
+            await stream.send_all(data[index : index + 1])
+            self.state.sent[endpoint] += 1
+            await trio.sleep(self.h.trickle_interval)
 
     async def stream_zeros(self, stream: trio.SocketStream, endpoint: Endpoint, size: int) -> None:
         chunk = b"0" * _CHUNK
@@ -265,6 +285,9 @@ class _Server:
             return
         elif request.method == "GET" and (match := _FILE_PATH.fullmatch(request.path)):
             await self.download(stream, match["file"])
+            return
+        elif request.method == "GET" and (match := _SSE_PATH.fullmatch(request.path)):
+            await self.sse(stream, match["file"])
             return
         await stream.send_all(_head(404, "application/json", 2) + b"{}")
 
@@ -314,24 +337,45 @@ class _Server:
             await self.stream_zeros(stream, "push", self.h.huge_bytes)
             return
         file_id, ready_at = await self.state.job_of(project_id)
-        if behaviour == "deep":
-            message = b'{"type": "file", "object": ' + _deep(self.h.depth) + b"}"
-        elif behaviour == "bignum":
-            head = json.dumps({"type": "render_progress", "object": {"file_id": file_id}})
-            message = (head[:-2] + ', "progress": ' + "9" * self.h.digits + "}}").encode()
-        else:
-            await trio.sleep_until(ready_at)
-            body = json.loads(self.file_json(file_id, "normal"))
-            message = json.dumps({"type": "file", "object": body}).encode()
+        message = await self.push_message(file_id, ready_at, behaviour, "file")
         await stream.send_all(_frame_head(len(message)))
-        if behaviour == "trickle":
-            for index in range(len(message)):
-                await stream.send_all(message[index : index + 1])
-                self.state.sent["push"] += 1
-                await trio.sleep(self.h.trickle_interval)
+        await self.send_payload(stream, "push", behaviour, message)
+
+    async def push_message(
+        self, file_id: str, ready_at: float, behaviour: Behaviour, kind: str
+    ) -> bytes:
+        """One push message the ``behaviour``'s way; a normal one (of type ``kind``: ``file``
+        or ``render_result``) once the result is ready."""
+        if behaviour == "deep":
+            return b'{"type": "%s", "object": ' % kind.encode() + _deep(self.h.depth) + b"}"
+        if behaviour == "bignum":
+            head = json.dumps({"type": "render_progress", "object": {"file_id": file_id}})
+            return (head[:-2] + ', "progress": ' + "9" * self.h.digits + "}}").encode()
+        await trio.sleep_until(ready_at)
+        body = json.loads(self.file_json(file_id, "normal"))
+        if kind == "render_result":
+            body = {"file_id": file_id, "url": body["url"]}
+        return json.dumps({"type": kind, "object": body}).encode()
+
+    async def sse(self, stream: trio.SocketStream, file_id: str) -> None:
+        """The file's Server-Sent Events (the same ``push`` behaviour as the WebSocket)."""
+        behaviour = self.state.behaviour("push")
+        if behaviour in ("hang", "garbled"):
+            await self.send_body(stream, "push", behaviour, b"")
             return
-        await stream.send_all(message)
-        self.state.sent["push"] += len(message)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        if behaviour == "huge":
+            await stream.send_all(b"data: ")
+            await self.stream_zeros(stream, "push", self.h.huge_bytes)
+            return
+        _, ready_at = self.state.jobs.get(file_id, ("", math.inf))
+        message = await self.push_message(file_id, ready_at, behaviour, "render_result")
+        await self.send_payload(stream, "push", behaviour, b"data: " + message + b"\n\n")
+        while await stream.receive_some(_CHUNK):  # open until the client leaves
+            pass
 
 
 def _frame_head(length: int) -> bytes:

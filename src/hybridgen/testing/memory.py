@@ -23,6 +23,7 @@ from ..api import (
     parse_start_reply,
 )
 from ..emulator.model import (
+    GARBAGE_BODY,
     ErrorReply,
     Forbidden,
     Job,
@@ -109,7 +110,7 @@ class MemoryTransport:
         if fault == "reset":
             raise TransientError("poll: connection reset by the server")
         if fault == "garbage":
-            raise TransientError("malformed poll reply from the server: not JSON")
+            return parse_poll_reply(GARBAGE_BODY)  # raises what the real transport raises
         status = int(fault)
         detail = f": file {file_id} not found" if status == 404 else ""
         retry_after = self.model.retry_after(job) if status in (429, 503) else None
