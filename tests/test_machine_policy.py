@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from hybridgen import ConfigError, InvalidTransition, Policy, State, Trigger
@@ -100,3 +102,23 @@ def test_scaled_multiplies_every_duration_only() -> None:
     assert fast.jitter == seed.jitter and fast.keep_ws_open == seed.keep_ws_open
     with pytest.raises(ConfigError, match="time_scale"):
         seed.scaled(0)
+
+
+def test_polling_preset_opens_no_push_channel_and_polls_every_interval() -> None:
+    from hybridgen.emulator.model import Faults
+    from hybridgen.testing import Scenario, run_scenario
+
+    policy = PRESETS["polling"]()
+    assert policy.push == () and policy == Policy.default().replace(push=())
+    # a server whose push channels both work: the polling preset must not even open them
+    trace = run_scenario(
+        Scenario(faults=Faults(ws_mode="normal", sse_mode="normal", gen_time=7.0), policy=policy)
+    )
+    assert trace.result.state is State.DONE and trace.result.channel == "polling"
+    kinds = [what for _, what in trace.calls]
+    assert "ws_connect" not in kinds and "sse_connect" not in kinds
+    polls = [at for at, what in trace.calls if what == "poll"]
+    assert polls[0] == pytest.approx(policy.ws_timeout, abs=0.01)
+    assert all(
+        b - a >= policy.poll_interval * (1 - policy.jitter) for a, b in itertools.pairwise(polls)
+    )

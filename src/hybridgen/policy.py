@@ -179,6 +179,15 @@ class Policy:
         """
         return cls(adaptive=True)
 
+    @classmethod
+    def polling(cls) -> Policy:
+        """Polling only: no push channel is opened, polls start at once (every 2 s, backing off).
+
+        For networks that block WebSockets or long-lived connections, and to check polling on
+        its own (``hybridgen check``). The result comes one poll after it is ready, at most.
+        """
+        return cls(push=())
+
     def replace(self, **changes: Any) -> Policy:
         """Return a copy with some fields changed (validated like a new policy)."""
         return attrs.evolve(self, **changes)
@@ -204,5 +213,6 @@ PRESETS: Final = {
     "default": Policy.default,
     "seed": Policy.seed,
     "adaptive": Policy.adaptive_default,
+    "polling": Policy.polling,
 }
 """Named presets, as the command line's ``--policy`` takes them."""
