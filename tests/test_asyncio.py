@@ -19,12 +19,13 @@ import attrs
 import httpx
 import pytest
 import uvicorn
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from hybridgen import Config, Policy
+from hybridgen import Config, DownloadError, Policy, SavedFile
 from hybridgen.aio import AsyncioClient
 from hybridgen.emulator.model import Faults, ServerModel
 from hybridgen.testing import MemoryTransport
@@ -115,7 +116,7 @@ def test_starlette_app_streams_generations_as_server_sent_events(emulator_url: s
         transitions = [data for kind, data in events if kind == "transition"]
         assert transitions[0]["source"] == "requested"
         assert transitions[-1]["dest"] == "done"
-        assert str(transitions[-1]["url"]).endswith(".png")
+        assert str(transitions[-1]["url"]).endswith(".webp")
         assert sum(1 for t in transitions if t["dest"] in ("done", "failed", "cancelled")) == 1
     assert len({events[-1][1]["generation_id"] for events in streams}) == 3
     listener.close()
@@ -148,3 +149,23 @@ def test_generate_outside_the_context_manager_is_a_clear_error() -> None:
             await client.generate("x")
 
     asyncio.run(main())
+
+
+def test_download_from_asyncio_saves_a_real_png(tmp_path: Path) -> None:
+    async def main() -> tuple[SavedFile, str]:
+        model = ServerModel(Faults(gen_time=0.05, file_mode="webp"))
+        async with AsyncioClient(lambda: MemoryTransport(model)) as client:
+            result = await client.generate("a red fox")
+            saved = await client.download(result, tmp_path / "fox.png", convert="png")
+            model.faults = Faults(gen_time=0.05, file_mode="html")
+            broken = await client.generate("a broken cdn")
+            with pytest.raises(DownloadError) as info:
+                await client.download(broken, tmp_path / "broken")
+            return saved, info.value.kind
+
+    saved, kind = asyncio.run(main())
+    assert saved.content_type == "image/png" and saved.source_type == "image/webp"
+    with Image.open(saved.path) as image:
+        assert image.format == "PNG"
+    assert kind == "not_an_image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fox.png"]

@@ -35,7 +35,7 @@ async def test_generate_returns_the_result(autojump_clock: trio.testing.MockCloc
     t0 = trio.current_time()
     result = await client.generate("a red fox")
     assert result.state is State.DONE and result.channel == "websocket"
-    assert result.url and result.url.endswith(".png")
+    assert result.url and result.url.endswith(".webp")
     assert trio.current_time() - t0 == pytest.approx(35.0)
 
 

@@ -8,6 +8,7 @@ policies at ``POLICY_SCALE`` (``Policy.seed().scaled(0.05)`` waits 1.5 s for the
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from hybridgen.api import Config, ImageRequest
 from hybridgen.driver import Client, Result
 from hybridgen.emulator import Emulator, Faults
 from hybridgen.emulator.model import Job
-from hybridgen.errors import GenerationFailed, PermanentError
+from hybridgen.errors import DownloadError, GenerationFailed
 from hybridgen.events import Retry
 from hybridgen.machine import State
 from hybridgen.policy import Policy
@@ -55,7 +56,7 @@ async def generate(emulator: Emulator, faults: Faults, policy: Policy) -> tuple[
     return result.elapsed, result
 
 
-async def test_push_delivers_the_result(emulator: Emulator) -> None:
+async def test_push_delivers_the_result(emulator: Emulator, tmp_path: Path) -> None:
     ready_in = 0.3
     # No poll before 3 s: only the socket can deliver.
     policy = DEFAULT.replace(ws_timeout=3.0, deadline=4.0)
@@ -67,18 +68,21 @@ async def test_push_delivers_the_result(emulator: Emulator) -> None:
     assert result.polls == 0
     assert result.url is not None
     assert ready_in <= result.elapsed <= ready_in + SLACK
-    # The pushed URL is real: it serves the PNG, the same bytes every time.
-    transport = SuperDuperTransport(Config(url=emulator.url, token=TOKEN))
-    try:
+    # The pushed URL is real: it serves the image (WEBP, from the files origin), the same bytes
+    # every time; saved as .png it is converted.
+    async with client_for(emulator) as client:
         with trio.fail_after(LIMIT):
-            png = await transport.download(result.url)
-            again = await transport.download(result.url)
-            with pytest.raises(PermanentError) as missing:
-                await transport.download(f"{emulator.url}/files/{uuid.uuid4()}.png")
-    finally:
-        await transport.aclose()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == again
-    assert missing.value.status == 404
+            saved = await client.download(result, tmp_path / "fox")
+            png = await client.download(result, tmp_path / "fox.png", convert="png")
+            with pytest.raises(DownloadError) as missing:
+                await client.download(
+                    f"{emulator.files_url}/files/{uuid.uuid4()}.webp", tmp_path / "x"
+                )
+    assert saved.content_type == "image/webp" and saved.path == str(tmp_path / "fox.webp")
+    assert (tmp_path / "fox.webp").read_bytes()[8:12] == b"WEBP"
+    assert png.content_type == "image/png" and png.source_type == "image/webp"
+    assert (tmp_path / "fox.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert missing.value.status == 404 and missing.value.kind == "http"
     assert emulator.model.counts["download"] == 2
 
 

@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -62,6 +63,7 @@ class Side:
     transport: Transport
     with_token: Callable[..., Transport]
     """A transport with another token (and keyword arguments such as ``max_push_message``)."""
+    api_url: str = ""
 
 
 @pytest.fixture(params=["memory", "real"])
@@ -85,7 +87,7 @@ async def side(request: pytest.FixtureRequest) -> AsyncIterator[Side]:
             stack.push_async_callback(transport.aclose)
             return transport
 
-        yield Side("real", emulator.model, make(TOKEN), make)
+        yield Side("real", emulator.model, make(TOKEN), make, emulator.url)
 
 
 def request_for(project_id: str | None = None) -> ImageRequest:
@@ -227,6 +229,59 @@ async def test_poll_fault_404_is_permanent(side: Side) -> None:
         with pytest.raises(PermanentError) as info:
             await side.transport.poll(file.id)
     assert info.value.status == 404
+
+
+async def read_file(side: Side, url: str, limit: int = 2**20) -> bytes:
+    body = bytearray()
+    async with side.transport.fetch(url, limit=limit) as chunks:
+        async for chunk in chunks:
+            body += chunk
+    return bytes(body)
+
+
+@pytest.mark.parametrize(
+    ("mode", "magic"), [("webp", b"RIFF"), ("png", b"\x89PNG\r\n\x1a\n"), ("html", b"<!DOCTYPE")]
+)
+async def test_fetch_serves_the_file_in_its_mode(side: Side, mode: str, magic: bytes) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, file_mode=mode))  # type: ignore[arg-type]
+        await until_ready(side, file.id)
+        url = side.model.url_of(side.model.jobs[file.id])
+        body = await read_file(side, url)
+        again = await read_file(side, url)
+    assert body.startswith(magic) and body == again
+    assert side.model.counts["download"] == 2
+    if side.kind == "real":  # the files origin is not the API's
+        assert urlsplit(url).port != urlsplit(side.api_url).port
+
+
+async def test_fetch_of_an_unready_or_unknown_file_is_a_404(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side)
+        job = side.model.jobs[file.id]
+        errors = []
+        for url in (side.model.url_of(job), f"{side.model.file_base}/files/{uuid.uuid4()}.webp"):
+            with pytest.raises(PermanentError) as info:
+                await read_file(side, url)
+            errors.append(info.value)
+    assert [error.status for error in errors] == [404, 404]
+    assert side.model.counts["download"] == 0
+
+
+async def test_fetch_of_a_huge_file_streams(side: Side) -> None:
+    faults = Faults(gen_time=GEN_TIME, file_mode="huge", file_bytes=2**31)
+    with trio.fail_after(LIMIT):
+        file = await start(side, faults)
+        await until_ready(side, file.id)
+        size = 0
+        async with side.transport.fetch(
+            side.model.url_of(side.model.jobs[file.id]), limit=2**20
+        ) as chunks:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > 2**20:
+                    break  # the reader stops; the server must let it
+    assert size > 2**20
 
 
 async def test_listen_pushes_progress_then_the_result(side: Side) -> None:

@@ -14,6 +14,7 @@ from .driver import Client, Generation
 from .errors import (
     AuthError,
     ConfigError,
+    DownloadError,
     GenerationCancelled,
     GenerationFailed,
     HybridgenError,
@@ -34,6 +35,7 @@ from .events import (
     Retry,
     Transition,
 )
+from .files import SavedFile
 from .machine import State, Trigger
 from .policy import Policy
 
@@ -42,6 +44,7 @@ __all__ = [
     "Client",
     "Config",
     "ConfigError",
+    "DownloadError",
     "Event",
     "EventStream",
     "FileStatus",
@@ -61,6 +64,7 @@ __all__ = [
     "RequestError",
     "Result",
     "Retry",
+    "SavedFile",
     "State",
     "TransientError",
     "TransportError",

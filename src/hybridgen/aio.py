@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import outcome
 import trio
@@ -29,10 +30,13 @@ from .core import Result
 from .driver import Client, Generation
 from .errors import HybridgenError
 from .events import Event, Subscriber
+from .files import DOWNLOAD_LIMIT, SavedFile
 from .policy import Policy
 from .transport import Transport
 
 __all__ = ["AsyncioClient"]
+
+T = TypeVar("T")
 
 
 class AsyncioClient:
@@ -131,21 +135,39 @@ class AsyncioClient:
         self, request: ImageRequest | str, *, policy: Policy | None = None
     ) -> Result:
         """Run one generation; return its :class:`Result` (raises like :meth:`Client.generate`)."""
+        return await self._call(lambda client: client.generate(request, policy=policy))
+
+    async def download(
+        self,
+        result: Result | str,
+        path: str | os.PathLike[str],
+        *,
+        convert: str | None = None,
+        limit: int = DOWNLOAD_LIMIT,
+    ) -> SavedFile:
+        """Save a result's file to ``path``; like :meth:`Client.download` (same errors)."""
+        return await self._call(
+            lambda client: client.download(result, path, convert=convert, limit=limit)
+        )
+
+    async def _call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``fn(client)`` on the trio side; its result or error, here. Cancelling the asyncio
+        task cancels it."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Result] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         scope = trio.CancelScope()
 
         async def run() -> None:
             assert self._client is not None
             with scope:
                 try:
-                    result = await self._client.generate(request, policy=policy)
+                    value = await fn(self._client)
                 except BaseException as exc:  # handed to asyncio, not lost
                     loop.call_soon(_fail, future, exc)
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    loop.call_soon(_settle, future, result)
+                    loop.call_soon(_settle, future, value)
 
         self._run(lambda: self._start_soon(run))
         try:

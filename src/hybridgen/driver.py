@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,7 @@ import trio
 from .api import FileStatus, ImageRequest, parse_push
 from .core import Core, Result
 from .errors import (
+    DownloadError,
     GenerationCancelled,
     GenerationFailed,
     OversizedMessage,
@@ -34,6 +36,7 @@ from .errors import (
     TransportError,
 )
 from .events import Event, EventStream, Hub, JournalWarning, Subscriber, Transition
+from .files import DOWNLOAD_LIMIT, SavedFile, save
 from .journal import Journal, JournalFailure
 from .machine import State
 from .policy import Policy
@@ -330,6 +333,56 @@ class Client:
         task_status.started(gen)
         await self._drive(gen, project_id, file_id)
         return gen.result()
+
+    async def download(
+        self,
+        result: Result | str,
+        path: str | os.PathLike[str],
+        *,
+        convert: str | None = None,
+        limit: int = DOWNLOAD_LIMIT,
+        policy: Policy | None = None,
+    ) -> SavedFile:
+        """Save a done generation's file (or the file at a URL) to ``path``; a :class:`SavedFile`.
+
+        The format is read from the bytes: ``SavedFile.content_type`` says what was saved. The
+        bytes are kept as they are unless ``convert`` names a format (``"png"``, ``"jpeg"``,
+        ``"webp"``, ``"gif"``); a ``path`` without a suffix gets the true one. The download streams
+        to a temporary file beside ``path`` (at most ``limit`` bytes), must be an image, ends
+        within the policy's ``download_timeout`` and then replaces ``path`` atomically. Any
+        failure raises :class:`~hybridgen.errors.DownloadError` (its ``url`` and ``kind`` say
+        which file and why); nothing is left behind.
+        """
+        url = result if isinstance(result, str) else result.url
+        if not url:
+            assert isinstance(result, Result)
+            raise DownloadError(
+                f"generation {result.generation_id} has no file to download (it ended "
+                f"{result.state})",
+                url="",
+                kind="no_result",
+            )
+        timeout = (policy or self.policy).download_timeout
+        try:
+            with trio.fail_after(timeout):
+                async with self.transport.fetch(url, limit=limit) as chunks:
+                    return await save(chunks, path, url=url, limit=limit, convert=convert)
+        except trio.TooSlowError:
+            raise DownloadError(
+                f"download of {url}: not finished within {timeout:g} s (download_timeout)",
+                url=url,
+                kind="timeout",
+            ) from None
+        except DownloadError:
+            raise
+        except TransportError as exc:
+            kind = "http" if getattr(exc, "status", None) is not None else "connection"
+            raise DownloadError(
+                f"download of {url}: {str(exc).removeprefix('download: ')}",
+                url=url,
+                kind=kind,
+                status=getattr(exc, "status", None),
+            ) from None
 
     def _new(
         self,

@@ -127,3 +127,19 @@ class LeaseHeld(JournalError):
         self.generation_id = generation_id
         self.holder = holder
         self.expires = expires
+
+
+class DownloadError(PermanentError):
+    """A result file could not be saved; the generation itself is done and ``url`` still holds.
+
+    ``kind`` says why: ``"too_large"`` (over the size limit), ``"not_an_image"`` (e.g. an HTML
+    error page), ``"timeout"`` (not finished within the download timeout), ``"http"`` (an error
+    status), ``"connection"`` (the connection failed), ``"convert"`` (the image could not be
+    converted to the asked format), ``"disk"`` (the file could not be written) or
+    ``"no_result"`` (the generation has no result URL).
+    """
+
+    def __init__(self, message: str, *, url: str, kind: str, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.url = url
+        self.kind = kind

@@ -118,6 +118,10 @@ class Policy:
     """The wait between polls while a trusted push channel is connected (``trust_live_socket``),
     and the longest wait while the result is far off; never less than ``poll_interval``."""
 
+    download_timeout: float = attrs.field(default=60.0, validator=_positive)
+    """Seconds the result file's download may take (:meth:`hybridgen.Client.download`); a
+    slower one fails with a :class:`~hybridgen.errors.DownloadError`, its URL kept."""
+
     def __attrs_post_init__(self) -> None:
         if self.deadline <= self.ws_timeout:
             raise ConfigError(
@@ -206,6 +210,7 @@ DURATIONS: Final = (
     "deadline",
     "sparse_interval",
     "request_timeout",
+    "download_timeout",
 )
 """The fields of :class:`Policy` that are durations in seconds."""
 

@@ -20,7 +20,7 @@ import json
 import math
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode, urlsplit
@@ -50,7 +50,7 @@ from .api import (
     subscribe_message,
     ws_path,
 )
-from .errors import AuthError, PermanentError, TransientError, TransportError
+from .errors import AuthError, DownloadError, PermanentError, TransientError, TransportError
 from .sse import PUSH_MAX_MESSAGE, sse_messages
 
 __all__ = ["SuperDuperTransport", "Transport", "error_for_status", "parse_retry_after"]
@@ -66,6 +66,15 @@ class Transport(Protocol):
 
     async def poll(self, file_id: str) -> FileStatus:
         """Fetch one file's status."""
+        ...
+
+    def fetch(self, url: str, *, limit: int) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open a result file at ``url``; iterate over its body's chunks.
+
+        Entering raises a :class:`~hybridgen.errors.TransportError` for an error status or a
+        failed connection, and may raise a :class:`~hybridgen.errors.DownloadError` when the file
+        is known to be over ``limit`` bytes; iteration raises ``TransientError`` on a drop.
+        """
         ...
 
     def listen(self, project_id: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
@@ -168,13 +177,48 @@ class SuperDuperTransport:
         raw = await self._exchange("model list", "GET", url)
         return parse_generation_configs(load_json("model list", raw))
 
-    async def download(self, url: str) -> bytes:
-        """The bytes at a result URL (the token is sent only to the API's own host)."""
-        headers = {"User-Agent": USER_AGENT}
+    @contextlib.asynccontextmanager
+    async def fetch(self, url: str, *, limit: int) -> AsyncIterator[AsyncIterator[bytes]]:
+        """``GET`` a result file; iterate over its body's chunks as they arrive.
+
+        The token is sent only to the API's own origin (scheme, host and port), never to a CDN.
+        A declared ``Content-Length`` over ``limit`` bytes fails at once with a
+        :class:`~hybridgen.errors.DownloadError`; the caller counts what it reads. The body is
+        never decompressed (images are compressed already; ``Accept-Encoding: identity``).
+        """
+        headers = {"User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"}
         if _origin(url) == _origin(self.config.url):
             headers["Authorization"] = self.config.headers()["Authorization"]
-        response = await self._send("download", "GET", url, headers=headers)
-        return response.content
+        body_error: BaseException | None = None
+        try:
+            async with self.http.stream("GET", url, headers=headers) as response:
+                if not response.is_success:
+                    content = await _read_body(response, _ERROR_BODY_BYTES, "download", cut=True)
+                    raise self._status_error(
+                        "download", response.status_code, response.headers, content
+                    )
+                length = response.headers.get("content-length", "")
+                if length.isdigit() and int(length) > limit:
+                    raise DownloadError(
+                        f"download of {url}: the file is over the size limit ({limit} bytes; "
+                        f"the server announced {int(length)})",
+                        url=url,
+                        kind="too_large",
+                    )
+                try:
+                    raw = (
+                        _in_memory(response.content)  # built in memory (httpx.MockTransport)
+                        if response.is_stream_consumed
+                        else response.aiter_raw()
+                    )
+                    yield _Chunks(raw, self._redact)
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+        except (httpx.RequestError, OSError) as exc:
+            if exc is body_error:
+                raise
+            raise self._connection_error("download", exc) from None
 
     @contextlib.asynccontextmanager
     async def listen(self, project_id: str) -> AsyncIterator[AsyncIterator[str]]:
@@ -327,6 +371,23 @@ class SuperDuperTransport:
         text = str(value) or type(value).__name__
         token = self.config.token.reveal()
         return text.replace(token, "***") if token else text
+
+
+class _Chunks:
+    """A streamed body's chunks; a dropped connection becomes a ``TransientError``."""
+
+    def __init__(self, raw: AsyncIterator[bytes], redact: Callable[[object], str]) -> None:
+        self._raw = raw
+        self._redact = redact
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._raw.__anext__()
+        except (httpx.RequestError, OSError) as exc:
+            raise TransientError(f"download: connection failed ({self._redact(exc)})") from None
 
 
 class _Messages:
@@ -519,6 +580,10 @@ async def _read_body(
                 return bytes(body[:limit])
             raise over
     return bytes(body)
+
+
+async def _in_memory(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _closed_error(exc: Any) -> TransientError:

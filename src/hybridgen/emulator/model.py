@@ -21,10 +21,13 @@ import attrs
 import trio
 
 __all__ = [
+    "FILE_MODES",
     "GARBAGE_BODY",
     "MAX_COUNT",
+    "MAX_FILE_BYTES",
     "MAX_PROGRESS_STEPS",
     "MAX_SECONDS",
+    "FilePlan",
     "OVERSIZED_MESSAGE_BYTES",
     "POLL_FAULTS",
     "SSE_MODES",
@@ -56,6 +59,14 @@ StartFault = Literal["409", "422", "429", "503", "524"]
 START_FAULTS: Final = ("409", "422", "429", "503", "524")
 WsNoise = Literal["junk", "oversized"]
 WS_NOISES: Final = ("junk", "oversized")
+FileMode = Literal["webp", "png", "html", "huge", "slow"]
+FILE_MODES: Final = ("webp", "png", "html", "huge", "slow")
+FILE_CHUNK: Final = 2**16
+"""The size of the pieces a result file is sent in."""
+HTML_ERROR_PAGE: Final = (
+    b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+    b"<body><h1>502 Bad Gateway</h1><p>emulated CDN error page (file_mode html)</p></body></html>"
+)
 OVERSIZED_MESSAGE_BYTES: Final = 2**20 + 2**16
 """The size of the ``oversized`` noise message: above trio-websocket's default 1 MiB limit."""
 
@@ -109,6 +120,8 @@ MAX_SECONDS: Final = 24 * 3600.0
 """The longest duration a fault switch takes (seconds, before time scaling)."""
 MAX_COUNT: Final = 10**9
 """The largest count a fault switch takes (``ws_drops``, ``poll_faults``, ``empty_url_polls``)."""
+MAX_FILE_BYTES: Final = 2**34
+"""The largest ``file_bytes`` (16 GiB: a body that only costs what the client reads)."""
 MAX_PROGRESS_STEPS: Final = 1000
 """The most progress messages per job (each is scheduled when the job starts)."""
 
@@ -201,6 +214,10 @@ class Faults:
       one), as the real API answers them: ``409`` (``Integrity error, create``), ``422`` (a
       FastAPI validation ``detail`` list), ``429`` and ``503`` (with ``retry_after``; no job is
       made), ``524`` (Cloudflare's HTML page after the origin timed out: the job *was* made).
+    - ``file_mode``: how result files are served (from the files origin): ``webp`` (as today's
+      CDN), ``png`` (as seed-era servers), ``html`` (an HTML error page with status 200),
+      ``huge`` (``file_bytes`` bytes: a PNG signature then zeros, no ``Content-Length``) or
+      ``slow`` (the WEBP one byte per second, scaled).
 
     Every switch is range-checked (durations up to :data:`MAX_SECONDS`, counts up to
     :data:`MAX_COUNT`, ``progress_steps`` up to :data:`MAX_PROGRESS_STEPS`), so no setting can make
@@ -225,6 +242,8 @@ class Faults:
     forbidden: bool = attrs.field(default=False, validator=_flag)
     start_fault: StartFault | None = attrs.field(default=None, validator=_choice(START_FAULTS))
     start_faults: int | None = attrs.field(default=None, validator=_count(MAX_COUNT))
+    file_mode: FileMode = attrs.field(default="webp", validator=_choice(FILE_MODES))
+    file_bytes: int = attrs.field(default=2**31, validator=_count(MAX_FILE_BYTES))
 
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
@@ -233,6 +252,18 @@ class Faults:
 
 TODAYS_API: Final = Faults(ws_mode="silent", sse_mode="normal")
 """The API as it is today: the legacy socket accepts and stays silent, the SSE stream pushes."""
+
+
+@attrs.frozen
+class FilePlan:
+    """How one result file is served: what to render (``image_format``, Pillow's name, or
+    ``None``), with which ``content_type`` and declared ``length`` (``None``: not declared)."""
+
+    job: Job
+    mode: str
+    content_type: str
+    image_format: str | None
+    length: int | None
 
 
 @attrs.frozen
@@ -590,8 +621,48 @@ class ServerModel:
         }
 
     def url_of(self, job: Job) -> str:
-        """Where the job's PNG is served."""
-        return f"{self.file_base}/files/{job.id}.png"
+        """Where the job's file is served (on the files origin, like the real CDN)."""
+        ext = "png" if job.faults.file_mode == "png" else "webp"
+        return f"{self.file_base}/files/{job.id}.{ext}"
+
+    def file_plan(self, name: str) -> FilePlan | None:
+        """How ``/files/{name}`` is served now; ``None`` (404) for an unknown or unready file.
+
+        Counts a download.
+        """
+        file_id, _, _ = name.partition(".")
+        job = self.jobs.get(file_id)
+        if job is None or job.faults.job_fails or trio.current_time() < job.ready_at:
+            return None
+        self.counts["download"] += 1
+        mode = job.faults.file_mode
+        if mode == "html":
+            return FilePlan(job, mode, "text/html", None, len(HTML_ERROR_PAGE))
+        if mode == "huge":
+            return FilePlan(job, mode, "image/png", None, None)
+        fmt = "PNG" if mode == "png" else "WEBP"
+        return FilePlan(job, mode, f"image/{fmt.lower()}", fmt, None)
+
+    async def file_chunks(self, plan: FilePlan, image: bytes) -> AsyncIterator[bytes]:
+        """The body of a planned file, piece by piece, at its pace (``image``: the rendering)."""
+        if plan.mode == "html":
+            yield HTML_ERROR_PAGE
+        elif plan.mode == "huge":
+            head = b"\x89PNG\r\n\x1a\n"
+            zeros = bytes(FILE_CHUNK)
+            left = plan.job.faults.file_bytes
+            yield head[:left]
+            left -= len(head[:left])
+            while left > 0:
+                yield zeros[:left]
+                left -= FILE_CHUNK
+        elif plan.mode == "slow":
+            for index in range(len(image)):
+                yield image[index : index + 1]
+                await trio.sleep(self.time_scale)
+        else:
+            for index in range(0, len(image), FILE_CHUNK):
+                yield image[index : index + FILE_CHUNK]
 
     # -- WebSocket --------------------------------------------------------------------------
 

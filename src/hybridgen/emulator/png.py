@@ -1,4 +1,5 @@
-"""Real, small PNG images for the emulator's results, deterministic for a prompt and seed."""
+"""Real, small images for the emulator's results (WEBP or PNG), deterministic for a prompt and
+seed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["MAX_SIDE", "render_png"]
+__all__ = ["MAX_SIDE", "render_image", "render_png"]
 
 MAX_SIDE: Final = 256
 """The longest side of a rendered image, in pixels (the requested aspect ratio is kept)."""
@@ -29,11 +30,17 @@ def render_png(prompt: str, seed: int, width: int, height: int) -> bytes:
     The same arguments always give the same bytes: a seeded gradient with a few shapes and the
     prompt written on it.
     """
-    return _render(prompt, seed, *_fit(width, height))
+    return _render(prompt, seed, *_fit(width, height), "PNG")
+
+
+def render_image(prompt: str, seed: int, width: int, height: int, fmt: str = "WEBP") -> bytes:
+    """The image of :func:`render_png` encoded as ``fmt`` (``"WEBP"``, as the real CDN serves,
+    or ``"PNG"``, as seed-era servers did)."""
+    return _render(prompt, seed, *_fit(width, height), fmt)
 
 
 @functools.lru_cache(maxsize=64)
-def _render(prompt: str, seed: int, width: int, height: int) -> bytes:
+def _render(prompt: str, seed: int, width: int, height: int, fmt: str) -> bytes:
     rng = random.Random(f"{seed}\x00{prompt}")
     top = tuple(rng.randrange(256) for _ in range(3))
     bottom = tuple(rng.randrange(256) for _ in range(3))
@@ -60,5 +67,8 @@ def _render(prompt: str, seed: int, width: int, height: int) -> bytes:
         draw.text((4, y), line, fill=(255, 255, 255), font=font)
         y += 14
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False)
+    if fmt == "PNG":
+        image.save(out, format="PNG", optimize=False)
+    else:
+        image.save(out, format=fmt, quality=80)
     return out.getvalue()

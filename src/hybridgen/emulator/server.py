@@ -1,4 +1,4 @@
-"""The emulator's real HTTP + WebSocket server: a :class:`ServerModel` on one loopback port.
+"""The emulator's real HTTP + WebSocket server: a :class:`ServerModel` on two loopback ports.
 
 A Starlette app served by hypercorn's trio worker. Every decision (when a job is ready, which fault
 a poll hits, what the socket sends, when it drops) is the model's; this module only translates it
@@ -7,7 +7,8 @@ to HTTP and WebSocket. Endpoints:
 - ``POST /api/v1/file/generate-image``: start a job (bearer token checked, body validated: 422;
   the model's start faults answered as the real API does).
 - ``GET /api/v1/file/{file_id}``: poll a job, through the model's poll faults.
-- ``GET /files/{file_id}.png``: the result image, once ready.
+- ``GET /files/{file_id}.webp``: the result image, once ready, served from a second origin (its
+  own port, like the real CDN; no token needed) as the model's ``file_mode`` says.
 - ``WS /api/v1/ws/project.{project_id}``: after the client's ``subscribe`` message, the project's
   messages. A refused handshake gets HTTP 503 (401 for a bad token, 403 for a ``forbidden``
   project); a drop closes with 1011.
@@ -64,7 +65,7 @@ from .model import (
     WsRefused,
     sse_frame,
 )
-from .png import render_png
+from .png import render_image
 
 __all__ = [
     "CONTROL_BODY_LIMIT",
@@ -72,6 +73,7 @@ __all__ = [
     "SUBSCRIBE_TIMEOUT",
     "Emulator",
     "create_app",
+    "create_files_app",
     "is_loopback",
     "running",
     "serve",
@@ -94,10 +96,12 @@ START_BODY_LIMIT: Final = 2**20
 
 @attrs.frozen
 class Emulator:
-    """A running emulator: its base URL (``http://127.0.0.1:PORT``) and the model it serves."""
+    """A running emulator: its API's base URL (``http://127.0.0.1:PORT``), the model it serves
+    and the base URL of its result files (another port, like the real CDN)."""
 
     url: str
     model: ServerModel
+    files_url: str = ""
 
 
 _Endpoint = Callable[[Request], Awaitable[Response]]
@@ -247,19 +251,6 @@ def create_app(model: ServerModel) -> Starlette:
             return _unauthorized()
         return JSONResponse(model.generation_configs(request.query_params.get("type")))
 
-    async def get_png(request: Request) -> Response:
-        file_id = request.path_params["file_id"]
-        job = model.jobs.get(file_id)
-        if job is None:
-            return _error(404, f"File {file_id} not found")
-        if job.faults.job_fails or trio.current_time() < job.ready_at:
-            return _error(404, f"File {file_id} is not ready")
-        model.counts["download"] += 1
-        data = await trio.to_thread.run_sync(
-            render_png, job.prompt, job.seed, job.width, job.height
-        )
-        return Response(data, media_type="image/png")
-
     async def project_socket(websocket: WebSocket) -> None:
         project_id = websocket.path_params["project_id"]
         if not model.authorized(websocket.headers.get("authorization")):
@@ -335,7 +326,6 @@ def create_app(model: ServerModel) -> Starlette:
             Route("/api/v1/file/generate-image", generate_image, methods=["POST"]),
             Route("/api/v1/file/{file_id}", get_file, methods=["GET"]),
             Route("/api/v1/generation-config", generation_configs, methods=["GET"]),
-            Route("/files/{file_id}.png", get_png, methods=["GET"]),
             WebSocketRoute("/api/v1/ws/project.{project_id}", project_socket),
             Route("/api/v1/events/file.{file_id}", file_events, methods=["GET"]),
             Route("/_emulator/stats", control(stats), methods=["GET"]),
@@ -347,6 +337,28 @@ def create_app(model: ServerModel) -> Starlette:
             ),
         ]
     )
+
+
+def create_files_app(model: ServerModel) -> Starlette:
+    """The ASGI app of the result files (``GET /files/{name}``), served on its own origin."""
+
+    async def get_file(request: Request) -> Response:
+        name = request.path_params["name"]
+        plan = model.file_plan(name)
+        if plan is None:
+            return _error(404, f"File {name} not found or not ready")
+        image = b""
+        if plan.image_format is not None:
+            job = plan.job
+            image = await trio.to_thread.run_sync(
+                render_image, job.prompt, job.seed, job.width, job.height, plan.image_format
+            )
+        headers = {} if plan.length is None else {"Content-Length": str(plan.length)}
+        return StreamingResponse(
+            model.file_chunks(plan, image), media_type=plan.content_type, headers=headers
+        )
+
+    return Starlette(routes=[Route("/files/{name}", get_file, methods=["GET"])])
 
 
 _FAULT_FIELDS: Final = frozenset(field.name for field in attrs.fields(Faults))
@@ -457,10 +469,11 @@ async def serve(
 ) -> None:
     """Serve ``model`` on ``host:port`` (0: any free port) until cancelled.
 
-    Sets ``model.file_base`` to the server's URL, then reports an :class:`Emulator` through
-    ``task_status`` (use ``await nursery.start(serve, model)``). Cancelling it closes the listening
-    socket and every connection. A ``host`` that is not loopback logs a warning (stderr, unless
-    logging is configured otherwise): other machines can then reach the emulator.
+    The result files get a second listener on ``host`` (any free port), like the real CDN; sets
+    ``model.file_base`` to its URL, then reports an :class:`Emulator` through ``task_status``
+    (use ``await nursery.start(serve, model)``). Cancelling it closes both listening sockets and
+    every connection. A ``host`` that is not loopback logs a warning (stderr, unless logging is
+    configured otherwise): other machines can then reach the emulator.
     """
     if not is_loopback(host):
         guard = "with its token" if model.token else "with no token: anyone can use it"
@@ -470,16 +483,25 @@ async def serve(
             host,
             guard,
         )
+    async with trio.open_nursery() as nursery:
+        files_url = await nursery.start(_listen, create_files_app(model), host, 0)
+        model.file_base = files_url
+        url = await nursery.start(_listen, create_app(model), host, port)
+        log.debug("emulator serving on %s (files on %s)", url, files_url)
+        task_status.started(Emulator(url, model, files_url))
+
+
+async def _listen(
+    app: Starlette, host: str, port: int, *, task_status: trio.TaskStatus[str]
+) -> None:
+    """Serve one ASGI app on ``host:port`` with hypercorn's trio worker; report its URL."""
     # Hypercorn's default backlog (100) resets connections when many clients start at once.
     config = hypercorn_config(host, port, "hybridgen.emulator.hypercorn", backlog=BACKLOG)
     # Starlette's ASGI types are looser than hypercorn's; the app is a plain ASGI 3 app.
-    app = cast(ASGIFramework, create_app(model))
+    asgi = cast(ASGIFramework, app)
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(hypercorn.trio.serve, app, config))
-        url = binds[0].rstrip("/")
-        model.file_base = url
-        log.debug("emulator serving on %s", url)
-        task_status.started(Emulator(url, model))
+        binds: list[str] = await nursery.start(partial(hypercorn.trio.serve, asgi, config))
+        task_status.started(binds[0].rstrip("/"))
 
 
 @asynccontextmanager

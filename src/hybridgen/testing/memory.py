@@ -34,7 +34,8 @@ from ..emulator.model import (
     WsRefused,
     sse_frame,
 )
-from ..errors import TransientError, TransportError
+from ..emulator.png import render_image
+from ..errors import DownloadError, TransientError, TransportError
 from ..sse import PUSH_MAX_MESSAGE, sse_messages
 from ..transport import WS_MAX_MESSAGE, error_for_status
 
@@ -115,6 +116,32 @@ class MemoryTransport:
         detail = f": file {file_id} not found" if status == 404 else ""
         retry_after = self.model.retry_after(job) if status in (429, 503) else None
         raise error_for_status("poll", status, retry_after=retry_after, detail=detail)
+
+    @contextlib.asynccontextmanager
+    async def fetch(self, url: str, *, limit: int) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Open a result file on the model (no token: result files are public, as on the CDN)."""
+        await trio.lowlevel.checkpoint()
+        self.calls.append((trio.current_time(), "download"))
+        prefix = f"{self.model.file_base}/files/"
+        plan = self.model.file_plan(url[len(prefix) :]) if url.startswith(prefix) else None
+        if plan is None:
+            raise error_for_status("download", 404, detail=f": {url} not found")
+        if plan.length is not None and plan.length > limit:
+            raise DownloadError(
+                f"download of {url}: the file is over the size limit ({limit} bytes; "
+                f"the server announced {plan.length})",
+                url=url,
+                kind="too_large",
+            )
+        image = b""
+        if plan.image_format is not None:
+            job = plan.job
+            image = render_image(job.prompt, job.seed, job.width, job.height, plan.image_format)
+        chunks = self.model.file_chunks(plan, image)
+        try:
+            yield chunks
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
     @contextlib.asynccontextmanager
     async def listen(self, project_id: str) -> AsyncIterator[AsyncIterator[str]]:

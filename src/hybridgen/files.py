@@ -1,0 +1,325 @@
+"""Result files as they are: the format read from the bytes, saved atomically within limits.
+
+A result URL may serve any image format (the real CDN serves WEBP), or something that is not an
+image at all (an HTML error page). :func:`save` streams a body to a temporary file beside the
+destination, with a size limit, checks from the bytes that it is an image (magic numbers, then
+Pillow), converts it only when asked, and renames it into place. Memory stays at about one chunk
+whatever the server sends. :meth:`hybridgen.Client.download` is the usual way in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Final
+
+import attrs
+import trio
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ConfigError, DownloadError
+
+__all__ = [
+    "CONVERT_FORMATS",
+    "DOWNLOAD_LIMIT",
+    "IMAGE_TYPES",
+    "SavedFile",
+    "check_destination",
+    "format_for_suffix",
+    "save",
+    "sniff",
+]
+
+DOWNLOAD_LIMIT: Final = 64 * 2**20
+"""The default size limit of a downloaded file, in bytes (64 MiB)."""
+
+IMAGE_TYPES: Final = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/avif": ".avif",
+    "image/heic": ".heic",
+}
+"""The image types recognised from their bytes, with the suffix a file of that type gets."""
+
+CONVERT_FORMATS: Final = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+}
+"""The formats a file can be converted to (``convert=``), by name."""
+
+_PILLOW: Final = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/gif": "GIF",
+    "image/avif": "AVIF",
+}
+_HEAD: Final = 32
+"""Bytes enough to recognise every format of :data:`IMAGE_TYPES`."""
+_WRITE_AT: Final = 2**20
+"""Bytes gathered before one write to disk (in a worker thread)."""
+
+
+def sniff(head: bytes) -> str | None:
+    """The image type of a file from its first bytes (magic numbers), or ``None``.
+
+    Recognises PNG, JPEG, WEBP, GIF, AVIF and HEIC; the URL and the server's ``Content-Type``
+    are never trusted.
+    """
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "image/avif"
+        if brand in (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"):
+            return "image/heic"
+    return None
+
+
+def _describe(head: bytes) -> str:
+    """What a body that is not an image looks like, for an error message (no server text)."""
+    text = head.lstrip()
+    if not text:
+        return "an empty body"
+    if text[:1] == b"<":
+        return "an HTML or XML page"
+    if text[:1] in (b"{", b"["):
+        return "JSON"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in text):
+        return "plain text"
+    return "binary data of no known image format"
+
+
+def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The conversion format a file name asks for (``fox.png``: ``"png"``), else ``None``."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in CONVERT_FORMATS else None
+
+
+def check_destination(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`~hybridgen.errors.ConfigError` (``out``) unless ``path`` can be a new file.
+
+    The path must be a regular file or not exist yet: a directory, a device (``/dev/full``), a
+    FIFO or a socket is refused, before any I/O. Nothing is created.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError("out", f"cannot use {os.fspath(path)}: {exc.strerror}") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    raise ConfigError("out", f"{os.fspath(path)} is {kind}; give the path of a regular file")
+
+
+@attrs.frozen
+class SavedFile:
+    """A result file saved on disk.
+
+    ``path`` is where it is (the true suffix added when the asked path had none);
+    ``content_type`` is its format as saved, read from the bytes (e.g. ``"image/webp"``);
+    ``source_type`` the format the server sent (they differ when it was converted); ``size`` is
+    its size in bytes; ``url`` where it came from.
+    """
+
+    path: str
+    content_type: str
+    size: int
+    url: str
+    source_type: str
+
+    @property
+    def converted(self) -> bool:
+        """True when the file was converted from the format the server sent."""
+        return self.content_type != self.source_type
+
+
+def _convert_target(convert: str | None) -> str | None:
+    if convert is None:
+        return None
+    target = CONVERT_FORMATS.get(str(convert).lower().lstrip("."))
+    if target is None:
+        raise ConfigError(
+            "convert", f"must be one of {', '.join(CONVERT_FORMATS)} or None, got {convert!r}"
+        )
+    return target
+
+
+async def save(
+    chunks: AsyncIterator[bytes],
+    path: str | os.PathLike[str],
+    *,
+    url: str,
+    limit: int = DOWNLOAD_LIMIT,
+    convert: str | None = None,
+) -> SavedFile:
+    """Stream ``chunks`` (a result file's body) to ``path``; return the :class:`SavedFile`.
+
+    The body goes to a temporary file in ``path``'s directory (created if needed), at most
+    ``limit`` bytes; it must be an image (read from its bytes). ``convert`` (``"png"``,
+    ``"jpeg"``, ...) converts it with Pillow when it is in another format; ``None`` keeps the
+    bytes as they are. A ``path`` without a suffix gets the true one (``fox`` -> ``fox.webp``).
+    The file then replaces ``path`` atomically. Any failure raises
+    :class:`~hybridgen.errors.DownloadError` and leaves nothing behind; an existing ``path`` that
+    is not a regular file (a device, a FIFO) is never written.
+    """
+    target = _convert_target(convert)
+    dest = Path(path)
+    try:
+        check_destination(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except (ConfigError, OSError) as exc:
+        raise DownloadError(f"cannot save {url} to {dest}: {exc}", url=url, kind="disk") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            size, source = await _receive(chunks, f, url, limit)
+        saved_type = await trio.to_thread.run_sync(_finish, tmp, url, source, target)
+        final = _final_path(dest, saved_type)
+        size = os.stat(tmp).st_size
+        check_destination(final)
+        os.replace(tmp, final)
+    except ConfigError as exc:
+        raise DownloadError(f"cannot save {url}: {exc}", url=url, kind="disk") from None
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot save {url} to {dest}: {exc.strerror or exc}", url=url, kind="disk"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return SavedFile(os.fspath(final), saved_type, size, url, source)
+
+
+async def _receive(
+    chunks: AsyncIterator[bytes], f: IO[bytes], url: str, limit: int
+) -> tuple[int, str]:
+    """Write the body to ``f``, within ``limit``; its size and image type (from its bytes)."""
+    size = 0
+    head = b""
+    source: str | None = None
+    pending = bytearray()
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise DownloadError(
+                f"download of {url}: the file is over the size limit ({limit} bytes)",
+                url=url,
+                kind="too_large",
+            )
+        if source is None:
+            head = (head + chunk)[:_HEAD]
+            source = sniff(head)
+            if source is None and len(head) >= _HEAD:
+                raise _not_an_image(url, head)
+        pending += chunk
+        if len(pending) >= _WRITE_AT:
+            data, pending = bytes(pending), bytearray()
+            await trio.to_thread.run_sync(f.write, data)
+    if source is None:
+        raise _not_an_image(url, head)
+    data = bytes(pending)
+    del pending
+
+    def flush() -> None:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+    await trio.to_thread.run_sync(flush)
+    return size, source
+
+
+def _not_an_image(url: str, head: bytes) -> DownloadError:
+    return DownloadError(
+        f"download of {url}: not an image (the server sent {_describe(head)})",
+        url=url,
+        kind="not_an_image",
+    )
+
+
+def _finish(tmp: str, url: str, source: str, target: str | None) -> str:
+    """Check the image with Pillow and convert it in place if asked; its final type."""
+    pillow = _PILLOW.get(source)
+    try:
+        if pillow is not None:  # HEIC needs a plugin: its magic number is the check
+            with Image.open(tmp) as image:
+                found = image.format
+                image.verify()
+            if found != pillow:
+                raise DownloadError(
+                    f"download of {url}: its bytes start like {source} but Pillow reads {found}",
+                    url=url,
+                    kind="not_an_image",
+                )
+    except Image.DecompressionBombError:
+        raise DownloadError(
+            f"download of {url}: the image has too many pixels to open safely",
+            url=url,
+            kind="too_large",
+        ) from None
+    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError, OSError) as exc:
+        raise DownloadError(
+            f"download of {url}: not a valid {source} image ({exc})", url=url, kind="not_an_image"
+        ) from None
+    if target is not None and target != source:
+        _convert(tmp, url, target)
+    os.chmod(tmp, 0o644)
+    return source if target is None else target
+
+
+def _convert(tmp: str, url: str, target: str) -> None:
+    """Convert the image at ``tmp`` to ``target`` in place (through a second temporary file)."""
+    conv = tmp + ".conv"
+    try:
+        with Image.open(tmp) as image:
+            image.load()
+            out: Image.Image = image
+            if target == "image/jpeg" and image.mode not in ("RGB", "L"):
+                out = image.convert("RGB")
+            with open(conv, "wb") as f:
+                out.save(f, format=_PILLOW[target])
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(conv, tmp)
+    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError, KeyError) as exc:
+        raise DownloadError(
+            f"download of {url}: cannot convert it to {target} ({exc})", url=url, kind="convert"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(conv)
+
+
+def _final_path(dest: Path, content_type: str) -> Path:
+    if dest.suffix:
+        return dest
+    return dest.with_name(dest.name + IMAGE_TYPES[content_type])
