@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -11,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,12 +35,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = RUN_TIMEOUT,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``hybridgen ARGS`` to its end (within ``timeout`` seconds)."""
+    """Run ``hybridgen ARGS`` to its end (within ``timeout`` seconds), in ``cwd`` if given."""
     assert BIN is not None
     return subprocess.run(
         [BIN, *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -199,3 +204,15 @@ def serve_emulator(
 def is_start(line: dict[str, Any]) -> bool:
     """A ``--json`` line of a generation's first transition (its start request was answered)."""
     return line.get("event") == "transition" and line.get("trigger") == "start"
+
+
+@contextlib.contextmanager
+def serving(*args: str) -> Iterator[tuple[Running, str]]:
+    """``hybridgen serve ARGS`` in a subprocess: the process and its base URL; killed at the end."""
+    process = Running("serve", *args, env=clean_env())
+    try:
+        url = process.line(timeout=15)
+        assert url.startswith("http://127.0.0.1:")
+        yield process, url
+    finally:
+        process.kill()

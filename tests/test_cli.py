@@ -27,6 +27,7 @@ from cli_support import (
     needs_command,
     run,
     run_on_terminal,
+    serving,
 )
 
 FAST = ("--time-scale", "0.02")
@@ -215,13 +216,8 @@ WRONG_TOKEN = "tok-Qx7WrongSecretYy42"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[Running, str]]:
-    process = Running("serve", "--token", SERVER_TOKEN, *FAST, env=clean_env())
-    try:
-        url = process.line(timeout=15)
-        assert url.startswith("http://127.0.0.1:")
+    with serving("--token", SERVER_TOKEN, *FAST) as (process, url):
         yield process, url
-    finally:
-        process.kill()
 
 
 def test_wrong_token_fails_fast_without_showing_it(
@@ -253,7 +249,7 @@ def test_right_token_succeeds_without_showing_it(
     assert "DEBUG" in proc.stderr  # -v did turn debug logging on
     result = json_lines(proc.stdout)[-1]
     assert result["state"] == "done"
-    assert result["url"].startswith(url)
+    assert result["url"].startswith("http://127.0.0.1:") and not result["url"].startswith(url)
     assert_png(out)
     for text in (proc.stdout, proc.stderr, "".join(process.stderr), "".join(process.stdout)):
         assert SERVER_TOKEN not in text

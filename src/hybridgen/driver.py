@@ -363,26 +363,36 @@ class Client:
                 kind="no_result",
             )
         timeout = (policy or self.policy).download_timeout
+        saved: SavedFile | None = None
         try:
-            with trio.fail_after(timeout):
+            # The bound covers the transfer, not the image checks and conversion after it; it
+            # encloses the whole `async with`, as a transport's fetch may open a nursery.
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as bound:
+
+                def received() -> None:
+                    bound.deadline = math.inf
+
                 async with self.transport.fetch(url, limit=limit) as chunks:
-                    return await save(chunks, path, url=url, limit=limit, convert=convert)
-        except trio.TooSlowError:
+                    saved = await save(
+                        chunks, path, url=url, limit=limit, convert=convert, on_received=received
+                    )
+        except DownloadError:
+            raise
+        except TransportError as exc:
+            status = getattr(exc, "status", None)
+            raise DownloadError(
+                f"download of {url}: {str(exc).removeprefix('download: ')}",
+                url=url,
+                kind="connection" if status is None else "http",
+                status=status,
+            ) from None
+        if saved is None:
             raise DownloadError(
                 f"download of {url}: not finished within {timeout:g} s (download_timeout)",
                 url=url,
                 kind="timeout",
-            ) from None
-        except DownloadError:
-            raise
-        except TransportError as exc:
-            kind = "http" if getattr(exc, "status", None) is not None else "connection"
-            raise DownloadError(
-                f"download of {url}: {str(exc).removeprefix('download: ')}",
-                url=url,
-                kind=kind,
-                status=getattr(exc, "status", None),
-            ) from None
+            )
+        return saved
 
     def _new(
         self,

@@ -13,7 +13,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Final
 
@@ -180,6 +180,7 @@ async def save(
     url: str,
     limit: int = DOWNLOAD_LIMIT,
     convert: str | None = None,
+    on_received: Callable[[], object] | None = None,
 ) -> SavedFile:
     """Stream ``chunks`` (a result file's body) to ``path``; return the :class:`SavedFile`.
 
@@ -189,7 +190,8 @@ async def save(
     bytes as they are. A ``path`` without a suffix gets the true one (``fox`` -> ``fox.webp``).
     The file then replaces ``path`` atomically. Any failure raises
     :class:`~hybridgen.errors.DownloadError` and leaves nothing behind; an existing ``path`` that
-    is not a regular file (a device, a FIFO) is never written.
+    is not a regular file (a device, a FIFO) is never written. ``on_received`` is called once the
+    whole body is on disk, before the checks (e.g. to lift a deadline meant for the transfer).
     """
     target = _convert_target(convert)
     dest = Path(path)
@@ -202,6 +204,8 @@ async def save(
     try:
         with os.fdopen(fd, "wb") as f:
             size, source = await _receive(chunks, f, url, limit)
+        if on_received is not None:
+            on_received()
         saved_type = await trio.to_thread.run_sync(_finish, tmp, url, source, target)
         final = _final_path(dest, saved_type)
         size = os.stat(tmp).st_size

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..api import BODY_FORMS
-from ..emulator.model import POLL_FAULTS, SSE_MODES, START_FAULTS, WS_MODES
+from ..emulator.model import FILE_MODES, POLL_FAULTS, SSE_MODES, START_FAULTS, WS_MODES
 from ..errors import ConfigError, HybridgenError, RequestError
 from ..policy import PRESETS
 from ._check import _cmd_check
@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         required=True,
         metavar="PATH",
-        help="where to save the image (with --batch: a directory)",
+        help=(
+            "where to save the image: a regular file path whose suffix names the format (.png "
+            "converts a WEBP result); no suffix keeps the file's own format and adds its suffix "
+            "(with --batch: a directory)"
+        ),
     )
     gen.add_argument(
         "--batch",
@@ -230,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--start-faults", type=int, metavar="N", help="only the first N start requests fault"
+    )
+    serve.add_argument(
+        "--file-mode",
+        choices=FILE_MODES,
+        default="webp",
+        help=(
+            "how result files are served from the files origin: webp (today's CDN), png "
+            "(seed era), html (an error page), huge (2 GiB), slow (1 byte/s, scaled)"
+        ),
     )
     serve.set_defaults(func=_cmd_serve)
 

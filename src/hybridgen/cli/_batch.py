@@ -38,10 +38,9 @@ from ._options import _open_config
 from ._report import Outcome, _BatchReporter, _tally
 
 if TYPE_CHECKING:
-    from ..driver import Generation
+    from ..driver import Client, Generation
     from ..emulator.model import Faults
     from ..journal import Entry, SQLiteJournal
-    from ..transport import SuperDuperTransport
     from ._generate import _Job
 
 
@@ -127,12 +126,12 @@ class _Run:
             if self.publish is not None:
                 self.publish(outcome_json(outcome, item))
 
-    async def deliver(self, transport: SuperDuperTransport, item: _Item, gen: Generation) -> None:
+    async def deliver(self, client: Client, item: _Item, gen: Generation) -> None:
         """Wait for ``gen``, save its image to the item's path, report the item."""
         result = await gen.wait()
         saved, problem = None, "the journal does not say where to save it (no 'out')"
         if result.state is State.DONE and result.url and item.out is not None:
-            saved, problem = await _save(transport, result.url, item.out)
+            saved, problem = await _save(client, result.url, item.out, gen.core.policy)
             if saved is not None and self.journal is not None:
                 self.journal.delivered(gen.id, saved)
         self.ended(item, _outcome_of(gen, saved, problem))
@@ -201,7 +200,7 @@ async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
                 def on_start(position: int, gen: Generation) -> None:
                     item = job.items[position]
                     run.started(item, gen, interrupt)
-                    savers.start_soon(run.deliver, transport, item, gen)
+                    savers.start_soon(run.deliver, client, item, gen)
 
                 results = await run_batch(
                     client,

@@ -1,8 +1,10 @@
-"""Where results land on disk: atomic image saves and opening the journal file.
+"""Where results land on disk: image saves, ``--out`` checks and opening the journal file.
 
-A saved image is written to a temporary file beside its target and renamed, so a reader never sees
-a partial file; the download has a deadline (:data:`DOWNLOAD_TIMEOUT`). Errors become a reason
-(saves) or a :class:`~hybridgen.errors.ConfigError` naming ``--journal``.
+Images are saved by :meth:`hybridgen.Client.download` (streamed to a temporary file beside the
+target, checked to be an image from its bytes, renamed; bounded by the policy's
+``download_timeout``), converted to the format ``--out``'s suffix names, or given their true
+suffix when it has none. Errors become a reason (saves) or a
+:class:`~hybridgen.errors.ConfigError` naming ``--out`` or ``--journal``.
 """
 
 from __future__ import annotations
@@ -14,18 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import trio
-
 from ..errors import ConfigError, HybridgenError
+from ..files import check_destination, format_for_suffix
 from ._output import _say
 
 if TYPE_CHECKING:
+    from ..driver import Client
     from ..journal import SQLiteJournal
-    from ..transport import SuperDuperTransport
-
-
-DOWNLOAD_TIMEOUT: Final = 120.0
-"""The longest the image download may take (not scaled)."""
+    from ..policy import Policy
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -45,17 +43,32 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-async def _save(transport: SuperDuperTransport, url: str, out: Path) -> tuple[str | None, str]:
-    """Download ``url`` to ``out`` atomically: ``(path, "")``, or ``(None, why not)``."""
+async def _save(
+    client: Client, url: str, out: Path, policy: Policy | None = None
+) -> tuple[str | None, str]:
+    """Save the file at ``url`` as ``out`` asks: ``(real path, "")``, or ``(None, why not)``.
+
+    ``out``'s suffix names the format (``.png``: converted to PNG if it is not one); without a
+    suffix the file keeps its format and gets its true suffix.
+    """
     try:
-        with trio.fail_after(DOWNLOAD_TIMEOUT):
-            data = await transport.download(url)
-        await trio.to_thread.run_sync(_write_atomic, out, data)
-    except trio.TooSlowError:
-        return None, f"the download took longer than {DOWNLOAD_TIMEOUT:g} s"
-    except (HybridgenError, OSError) as exc:
+        saved = await client.download(url, out, convert=format_for_suffix(out), policy=policy)
+    except HybridgenError as exc:
         return None, f"could not save the image: {exc}"
-    return os.fspath(out), ""
+    return saved.path, ""
+
+
+def _check_out(value: str) -> Path:
+    """``--out`` as a path to a regular file (new or existing), checked before any I/O.
+
+    A directory, a device (``/dev/full``), a FIFO or a socket is a usage error (exit 2).
+    """
+    out = Path(value)
+    try:
+        check_destination(out)
+    except ConfigError as exc:
+        raise ConfigError("--out", str(exc).removeprefix("out: ")) from None
+    return out
 
 
 def _journal_meta(out: Path) -> dict[str, str]:

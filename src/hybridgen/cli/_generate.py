@@ -26,7 +26,7 @@ from ..machine import State
 from ..policy import Policy
 from ._batch import _cmd_batch
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ._files import _close_journal, _journal_meta, _open_journal, _save
+from ._files import _check_out, _close_journal, _journal_meta, _open_journal, _save
 from ._inspect import Publish, follow, inspecting, parse_address
 from ._interrupt import _early_interrupt, _Interrupt, _not_saved, _watch_signals
 from ._json import JsonReporter, outcome_json
@@ -105,7 +105,7 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
                 reporter.t0 = gen.core.started
             result = gen.result()
             if result.state is State.DONE and result.url:
-                saved, problem = await _save(transport, result.url, job.out)
+                saved, problem = await _save(client, result.url, job.out)
                 if saved is not None and job.journal is not None:
                     job.journal.delivered(gen.id, saved)
         interrupt.scope = None
@@ -148,6 +148,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError("--trace draws one generation's path; it cannot be used with --batch")
     if args.inspect is not None:
         parse_address(args.inspect)  # a bad address is bad usage, found before any work
+    out = Path(args.out) if batch else _check_out(args.out)  # before any I/O
     embedded = "SUPERDUPERAI_URL" not in os.environ
     if not embedded and (
         args.gen_time is not None or args.ws_mode is not None or args.sse_mode is not None
@@ -185,12 +186,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         )
     elif args.time_scale is not None:
         _say(_external_scale_note(scale, policy))
-    out = Path(args.out)
     if request is None:
         base = _Job(ImageRequest(prompt="-"), policy, config, faults, scale, out, log_events=False)
         return _cmd_batch(args, level, base)
-    if out.is_dir():
-        raise ConfigError("--out", f"{args.out} is a directory; give a file path")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -63,7 +63,7 @@ async def _resume_body(
                     if item.out is None:
                         problem = "the journal does not say where to save it (no 'out')"
                     elif entry.url:
-                        saved, problem = await _save(transport, entry.url, item.out)
+                        saved, problem = await _save(client, entry.url, item.out, entry.policy)
                     if saved is not None:
                         journal.delivered(entry.id, saved)
                     outcome = Outcome(
@@ -90,7 +90,7 @@ async def _resume_body(
                         )
                     )
                     run.started(item, gen, interrupt)
-                await run.deliver(transport, item, gen)
+                await run.deliver(client, item, gen)
 
         with trio.CancelScope() as work:
             interrupt.scope = work

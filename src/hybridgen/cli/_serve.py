@@ -28,8 +28,9 @@ async def _serve(faults: Faults, scale: float, token: str | None, host: str, por
             _out(emulator.url)
             auth = "requires a bearer token" if token else "accepts any token"
             _say(
-                f"emulator serving at {emulator.url} (ws-mode {faults.ws_mode}, sse-mode "
-                f"{faults.sse_mode}, generation "
+                f"emulator serving at {emulator.url}, result files ({faults.file_mode}) at "
+                f"{emulator.files_url} (ws-mode {faults.ws_mode}, sse-mode {faults.sse_mode}, "
+                f"generation "
                 f"{faults.gen_time * scale:g} s, {auth}); Ctrl-C stops it"
             )
             async for signum in signals:
@@ -53,5 +54,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         retry_after=_absolute("retry_after", args.retry_after, scale),
         start_fault=args.start_fault,
         start_faults=args.start_faults,
+        file_mode=args.file_mode,
     )
     return trio.run(_serve, faults, scale, token, args.host, args.port)
