@@ -144,10 +144,13 @@ class AsyncioClient:
         *,
         convert: str | None = None,
         limit: int = DOWNLOAD_LIMIT,
+        policy: Policy | None = None,
     ) -> SavedFile:
         """Save a result's file to ``path``; like :meth:`Client.download` (same errors)."""
         return await self._call(
-            lambda client: client.download(result, path, convert=convert, limit=limit)
+            lambda client: client.download(
+                result, path, convert=convert, limit=limit, policy=policy
+            )
         )
 
     async def _call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
