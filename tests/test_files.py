@@ -30,6 +30,8 @@ from hybridgen.transport import SuperDuperTransport
 
 TOKEN = "test-token-123"
 SCALE = 0.02
+FAST = Policy.default().scaled(SCALE).replace(request_timeout=5.0, deadline=10.0)
+"""Scaled timings, but requests and generations bounded generously (a loaded machine)."""
 LIMIT = 20.0
 """No test body may take longer than this (seconds): nothing can hang."""
 
@@ -197,7 +199,7 @@ async def test_save_stops_at_the_limit(tmp_path: Path) -> None:
 
 async def emulator_client(emulator: Emulator, **policy: float) -> Client:
     transport = SuperDuperTransport(Config(url=emulator.url, token=TOKEN))
-    return Client(transport, policy=Policy.default().scaled(SCALE).replace(**policy))
+    return Client(transport, policy=FAST.replace(**policy))
 
 
 @pytest.mark.parametrize("mode", ["webp", "png"])
@@ -285,7 +287,7 @@ def test_a_slow_body_ends_at_the_scaled_timeout_on_the_virtual_clock(tmp_path: P
 
 async def test_save_of_a_result_without_url_says_so(tmp_path: Path) -> None:
     transport = MemoryTransport(ServerModel(Faults(gen_time=0.1, job_fails=True), time_scale=SCALE))
-    async with Client(transport, policy=Policy.default().scaled(SCALE)) as client:
+    async with Client(transport, policy=FAST) as client:
         with trio.fail_after(LIMIT):
             async with trio.open_nursery() as nursery:
                 gen = await nursery.start(client.start, "a red fox")

@@ -209,7 +209,7 @@ async def test_the_token_goes_only_to_the_api_origin() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append((str(request.url), request.headers.get("authorization")))
-        return httpx.Response(200, stream=httpx.ByteStream(b"\x89PNG..."))
+        return httpx.Response(200, content=b"\x89PNG...")  # read in memory: streamed too
 
     config = Config(url="https://api.example.com", token=SECRET)
     async with mock_client(handler) as http:

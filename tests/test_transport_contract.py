@@ -615,7 +615,7 @@ async def test_malformed_bodies_get_a_fastapi_422(
             side.model.create(body)
         status, detail = info.value.reply.status, json.loads(info.value.reply.body)
     else:
-        url = side.model.file_base + "/api/v1/file/generate-image"
+        url = side.api_url + "/api/v1/file/generate-image"  # file_base is the files origin
         async with httpx.AsyncClient() as http:
             reply = await http.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
         status, detail = reply.status_code, reply.json()
