@@ -299,7 +299,7 @@ async def test_served_for_a_client_it_follows_a_real_generation_and_never_shows_
             nursery.cancel_scope.cancel()
     assert seen[0]["event"] == "transition" and seen[0]["from"] == "requested"
     assert seen[-1]["state"] == "done"
-    assert str(seen[-1]["url"]).endswith(".png")
+    assert str(seen[-1]["url"]).endswith(".webp")
     assert token not in page
     assert token not in json.dumps(seen)
 

@@ -197,7 +197,7 @@ async def test_the_page_follows_a_batch_to_done_in_chromium(
         assert card["current"] == ["done"], card
         assert card["last"] == [["polling", "done"]], card
         assert card["chip"] == "done via polling"
-        assert card["image"] and card["image"].endswith(".png")
+        assert card["image"] and card["image"].endswith(".webp")
         assert not card["reason"]
         # what the diagram highlighted followed the card's state along edges of the machine
         states = [entry[0] for entry in seen[gen_id]]
