@@ -18,7 +18,7 @@ pytestmark = needs_command
 
 TOKEN = "tok-CheckSecret-5151"
 WRONG = "tok-CheckWrong-0000"
-STEPS = ["configuration", "dns", "tcp", "tls", "token", "websocket"]
+STEPS = ["configuration", "dns", "tcp", "tls", "token", "websocket", "sse"]
 
 
 def serve(spawn: Callable[..., Running], *args: str) -> str:
@@ -52,7 +52,7 @@ def test_everything_works_against_the_embedded_emulator() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert [line.split()[1] for line in lines] == STEPS
-    assert [line.split()[0] for line in lines] == ["ok", "ok", "ok", "skipped", "ok", "ok"]
+    assert [line.split()[0] for line in lines] == ["ok", "ok", "ok", "skipped", "ok", "ok", "ok"]
     assert "embedded emulator" in proc.stderr
 
 
@@ -91,7 +91,46 @@ def test_a_broken_push_is_a_warning_polling_still_works(
     code, steps, _ = check(url)
     assert code == 0  # a generation still works: by polling
     assert verdicts(steps)["websocket"] == "warning"
-    assert words in steps[-1]["fix"] and "polling" in steps[-1]["fix"]
+    ws = next(s for s in steps if s["step"] == "websocket")
+    assert words in ws["fix"] and "polling" in ws["fix"]
+
+
+def test_a_refused_sse_stream_is_a_warning_with_a_hint(spawn: Callable[..., Running]) -> None:
+    url = serve(spawn, "--sse-mode", "refuse")
+    code, steps, _ = check(url)
+    assert code == 0  # polling still delivers
+    assert verdicts(steps)["sse"] == "warning" and verdicts(steps)["websocket"] == "ok"
+    assert "HTTP 524" in steps[-1]["detail"]
+    assert "524" in steps[-1]["fix"] and "polling" in steps[-1]["fix"]
+    counts = emulator_stats(url, TOKEN)
+    assert counts["start"] == 0 and counts["sse_connect"] == 1
+
+
+def test_check_generate_reports_each_way_against_the_embedded_emulator() -> None:
+    proc = run("check", "--generate", "--json", "--time-scale", "0.05", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ways = {s["step"]: s for s in json_lines(proc.stdout) if "channel" in s}
+    assert list(ways) == ["polling", "websocket only", "sse only", "hybrid"]
+    assert {name: (w["verdict"], w["channel"]) for name, w in list(ways.items())[:3]} == {
+        "polling": ("ok", "polling"),
+        "websocket only": ("warning", "polling"),  # today's socket is silent
+        "sse only": ("ok", "sse"),
+    }
+    # hybrid: SSE and a poll both see the job at its ready moment; either may win the tie
+    assert ways["hybrid"]["verdict"] == "ok" and ways["hybrid"]["channel"] in ("sse", "polling")
+    assert "websocket delivered nothing" in ways["websocket only"]["detail"]
+    for way in ways.values():
+        assert way["seconds"] > 0 and way["after_ready"] is not None
+        assert 0 <= way["after_ready"] < way["seconds"]
+    # the push waits most of the deadline: polling caught it long after the job was ready
+    assert ways["websocket only"]["after_ready"] > ways["sse only"]["after_ready"]
+
+
+def test_check_generate_prints_a_summary_line() -> None:
+    proc = run("check", "--generate", "--time-scale", "0.05", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.splitlines()[-1]
+    assert last == "ways that deliver: polling, sse only, hybrid; not: websocket only"
 
 
 def test_nothing_listening_fails_the_tcp_step() -> None:

@@ -252,12 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="check each step a generation needs (DNS, TCP, TLS, token, push); starts no job",
         description=(
             "Walk the path a generation takes against SUPERDUPERAI_URL (or the embedded emulator "
-            "when it is unset): configuration, DNS, TCP, TLS, token, WebSocket. Each step gets a "
-            "time, a verdict and, on failure, the fix. Exit 0 when a generation can work (a "
-            "failing push channel is a warning: polling still works), 1 otherwise. Starts no job."
+            "when it is unset): configuration, DNS, TCP, TLS, token, WebSocket, SSE. Each step "
+            "gets a time, a verdict and, on failure, the fix. Exit 0 when a generation can work (a "
+            "failing push channel is a warning: polling still works), 1 otherwise. Starts no job, "
+            "unless --generate."
         ),
     )
     check.add_argument("--json", action="store_true", help="one JSON object per step on stdout")
+    check.add_argument(
+        "--generate",
+        action="store_true",
+        help="then run one real generation per way: polling, each push channel alone, hybrid",
+    )
+    check.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="X",
+        help="multiply the --generate policies' durations (and the embedded emulator's job time)",
+    )
     check.set_defaults(func=_cmd_check)
 
     models = sub.add_parser(

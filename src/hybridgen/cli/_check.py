@@ -1,10 +1,13 @@
 """``hybridgen check``: which part of the path a generation takes works, step by step.
 
 Walks configuration → DNS → TCP → TLS → token (the model list: an authenticated request that
-starts no job) → WebSocket (connect and subscribe, then the subscription kept), and reports each
+starts no job) → WebSocket (connect and subscribe, then the subscription kept) → SSE (the events
+endpoint of a made-up file: a JSON 404 or an event stream proves the route exists; an HTML page,
+a 5xx/524 or no connection is the problem), and reports each
 step with its time, a verdict and, when it fails, the fix. The exit code says whether a generation
 can work: polling needs every step up to the token; a failed push channel is a warning (polling
-still delivers). It never starts a job.
+still delivers). It never starts a job; ``--generate`` then runs paid generations
+(:mod:`._check_ways`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 import attrs
+import httpx
 import trio
 
-from ..api import Config
+from ..api import USER_AGENT, Config, sse_path
 from ..errors import AuthError, ConfigError, HybridgenError, PermanentError
+from ._check_ways import Way, run_ways, summary
 from ._exit import EXIT_FAILED, EXIT_OK
+from ._options import EMULATOR_GEN_TIME, _faults, _scale
 from ._output import _note_secret, _out, _redact, _say, _setup_logging
 
 STEP_TIMEOUT: Final = 10.0
@@ -83,6 +89,14 @@ FIX_SUBSCRIBE: Final = (
     "the server closed the socket right after the subscribe message: the token may not use push, "
     "or the server changed its protocol; generations still finish by polling"
 )
+FIX_SSE: Final = (
+    "the SSE push stream does not open from here (a proxy or CDN that cuts long-lived HTTP "
+    "responses answers 524, or the server has no events endpoint): generations still finish by "
+    "polling; --push websocket or --policy polling avoid it; hybridgen check --generate shows "
+    "which way delivers"
+)
+SSE_PROBE: Final = "hybridgen-check-no-such-file"
+"""The made-up file id the SSE step asks for (no job has it, so no job is touched)."""
 
 
 async def _timed(name: str, body: Callable[[], Awaitable[str]], *, warn: bool = False) -> Step:
@@ -170,6 +184,9 @@ async def _walk(config: Config) -> list[Step]:
             raise _Failed(f"closed {after:.2f} s after subscribing: {exc}", FIX_SUBSCRIBE) from None
         return f"connected and subscribed; still open {KEEP_OPEN:g} s later"
 
+    async def sse() -> str:
+        return await _probe_sse(config)
+
     try:
         for name, body in (("dns", dns), ("tcp", tcp)):
             steps.append(await _timed(name, body))
@@ -187,6 +204,7 @@ async def _walk(config: Config) -> list[Step]:
         if steps[-1].verdict != "ok":
             return steps
         steps.append(await _timed("websocket", websocket, warn=True))
+        steps.append(await _timed("sse", sse, warn=True))
     finally:
         if stream is not None:
             await trio.aclose_forcefully(stream)
@@ -194,16 +212,58 @@ async def _walk(config: Config) -> list[Step]:
     return steps
 
 
-async def _check(config: Config | None) -> list[Step]:
+async def _probe_sse(config: Config) -> str:
+    """Open the events stream of a made-up file: its status and first bytes tell whether the
+    endpoint exists (a JSON 404 with ``detail``, or a stream) or something in between answers."""
+    url = config.api_url(sse_path(SSE_PROBE))
+    headers = {
+        "Authorization": config.headers()["Authorization"],
+        "Accept": "text/event-stream",
+        "User-Agent": USER_AGENT,
+    }
+    try:
+        async with (
+            httpx.AsyncClient(timeout=STEP_TIMEOUT) as http,
+            http.stream("GET", url, headers=headers) as reply,
+        ):
+            kind = reply.headers.get("content-type", "").partition(";")[0].strip()
+            first = b""
+            async for chunk in reply.aiter_bytes():
+                first = chunk[:512]
+                break
+    except httpx.HTTPError as exc:
+        raise _Failed(f"GET {sse_path(SSE_PROBE)}: {type(exc).__name__}", FIX_SSE) from None
+    status = reply.status_code
+    if status == 200 and kind == "text/event-stream":
+        return f"event stream opened (HTTP 200, first bytes {first[:40]!r})"
+    if status == 404 and kind == "application/json" and b'"detail"' in first:
+        return "the endpoint answers (HTTP 404 with a JSON detail for a made-up file, as expected)"
+    shown = kind or "no content type"
+    raise _Failed(f"GET {sse_path(SSE_PROBE)}: HTTP {status} ({shown})", FIX_SSE)
+
+
+async def _check(config: Config | None, generate: bool, time_scale: float) -> list[Step | Way]:
     if config is not None:
-        return await _walk(config)
+        steps: list[Step | Way] = [*await _walk(config)]
+        if generate and _works(steps):
+            steps += await run_ways(config, time_scale, None)
+        return steps
     from ..emulator import running
 
     token = secrets.token_urlsafe(24)
     _note_secret(token)
-    async with running(token=token) as emulator:
+    faults = _faults(gen_time=EMULATOR_GEN_TIME, ws_mode="silent", sse_mode="normal")
+    async with running(faults, time_scale=time_scale, token=token) as emulator:
         _say(f"SUPERDUPERAI_URL is not set; checking the embedded emulator at {emulator.url}")
-        return await _walk(Config(url=emulator.url, token=token))
+        config = Config(url=emulator.url, token=token)
+        steps = [*await _walk(config)]
+        if generate and _works(steps):
+            steps += await run_ways(config, time_scale, emulator.model)
+        return steps
+
+
+def _works(steps: list[Step | Way]) -> bool:
+    return not any(s.verdict == "failed" for s in steps)
 
 
 def _configuration() -> tuple[Step, Config | None]:
@@ -219,16 +279,20 @@ def _configuration() -> tuple[Step, Config | None]:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
+    scale = _scale(args.time_scale)
     first, config = _configuration()
-    steps = [first]
+    steps: list[Step | Way] = [first]
     if first.verdict == "ok":
-        steps += trio.run(_check, config)
+        steps += trio.run(_check, config, args.generate, scale)
     for step in steps:
         if args.json:
             _out(json.dumps({**attrs.asdict(step), "seconds": round(step.seconds, 6)}))
             continue
-        line = f"{step.verdict:<8} {step.step:<13} {step.seconds * 1000:7.1f} ms  {step.detail}"
+        line = f"{step.verdict:<8} {step.step:<15} {step.seconds * 1000:8.1f} ms  {step.detail}"
         _out(line.rstrip())
         if step.fix:
             _out(_redact(f"{'':<8} fix: {step.fix}"))
-    return EXIT_FAILED if any(s.verdict == "failed" for s in steps) else EXIT_OK
+    ways = [step for step in steps if isinstance(step, Way)]
+    if ways and not args.json:
+        _out(summary(ways))
+    return EXIT_OK if _works(steps) else EXIT_FAILED

@@ -693,10 +693,15 @@ class ServerModel:
         """Count an SSE request for ``file_id`` and return its job.
 
         Raises ``KeyError`` for an unknown file, :class:`Forbidden` for a ``forbidden`` project
-        and :class:`SseRefused` when the request gets HTTP 524 (``sse_mode='refuse'``).
+        and :class:`SseRefused` when the request gets HTTP 524 (``sse_mode='refuse'``: the job's
+        faults, or the server's for an unknown file).
         """
         self.counts["sse_connect"] += 1
-        job = self.jobs[file_id]
+        job = self.jobs.get(file_id)
+        if job is None:  # a proxy's timeout comes whatever the file: 524 before 404
+            if self.faults.sse_mode == "refuse":
+                raise SseRefused(f"the emulator answers 524 to SSE requests for file {file_id}")
+            raise KeyError(file_id)
         self.check_access(job.project_id)
         if job.faults.sse_mode == "refuse":
             raise SseRefused(f"the emulator answers 524 to SSE requests for file {file_id}")
