@@ -325,7 +325,7 @@ class Case:
     name: str
     run: Callable[[Path], Awaitable[Outcome]]
     state: str
-    channel: str | None  # None: failed; "either": websocket or polling
+    channel: str | None  # None: failed; "either": any channel
     reason: str  # a phrase of the reason ("" for done)
     ends: str  # "before the deadline" or "at the deadline"
     deadline: float
@@ -547,7 +547,7 @@ def test_chaos(outcomes: dict[str, Outcome | BaseException], case: Case) -> None
     assert outcome.state == case.state, outcome
     assert outcome.code == (0 if case.state == "done" else 1), outcome
     if case.channel == "either":
-        assert outcome.channel in ("websocket", "polling"), outcome
+        assert outcome.channel in ("websocket", "sse", "polling"), outcome
     else:
         assert outcome.channel == case.channel, outcome
     assert case.reason in outcome.reason, outcome
