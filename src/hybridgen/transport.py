@@ -150,8 +150,13 @@ class SuperDuperTransport:
             http = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
         self.http = http
         # SSE streams hold their connection for a whole generation: in a pool of their own they
-        # do not lengthen the scans of the pool that starts and polls go through
-        self._streams = http if not self._owns_http else None
+        # do not lengthen the scans of the pool that starts and polls go through. Made now, not
+        # mid-generation, with the TLS settings the WebSocket uses (httpx's default loads its CA
+        # bundle: up to a second of CPU on a loaded machine); plain http needs none.
+        self._streams = http
+        if self._owns_http:
+            tls: ssl.SSLContext | bool = _tls_context() if config.url.startswith("https") else False
+            self._streams = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS, verify=tls)
 
     def __repr__(self) -> str:
         return f"<SuperDuperTransport {self.config.url}>"
@@ -266,8 +271,6 @@ class SuperDuperTransport:
         }
         what = "SSE connect"
         try:
-            if self._streams is None:
-                self._streams = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
             async with self._streams.stream("GET", url, headers=headers) as response:
                 if not response.is_success:
                     body = await _head(response, 4096)
@@ -293,8 +296,7 @@ class SuperDuperTransport:
         """Close the HTTP clients this transport made."""
         if self._owns_http:
             await self.http.aclose()
-            if self._streams is not None:
-                await self._streams.aclose()
+            await self._streams.aclose()
 
     # -- helpers ----------------------------------------------------------------------------
 
