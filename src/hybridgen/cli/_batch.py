@@ -149,16 +149,7 @@ class _Run:
 
 
 def _outcome_of(gen: Generation, saved: str | None, problem: str) -> Outcome:
-    result = gen.result()
-    return Outcome(
-        state=str(result.state),
-        generation_id=result.generation_id,
-        channel=result.channel,
-        url=result.url,
-        path=saved,
-        elapsed=result.elapsed,
-        reason=result.reason or ("" if saved is not None else problem),
-    )
+    return Outcome.of(gen, saved, "" if saved is not None else problem)
 
 
 @attrs.frozen

@@ -116,17 +116,7 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
         result = gen.result()
         if result.state is State.DONE and saved is None and not problem:
             problem = _not_saved(interrupt.signal_name)
-        return Outcome(
-            state=str(result.state),
-            generation_id=result.generation_id,
-            channel=result.channel,
-            url=result.url,
-            path=saved,
-            elapsed=result.elapsed,
-            reason=result.reason or problem,
-            history=list(gen.history),
-            started=gen.core.started,
-        )
+        return Outcome.of(gen, saved, problem, keep_path=True)
 
 
 def _pick_reporter(as_json: bool) -> Reporter:

@@ -36,6 +36,25 @@ class Outcome:
     history: list[Transition] = attrs.field(factory=list)
     started: float | None = None
 
+    @classmethod
+    def of(
+        cls, gen: Generation, path: str | None, problem: str, *, keep_path: bool = False
+    ) -> Outcome:
+        """The outcome of ``gen``, saved at ``path``; ``problem`` is the reason when the result has
+        none. ``keep_path`` keeps the path taken and its start (for ``--trace``)."""
+        result = gen.result()
+        return cls(
+            state=str(result.state),
+            generation_id=result.generation_id,
+            channel=result.channel,
+            url=result.url,
+            path=path,
+            elapsed=result.elapsed,
+            reason=result.reason or problem,
+            history=list(gen.history) if keep_path else [],
+            started=gen.core.started if keep_path else None,
+        )
+
 
 class Reporter:
     """Shows one generation's events and its outcome (base: plain lines on stderr)."""
