@@ -174,7 +174,7 @@ async def test_the_token_never_shows(path: str, tmp_path: Path) -> None:
     assert result.state is state, result
     assert events and events[-1].terminal
     # the libraries really logged at DEBUG, so the scan saw their records
-    assert {"httpcore.connection", "hybridgen.events"} <= logs.names, logs.names
+    assert {"hybridgen.http", "hybridgen.events"} <= logs.names, logs.names
     if path != "unreachable":
         assert "trio-websocket" in logs.names
     assert_secret_free(logs.texts, f"a log record ({path})")

@@ -19,8 +19,9 @@ import functools
 import json
 import math
 import ssl
+import urllib.request
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode, urlsplit
@@ -31,6 +32,7 @@ import trio
 import trio_websocket
 import wsproto.utilities
 
+from . import http1
 from .api import (
     GENERATE_IMAGE,
     GENERATION_CONFIGS,
@@ -145,18 +147,16 @@ class SuperDuperTransport:
     ) -> None:
         self.config = config
         self.max_push_message = max_push_message
-        self._owns_http = http is None
-        if http is None:
-            http = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS)
         self.http = http
-        # SSE streams hold their connection for a whole generation: in a pool of their own they
-        # do not lengthen the scans of the pool that starts and polls go through. Made now, not
-        # mid-generation, with the TLS settings the WebSocket uses (httpx's default loads its CA
-        # bundle: up to a second of CPU on a loaded machine); plain http needs none.
-        self._streams = http
-        if self._owns_http:
-            tls: ssl.SSLContext | bool = _tls_context() if config.url.startswith("https") else False
-            self._streams = httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS, verify=tls)
+        """The caller's ``httpx.AsyncClient``, if one was given (it is not closed here)."""
+        self._http: _HTTP
+        if http is not None:
+            self._http = _Httpx(http, owned=False)
+        elif _proxied(config.url):
+            # httpx honours the proxy variables (and NO_PROXY); hybridgen's own client does not
+            self._http = _Httpx(httpx.AsyncClient(timeout=None, limits=_POOL_LIMITS), owned=True)
+        else:
+            self._http = http1.Pool(_tls_context() if config.url.startswith("https") else None)
 
     def __repr__(self) -> str:
         return f"<SuperDuperTransport {self.config.url}>"
@@ -196,12 +196,10 @@ class SuperDuperTransport:
             headers["Authorization"] = self.config.headers()["Authorization"]
         body_error: BaseException | None = None
         try:
-            async with self.http.stream("GET", url, headers=headers) as response:
-                if not response.is_success:
+            async with self._http.request("GET", url, headers.items()) as response:
+                if not 200 <= response.status < 300:
                     content = await _read_body(response, _ERROR_BODY_BYTES, "download", cut=True)
-                    raise self._status_error(
-                        "download", response.status_code, response.headers, content
-                    )
+                    raise self._status_error("download", response.status, response.headers, content)
                 length = response.headers.get("content-length", "")
                 if length.isdigit() and int(length) > limit:
                     raise DownloadError(
@@ -211,16 +209,11 @@ class SuperDuperTransport:
                         kind="too_large",
                     )
                 try:
-                    raw = (
-                        _in_memory(response.content)  # built in memory (httpx.MockTransport)
-                        if response.is_stream_consumed
-                        else response.aiter_raw()
-                    )
-                    yield _Chunks(raw, self._redact)
+                    yield _Chunks(response.chunks(), self._redact)
                 except BaseException as exc:
                     body_error = exc
                     raise
-        except (httpx.RequestError, OSError) as exc:
+        except http1.HTTPFailure as exc:
             if exc is body_error:
                 raise
             raise self._connection_error("download", exc) from None
@@ -271,73 +264,58 @@ class SuperDuperTransport:
         }
         what = "SSE connect"
         try:
-            async with self._streams.stream("GET", url, headers=headers) as response:
-                if not response.is_success:
-                    body = await _head(response, 4096)
-                    raise self._status_error(what, response.status_code, response.headers, body)
+            async with self._http.request("GET", url, headers.items()) as response:
+                if not 200 <= response.status < 300:
+                    body = await _read_body(response, 4096, what, cut=True)
+                    raise self._status_error(what, response.status, response.headers, body)
                 kind = response.headers.get("content-type", "").partition(";")[0].strip()
                 if kind != "text/event-stream":
                     raise TransientError(
                         f"{what}: the server answered {kind or 'no content type'}, "
                         "not an event stream",
-                        status=response.status_code,
+                        status=response.status,
                     )
-                messages = sse_messages(response.aiter_bytes(), self.max_push_message)
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("identity", ""):
+                    raise TransientError(
+                        f"{what}: the stream is compressed ({encoding!r}), which was not asked"
+                    )
+                messages = sse_messages(response.chunks(), self.max_push_message)
                 try:
                     yield messages
                 finally:
                     await messages.aclose()
-        except httpx.TimeoutException:
-            raise TransientError(f"{what}: timed out") from None
-        except (httpx.RequestError, OSError) as exc:
+        except http1.HTTPFailure as exc:
+            if exc.timed_out:
+                raise TransientError(f"{what}: timed out") from None
             raise TransientError(f"{what}: connection failed ({self._redact(exc)})") from None
 
     async def aclose(self) -> None:
-        """Close the HTTP clients this transport made."""
-        if self._owns_http:
-            await self.http.aclose()
-            await self._streams.aclose()
+        """Close the connections this transport made (never a caller's ``httpx.AsyncClient``)."""
+        await self._http.aclose()
 
     # -- helpers ----------------------------------------------------------------------------
 
     async def _exchange(self, what: str, method: str, url: str, body: bytes | None = None) -> bytes:
         """Send one API request; its reply body, read up to ``Config.max_reply_bytes``."""
-        headers = {**self.config.headers(), "Accept-Encoding": "gzip, deflate"}
+        headers = [*self.config.headers().items(), ("Accept-Encoding", "gzip, deflate")]
         try:
-            async with self.http.stream(method, url, headers=headers, content=body) as response:
-                if not response.is_success:
+            async with self._http.request(method, url, headers, body) as response:
+                if not 200 <= response.status < 300:
                     content = await _read_body(response, _ERROR_BODY_BYTES, what, cut=True)
-                    raise self._status_error(what, response.status_code, response.headers, content)
+                    raise self._status_error(what, response.status, response.headers, content)
                 return await _read_body(response, self.config.max_reply_bytes, what)
-        except (httpx.RequestError, OSError) as exc:
+        except http1.HTTPFailure as exc:
             raise self._connection_error(what, exc) from None
 
-    async def _send(
-        self,
-        what: str,
-        method: str,
-        url: str,
-        *,
-        headers: dict[str, str],
-        content: bytes | None = None,
-    ) -> httpx.Response:
-        try:
-            response = await self.http.request(method, url, headers=headers, content=content)
-        except (httpx.RequestError, OSError) as exc:
-            raise self._connection_error(what, exc) from None
-        if response.is_success:
-            return response
-        raise self._status_error(what, response.status_code, response.headers, response.content)
-
-    def _connection_error(self, what: str, exc: BaseException) -> TransientError:
+    def _connection_error(self, what: str, exc: http1.HTTPFailure) -> TransientError:
         """The error for a request that got no status: says whether it may have been processed."""
-        if isinstance(exc, _NOT_SENT):
-            why = "timed out" if isinstance(exc, httpx.TimeoutException) else self._redact(exc)
+        if not exc.sent:
             return TransientError(
-                f"{what}: could not connect ({why}); the request was not sent",
+                f"{what}: could not connect ({self._redact(exc)}); the request was not sent",
                 maybe_processed=False,
             )
-        if isinstance(exc, httpx.TimeoutException):
+        if exc.timed_out:
             return TransientError(f"{what}: timed out after the request was sent")
         return TransientError(f"{what}: connection failed ({self._redact(exc)})")
 
@@ -388,8 +366,100 @@ class _Chunks:
     async def __anext__(self) -> bytes:
         try:
             return await self._raw.__anext__()
-        except (httpx.RequestError, OSError) as exc:
+        except http1.HTTPFailure as exc:
             raise TransientError(f"download: connection failed ({self._redact(exc)})") from None
+
+
+class _Reply(Protocol):
+    """A reply of either HTTP client: status, headers (looked up by lower-case name), body."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class _HTTP(Protocol):
+    """What the transport needs of an HTTP client: :class:`hybridgen.http1.Pool`, or httpx."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | None = None,
+    ) -> AbstractAsyncContextManager[_Reply]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _HttpxReply:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+        if response.is_stream_consumed:  # built in memory (httpx.MockTransport): decoded
+            self.headers = {k: v for k, v in response.headers.items() if k != "content-encoding"}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        response = self._response
+        if response.is_stream_consumed:
+            yield response.content
+            return
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except (httpx.RequestError, OSError) as exc:
+            raise _failure(exc) from None
+
+
+class _Httpx:
+    """The transport's exchanges through an ``httpx.AsyncClient`` (the caller's, or one made
+    for a proxy); its errors become :class:`~hybridgen.http1.HTTPFailure`."""
+
+    def __init__(self, client: httpx.AsyncClient, *, owned: bool) -> None:
+        self.client = client
+        self._owned = owned
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | None = None,
+    ) -> AsyncIterator[_Reply]:
+        try:
+            async with self.client.stream(
+                method, url, headers=list(headers), content=body
+            ) as response:
+                yield _HttpxReply(response)
+        except (httpx.RequestError, OSError) as exc:
+            raise _failure(exc) from None
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self.client.aclose()
+
+
+def _failure(exc: httpx.RequestError | OSError) -> http1.HTTPFailure:
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    why = "timed out" if timed_out else str(exc) or type(exc).__name__
+    return http1.HTTPFailure(why, sent=not isinstance(exc, _NOT_SENT), timed_out=timed_out)
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment names a proxy for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 class _Messages:
@@ -500,16 +570,6 @@ def _reraise(exc: BaseException) -> NoReturn:
         del exc, context
 
 
-async def _head(response: httpx.Response, limit: int) -> bytes:
-    """At most ``limit`` bytes of a streamed response's body (for an error's detail)."""
-    head = bytearray()
-    async for chunk in response.aiter_bytes():
-        head += chunk
-        if len(head) >= limit:
-            break
-    return bytes(head[:limit])
-
-
 def error_for_status(
     what: str, status: int, *, retry_after: float | None = None, detail: str = ""
 ) -> TransportError:
@@ -542,9 +602,7 @@ def _size(limit: int) -> str:
     return f"{limit / 2**20:g} MiB" if limit % 2**16 == 0 else f"{limit} bytes"
 
 
-async def _read_body(
-    response: httpx.Response, limit: int, what: str, *, cut: bool = False
-) -> bytes:
+async def _read_body(response: _Reply, limit: int, what: str, *, cut: bool = False) -> bytes:
     """The decoded body, up to ``limit`` bytes; a longer one is cut (``cut``) or an error.
 
     Never holds more than ``limit`` plus one network chunk: the body is read chunk by chunk and
@@ -555,10 +613,6 @@ async def _read_body(
         f"{what}: the server's reply is over the {_size(limit)} limit "
         "(Config.max_reply_bytes); it was not read"
     )
-    if response.is_stream_consumed:  # built in memory (e.g. httpx.MockTransport), decoded
-        if len(response.content) > limit and not cut:
-            raise over
-        return response.content[:limit]
     length = response.headers.get("content-length", "").strip()
     if not cut and length.isdigit() and int(length) > limit:
         raise over
@@ -569,7 +623,7 @@ async def _read_body(
     elif encoding not in ("identity", ""):
         raise TransientError(f"{what}: the reply uses an unsupported content encoding {encoding!r}")
     body = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in response.chunks():
         room = limit + 1 - len(body)
         if inflate is not None:
             try:
@@ -582,10 +636,6 @@ async def _read_body(
                 return bytes(body[:limit])
             raise over
     return bytes(body)
-
-
-async def _in_memory(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def _closed_error(exc: Any) -> TransientError:

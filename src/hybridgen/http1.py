@@ -1,0 +1,293 @@
+"""hybridgen's own HTTP/1.1 client: h11 over trio streams, with a pool of idle connections.
+
+:class:`~hybridgen.transport.SuperDuperTransport` sends its requests through a :class:`Pool`
+unless it is given an ``httpx.AsyncClient`` (or the environment names a proxy, which httpx
+honours). It does one thing: send a request and stream its reply, on a kept-alive connection when
+one is idle. Taking an idle connection is O(1) (httpcore scans every connection of its pool, with
+a syscall each, on every request and release: most of hybridgen's CPU at a thousand generations
+held open by SSE streams). There are no timeouts here: the driver bounds every call, and a
+connection left by a cancelled or failed exchange is closed, never reused.
+
+Every failure is an :class:`HTTPFailure` whose ``sent`` says whether any byte of the request may
+have reached the server (a start that was not sent can be sent again safely).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+log: Final = logging.getLogger("hybridgen.http")
+"""Debug records: connections made and closed, each request's method, path and reply status
+(never a header: the token is one)."""
+
+__all__ = ["HTTPFailure", "Pool", "Response"]
+
+MAX_HEAD: Final = 64 * 1024
+"""The largest status line plus headers accepted (bytes)."""
+_READ: Final = 64 * 1024
+
+Origin = tuple[str, str, int]
+
+
+class HTTPFailure(Exception):
+    """An exchange that got no complete reply: the connection failed or the reply broke HTTP.
+
+    ``sent`` is False only when nothing of the request can have reached the server (the
+    connection could not be made), so the request is safe to send again; ``timed_out`` says
+    that a timeout of the HTTP client (not hybridgen's deadline) ended it.
+    """
+
+    def __init__(self, message: str, *, sent: bool, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.timed_out = timed_out
+
+
+class Response:
+    """A reply's status and headers (names in lower case; repeated ones joined by ``", "``),
+    and its body as it arrives (:meth:`chunks`, once)."""
+
+    __slots__ = ("_conn", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], conn: _Connection) -> None:
+        self.status = status
+        self.headers = headers
+        self._conn = conn
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes, chunk by chunk, until its end; a failure raises ``HTTPFailure``."""
+        conn = self._conn
+        while True:
+            event = await conn.next_event()
+            if not isinstance(event, h11.Data):  # EndOfMessage, or the body was read already
+                return
+            yield bytes(event.data)
+
+
+class _Connection:
+    __slots__ = ("h11", "idle_since", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.idle_since = 0.0
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise HTTPFailure(f"sending failed ({_why(exc)})", sent=True) from None
+
+    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HTTPFailure(f"the reply breaks HTTP/1.1 ({exc})", sent=True) from None
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]  # NEED_DATA is ruled out
+            try:
+                data = await self.stream.receive_some(_READ)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise HTTPFailure(f"connection lost ({_why(exc)})", sent=True) from None
+            if not data and self.h11.their_state is h11.SEND_RESPONSE:
+                raise HTTPFailure("the server closed the connection without a reply", sent=True)
+            self.h11.receive_data(bytes(data))
+
+    def reusable(self) -> bool:
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    def stale(self, now: float, keepalive: float) -> bool:
+        """Idle too long, or readable while idle (the server closed it, or sent junk)."""
+        if now - self.idle_since > keepalive:
+            return True
+        stream = self.stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        sock = getattr(stream, "socket", None)
+        return sock is None or bool(sock.is_readable())
+
+
+class Pool:
+    """Idle HTTP/1.1 connections by origin, and the requests sent over them.
+
+    ``tls`` is the context for ``https`` (by default the system's, certificates and host names
+    checked); at most ``max_idle`` connections per origin are kept, each for ``keepalive``
+    seconds. The pool never limits how many requests are in flight (the driver does).
+    """
+
+    def __init__(
+        self,
+        tls: ssl.SSLContext | None = None,
+        *,
+        max_idle: int = 64,
+        keepalive: float = 30.0,
+    ) -> None:
+        self._tls = tls
+        self.max_idle = max_idle
+        self.keepalive = keepalive
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        idle = sum(len(conns) for conns in self._idle.values())
+        return f"<Pool {idle} idle connections>"
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | None = None,
+    ) -> AsyncIterator[Response]:
+        """Send a request and enter with its :class:`Response` (the head read, the body not).
+
+        The connection goes back to the pool if the body was read to its end; otherwise it is
+        closed. A request that fails on a kept-alive connection before any byte of a reply came
+        back is sent once more on a new connection when the method is ``GET`` (a server may
+        close an idle connection just as it is taken).
+        """
+        origin, target, host = _split(url)
+        head: list[tuple[str, str]] = [("Host", host), *headers]
+        if body is not None:
+            head.append(("Content-Length", str(len(body))))
+        conn, reused = await self._take(origin)
+        try:
+            try:
+                response = await self._exchange(conn, method, target, head, body)
+            except HTTPFailure:
+                if not (reused and method == "GET" and conn.h11.their_state is h11.SEND_RESPONSE):
+                    raise
+                await trio.aclose_forcefully(conn.stream)
+                conn = await self._connect(origin)
+                response = await self._exchange(conn, method, target, head, body)
+            yield response
+        except BaseException:
+            await trio.aclose_forcefully(conn.stream)
+            raise
+        if conn.reusable() and not self._closed:
+            await self._give_back(origin, conn)
+        else:
+            await trio.aclose_forcefully(conn.stream)
+
+    async def aclose(self) -> None:
+        """Close every idle connection (requests in flight close theirs when they end)."""
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                await trio.aclose_forcefully(conn.stream)
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        method: str,
+        target: str,
+        head: list[tuple[str, str]],
+        body: bytes | None,
+    ) -> Response:
+        try:
+            out = conn.h11.send(h11.Request(method=method, target=target, headers=head))
+            if body:
+                out += conn.h11.send(h11.Data(data=body))
+            out += conn.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise HTTPFailure(f"the request cannot be sent ({exc})", sent=False) from None
+        await conn.send(out)
+        while True:
+            event = await conn.next_event()
+            if isinstance(event, h11.Response):
+                log.debug("%s %s: HTTP %d", method, target.partition("?")[0], event.status_code)
+                headers: dict[str, str] = {}
+                for name, value in event.headers:
+                    key = name.decode("latin-1")
+                    text = value.decode("latin-1")
+                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
+                return Response(event.status_code, headers, conn)
+            if not isinstance(event, h11.InformationalResponse):
+                raise HTTPFailure("the server closed the connection without a reply", sent=True)
+
+    async def _take(self, origin: Origin) -> tuple[_Connection, bool]:
+        """An idle connection to ``origin`` that still looks alive, else a new one."""
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.stale(now, self.keepalive):
+                return conn, True
+            await trio.aclose_forcefully(conn.stream)
+        return await self._connect(origin), False
+
+    async def _connect(self, origin: Origin) -> _Connection:
+        scheme, host, port = origin
+        try:
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            log.debug("connect to %s:%d failed: %s", host, port, exc)
+            raise HTTPFailure(_why(exc), sent=False) from None
+        log.debug("connected to %s:%d", host, port)
+        if scheme == "https":
+            tls = self._tls or _default_tls()
+            ssl_stream = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
+            try:
+                await ssl_stream.do_handshake()
+            except (OSError, trio.BrokenResourceError) as exc:
+                await trio.aclose_forcefully(ssl_stream)
+                cause = exc.__cause__ or exc
+                raise HTTPFailure(f"TLS handshake failed ({_why(cause)})", sent=False) from None
+            except BaseException:
+                await trio.aclose_forcefully(ssl_stream)
+                raise
+            stream = ssl_stream
+        return _Connection(stream)
+
+    async def _give_back(self, origin: Origin, conn: _Connection) -> None:
+        conn.h11.start_next_cycle()
+        conn.idle_since = time.monotonic()
+        idle = self._idle.setdefault(origin, [])
+        idle.append(conn)
+        if len(idle) > self.max_idle:
+            await trio.aclose_forcefully(idle.pop(0).stream)  # the oldest makes room
+
+
+def _split(url: str) -> tuple[Origin, str, str]:
+    """``(origin, target, Host header)`` of an ``http`` or ``https`` URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise HTTPFailure(f"not an http(s) URL: {url[:100]!r}", sent=False)
+    default = 443 if scheme == "https" else 80
+    try:
+        port = parts.port or default
+    except ValueError:
+        raise HTTPFailure(f"the URL's port is not a number: {url[:100]!r}", sent=False) from None
+    host = parts.hostname
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = f"[{host}]" if ":" in host else host
+    if port != default:
+        host_header += f":{port}"
+    return (scheme, host, port), target, host_header
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """The system's default TLS settings (certificates and host names checked), built once."""
+    return ssl.create_default_context()
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
