@@ -400,7 +400,9 @@ class ServerModel:
         self._drops: dict[tuple[str, str], int] = {}
         self._start_hits: tuple[Faults | None, int] = (None, 0)
         self._rng = random.Random(seed)
-        self._news = trio.lowlevel.ParkingLot()
+        self._news: dict[str, trio.lowlevel.ParkingLot] = {}
+        """Where each project's sockets wait for its next job (one lot a project: a new job
+        wakes its own project's sockets, not every socket of the server)."""
 
     # -- switches ---------------------------------------------------------------------------
 
@@ -510,7 +512,9 @@ class ServerModel:
         job.sse_schedule = self._sse_schedule(job)
         self.jobs[job.id] = job
         self._by_project.setdefault(job.project_id, []).append(job)
-        self._news.unpark_all()
+        news = self._news.get(job.project_id)
+        if news is not None:
+            news.unpark_all()
         if fault == "524":  # the origin made the job; the proxy gave up waiting for it
             raise Rejected(self._fault_reply(fault, faults))
         return job
@@ -765,8 +769,13 @@ class ServerModel:
                 if channel == "sse":  # one job, known timeline: no news can change it
                     await trio.sleep_until(next_at)
                 else:
-                    with trio.move_on_at(next_at):
-                        await self._news.park()
+                    news = self._news.setdefault(project_id, trio.lowlevel.ParkingLot())
+                    try:
+                        with trio.move_on_at(next_at):
+                            await news.park()
+                    finally:
+                        if not news and self._news.get(project_id) is news:
+                            del self._news[project_id]
 
     def _progress(self, job: Job) -> list[tuple[float, str]]:
         steps = job.faults.progress_steps
