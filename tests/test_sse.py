@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridgen.errors import OversizedMessage, TransientError
+from hybridgen.http1 import HTTPFailure
 from hybridgen.sse import sse_messages
 
 STREAM = (
@@ -51,11 +52,9 @@ def test_events_are_the_same_however_the_stream_is_chunked(cuts: list[int]) -> N
 
 
 def test_a_dropped_connection_is_a_transient_error() -> None:
-    import httpx
-
     async def broken() -> AsyncIterator[bytes]:
         yield b"data: one\n\n"
-        raise httpx.ReadError("peer reset")
+        raise HTTPFailure("connection lost (peer reset)", sent=True)
 
     async def main() -> tuple[str, str]:
         messages = sse_messages(broken())
@@ -68,3 +67,20 @@ def test_a_dropped_connection_is_a_transient_error() -> None:
 
     first, error = trio.run(main)
     assert first == "one" and "SSE connection lost" in error
+
+
+RULES = (
+    b"\xef\xbb\xbfdata:no space\n\n"  # a byte-order mark first; no space after the colon
+    b"data\n\n"  # a data field without a value: nothing to dispatch
+    b"dataX: not data\nevent: only\n\n"  # another field, and an event without data
+    b": a comment\ndata:  two spaces\n\n"  # only the first space is dropped
+    b"data: caf\xc3\xa9 \xff\n\n"  # UTF-8, and an invalid byte replaced
+    b"data: a\r\ndata:\r\ndata: b\r\n\r\n"  # an empty data line keeps its line
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, len(RULES)), max_size=8))
+def test_the_standards_field_rules_hold_however_the_stream_is_chunked(cuts: list[int]) -> None:
+    got = trio.run(_read, RULES, cuts, 200)
+    assert got == ["no space", " two spaces", "café \ufffd", "a\n\nb"]

@@ -1,23 +1,26 @@
-"""Server-Sent Events, read safely: whole events of bounded size, parsed by ``httpx-sse``.
+"""Server-Sent Events, read safely: whole events of bounded size, parsed as the standard says.
 
 :func:`sse_messages` turns the bytes of an ``text/event-stream`` body into the ``data`` of each
 event. Both transports use it (the real one on the HTTP response, the in-memory one on the bytes
 the emulator's model would send), so they read streams the same way. The bytes are cut into whole
-events (up to a blank line) before ``httpx_sse`` parses them, so no event larger than ``limit``
-bytes is ever held in memory: such an event is skipped and reported as
+events (up to a blank line) before an event is parsed, so no event larger than ``limit`` bytes is
+ever held in memory: such an event is skipped and reported as
 :class:`~hybridgen.errors.OversizedMessage` (the stream goes on).
+
+Parsing follows the WHATWG rules for the fields hybridgen reads: lines end with CR LF, LF or CR;
+a line starting with ``:`` is a comment; ``data`` lines are joined with line feeds; one space
+after the colon is dropped; an event without data is not dispatched; a leading byte-order mark is
+ignored; the bytes are UTF-8 (invalid sequences replaced).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Final
 
-import httpx
-import httpx_sse
-
 from .errors import OversizedMessage, TransientError
+from .http1 import HTTPFailure
 
 __all__ = ["PUSH_MAX_MESSAGE", "SseMessages", "sse_messages"]
 
@@ -26,38 +29,51 @@ PUSH_MAX_MESSAGE: Final = 4 * 2**20
 
 _BLANK_LINE: Final = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 """The end of an event: a line break, then an empty line (any of CR LF, CR, LF)."""
-_OVERSIZED: Final = "hybridgen-oversized"
-_MARKER_EVENT: Final = f"event: {_OVERSIZED}\n\n".encode()
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
+_BOM: Final = b"\xef\xbb\xbf"
 
 
-class _Framed(httpx.AsyncByteStream):
-    """Whole events of at most ``limit`` bytes; in place of a larger one, a marker event."""
+def _data(event: bytes) -> str | None:
+    """The ``data`` of one whole event (its bytes up to the blank line), or ``None``."""
+    data: list[str] = []
+    for line in _LINE_BREAK.split(event.decode("utf-8", "replace")):
+        if line.startswith("data"):
+            name, _, value = line.partition(":")
+            if name != "data":
+                continue
+            data.append(value[1:] if value.startswith(" ") else value)
+    return "\n".join(data) or None  # an empty data field dispatches nothing of use
 
-    def __init__(self, chunks: AsyncIterator[bytes], limit: int) -> None:
-        self._chunks = chunks
-        self._limit = limit
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        buffer = bytearray()
-        skipping = False  # inside an event that is over the limit: drop its bytes
-        async for chunk in self._chunks:
-            searched = max(len(buffer) - 3, 0)
-            buffer += chunk
-            while True:
-                match = _BLANK_LINE.search(buffer, searched)
-                if match is None:
-                    break
-                if skipping or match.end() > self._limit:
-                    skipping = False
-                    yield _MARKER_EVENT
-                else:
-                    yield bytes(buffer[: match.end()])
-                del buffer[: match.end()]
-                searched = 0
-            if len(buffer) > self._limit:
-                skipping = True
-                del buffer[:-3]  # keep a possible line break split across chunks
-        # an event cut off by the end of the stream is not dispatched (the SSE standard's rule)
+async def _events(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[str | None]:
+    """The data of each event that has some; ``None`` in place of an event over ``limit``."""
+    buffer = bytearray()
+    skipping = False  # inside an event that is over the limit: drop its bytes
+    first = True
+    async for chunk in chunks:
+        searched = max(len(buffer) - 3, 0)
+        buffer += chunk
+        if first and len(buffer) >= len(_BOM):
+            first = False
+            if buffer.startswith(_BOM):
+                del buffer[: len(_BOM)]
+        while True:
+            match = _BLANK_LINE.search(buffer, searched)
+            if match is None:
+                break
+            if skipping or match.end() > limit:
+                skipping = False
+                yield None
+            else:
+                data = _data(bytes(buffer[: match.start()]))
+                if data is not None:
+                    yield data
+            del buffer[: match.end()]
+            searched = 0
+        if len(buffer) > limit:
+            skipping = True
+            del buffer[:-3]  # keep a possible line break split across chunks
+    # an event cut off by the end of the stream is not dispatched (the SSE standard's rule)
 
 
 class SseMessages:
@@ -69,27 +85,22 @@ class SseMessages:
     """
 
     def __init__(self, chunks: AsyncIterator[bytes], limit: int = PUSH_MAX_MESSAGE) -> None:
-        framed = httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, stream=_Framed(chunks, limit)
-        )
-        self._events = httpx_sse.EventSource(framed).aiter_sse()
+        self._events = _events(chunks, limit)
         self._limit = limit
 
     def __aiter__(self) -> SseMessages:
         return self
 
     async def __anext__(self) -> str:
-        while True:
-            try:
-                event = await self._events.__anext__()
-            except (httpx.HTTPError, OSError) as exc:
-                raise TransientError(f"SSE connection lost ({type(exc).__name__})") from None
-            if event.event == _OVERSIZED:
-                raise OversizedMessage(
-                    f"an SSE message was over the size limit ({self._limit} bytes); skipped"
-                )
-            if event.data:
-                return event.data
+        try:
+            data = await self._events.__anext__()
+        except (HTTPFailure, OSError) as exc:
+            raise TransientError(f"SSE connection lost ({exc})") from None
+        if data is None:
+            raise OversizedMessage(
+                f"an SSE message was over the size limit ({self._limit} bytes); skipped"
+            )
+        return data
 
     async def aclose(self) -> None:
         """Stop reading (closes the parser; the caller closes the connection)."""
