@@ -67,7 +67,9 @@ class Generation:
         "_finished",
         "_journal_failed",
         "_lot",
+        "_poll_wait",
         "_push_scopes",
+        "_timer",
         "core",
         "history",
         "hub",
@@ -101,6 +103,11 @@ class Generation:
         self._client_hub = client_hub
         self._journal_failed = journal_failed
         self._lot = trio.lowlevel.ParkingLot()
+        """Where push tasks wait for their channel to be wanted."""
+        self._timer: trio.CancelScope | None = None
+        """The wait of the timer loop, due at the core's next timer."""
+        self._poll_wait: trio.CancelScope | None = None
+        """The job task's wait, due at the core's next poll."""
         self._finished = trio.Event()
         self._push_scopes: dict[str, trio.CancelScope] = {}
 
@@ -147,6 +154,7 @@ class Generation:
     def cancel(self, reason: str = "cancelled by the caller") -> None:
         """Cancel the generation: it moves to ``cancelled`` now; its tasks close their sockets."""
         self.core.cancel(reason, trio.current_time())
+        self._retime()
 
     async def wait(self) -> Result:
         """Wait for the terminal state and return the :class:`Result`, whatever the state."""
@@ -167,12 +175,26 @@ class Generation:
             self.hub.emit(event)
         if self._client_hub:
             self._client_hub.emit(event)
-        self._lot.unpark_all()
+        self._retime()
         for channel, scope in self._push_scopes.items():
             if not self.core.wants(channel):
                 scope.cancel()
         if event.terminal:
             self._finished.set()
+
+    def _retime(self) -> None:
+        """Move the waits of the timer loop and the job task to the core's times (no task is
+        woken before its time), and wake the push tasks that wait to be wanted. Called after
+        every call that changes the core (an event is emitted before the change is complete)."""
+        core = self.core
+        if self._timer is not None:
+            self._timer.deadline = -math.inf if core.terminal else core.next_timer()
+        if self._poll_wait is not None:
+            due = core.next_poll
+            self._poll_wait.deadline = (
+                -math.inf if core.terminal else math.inf if due is None else due
+            )
+        self._lot.unpark_all()
 
 
 class Client:
@@ -433,10 +455,12 @@ class Client:
                         nursery.start_soon(self._push_task, gen, channel, project_id)
                 nursery.start_soon(self._job_task, gen, job)
                 while not core.terminal:
-                    with trio.move_on_at(core.next_timer()):
-                        await gen._lot.park()
+                    with trio.CancelScope(deadline=core.next_timer()) as gen._timer:
+                        await trio.sleep_forever()
+                    gen._timer = None
                     now = trio.current_time()
                     core.advance(now)
+                    gen._retime()
                     if not core.terminal and core.next_timer() <= now:
                         # a core that does not move its timer on would spin this loop forever
                         raise RuntimeError(f"core.advance({now}) left a timer due now")
@@ -462,13 +486,16 @@ class Client:
                 return
             file = started
         core.accepted(file, trio.current_time())
+        gen._retime()
         log.debug("generation %s: job accepted as file %s", core.id, file.id)
         file_id = file.id
         while not core.terminal:
             if core.next_poll is None or core.next_poll > trio.current_time():
-                # woken early when the next poll moves (a push said the job completed)
-                with trio.move_on_at(math.inf if core.next_poll is None else core.next_poll):
-                    await gen._lot.park()
+                # the deadline follows the next poll (a push may say the job completed)
+                due = math.inf if core.next_poll is None else core.next_poll
+                with trio.CancelScope(deadline=due) as gen._poll_wait:
+                    await trio.sleep_forever()
+                gen._poll_wait = None
                 continue
             now = trio.current_time()
             if not core.poll_due(now):
@@ -489,6 +516,7 @@ class Client:
                 core.poll_error(error, now)
             else:
                 core.poll_reply(file, trio.current_time())
+            gen._retime()
 
     @staticmethod
     async def _in_turn(
@@ -532,6 +560,7 @@ class Client:
                 now = trio.current_time()
                 core.advance(now)  # at the deadline, the deadline is the reason
                 core.start_failed(_transport_error(exc, "start request"), now)
+                gen._retime()
             if core.next_start is None:
                 return None
             log.debug("generation %s: start request sent again at %s", core.id, core.next_start)
@@ -566,6 +595,7 @@ class Client:
                         async with self._open(channel, project_id, core.file_id) as messages:
                             bound.deadline = math.inf
                             core.push_up(channel, trio.current_time())
+                            gen._retime()
                             await _read(gen, channel, messages)
                     if bound.cancelled_caught:
                         reason = f"{name} connect timed out"
@@ -578,6 +608,7 @@ class Client:
                 continue
             log.debug("generation %s: %s down: %s", core.id, name, reason)
             core.push_down(channel, reason, trio.current_time(), permanent=permanent)
+            gen._retime()
 
     def _open(
         self, channel: str, project_id: str, file_id: str | None
@@ -606,7 +637,7 @@ async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> 
             continue
         if message is not None:
             core.push(channel, message, trio.current_time())
-            gen._lot.unpark_all()  # the next poll may have moved
+            gen._retime()  # the next poll may have moved
 
 
 class Durations:
