@@ -66,7 +66,7 @@ class Side:
     api_url: str = ""
 
 
-@pytest.fixture(params=["memory", "real"])
+@pytest.fixture(params=["memory", "real", "httpx"])
 async def side(request: pytest.FixtureRequest) -> AsyncIterator[Side]:
     if request.param == "memory":
         model = ServerModel(time_scale=TIME_SCALE, token=TOKEN)
@@ -81,9 +81,13 @@ async def side(request: pytest.FixtureRequest) -> AsyncIterator[Side]:
         running(time_scale=TIME_SCALE, token=TOKEN) as emulator,
         contextlib.AsyncExitStack() as stack,
     ):
+        # "real": hybridgen's own HTTP client; "httpx": the same transport over a caller's httpx
+        http = None
+        if request.param == "httpx":
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=None))
 
         def make(token: str, **kw: int) -> Transport:
-            transport = SuperDuperTransport(Config(url=emulator.url, token=token), **kw)
+            transport = SuperDuperTransport(Config(url=emulator.url, token=token), http=http, **kw)
             stack.push_async_callback(transport.aclose)
             return transport
 

@@ -1,0 +1,238 @@
+"""hybridgen's own HTTP/1.1 client (:mod:`hybridgen.http1`) against a raw loopback server whose
+every reply is written by hand: keep-alive, stale connections, retries, limits, cancellation.
+
+The API-level behaviour (statuses, bounded bodies, SSE) is in the transport contract tests, which
+run the real transport over this client and over httpx alike."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from hybridgen.http1 import MAX_HEAD, HTTPFailure, Pool
+from hybridgen.testing.sockets import client_side_fds
+
+LIMIT = 5.0
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class Server:
+    """A loopback server: ``reply(n)`` gives the bytes for the n-th request (from 0), or a
+    callable that gets the stream and does anything; it counts connections and requests."""
+
+    def __init__(self, reply: Callable[[int], Any]) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self.hung_up = trio.Event()
+        """Set once the server has closed a connection of its own accord."""
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buffer = b""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buffer) < length:
+                    buffer += await stream.receive_some(65536)
+                buffer = buffer[length:]
+                index = len(self.requests)
+                self.requests.append(head.split(b"\r\n")[0])
+                action = self.reply(index)
+                if callable(action):
+                    if await action(stream) == "close":
+                        await stream.aclose()
+                        self.hung_up.set()
+                        return
+                else:
+                    await stream.send_all(action)
+
+
+@contextlib.asynccontextmanager
+async def serving(reply: Callable[[int], Any]) -> AsyncIterator[Server]:
+    server = Server(reply)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1")
+        )
+        server.port = listeners[0].socket.getsockname()[1]
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def get(pool: Pool, server: Server, path: str = "/x", method: str = "GET") -> bytes:
+    body = b"{}" if method == "POST" else None
+    url = f"http://127.0.0.1:{server.port}{path}"
+    async with pool.request(method, url, [("Accept", "*/*")], body) as response:
+        assert response.status == 200
+        return b"".join([chunk async for chunk in response.chunks()])
+
+
+async def test_a_kept_alive_connection_is_reused() -> None:
+    async with serving(lambda i: OK) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            for _ in range(3):
+                assert await get(pool, server) == b"ok"
+        await pool.aclose()
+    assert server.connections == 1
+    assert server.requests == [b"GET /x HTTP/1.1"] * 3
+
+
+async def test_a_reply_saying_connection_close_is_not_pooled() -> None:
+    close = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    async with serving(lambda i: close) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            for _ in range(2):
+                assert await get(pool, server) == b"ok"
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_taken() -> None:
+    async def reply_then_close(stream: trio.SocketStream) -> str:
+        await stream.send_all(OK)
+        return "close"
+
+    async with serving(lambda i: reply_then_close) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            assert await get(pool, server) == b"ok"
+            await server.hung_up.wait()  # on loopback its FIN is in our socket by now
+            assert await get(pool, server) == b"ok"
+        await pool.aclose()
+    assert server.connections == 2
+    assert len(server.requests) == 2  # the dead connection was never written to
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_kept_alive_connection_dying_as_a_request_goes_out(method: str) -> None:
+    """The second request reaches a connection the server then closes without a reply: a GET
+    is sent again on a new connection; a POST fails, saying it may have been processed."""
+
+    async def hang_up(stream: trio.SocketStream) -> str:
+        return "close"
+
+    async with serving(lambda i: hang_up if i == 1 else OK) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            assert await get(pool, server, method=method) == b"ok"
+            if method == "GET":
+                assert await get(pool, server) == b"ok"
+            else:
+                with pytest.raises(HTTPFailure) as info:
+                    await get(pool, server, method=method)
+                assert info.value.sent
+                assert "closed the connection without a reply" in str(info.value)
+        await pool.aclose()
+    assert len(server.requests) == (3 if method == "GET" else 2)
+
+
+async def test_a_refused_connection_was_not_sent() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = Pool()
+    with trio.fail_after(LIMIT), pytest.raises(HTTPFailure) as info:
+        async with pool.request("POST", f"http://127.0.0.1:{port}/start", [], b"{}"):
+            pass
+    assert info.value.sent is False
+
+
+async def test_a_body_left_unread_closes_its_connection() -> None:
+    async with serving(lambda i: OK) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            async with pool.request("GET", f"http://127.0.0.1:{server.port}/", []) as response:
+                assert response.status == 200  # body not read
+            assert await get(pool, server) == b"ok"
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_a_head_over_the_limit_is_a_failure() -> None:
+    huge = b"HTTP/1.1 200 OK\r\nX-Junk: " + b"j" * (4 * MAX_HEAD) + b"\r\nContent-Length: 0\r\n\r\n"
+    async with serving(lambda i: huge) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT), pytest.raises(HTTPFailure) as info:
+            await get(pool, server)
+        await pool.aclose()
+    assert info.value.sent and "breaks HTTP/1.1" in str(info.value)
+
+
+async def test_informational_replies_and_chunked_bodies_are_read() -> None:
+    reply = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    async with serving(lambda i: reply) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            url = f"http://127.0.0.1:{server.port}/"
+            async with pool.request("GET", url, []) as response:
+                assert response.headers["x-a"] == "1, 2"
+                assert b"".join([c async for c in response.chunks()]) == b"abcde"
+            assert await get(pool, server) == b"abcde"  # the connection was kept
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_a_cancelled_exchange_closes_its_connection_and_leaks_nothing() -> None:
+    async def never(stream: trio.SocketStream) -> str:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with serving(lambda i: never if i == 0 else OK) as server:
+        pool = Pool()
+        with trio.move_on_after(0.2) as scope:
+            await get(pool, server)
+        assert scope.cancelled_caught
+        assert client_side_fds(server.port) == 0  # the cancelled exchange's is closed
+        with trio.fail_after(LIMIT):
+            assert await get(pool, server) == b"ok"
+        assert client_side_fds(server.port) == 1  # kept alive
+        await pool.aclose()
+        assert client_side_fds(server.port) == 0
+    assert server.connections == 2
+
+
+async def test_no_more_than_max_idle_connections_are_kept() -> None:
+    async with serving(lambda i: OK) as server:
+        pool = Pool(max_idle=2)
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(get, pool, server)
+        assert "2 idle" in repr(pool)
+        await pool.aclose()
+        assert "0 idle" in repr(pool)
+    assert server.connections == 5
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "http:///nohost", "http://h:port/"])
+async def test_a_url_it_cannot_send_to_is_a_failure_before_sending(url: str) -> None:
+    pool = Pool()
+    with pytest.raises(HTTPFailure) as info:
+        async with pool.request("GET", url, []):
+            pass
+    assert info.value.sent is False
