@@ -1,8 +1,9 @@
 """Figure 3, scale: N concurrent generations in one client process, hybridgen beside a hand-written
 asyncio + aiohttp client (:mod:`hybridgen.bench.baseline`) in the same run.
 
-For each socket mode (``normal``: the push works, ``silent``: it never comes), each N and each
-client, the benchmark starts its own ``hybridgen serve --port 0 --gen-time G`` process (its first
+For each push mode (``normal``: the push works, ``silent``: it never comes, on the legacy socket
+and on SSE alike), each N and each client, the benchmark starts its own
+``hybridgen serve --port 0 --ws-mode M --sse-mode M --gen-time G`` process (its first
 stdout line is its URL), then a fresh client process (so its CPU and peak RSS are its own) that
 starts N generations at once and waits for all of them; the two clients run one after the other,
 their order alternating between repetitions. hybridgen uses the default policy (real timings,
@@ -187,6 +188,8 @@ def _server(mode: str, gen: float) -> Iterator[tuple[str, int]]:
             "--port",
             "0",
             "--ws-mode",
+            mode,
+            "--sse-mode",
             mode,
             "--gen-time",
             str(gen),
