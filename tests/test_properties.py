@@ -154,7 +154,9 @@ def test_working_push_delivers_at_once_while_listening(
         gen_time=gen_time,
     )
     trace = run_scenario(Scenario(faults=faults, policy=policy))
-    listening = channel in policy.push and (policy.keep_ws_open or gen_time < policy.ws_timeout)
+    # with push_fallback, the first channel connects (silent or not) and keeps the others closed
+    opened = channel in policy.push and (not policy.push_fallback or policy.push[0] == channel)
+    listening = opened and (policy.keep_ws_open or gen_time < policy.ws_timeout)
     if gen_time < policy.deadline and listening:
         assert trace.result.state is State.DONE
         assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)
@@ -289,3 +291,47 @@ def test_trust_is_remembered_per_client_and_only_after_a_result() -> None:
     assert (t3, r3.channel) == ({"sse"}, "sse")
     # trusted, the SSE channel turns polls into a sparse safety net: no more than the seed's
     assert r3.polls < r2.polls and r3.polls <= 4
+
+
+# -- push_fallback (Policy.lean): one push connection per generation ---------------------------
+
+
+@props
+@given(seconds(0.5, 100.0), st.sampled_from(["normal", "silent", "progress"]))
+def test_lean_opens_one_channel_while_sse_is_up(gen_time: float, sse_mode: str) -> None:
+    policy = Policy.lean()
+    faults = Faults(ws_mode="normal", sse_mode=sse_mode, gen_time=gen_time)  # type: ignore[arg-type]
+    trace = run_scenario(Scenario(faults=faults, policy=policy))
+    connects = [what for _, what in trace.calls if what.endswith("_connect")]
+    assert connects == ["sse_connect"]  # the WebSocket was never opened
+    assert trace.result.state is State.DONE
+    if sse_mode == "normal":
+        assert trace.result.channel == "sse"
+        assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)
+    else:  # a silent first channel keeps the fallback closed: polling delivers
+        assert trace.result.channel == "polling"
+        assert (
+            trace.result.elapsed
+            <= max(gen_time, policy.ws_timeout)
+            + policy.poll_interval * (1 + policy.jitter)
+            + EPSILON
+        )
+
+
+@props
+@given(seconds(0.5, 100.0), st.sampled_from(["refuse", "drop"]))
+def test_lean_falls_back_to_the_websocket_while_sse_is_down(gen_time: float, sse_mode: str) -> None:
+    """SSE refused (HTTP 524) or dropped: the legacy socket opens and delivers at once."""
+    faults = Faults(
+        ws_mode="normal",
+        sse_mode=sse_mode,  # type: ignore[arg-type]
+        ws_drops=1000,
+        ws_drop_after=0.1,
+        gen_time=gen_time,
+    )
+    trace = run_scenario(Scenario(faults=faults, policy=Policy.lean()))
+    connects = [what for _, what in trace.calls if what.endswith("_connect")]
+    assert connects[0] == "sse_connect" and "ws_connect" in connects
+    assert trace.result.state is State.DONE
+    assert trace.result.channel in ("websocket", "sse")
+    assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)

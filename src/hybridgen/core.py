@@ -133,6 +133,8 @@ class Core:
         """Whether push ``channel`` (``"websocket"`` or ``"sse"``) should be open now."""
         if channel not in self._channels or (channel == "sse" and self.file_id is None):
             return False
+        if self.policy.push_fallback and not self._earlier_unavailable(channel):
+            return False
         if self.state is State.POLLING:
             return self.policy.keep_ws_open
         return self.state is State.REQUESTED or self.state is State.AWAITING_WS
@@ -234,6 +236,12 @@ class Core:
         if state is not None:
             state.connected = True
             state.streak = 0
+
+    def push_closed(self, channel: str) -> None:
+        """Push ``channel`` was closed because it is not wanted now (not a failure)."""
+        state = self._channels.get(channel)
+        if state is not None:
+            state.connected = False
 
     def push_down(self, channel: str, reason: str, now: float, *, permanent: bool = False) -> None:
         """Push ``channel`` failed to connect, dropped, or its stream ended.
@@ -416,6 +424,16 @@ class Core:
             half_way = (self.started + self.expected - now) / 2
             return self._jitter(min(sparse, max(policy.poll_interval, half_way)))
         return self._jitter(policy.poll_interval)
+
+    def _earlier_unavailable(self, channel: str) -> bool:
+        """Every channel before ``channel`` in the policy's order is down after a failure."""
+        for name in self.policy.push:
+            if name == channel:
+                return True
+            state = self._channels[name]
+            if state.connected or not state.failures:
+                return False
+        return True
 
     def _all_down(self) -> bool:
         """Every push channel has failed and none is connected."""

@@ -176,15 +176,13 @@ class Generation:
         if self._client_hub:
             self._client_hub.emit(event)
         self._retime()
-        for channel, scope in self._push_scopes.items():
-            if not self.core.wants(channel):
-                scope.cancel()
         if event.terminal:
             self._finished.set()
 
     def _retime(self) -> None:
         """Move the waits of the timer loop and the job task to the core's times (no task is
-        woken before its time), and wake the push tasks that wait to be wanted. Called after
+        woken before its time), close the push channels not wanted now and wake the push tasks
+        that wait to be wanted. Called after
         every call that changes the core (an event is emitted before the change is complete)."""
         core = self.core
         if self._timer is not None:
@@ -194,6 +192,9 @@ class Generation:
             self._poll_wait.deadline = (
                 -math.inf if core.terminal else math.inf if due is None else due
             )
+        for channel, scope in self._push_scopes.items():
+            if not core.wants(channel):
+                scope.cancel()
         self._lot.unpark_all()
 
 
@@ -605,6 +606,8 @@ class Client:
                     permanent = isinstance(exc, PermanentError)
             del gen._push_scopes[channel]
             if scope.cancelled_caught:
+                core.push_closed(channel)
+                gen._retime()
                 continue
             log.debug("generation %s: %s down: %s", core.id, name, reason)
             core.push_down(channel, reason, trio.current_time(), permanent=permanent)

@@ -86,7 +86,15 @@ class Policy:
     )
     """The push channels to open: ``"websocket"`` (the project's legacy socket, opened before the
     start request) and ``"sse"`` (the file's Server-Sent Events, opened once the start reply names
-    the file). Empty: poll only. A comma-separated string is accepted too."""
+    the file). Empty: poll only. A comma-separated string is accepted too. With
+    :attr:`push_fallback` the order is the order of preference."""
+    push_fallback: bool = attrs.field(default=False, validator=_flag)
+    """Open only the first channel of :attr:`push`, and a later one only while every channel
+    before it is down after a failure (refused, e.g. HTTP 404 from a server without it, or
+    dropped and not yet reconnected); a later channel is closed again once an earlier one is
+    back. It halves the push connections of each generation, on the client and on the server
+    (see :meth:`lean`), but a first channel that connects and stays silent keeps the others
+    closed: polling then delivers. False: open every channel at once."""
     keep_ws_open: bool = attrs.field(default=True, validator=_flag)
     """Keep listening on the push channels while polling (else close them when polling begins)."""
     ws_reconnect: bool = attrs.field(default=True, validator=_flag)
@@ -184,6 +192,18 @@ class Policy:
         return cls(adaptive=True)
 
     @classmethod
+    def lean(cls) -> Policy:
+        """The default with one push connection per generation, for thousands at once.
+
+        Listens on SSE (today's push) and opens the legacy WebSocket only while SSE is down
+        (:attr:`push_fallback`): against today's API it costs about half the default's CPU per
+        generation, on the client and on the server (``docs/performance.md``), and a result
+        comes as fast. Against a server whose SSE stream connects but stays silent while its
+        WebSocket pushes, results come by polling instead (about one ``poll_interval`` late).
+        """
+        return cls(push=("sse", "websocket"), push_fallback=True)
+
+    @classmethod
     def polling(cls) -> Policy:
         """Polling only: no push channel is opened, polls start at once (every 2 s, backing off).
 
@@ -219,5 +239,6 @@ PRESETS: Final = {
     "seed": Policy.seed,
     "adaptive": Policy.adaptive_default,
     "polling": Policy.polling,
+    "lean": Policy.lean,
 }
 """Named presets, as the command line's ``--policy`` takes them."""

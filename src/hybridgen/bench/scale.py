@@ -6,8 +6,9 @@ and on SSE alike), each N and each client, the benchmark starts its own
 ``hybridgen serve --port 0 --ws-mode M --sse-mode M --gen-time G`` process (its first
 stdout line is its URL), then a fresh client process (so its CPU and peak RSS are its own) that
 starts N generations at once and waits for all of them; the two clients run one after the other,
-their order alternating between repetitions. hybridgen uses the default policy (real timings,
-unscaled); the baseline polls every 2 s. Reported per client: CPU per generation (``getrusage`` of
+their order alternating between repetitions. hybridgen uses a preset policy (``--policy``: the
+default, or ``lean`` with one push connection per generation; real timings, unscaled); the
+baseline polls every 2 s. Reported per client: CPU per generation (``getrusage`` of
 the client process from the first start to the last end), peak RSS per generation in flight
 (``VmHWM`` minus ``VmRSS`` before the first start, over the most generations alive at once),
 done / failed (the server says the job failed) / lost (anything else: a start or the deadline
@@ -15,6 +16,7 @@ failed), HTTP requests per generation (start + polls, counted by the server), th
 and the server's CPU per generation. The soft ``RLIMIT_NOFILE`` is raised to the hard limit::
 
     python -m hybridgen.bench.scale [--smoke] [--sizes 100,1000,5000] [--repeat 3] [--plot PNG]
+                                    [--policy default|lean|...]
 """
 
 from __future__ import annotations
@@ -95,10 +97,11 @@ def _outcome(state: str, reason: str) -> str:
     return "failed" if reason.startswith("the server reports the job failed") else "lost"
 
 
-async def _client(url: str, n: int) -> dict[str, Any]:
+async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
     from ..api import Config, ImageRequest
     from ..driver import Client, Generation
     from ..events import Event
+    from ..policy import PRESETS
     from ..transport import SuperDuperTransport
 
     config = Config(url=url, token="bench", allow_insecure=True)
@@ -117,7 +120,7 @@ async def _client(url: str, n: int) -> dict[str, Any]:
             max_fds = max(max_fds, len(os.listdir("/proc/self/fd")))
             await trio.sleep(0.2)
 
-    async with Client(SuperDuperTransport(config)) as client:
+    async with Client(SuperDuperTransport(config), policy=PRESETS[policy]()) as client:
         client.subscribe(on_event)
         rss0 = _status_kb("VmRSS")
         cpu0 = _cpu_self()
@@ -153,9 +156,9 @@ async def _client(url: str, n: int) -> dict[str, Any]:
     }
 
 
-def _worker(url: str, n: int) -> int:
+def _worker(url: str, n: int, policy: str) -> int:
     raise_fd_limit()
-    print(json.dumps(trio.run(_client, url, n)), flush=True)
+    print(json.dumps(trio.run(_client, url, n, policy)), flush=True)
     return 0
 
 
@@ -209,19 +212,21 @@ def _server(mode: str, gen: float) -> Iterator[tuple[str, int]]:
             server.wait(timeout=10)
 
 
-def _command(client: str, url: str, n: int) -> list[str]:
+def _command(client: str, url: str, n: int, policy: str = "default") -> list[str]:
     if client == "hybridgen":
-        return [sys.executable, "-m", "hybridgen.bench.scale", "--worker", url, str(n)]
+        return [sys.executable, "-m", "hybridgen.bench.scale", "--worker", url, str(n), policy]
     if client == "aiohttp":
         return [sys.executable, "-m", "hybridgen.bench.baseline", url, str(n)]
     raise ValueError(f"unknown client {client!r}; choose from {', '.join(CLIENTS)}")
 
 
-def measure(client: str, mode: str, n: int, gen: float, timeout: float) -> dict[str, Any]:
+def measure(
+    client: str, mode: str, n: int, gen: float, timeout: float, policy: str = "default"
+) -> dict[str, Any]:
     """Run ``client`` with N generations against a fresh ``hybridgen serve``; its figures."""
     raise_fd_limit()  # inherited by both child processes
     with _server(mode, gen) as (url, pid):
-        command = _command(client, url, n)
+        command = _command(client, url, n, policy)
         server_cpu0 = _cpu_of(pid)
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
@@ -264,6 +269,7 @@ def run(
     repeat: int = 1,
     plot: str | None = None,
     gen: float | None = None,
+    policy: str = "default",
 ) -> list[Figure]:
     """Measure figure 3 for each mode and size, hybridgen beside the baseline (medians of
     ``repeat`` runs each); raw measurements go to stderr as JSON too, ``plot`` draws CPU per
@@ -277,9 +283,11 @@ def run(
             runs: dict[str, list[dict[str, float]]] = {c: [] for c in CLIENTS}
             for rep in range(repeat):
                 for client in CLIENTS if rep % 2 == 0 else CLIENTS[::-1]:
-                    m = measure(client, mode, n, g, timeout=timeout or (60 if smoke else 900))
+                    m = measure(
+                        client, mode, n, g, timeout=timeout or (60 if smoke else 900), policy=policy
+                    )
                     print(
-                        f"# scale {client} {mode} N={n} G={g:g}s: {json.dumps(m)}",
+                        f"# scale {client} ({policy}) {mode} N={n} G={g:g}s: {json.dumps(m)}",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -335,10 +343,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gen-time", type=float, help="emulated generation time, seconds")
     parser.add_argument("--plot", metavar="PNG", help="draw CPU per generation against N")
     parser.add_argument("--timeout", type=float, help="seconds one client process may take")
-    parser.add_argument("--worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--policy", default="default", help="hybridgen's preset (default, lean...)")
+    parser.add_argument("--worker", nargs=3, metavar=("URL", "N", "POLICY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from ..policy import PRESETS
+
+    if args.policy not in PRESETS:
+        parser.error(f"--policy: unknown preset {args.policy!r}; choose from {', '.join(PRESETS)}")
     if args.worker:
-        return _worker(args.worker[0], int(args.worker[1]))
+        return _worker(args.worker[0], int(args.worker[1]), args.worker[2])
     from ._report import emit
 
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
@@ -350,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeat=args.repeat,
         plot=args.plot,
         gen=args.gen_time,
+        policy=args.policy,
     )
     emit(figures, title="# scale: ratio above 1 means hybridgen beats the aiohttp loop")
     print(summary(figures), file=sys.stderr, flush=True)

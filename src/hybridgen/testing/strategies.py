@@ -48,6 +48,7 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
         jitter=draw(st.sampled_from([0.0, 0.1, 0.25, 0.5])),
         deadline=ws_timeout + draw(seconds(0.5, max_deadline)),
         push=tuple(draw(st.permutations(PUSH_CHANNELS))[: draw(st.integers(0, 2))]),
+        push_fallback=draw(st.booleans()),
         keep_ws_open=draw(st.booleans()),
         ws_reconnect=draw(st.booleans()),
         retry_budget=draw(st.none() | st.integers(0, 10)),
