@@ -185,17 +185,21 @@ class Generation:
         that wait to be wanted. Called after
         every call that changes the core (an event is emitted before the change is complete)."""
         core = self.core
-        if self._timer is not None:
-            self._timer.deadline = -math.inf if core.terminal else core.next_timer()
-        if self._poll_wait is not None:
-            due = core.next_poll
-            self._poll_wait.deadline = (
-                -math.inf if core.terminal else math.inf if due is None else due
-            )
+        terminal = core.terminal
+        timer, poll_wait = self._timer, self._poll_wait
+        if timer is not None:
+            due = -math.inf if terminal else core.next_timer()
+            if timer.deadline != due:  # moving a deadline costs trio a heap entry
+                timer.deadline = due
+        if poll_wait is not None:
+            due = -math.inf if terminal else math.inf if core.next_poll is None else core.next_poll
+            if poll_wait.deadline != due:
+                poll_wait.deadline = due
         for channel, scope in self._push_scopes.items():
             if not core.wants(channel):
                 scope.cancel()
-        self._lot.unpark_all()
+        if self._lot:
+            self._lot.unpark_all()
 
 
 class Client:

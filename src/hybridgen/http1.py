@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import logging
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -30,7 +32,7 @@ log: Final = logging.getLogger("hybridgen.http")
 """Debug records: connections made and closed, each request's method, path and reply status
 (never a header: the token is one)."""
 
-__all__ = ["HTTPFailure", "Pool", "Response"]
+__all__ = ["HTTPFailure", "Pool", "Response", "connect_tcp"]
 
 MAX_HEAD: Final = 64 * 1024
 """The largest status line plus headers accepted (bytes)."""
@@ -78,16 +80,23 @@ class Response:
 
 
 class _Connection:
-    __slots__ = ("h11", "idle_since", "stream")
+    __slots__ = ("h11", "idle_since", "sock", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
+        # plain TCP: the socket itself, without the stream's per-call bookkeeping
+        self.sock = stream.socket if type(stream) is trio.SocketStream else None
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         self.idle_since = 0.0
 
     async def send(self, data: bytes) -> None:
         try:
-            await self.stream.send_all(data)
+            if self.sock is None:
+                await self.stream.send_all(data)
+                return
+            view = memoryview(data)
+            while view:
+                view = view[await self.sock.send(view) :]
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise HTTPFailure(f"sending failed ({_why(exc)})", sent=True) from None
 
@@ -100,7 +109,10 @@ class _Connection:
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]  # NEED_DATA is ruled out
             try:
-                data = await self.stream.receive_some(_READ)
+                if self.sock is None:
+                    data = await self.stream.receive_some(_READ)
+                else:
+                    data = await self.sock.recv(_READ)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise HTTPFailure(f"connection lost ({_why(exc)})", sent=True) from None
             if not data and self.h11.their_state is h11.SEND_RESPONSE:
@@ -235,7 +247,7 @@ class Pool:
     async def _connect(self, origin: Origin) -> _Connection:
         scheme, host, port = origin
         try:
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            stream: trio.abc.Stream = await connect_tcp(host, port)
         except OSError as exc:
             log.debug("connect to %s:%d failed: %s", host, port, exc)
             raise HTTPFailure(_why(exc), sent=False) from None
@@ -262,6 +274,22 @@ class Pool:
         idle.append(conn)
         if len(idle) > self.max_idle:
             await trio.aclose_forcefully(idle.pop(0).stream)  # the oldest makes room
+
+
+async def connect_tcp(host: str, port: int) -> trio.SocketStream:
+    """A TCP connection to ``host``; an IP address is connected to directly (no resolver call,
+    no happy-eyeballs nursery), a name through ``trio.open_tcp_stream``."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    sock = trio.socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 def _split(url: str) -> tuple[Origin, str, str]:

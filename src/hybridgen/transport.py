@@ -508,7 +508,7 @@ async def _open_websocket(
             host, port, ssl_context=_tls_context(), https_compatible=True
         )
     else:
-        stream = await trio.open_tcp_stream(host, port)
+        stream = await http1.connect_tcp(host, port)
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
