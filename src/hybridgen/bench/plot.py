@@ -99,7 +99,7 @@ def scale_plot(
     """
     font = ImageFont.load_default()
     width, height = 760, 420
-    left, right, top, bottom = 60, 20, 60, 50
+    left, right, top, bottom = 60, 20, 60 + 12 * ((len(curves) - 1) // 3), 50
     plot_w, plot_h = width - left - right, height - top - bottom
     points = [p for curve in curves.values() for p in curve]
     ns = sorted({n for n, _ in points}) or [1]
@@ -129,8 +129,8 @@ def scale_plot(
         draw.text((x - 12, top + plot_h + 6), f"{n:,}", fill=GREY, font=font)
     draw.text((left + plot_w // 2 - 60, height - 20), "N (log scale)", fill=GREY, font=font)
     clients = list(dict.fromkeys(client for client, _ in curves))
-    lx = left
-    for (client, mode), curve in curves.items():
+    lx, ly = left, 35  # the legend, in as many rows as it takes, above the plot
+    for index, ((client, mode), curve) in enumerate(curves.items()):
         color = COLORS[clients.index(client) % len(COLORS)]
         pts = [xy(n, v) for n, v in sorted(curve) if math.isfinite(v)]
         for a, b in itertools.pairwise(pts):
@@ -138,9 +138,11 @@ def scale_plot(
         for x, y in pts:
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=color)
         label = f"{client}, push {'works' if mode == 'normal' else mode}"
-        _segment(draw, (lx, 35), (lx + 24, 35), color, dashed=mode != "normal")
-        draw.text((lx + 30, 29), label, fill="black", font=font)
-        lx += 30 + int(draw.textlength(label, font=font)) + 20
+        if index and lx + 30 + draw.textlength(label, font=font) > width - right:
+            lx, ly = left, ly + 12
+        _segment(draw, (lx, ly), (lx + 24, ly), color, dashed=mode != "normal")
+        draw.text((lx + 30, ly - 6), label, fill="black", font=font)
+        lx += 30 + int(draw.textlength(label, font=font)) + 16
     draw.rectangle((left, top, left + plot_w, top + plot_h), outline="black")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG", optimize=True)
