@@ -1,7 +1,8 @@
 """Transports: how hybridgen talks to a generation server.
 
 :class:`Transport` is the interface the trio driver uses. :class:`SuperDuperTransport` speaks the
-SuperDuperAI editor API over real sockets (httpx for HTTP, trio-websocket for the push);
+SuperDuperAI editor API over real sockets (:mod:`hybridgen.http1` or httpx for HTTP,
+trio-websocket for the legacy socket);
 :class:`hybridgen.testing.MemoryTransport` is the in-memory twin used on trio's virtual clock. Both
 pass the same contract tests (``tests/test_transport_contract.py``).
 
@@ -107,11 +108,10 @@ class Transport(Protocol):
 _POOL_LIMITS: Final = httpx.Limits(
     max_connections=None, max_keepalive_connections=64, keepalive_expiry=30.0
 )
-"""Connection pool of an owned client: HTTP/1.1 needs a connection per concurrent request. The
-driver's :class:`~hybridgen.driver.Client` bounds the requests in flight (32 by default) before
-they reach httpx, so the pool stays small and warm. No cap here: requests queued in httpcore's
-pool cost O(queued x connections) on every request (a 1,000-request burst over a 512 cap took 98 s
-on loopback instead of 3 s), so the queue is the driver's, not httpcore's."""
+"""Connection pool of the httpx client made for a proxy. No cap here: requests queued in
+httpcore's pool cost O(queued x connections) on every request (a 1,000-request burst over a 512
+cap took 98 s on loopback instead of 3 s), so the queue is the driver's (32 requests in flight by
+default), not httpcore's."""
 
 _WS_DISCONNECT_TIMEOUT: Final = 2.0
 WS_MAX_MESSAGE: Final = 2**20
@@ -127,11 +127,14 @@ _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class SuperDuperTransport:
-    """The SuperDuperAI editor API over real sockets: httpx for HTTP, trio-websocket for the push.
+    """The SuperDuperAI editor API over real sockets: HTTP (starts, polls, SSE, downloads) and the
+    legacy WebSocket (trio-websocket).
 
-    ``http`` is an ``httpx.AsyncClient`` to use (not closed by :meth:`aclose`); by default the
-    transport makes its own (and one more for the SSE streams), with no timeouts of its own (the
-    driver bounds every call) and a connection pool sized for many concurrent generations. Errors
+    By default HTTP goes through hybridgen's own HTTP/1.1 client (:class:`hybridgen.http1.Pool`:
+    kept-alive connections taken in O(1), no timeouts of its own, as the driver bounds every
+    call). ``http`` is an ``httpx.AsyncClient`` to use instead (not closed by :meth:`aclose`);
+    the transport makes one itself when the environment names a proxy for the API (httpx
+    honours ``HTTPS_PROXY``, ``NO_PROXY`` and the like). Errors
     are mapped to :class:`~hybridgen.errors.AuthError` (401/403),
     :class:`~hybridgen.errors.PermanentError` (400/404/405/422 and other 4xx) and
     :class:`~hybridgen.errors.TransientError` (408/425/429, 5xx, timeouts, connection errors,
