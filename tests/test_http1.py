@@ -156,6 +156,7 @@ async def test_a_refused_connection_was_not_sent() -> None:
         async with pool.request("POST", f"http://127.0.0.1:{port}/start", [], b"{}"):
             pass
     assert info.value.sent is False
+    assert f"connect to 127.0.0.1:{port}: Connection refused" in str(info.value)
 
 
 async def test_a_body_left_unread_closes_its_connection() -> None:

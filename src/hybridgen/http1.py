@@ -18,6 +18,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
@@ -286,6 +287,11 @@ async def connect_tcp(host: str, port: int) -> trio.SocketStream:
     sock = trio.socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET)
     try:
         await sock.connect((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if version == 6 else f"{host}:{port}"
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(f"connect to {where}: {why}") from None
     except BaseException:
         sock.close()
         raise
