@@ -12,11 +12,14 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
+from hybridgen.api import Config
 from hybridgen.http1 import MAX_HEAD, HTTPFailure, Pool
 from hybridgen.testing.sockets import client_side_fds
+from hybridgen.transport import SuperDuperTransport
 
 LIMIT = 5.0
 
@@ -237,3 +240,22 @@ async def test_a_url_it_cannot_send_to_is_a_failure_before_sending(url: str) -> 
         async with pool.request("GET", url, []):
             pass
     assert info.value.sent is False
+
+
+@pytest.mark.parametrize("via", ["http1", "httpx"])
+async def test_the_callers_own_error_inside_a_download_passes_through_as_it_is(via: str) -> None:
+    """A full disk while saving is the caller's error, not a failed connection."""
+    png = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n\x89PNG\r\n\x1a\n"
+    async with serving(lambda i: png) as server, httpx.AsyncClient() as http:
+        url = f"http://127.0.0.1:{server.port}"
+        config = Config(url=url, token="t0ken-123", allow_insecure=True)
+        transport = SuperDuperTransport(config, http=http if via == "httpx" else None)
+
+        async def save_to_a_full_disk() -> None:
+            async with transport.fetch(f"{url}/f.png", limit=1000) as chunks:
+                async for _ in chunks:
+                    raise OSError(28, "No space left on device")
+
+        with trio.fail_after(LIMIT), pytest.raises(OSError, match="No space left"):
+            await save_to_a_full_disk()
+        await transport.aclose()

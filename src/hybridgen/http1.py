@@ -30,8 +30,8 @@ import h11
 import trio
 
 log: Final = logging.getLogger("hybridgen.http")
-"""Debug records: connections made and closed, each request's method, path and reply status
-(never a header: the token is one)."""
+"""Debug records: connections made or refused, each request's method, path and reply status
+(never a header or a query: the token could be in one)."""
 
 __all__ = ["HTTPFailure", "Pool", "Response", "connect_tcp"]
 

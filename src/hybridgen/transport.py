@@ -437,12 +437,19 @@ class _Httpx:
         headers: Iterable[tuple[str, str]],
         body: bytes | None = None,
     ) -> AsyncIterator[_Reply]:
+        body_error: BaseException | None = None
         try:
             async with self.client.stream(
                 method, url, headers=list(headers), content=body
             ) as response:
-                yield _HttpxReply(response)
+                try:
+                    yield _HttpxReply(response)
+                except BaseException as exc:  # the caller's own (e.g. a full disk): as it is
+                    body_error = exc
+                    raise
         except (httpx.RequestError, OSError) as exc:
+            if exc is body_error:
+                raise
             raise _failure(exc) from None
 
     async def aclose(self) -> None:
