@@ -89,26 +89,25 @@ async def get(pool: Pool, server: Server, path: str = "/x", method: str = "GET")
         return b"".join([chunk async for chunk in response.chunks()])
 
 
-async def test_a_kept_alive_connection_is_reused() -> None:
-    async with serving(lambda i: OK) as server:
+CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
+@pytest.mark.parametrize(
+    ("reply", "connections"),
+    [(OK, 1), (CLOSE, 3)],
+    ids=["kept alive: one connection", "Connection: close: one each"],
+)
+async def test_a_kept_alive_connection_is_reused_and_a_closed_one_is_not(
+    reply: bytes, connections: int
+) -> None:
+    async with serving(lambda i: reply) as server:
         pool = Pool()
         with trio.fail_after(LIMIT):
             for _ in range(3):
                 assert await get(pool, server) == b"ok"
         await pool.aclose()
-    assert server.connections == 1
+    assert server.connections == connections
     assert server.requests == [b"GET /x HTTP/1.1"] * 3
-
-
-async def test_a_reply_saying_connection_close_is_not_pooled() -> None:
-    close = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-    async with serving(lambda i: close) as server:
-        pool = Pool()
-        with trio.fail_after(LIMIT):
-            for _ in range(2):
-                assert await get(pool, server) == b"ok"
-        await pool.aclose()
-    assert server.connections == 2
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_taken() -> None:
