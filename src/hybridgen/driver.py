@@ -175,7 +175,6 @@ class Generation:
             self.hub.emit(event)
         if self._client_hub:
             self._client_hub.emit(event)
-        self._retime()
         if event.terminal:
             self._finished.set()
 
