@@ -66,7 +66,7 @@ class Generation:
         "_client_hub",
         "_finished",
         "_journal_failed",
-        "_lot",
+        "_lots",
         "_poll_wait",
         "_push_scopes",
         "_timer",
@@ -102,8 +102,8 @@ class Generation:
         self.history: list[Transition] = []
         self._client_hub = client_hub
         self._journal_failed = journal_failed
-        self._lot = trio.lowlevel.ParkingLot()
-        """Where push tasks wait for their channel to be wanted."""
+        self._lots: dict[str, trio.lowlevel.ParkingLot] = {}
+        """Where each push task waits for its channel to be wanted (woken only then)."""
         self._timer: trio.CancelScope | None = None
         """The wait of the timer loop, due at the core's next timer."""
         self._poll_wait: trio.CancelScope | None = None
@@ -197,8 +197,9 @@ class Generation:
         for channel, scope in self._push_scopes.items():
             if not core.wants(channel):
                 scope.cancel()
-        if self._lot:
-            self._lot.unpark_all()
+        for channel, lot in self._lots.items():
+            if lot and core.wants(channel) and core.connect_at(channel) is not None:
+                lot.unpark_all()
 
 
 class Client:
@@ -575,10 +576,11 @@ class Client:
         """Keep push ``channel`` open while the core wants it; feed it every message."""
         core, policy = gen.core, gen.core.policy
         name = "WebSocket" if channel == "websocket" else "SSE"
+        lot = gen._lots[channel] = trio.lowlevel.ParkingLot()
         while not core.terminal:
             at = core.connect_at(channel)
             if at is None or not core.wants(channel):
-                await gen._lot.park()
+                await lot.park()  # the terminal state cancels this wait with the nursery
                 continue
             await trio.sleep_until(at)
             if not core.wants(channel):
