@@ -91,15 +91,23 @@ class _Connection:
         self.idle_since = 0.0
 
     async def send(self, data: bytes) -> None:
+        """Send ``data``; on plain TCP without a checkpoint when the kernel takes it all at
+        once (the reply's wait, which always follows, is the checkpoint)."""
         try:
             if self.sock is None:
                 await self.stream.send_all(data)
                 return
             view = memoryview(data)
+            with contextlib.suppress(BlockingIOError):  # fd -1 once closed: EBADF, no mix-up
+                view = view[os.write(self.sock.fileno(), view) :]
             while view:
                 view = view[await self.sock.send(view) :]
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise HTTPFailure(f"sending failed ({_why(exc)})", sent=True) from None
+
+    def close(self) -> None:
+        """Close at once, without a checkpoint (on TLS without the closing handshake)."""
+        _socket_of(self.stream).close()  # trio's close tells the tasks waiting on it first
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
@@ -127,11 +135,7 @@ class _Connection:
         """Idle too long, or readable while idle (the server closed it, or sent junk)."""
         if now - self.idle_since > keepalive:
             return True
-        stream = self.stream
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        sock = getattr(stream, "socket", None)
-        return sock is None or bool(sock.is_readable())
+        return bool(_socket_of(self.stream).is_readable())
 
 
 class Pool:
@@ -185,17 +189,17 @@ class Pool:
             except HTTPFailure:
                 if not (reused and method == "GET" and conn.h11.their_state is h11.SEND_RESPONSE):
                     raise
-                await trio.aclose_forcefully(conn.stream)
+                conn.close()
                 conn = await self._connect(origin)
                 response = await self._exchange(conn, method, target, head, body)
             yield response
         except BaseException:
-            await trio.aclose_forcefully(conn.stream)
+            conn.close()
             raise
         if conn.reusable() and not self._closed:
-            await self._give_back(origin, conn)
+            self._give_back(origin, conn)
         else:
-            await trio.aclose_forcefully(conn.stream)
+            conn.close()
 
     async def aclose(self) -> None:
         """Close every idle connection (requests in flight close theirs when they end)."""
@@ -203,7 +207,8 @@ class Pool:
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
-                await trio.aclose_forcefully(conn.stream)
+                conn.close()
+        await trio.lowlevel.checkpoint()
 
     async def _exchange(
         self,
@@ -242,7 +247,7 @@ class Pool:
             conn = idle.pop()
             if not conn.stale(now, self.keepalive):
                 return conn, True
-            await trio.aclose_forcefully(conn.stream)
+            conn.close()
         return await self._connect(origin), False
 
     async def _connect(self, origin: Origin) -> _Connection:
@@ -268,13 +273,21 @@ class Pool:
             stream = ssl_stream
         return _Connection(stream)
 
-    async def _give_back(self, origin: Origin, conn: _Connection) -> None:
+    def _give_back(self, origin: Origin, conn: _Connection) -> None:
         conn.h11.start_next_cycle()
         conn.idle_since = time.monotonic()
         idle = self._idle.setdefault(origin, [])
         idle.append(conn)
         if len(idle) > self.max_idle:
-            await trio.aclose_forcefully(idle.pop(0).stream)  # the oldest makes room
+            idle.pop(0).close()  # the oldest makes room
+
+
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
+    """The TCP socket under a connection (plain or TLS; the pool makes no other kind)."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    assert isinstance(stream, trio.SocketStream)
+    return stream.socket
 
 
 async def connect_tcp(host: str, port: int) -> trio.SocketStream:
