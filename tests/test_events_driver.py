@@ -173,3 +173,33 @@ def test_logging_subscriber(caplog: pytest.LogCaptureFixture) -> None:
     assert "g polling -> failed (deadline): too slow" in caplog.text
     assert "progress 50% via websocket" in caplog.text
     assert caplog.records[0].levelno == logging.WARNING
+
+
+class _PushSteps(trio.abc.Instrument):
+    """Counts the steps of the push tasks, by channel."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        frame = getattr(task.coro, "cr_frame", None)
+        if frame is not None and frame.f_code.co_name == "_push_task":
+            channel = frame.f_locals["channel"]
+            self.steps[channel] = self.steps.get(channel, 0) + 1
+
+
+async def test_a_push_task_not_wanted_is_not_woken_by_every_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # lean: the WebSocket is wanted only while SSE is down; SSE here pushes 20 progress messages
+    # and the result, each a change of the core. The WebSocket's task starts, waits, is cancelled.
+    faults = Faults(gen_time=30, ws_mode="normal", sse_mode="normal", progress_steps=20)
+    counter = _PushSteps()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        result = await client_for(faults, Policy.lean()).generate("x")
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert result.channel == "sse"
+    assert counter.steps["sse"] > 20  # one step per message at least: the counter counts
+    assert counter.steps["websocket"] <= 3
