@@ -129,8 +129,18 @@ def test_ws_failure_before_acceptance_polls_from_acceptance() -> None:
     core.ws_down("refused", 100.01)
     assert core.state is State.REQUESTED
     core.accepted(FileStatus("f1"), 100.2)
-    assert core.state is State.POLLING and core.poll_due(100.2)
+    # the start reply has just said "not ready": the first poll comes one interval later
+    assert core.state is State.POLLING and not core.poll_due(102.19) and core.poll_due(102.2)
     assert transitions(events)[-1] == ("awaiting_ws", "ws_failed", "polling")
+
+
+def test_a_start_accepted_after_the_push_only_wait_is_not_polled_at_once() -> None:
+    # a busy client's start waited its turn: the push-only wait (2 s) ended before the reply
+    core, _ = make(Policy.default().replace(jitter=0.0, push=()))
+    core.advance(103.0)
+    core.accepted(FileStatus("f1"), 105.0)
+    assert core.state is State.POLLING
+    assert not core.poll_due(106.99) and core.poll_due(107.0)
 
 
 def test_transient_poll_errors_back_off_honour_retry_after_and_spend_the_budget() -> None:

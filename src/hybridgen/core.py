@@ -210,6 +210,10 @@ class Core:
             self._enter_polling(now)
         else:
             self.advance(now)
+        if self.next_poll is not None and not self._poll_now:
+            # the start reply has just said "not ready": a poll now would only say it again (the
+            # start may have waited its turn past the push-only wait, on a busy client)
+            self.next_poll = max(self.next_poll, now + self._jitter(self.policy.poll_interval))
 
     def advance(self, now: float) -> None:
         """Fire the time-driven triggers (end of the push-only wait, deadline) due at ``now``."""

@@ -72,7 +72,8 @@ class Policy:
     ws_timeout: float = attrs.field(default=2.0, validator=_positive)
     """Seconds after the start request before polling begins (the WebSocket-only phase)."""
     poll_interval: float = attrs.field(default=2.0, validator=_positive)
-    """Seconds from one poll's reply to the next poll."""
+    """Seconds from one poll's reply to the next poll, and from the start request's reply to the
+    first poll (that reply has just said the job is not ready)."""
     backoff_factor: float = attrs.field(default=2.0, validator=_at_least_one)
     """After each consecutive transient poll error the delay is multiplied by this."""
     backoff_cap: float = attrs.field(default=16.0, validator=_positive)
@@ -206,7 +207,7 @@ class Policy:
 
     @classmethod
     def polling(cls) -> Policy:
-        """Polling only: no push channel is opened, polls start at once (every 2 s, backing off).
+        """Polling only: no push channel is opened; a poll every 2 s (backing off) from the start.
 
         For networks that block WebSockets or long-lived connections, and to check polling on
         its own (``hybridgen check``). The result comes one poll after it is ready, at most.
