@@ -37,9 +37,17 @@ class Server:
         self.port = 0
         self.hung_up = trio.Event()
         """Set once the server has closed a connection of its own accord."""
+        self.ended = trio.Event()
+        """Set once a connection has ended, whoever closed it (its requests are counted)."""
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
+        try:
+            await self._serve(stream)
+        finally:
+            self.ended.set()
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
         buffer = b""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while True:
@@ -217,6 +225,20 @@ async def test_a_cancelled_exchange_closes_its_connection_and_leaks_nothing() ->
         await pool.aclose()
         assert client_side_fds(server.port) == 0
     assert server.connections == 2
+
+
+async def test_nothing_is_sent_from_a_cancelled_scope_even_on_a_kept_alive_connection() -> None:
+    async with serving(lambda i: OK) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            assert await get(pool, server) == b"ok"  # kept alive: the next send needs no wait
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await get(pool, server, "/start", "POST")
+            assert scope.cancelled_caught
+            await server.ended.wait()  # the connection is closed, and all it carried was read
+        await pool.aclose()
+    assert server.requests == [b"GET /x HTTP/1.1"]
 
 
 async def test_no_more_than_max_idle_connections_are_kept() -> None:

@@ -60,11 +60,11 @@ async def run_batch(
             if on_start is not None:
                 on_start(index, gen)
             result = await gen.wait()
+            if fail_fast and result.state is State.FAILED and not stopped_by:
+                stopped_by.append(index)
+                nursery.cancel_scope.cancel()  # before the slot is free: nothing more starts
         finally:
             limiter.release_on_behalf_of(index)
-        if fail_fast and result.state is State.FAILED and not stopped_by:
-            stopped_by.append(index)
-            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         for index, request in enumerate(requests):

@@ -92,11 +92,13 @@ class _Connection:
 
     async def send(self, data: bytes) -> None:
         """Send ``data``; on plain TCP without a checkpoint when the kernel takes it all at
-        once (the reply's wait, which always follows, is the checkpoint)."""
+        once (the reply's wait, which always follows, is the checkpoint). Nothing is sent from
+        a cancelled scope."""
         try:
             if self.sock is None:
                 await self.stream.send_all(data)
                 return
+            await trio.lowlevel.checkpoint_if_cancelled()  # yields only when cancelled
             view = memoryview(data)
             with contextlib.suppress(BlockingIOError):  # fd -1 once closed: EBADF, no mix-up
                 view = view[os.write(self.sock.fileno(), view) :]
