@@ -21,7 +21,7 @@ def autojump_clock() -> trio.testing.MockClock:
 async def test_concurrency_limit_and_results_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    model = ServerModel(Faults(gen_time=10))
+    model = ServerModel(Faults(gen_time=10, sse_mode="normal"))  # pushed: each takes 10 s
     client = Client(MemoryTransport(model))
     live = 0
     peak = 0

@@ -71,7 +71,7 @@ async def test_start_in_callers_nursery_and_stream_events(
 
 
 async def test_late_stream_replays_the_path(autojump_clock: trio.testing.MockClock) -> None:
-    client = client_for(Faults(gen_time=1))
+    client = client_for(Faults(gen_time=1, sse_mode="normal"))
     async with trio.open_nursery() as nursery:
         gen = await nursery.start(client.start, "a red fox")
         await gen.wait()
@@ -131,7 +131,7 @@ async def test_a_raising_subscriber_is_detached_and_the_generation_goes_on(
 
 
 async def test_progress_events_from_the_socket(autojump_clock: trio.testing.MockClock) -> None:
-    client = client_for(Faults(gen_time=8, progress_steps=3))
+    client = client_for(Faults(gen_time=8, progress_steps=3), Policy.eager())
     events: list[Event] = []
     await client.generate("x", on_event=events.append)
     fractions = [e.fraction for e in events if isinstance(e, Progress)]

@@ -100,6 +100,7 @@ def test_scaled_multiplies_every_duration_only() -> None:
     for name in DURATIONS:
         assert getattr(fast, name) == pytest.approx(getattr(seed, name) * 0.05)
     assert fast.jitter == seed.jitter and fast.keep_ws_open == seed.keep_ws_open
+    assert Policy.lean().scaled(0.05).push_quiet is None  # "never" stays never
     with pytest.raises(ConfigError, match="time_scale"):
         seed.scaled(0)
 

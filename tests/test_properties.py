@@ -335,3 +335,38 @@ def test_lean_falls_back_to_the_websocket_while_sse_is_down(gen_time: float, sse
     assert trace.result.state is State.DONE
     assert trace.result.channel in ("websocket", "sse")
     assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)
+
+
+@props
+@given(seconds(0.5, 100.0), seconds(0.5, 30.0))
+def test_a_quiet_first_channel_opens_the_next_which_delivers_at_once(
+    gen_time: float, quiet: float
+) -> None:
+    """push_quiet: SSE connects and stays silent (the seed-era API); after ``quiet`` seconds the
+    WebSocket opens too and delivers at once; before that, only SSE is open."""
+    policy = Policy.lean().replace(push_quiet=quiet)
+    faults = Faults(ws_mode="normal", sse_mode="silent", gen_time=gen_time)
+    trace = run_scenario(Scenario(faults=faults, policy=policy))
+    connects = [(t, what) for t, what in trace.calls if what.endswith("_connect")]
+    assert connects[0][1] == "sse_connect"
+    opened = connects[0][0]
+    assert all(t >= opened + quiet - EPSILON for t, what in connects if what == "ws_connect")
+    assert trace.result.state is State.DONE
+    if gen_time > quiet + 0.1:
+        assert [what for _, what in connects] == ["sse_connect", "ws_connect"]
+        assert trace.result.channel in ("websocket", "polling")
+        assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)
+
+
+@props
+@given(seconds(0.5, 100.0), seconds(0.5, 30.0))
+def test_a_first_channel_that_speaks_keeps_the_next_closed(gen_time: float, quiet: float) -> None:
+    """push_quiet: an SSE stream that sends progress before ``quiet`` is not quiet."""
+    policy = Policy.lean().replace(push_quiet=quiet)
+    steps = math.ceil(gen_time / quiet) + 1  # a message at least every ``quiet`` seconds
+    faults = Faults(ws_mode="normal", sse_mode="normal", gen_time=gen_time, progress_steps=steps)
+    trace = run_scenario(Scenario(faults=faults, policy=policy))
+    connects = [what for _, what in trace.calls if what.endswith("_connect")]
+    assert connects == ["sse_connect"]
+    assert trace.result.channel == "sse"
+    assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)

@@ -32,7 +32,8 @@ SLACK = 0.5
 LIMIT = 8.0
 """No test body may take longer than this."""
 
-DEFAULT = Policy.default().scaled(POLICY_SCALE)  # socket + polls every 0.1 s after 0.1 s
+DEFAULT = Policy.default().scaled(POLICY_SCALE)  # SSE (socket if quiet) + polls every 0.1 s
+EAGER = Policy.eager().scaled(POLICY_SCALE)  # socket and SSE from the start
 SEED = Policy.seed().scaled(POLICY_SCALE)  # 1.5 s socket only, then polls every 0.1 s
 
 
@@ -59,7 +60,7 @@ async def generate(emulator: Emulator, faults: Faults, policy: Policy) -> tuple[
 async def test_push_delivers_the_result(emulator: Emulator, tmp_path: Path) -> None:
     ready_in = 0.3
     # No poll before 3 s: only the socket can deliver.
-    policy = DEFAULT.replace(ws_timeout=3.0, deadline=4.0)
+    policy = EAGER.replace(ws_timeout=3.0, deadline=4.0)
     emulator.model.faults = Faults(gen_time=gen_time(emulator, ready_in))
     async with client_for(emulator) as client:
         with trio.fail_after(LIMIT):
@@ -107,6 +108,28 @@ async def test_silent_socket_default_costs_about_one_poll_interval(emulator: Emu
     assert elapsed < SEED.ws_timeout  # far earlier than the seed on the same server
 
 
+async def test_default_opens_the_socket_only_beside_a_quiet_sse_stream(
+    emulator: Emulator,
+) -> None:
+    # The seed-era server: SSE connects and stays silent, the socket pushes. No poll before 3 s.
+    policy = DEFAULT.replace(ws_timeout=3.0, deadline=4.0)
+    assert policy.push_quiet is not None
+    ready_in = policy.push_quiet + 0.4
+    faults = Faults(ws_mode="normal", sse_mode="silent", gen_time=gen_time(emulator, ready_in))
+    elapsed, result = await generate(emulator, faults, policy)
+    assert (result.state, result.channel, result.polls) == (State.DONE, "websocket", 0)
+    assert emulator.model.counts["sse_connect"] == emulator.model.counts["ws_connect"] == 1
+    assert ready_in <= elapsed <= ready_in + SLACK
+    # Today's API: SSE pushes; the socket is never opened.
+    before = dict(emulator.model.counts)
+    faults = faults.replace(ws_mode="silent", sse_mode="normal")
+    elapsed, result = await generate(emulator, faults, policy)
+    assert (result.state, result.channel) == (State.DONE, "sse")
+    counts = {k: v - before[k] for k, v in emulator.model.counts.items()}
+    assert (counts["sse_connect"], counts["ws_connect"]) == (1, 0)
+    assert ready_in <= elapsed <= ready_in + SLACK
+
+
 async def test_socket_dropped_midway_still_done(emulator: Emulator) -> None:
     ready_in = 0.6
     faults = Faults(
@@ -116,7 +139,7 @@ async def test_socket_dropped_midway_still_done(emulator: Emulator) -> None:
         gen_time=gen_time(emulator, ready_in),
     )
     # Polls only from 3 s on: the result must come from the reconnected socket.
-    policy = DEFAULT.replace(ws_timeout=3.0, deadline=4.0)
+    policy = EAGER.replace(ws_timeout=3.0, deadline=4.0)
     elapsed, result = await generate(emulator, faults, policy)
     assert result.state is State.DONE
     assert result.channel == "websocket"

@@ -43,7 +43,7 @@ WRONG = "tok-HGwrong-3Kd8Vn5qRT"
 FRAGMENTS = [SECRET, WRONG, SECRET[4:16], WRONG[4:16]]
 """What must never appear: the tokens, or a recognisable piece of them."""
 SCALE = 0.02
-POLICY = Policy.default().scaled(SCALE)
+POLICY = Policy.eager().scaled(SCALE)  # both push channels: both libraries log
 LIMIT = 8.0
 LOGGERS = ["", "hybridgen", "httpx", "httpcore", "hypercorn", "trio-websocket", "asyncio"]
 

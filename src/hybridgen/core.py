@@ -66,6 +66,10 @@ class _Channel:
     connected: bool = False
     failures: int = 0
     streak: int = 0
+    quiet_at: float | None = None
+    """When this connection, silent so far, counts as unavailable (``Policy.push_quiet``)."""
+    quiet: bool = False
+    """Connected, but nothing came within ``Policy.push_quiet``: later channels open too."""
 
 
 @attrs.define(slots=True, eq=False)
@@ -163,9 +167,14 @@ class Core:
         """The next moment :meth:`advance` has something to do (``inf`` once terminal)."""
         if self.terminal:
             return math.inf
+        due = self.deadline_at
         if self.state is State.AWAITING_WS:
-            return min(self.ws_timeout_at, self.deadline_at)
-        return self.deadline_at
+            due = min(due, self.ws_timeout_at)
+        if self.policy.push_quiet is not None:
+            for state in self._channels.values():
+                if state.quiet_at is not None and state.quiet_at < due:
+                    due = state.quiet_at
+        return due
 
     def poll_due(self, now: float) -> bool:
         """Whether a poll should be sent now."""
@@ -233,6 +242,10 @@ class Core:
             self._enter_polling(now)
             if self._trusted_listening():  # the safety net starts one sparse interval later
                 self.next_poll = now + self._poll_delay(now)
+        for state in self._channels.values():
+            if state.quiet_at is not None and now >= state.quiet_at:
+                state.quiet_at = None
+                state.quiet = True
 
     def push_up(self, channel: str, now: float) -> None:
         """Push ``channel`` is connected (and subscribed)."""
@@ -240,12 +253,17 @@ class Core:
         if state is not None:
             state.connected = True
             state.streak = 0
+            state.quiet = False
+            quiet = self.policy.push_quiet
+            if quiet is not None and self.policy.push_fallback and channel != self.policy.push[-1]:
+                state.quiet_at = now + quiet  # only a channel with another after it can be quiet
 
     def push_closed(self, channel: str) -> None:
         """Push ``channel`` was closed because it is not wanted now (not a failure)."""
         state = self._channels.get(channel)
         if state is not None:
-            state.connected = False
+            state.connected = state.quiet = False
+            state.quiet_at = None
 
     def push_down(self, channel: str, reason: str, now: float, *, permanent: bool = False) -> None:
         """Push ``channel`` failed to connect, dropped, or its stream ended.
@@ -257,7 +275,8 @@ class Core:
         if state is None:
             return
         was_trusted = state.connected and channel in self.trusted
-        state.connected = False
+        state.connected = state.quiet = False
+        state.quiet_at = None
         if self.terminal:
             return
         state.failures += 1
@@ -280,6 +299,10 @@ class Core:
         """A push ``message`` arrived on ``channel``: a result, a failure, progress or "done"."""
         if self.terminal:
             return
+        state = self._channels.get(channel)
+        if state is not None:  # it speaks: not quiet (any file's message counts)
+            state.quiet = False
+            state.quiet_at = None
         if self.file_id is None:
             if message.kind == "result" and message.url:
                 if self._early is None:
@@ -430,11 +453,14 @@ class Core:
         return self._jitter(policy.poll_interval)
 
     def _earlier_unavailable(self, channel: str) -> bool:
-        """Every channel before ``channel`` in the policy's order is down after a failure."""
+        """Every channel before ``channel`` in the policy's order is down after a failure, or
+        connected but quiet (``Policy.push_quiet``)."""
         for name in self.policy.push:
             if name == channel:
                 return True
             state = self._channels[name]
+            if state.quiet:
+                continue
             if state.connected or not state.failures:
                 return False
         return True

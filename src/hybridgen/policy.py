@@ -57,6 +57,11 @@ def _push(inst: object, attribute: attrs.Attribute[Any], value: tuple[str, ...])
         raise ConfigError("push", f"names a channel twice: {value!r}")
 
 
+def _optional_positive(inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None:
+        _positive(inst, attribute, value)
+
+
 def _flag(inst: object, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
         raise ConfigError(attribute.name, f"must be True or False, got {value!r}")
@@ -83,19 +88,24 @@ class Policy:
     deadline: float = attrs.field(default=120.0, validator=_positive)
     """Seconds after the start request when the generation fails if no result arrived."""
     push: tuple[str, ...] = attrs.field(
-        default=("websocket", "sse"), converter=_channels, validator=_push
+        default=("sse", "websocket"), converter=_channels, validator=_push
     )
-    """The push channels to open: ``"websocket"`` (the project's legacy socket, opened before the
-    start request) and ``"sse"`` (the file's Server-Sent Events, opened once the start reply names
-    the file). Empty: poll only. A comma-separated string is accepted too. With
-    :attr:`push_fallback` the order is the order of preference."""
-    push_fallback: bool = attrs.field(default=False, validator=_flag)
+    """The push channels to open: ``"sse"`` (the file's Server-Sent Events, today's push, opened
+    once the start reply names the file) and ``"websocket"`` (the project's legacy socket; without
+    :attr:`push_fallback` opened before the start request). Empty: poll only. A comma-separated
+    string is accepted too. With :attr:`push_fallback` the order is the order of preference."""
+    push_fallback: bool = attrs.field(default=True, validator=_flag)
     """Open only the first channel of :attr:`push`, and a later one only while every channel
     before it is down after a failure (refused, e.g. HTTP 404 from a server without it, or
     dropped and not yet reconnected); a later channel is closed again once an earlier one is
-    back. It halves the push connections of each generation, on the client and on the server
-    (see :meth:`lean`), but a first channel that connects and stays silent keeps the others
-    closed: polling then delivers. False: open every channel at once."""
+    back. It halves the push connections of each generation, on the client and on the server;
+    a first channel that connects and stays silent keeps the others closed unless
+    :attr:`push_quiet` is set (otherwise polling delivers). False: open every channel at once."""
+    push_quiet: float | None = attrs.field(default=15.0, validator=_optional_positive)
+    """With :attr:`push_fallback`: a channel that has been connected this many seconds without a
+    single message counts as unavailable too, so the next channel opens beside it (a stream that
+    connects and stays silent, as the seed-era API's SSE does). The first message on it closes
+    the later channels again. ``None``: only a failure makes a channel unavailable."""
     keep_ws_open: bool = attrs.field(default=True, validator=_flag)
     """Keep listening on the push channels while polling (else close them when polling begins)."""
     ws_reconnect: bool = attrs.field(default=True, validator=_flag)
@@ -174,13 +184,26 @@ class Policy:
     def default(cls) -> Policy:
         """hybridgen's default: listen and poll together, so whichever channel knows first wins.
 
-        Opens both push channels (the legacy WebSocket and the SSE stream today's API pushes on).
-        Polling starts after one poll interval (2 s), so a silent push costs at most about one
-        interval after the result is ready, whatever the generation time; the channels stay open
-        (and reconnect) so a working push still delivers at once, and once a channel has
-        delivered on this client, polls relax to a sparse safety net. See ``docs/concepts.md``.
+        Listens on SSE (today's push) and opens the legacy WebSocket beside it only while SSE is
+        down or has said nothing for :attr:`push_quiet` (15 s): one push connection per
+        generation against today's API, and the seed-era socket still delivers where SSE
+        connects but stays silent. Polling starts after one poll interval (2 s), so a silent
+        push costs at most about one interval after the result is ready, whatever the
+        generation time; the channels stay open (and reconnect) so a working push still delivers
+        at once, and once a channel has delivered on this client, polls relax to a sparse safety
+        net. See ``docs/concepts.md``.
         """
         return cls()
+
+    @classmethod
+    def eager(cls) -> Policy:
+        """The default, but with both push channels open from the start.
+
+        The legacy WebSocket opens with the start request and SSE with its reply: a result that
+        either channel pushes arrives at once, against any server, at the cost of two push
+        connections per generation (on the client and on the server).
+        """
+        return cls(push=("websocket", "sse"), push_fallback=False)
 
     @classmethod
     def adaptive_default(cls) -> Policy:
@@ -194,16 +217,13 @@ class Policy:
 
     @classmethod
     def lean(cls) -> Policy:
-        """The default with one push connection per generation, for thousands at once.
+        """The default without :attr:`push_quiet`: exactly one push connection per generation.
 
-        Listens on SSE (today's push) and opens the legacy WebSocket only while SSE is down
-        (:attr:`push_fallback`): against today's API it costs a quarter to two fifths less CPU
-        per generation than the default, on the client and on the server, and half the memory
-        (``docs/performance.md``), and a result comes as fast. Against a server whose SSE stream
-        connects but stays silent while its WebSocket pushes, results come by polling instead
-        (about one ``poll_interval`` late).
+        Listens on SSE and opens the legacy WebSocket only while SSE is down (refused, or dropped
+        and not back). Against a server whose SSE stream connects but stays silent while its
+        WebSocket pushes, results come by polling instead (about one ``poll_interval`` late).
         """
-        return cls(push=("sse", "websocket"), push_fallback=True)
+        return cls(push_quiet=None)
 
     @classmethod
     def polling(cls) -> Policy:
@@ -222,19 +242,21 @@ class Policy:
         """Return a copy with every duration multiplied by ``factor`` (e.g. 0.05: 20x faster)."""
         if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
             raise ConfigError("time_scale", f"must be a positive number, got {factor!r}")
-        return self.replace(**{name: getattr(self, name) * factor for name in DURATIONS})
+        durations = {name: getattr(self, name) for name in DURATIONS}
+        return self.replace(**{k: v * factor for k, v in durations.items() if v is not None})
 
 
 DURATIONS: Final = (
     "ws_timeout",
     "poll_interval",
+    "push_quiet",
     "backoff_cap",
     "deadline",
     "sparse_interval",
     "request_timeout",
     "download_timeout",
 )
-"""The fields of :class:`Policy` that are durations in seconds."""
+"""The fields of :class:`Policy` that are durations in seconds (``push_quiet`` may be ``None``)."""
 
 PRESETS: Final = {
     "default": Policy.default,
@@ -242,5 +264,6 @@ PRESETS: Final = {
     "adaptive": Policy.adaptive_default,
     "polling": Policy.polling,
     "lean": Policy.lean,
+    "eager": Policy.eager,
 }
 """Named presets, as the command line's ``--policy`` takes them."""

@@ -82,7 +82,9 @@ def policy_from_options(
 def _external_scale_note(time_scale: float, policy: Policy) -> str:
     """What ``--time-scale`` did against ``SUPERDUPERAI_URL``: the waits scaled, the bounds kept."""
     waits = ", ".join(
-        f"{name} {getattr(policy, name):g} s" for name in DURATIONS if name not in SERVER_BOUNDS
+        f"{name} {getattr(policy, name):g} s"
+        for name in DURATIONS
+        if name not in SERVER_BOUNDS and getattr(policy, name) is not None
     )
     kept = " and ".join(f"{name} {getattr(policy, name):g} s" for name in SERVER_BOUNDS)
     return (

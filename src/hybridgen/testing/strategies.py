@@ -49,6 +49,7 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
         deadline=ws_timeout + draw(seconds(0.5, max_deadline)),
         push=tuple(draw(st.permutations(PUSH_CHANNELS))[: draw(st.integers(0, 2))]),
         push_fallback=draw(st.booleans()),
+        push_quiet=draw(st.none() | seconds(0.1, 60.0)),
         keep_ws_open=draw(st.booleans()),
         ws_reconnect=draw(st.booleans()),
         retry_budget=draw(st.none() | st.integers(0, 10)),
