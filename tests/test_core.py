@@ -143,6 +143,27 @@ def test_a_start_accepted_after_the_push_only_wait_is_not_polled_at_once() -> No
     assert not core.poll_due(106.99) and core.poll_due(107.0)
 
 
+def test_a_quiet_sse_stream_opens_the_socket_beside_it_until_it_speaks() -> None:
+    core, _ = make()  # the default: SSE first, push_quiet 15 s
+    core.accepted(FileStatus("f1"), 100.0)
+    core.push_up("sse", 100.5)
+    assert core.wants("sse") and not core.wants_ws
+    core.advance(102.0)  # polling begins; the socket is still not wanted
+    assert core.state is State.POLLING and not core.wants_ws
+    assert core.next_timer() == 115.5  # the quiet moment, before the deadline
+    core.advance(115.4)
+    assert not core.wants_ws
+    core.advance(115.5)
+    assert core.wants_ws and core.ws_connect_at is not None
+    core.push("sse", Push("f1", "progress", progress=0.4), 116.0)
+    assert not core.wants_ws and core.next_timer() == core.deadline_at
+    # a new connection is given its own quiet time
+    core.push_down("sse", "the server ended the SSE stream", 117.0)
+    assert core.wants_ws  # down: the socket is the fallback
+    core.push_up("sse", 119.0)
+    assert not core.wants_ws and core.next_timer() == 134.0
+
+
 def test_transient_poll_errors_back_off_honour_retry_after_and_spend_the_budget() -> None:
     policy = Policy(
         jitter=0.0, poll_interval=1.0, backoff_factor=2.0, backoff_cap=8, retry_budget=2
