@@ -191,15 +191,21 @@ class _PushSteps(trio.abc.Instrument):
 async def test_a_push_task_not_wanted_is_not_woken_by_every_change(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # lean: the WebSocket is wanted only while SSE is down; SSE here pushes 20 progress messages
-    # and the result, each a change of the core. The WebSocket's task starts, waits, is cancelled.
-    faults = Faults(gen_time=30, ws_mode="normal", sse_mode="normal", progress_steps=20)
+    # SSE first says nothing for push_quiet (5 s), so the WebSocket opens; SSE's first progress
+    # message (at 10 s) closes it again, and its task waits while 39 more messages and the result
+    # change the core. Under lean, SSE up, the WebSocket's task never even starts.
+    faults = Faults(gen_time=410, ws_mode="silent", sse_mode="normal", progress_steps=40)
+    policy = Policy.default().replace(push_quiet=5.0, deadline=500.0)
     counter = _PushSteps()
     trio.lowlevel.add_instrument(counter)
     try:
-        result = await client_for(faults, Policy.lean()).generate("x")
+        result = await client_for(faults, policy).generate("x")
+        assert result.channel == "sse"
+        assert counter.steps["sse"] > 40  # one step per message at least: the counter counts
+        assert 0 < counter.steps["websocket"] <= 8
+        counter.steps.clear()
+        result = await client_for(faults, Policy.lean().replace(deadline=500.0)).generate("x")
     finally:
         trio.lowlevel.remove_instrument(counter)
     assert result.channel == "sse"
-    assert counter.steps["sse"] > 20  # one step per message at least: the counter counts
-    assert counter.steps["websocket"] <= 3
+    assert "websocket" not in counter.steps

@@ -69,6 +69,8 @@ class Generation:
         "_lots",
         "_poll_wait",
         "_push_scopes",
+        "_pushing",
+        "_spawn_push",
         "_timer",
         "core",
         "history",
@@ -110,6 +112,10 @@ class Generation:
         """The job task's wait, due at the core's next poll."""
         self._finished = trio.Event()
         self._push_scopes: dict[str, trio.CancelScope] = {}
+        self._pushing: set[str] = set()
+        """The push channels whose task runs (or cannot run on this transport)."""
+        self._spawn_push: Callable[[str], None] | None = None
+        """Starts a channel's push task in the generation's nursery, while it is open."""
 
     def __repr__(self) -> str:
         return f"<Generation {self.id} {self.state}>"
@@ -200,6 +206,12 @@ class Generation:
         for channel, lot in self._lots.items():
             if lot and core.wants(channel) and core.connect_at(channel) is not None:
                 lot.unpark_all()
+        spawn = self._spawn_push
+        if spawn is not None and not terminal and len(self._pushing) < len(core.policy.push):
+            for channel in core.policy.push:  # a channel's task starts once it is first wanted
+                if channel not in self._pushing and core.wants(channel):
+                    self._pushing.add(channel)
+                    spawn(channel)
 
 
 class Client:
@@ -455,9 +467,14 @@ class Client:
         core = gen.core
         try:
             async with trio.open_nursery() as nursery:
-                for channel in core.policy.push:
-                    if channel == "websocket" or hasattr(self.transport, "listen_sse"):
-                        nursery.start_soon(self._push_task, gen, channel, project_id)
+                if not hasattr(self.transport, "listen_sse"):
+                    gen._pushing.add("sse")  # a transport without SSE never starts its task
+
+                def spawn_push(channel: str) -> None:
+                    nursery.start_soon(self._push_task, gen, channel, project_id)
+
+                gen._spawn_push = spawn_push
+                gen._retime()  # starts the push tasks wanted now (the others once wanted)
                 nursery.start_soon(self._job_task, gen, job)
                 while not core.terminal:
                     with trio.CancelScope(deadline=core.next_timer()) as gen._timer:
@@ -475,6 +492,7 @@ class Client:
             log.exception("generation %s: internal error", core.id)
             core.fail(f"internal error: {exc!r}", trio.current_time())
         finally:
+            gen._spawn_push = None  # the nursery is closed
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
                 core.cancel("cancelled by the caller", trio.current_time())
         if core.state is State.DONE and core.ended is not None:
