@@ -186,9 +186,9 @@ class Generation:
 
     def _retime(self) -> None:
         """Move the waits of the timer loop and the job task to the core's times (no task is
-        woken before its time), close the push channels not wanted now and wake the push tasks
-        that wait to be wanted. Called after every call that changes the core (its events are
-        emitted before the change is complete)."""
+        woken before its time), close the push channels not wanted now, and wake (or start, the
+        first time) the push tasks whose channel is wanted now. Called after every call that
+        changes the core (its events are emitted before the change is complete)."""
         core = self.core
         terminal = core.terminal
         timer, poll_wait = self._timer, self._poll_wait
