@@ -209,3 +209,24 @@ async def test_a_push_task_not_wanted_is_not_woken_by_every_change(
         trio.lowlevel.remove_instrument(counter)
     assert result.channel == "sse"
     assert "websocket" not in counter.steps
+
+
+async def test_a_socket_that_delivered_opens_from_the_start_on_later_generations(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A seed-era server: SSE connects and says nothing, the socket pushes. The default opens the
+    # socket only after push_quiet the first time; once it has delivered on this client (trust
+    # earned by a result), later generations open it at once, and their polls relax.
+    transport = MemoryTransport(ServerModel(Faults(gen_time=35, sse_mode="silent")))
+    async with Client(transport) as client:
+        policy = client.policy
+        assert policy.push_quiet is not None
+        first = await client.generate("x")
+        assert first.channel == "websocket" and client.trusted == {"websocket"}
+        t0 = trio.current_time()
+        calls = len(transport.calls)
+        second = await client.generate("y")
+    assert second.channel == "websocket"
+    ws_connects = [t - t0 for t, what in transport.calls[calls:] if what == "ws_connect"]
+    assert ws_connects and ws_connects[0] < policy.push_quiet
+    assert second.polls < first.polls

@@ -137,7 +137,11 @@ class Core:
         """Whether push ``channel`` (``"websocket"`` or ``"sse"``) should be open now."""
         if channel not in self._channels or (channel == "sse" and self.file_id is None):
             return False
-        if self.policy.push_fallback and not self._earlier_unavailable(channel):
+        if (
+            self.policy.push_fallback
+            and not self._earlier_unavailable(channel)
+            and not self._preferred_by_trust(channel)
+        ):
             return False
         if self.state is State.POLLING:
             return self.policy.keep_ws_open
@@ -462,6 +466,18 @@ class Core:
             if state.quiet:
                 continue
             if state.connected or not state.failures:
+                return False
+        return True
+
+    def _preferred_by_trust(self, channel: str) -> bool:
+        """``channel`` has delivered results on this client and no channel before it has: a
+        fallback channel that has earned trust opens from the start, beside the first."""
+        if channel not in self.trusted:
+            return False
+        for name in self.policy.push:
+            if name == channel:
+                return True
+            if name in self.trusted:
                 return False
         return True
 

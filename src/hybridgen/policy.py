@@ -98,9 +98,11 @@ class Policy:
     """Open only the first channel of :attr:`push`, and a later one only while every channel
     before it is down after a failure (refused, e.g. HTTP 404 from a server without it, or
     dropped and not yet reconnected); a later channel is closed again once an earlier one is
-    back. It halves the push connections of each generation, on the client and on the server;
-    a first channel that connects and stays silent keeps the others closed unless
-    :attr:`push_quiet` is set (otherwise polling delivers). False: open every channel at once."""
+    back; a later channel that has delivered results on this client (and no channel before it
+    has) opens from the start too. It halves the push connections of each generation, on the
+    client and on the server; a first channel that connects and stays silent keeps the others
+    closed unless :attr:`push_quiet` is set (otherwise polling delivers). False: open every
+    channel at once."""
     push_quiet: float | None = attrs.field(default=15.0, validator=_optional_positive)
     """With :attr:`push_fallback`: a channel that has been connected this many seconds without a
     single message counts as unavailable too, so the next channel opens beside it (a stream that
