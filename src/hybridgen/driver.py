@@ -70,8 +70,8 @@ class Generation:
         "_poll_wait",
         "_push_scopes",
         "_pushing",
+        "_scope",
         "_spawn_push",
-        "_timer",
         "core",
         "history",
         "hub",
@@ -106,10 +106,10 @@ class Generation:
         self._journal_failed = journal_failed
         self._lots: dict[str, trio.lowlevel.ParkingLot] = {}
         """Where each push task waits for its channel to be wanted (woken only then)."""
-        self._timer: trio.CancelScope | None = None
-        """The wait of the timer loop, due at the core's next timer."""
+        self._scope: trio.CancelScope | None = None
+        """The generation's nursery: cancelled as the core reaches a terminal state."""
         self._poll_wait: trio.CancelScope | None = None
-        """The job task's wait, due at the core's next poll."""
+        """The job loop's wait, due at the core's next poll or timer."""
         self._finished = trio.Event()
         self._push_scopes: dict[str, trio.CancelScope] = {}
         self._pushing: set[str] = set()
@@ -184,21 +184,27 @@ class Generation:
         if event.terminal:
             self._finished.set()
 
+    def _due(self) -> float:
+        """When the job loop has something to do: the core's next poll or timer."""
+        core = self.core
+        due = core.next_timer()
+        next_poll = core.next_poll
+        return next_poll if next_poll is not None and next_poll < due else due
+
     def _retime(self) -> None:
-        """Move the waits of the timer loop and the job task to the core's times (no task is
-        woken before its time), close the push channels not wanted now, and wake (or start, the
-        first time) the push tasks whose channel is wanted now. Called after every call that
-        changes the core (its events are emitted before the change is complete)."""
+        """Move the job loop's wait to the core's next poll or timer (no task is woken before
+        its time), end everything once terminal, close the push channels not wanted now, and
+        wake (or start, the first time) the push tasks whose channel is wanted now. Called after
+        every call that changes the core (its events are emitted before the change is complete).
+        """
         core = self.core
         terminal = core.terminal
-        timer, poll_wait = self._timer, self._poll_wait
-        if timer is not None:
-            due = -math.inf if terminal else core.next_timer()
-            if timer.deadline != due:  # moving a deadline costs trio a heap entry
-                timer.deadline = due
+        if terminal and self._scope is not None:
+            self._scope.cancel()
+        poll_wait = self._poll_wait
         if poll_wait is not None:
-            due = -math.inf if terminal else math.inf if core.next_poll is None else core.next_poll
-            if poll_wait.deadline != due:
+            due = -math.inf if terminal else self._due()
+            if poll_wait.deadline != due:  # moving a deadline costs trio a heap entry
                 poll_wait.deadline = due
         for channel, scope in self._push_scopes.items():
             if not core.wants(channel):
@@ -467,6 +473,7 @@ class Client:
         core = gen.core
         try:
             async with trio.open_nursery() as nursery:
+                gen._scope = nursery.cancel_scope
                 if not hasattr(self.transport, "listen_sse"):
                     gen._pushing.add("sse")  # a transport without SSE never starts its task
 
@@ -475,30 +482,23 @@ class Client:
 
                 gen._spawn_push = spawn_push
                 gen._retime()  # starts the push tasks wanted now (the others once wanted)
-                nursery.start_soon(self._job_task, gen, job)
-                while not core.terminal:
-                    with trio.CancelScope(deadline=core.next_timer()) as gen._timer:
-                        await trio.sleep_forever()
-                    gen._timer = None
-                    now = trio.current_time()
-                    core.advance(now)
-                    gen._retime()
-                    if not core.terminal and core.next_timer() <= now:
-                        # a core that does not move its timer on would spin this loop forever
-                        raise RuntimeError(f"core.advance({now}) left a timer due now")
+                await self._run_job(gen, job)
                 nursery.cancel_scope.cancel()
         except Exception as exc:
             # A bug in a task or a transport must not escape as a crash of the caller's nursery.
             log.exception("generation %s: internal error", core.id)
             core.fail(f"internal error: {exc!r}", trio.current_time())
         finally:
-            gen._spawn_push = None  # the nursery is closed
+            gen._spawn_push = gen._scope = None  # the nursery is closed
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
                 core.cancel("cancelled by the caller", trio.current_time())
         if core.state is State.DONE and core.ended is not None:
             self.durations.add(core.ended - core.started)
 
-    async def _job_task(self, gen: Generation, job: ImageRequest | str) -> None:
+    async def _run_job(self, gen: Generation, job: ImageRequest | str) -> None:
+        """The job, in the generation's own task: start it (or take the resumed one), then wait
+        for each poll or timer the core sets (the deadline, the end of the push-only wait, a
+        quiet push channel) and do it, until the core is terminal."""
         core, policy = gen.core, gen.core.policy
         if isinstance(job, str):  # resumed: the server already has the job
             file = FileStatus(job)
@@ -513,15 +513,19 @@ class Client:
         log.debug("generation %s: job accepted as file %s", core.id, file.id)
         file_id = file.id
         while not core.terminal:
-            if core.next_poll is None or core.next_poll > trio.current_time():
-                # the deadline follows the next poll (a push may say the job completed)
-                due = math.inf if core.next_poll is None else core.next_poll
-                with trio.CancelScope(deadline=due) as gen._poll_wait:
+            now = trio.current_time()
+            if core.next_timer() <= now:
+                core.advance(now)
+                gen._retime()
+                if not core.terminal and core.next_timer() <= now:
+                    # a core that does not move its timer on would spin this loop forever
+                    raise RuntimeError(f"core.advance({now}) left a timer due now")
+                continue
+            if not core.poll_due(now):
+                # a push (another task) may move the poll or the timer: _retime moves this wait
+                with trio.CancelScope(deadline=gen._due()) as gen._poll_wait:
                     await trio.sleep_forever()
                 gen._poll_wait = None
-                continue
-            now = trio.current_time()
-            if not core.poll_due(now):
                 continue
             core.poll_sent(now)
             try:
