@@ -342,13 +342,15 @@ class Client:
     ) -> Result:
         """Run one generation as a task: ``gen = await nursery.start(client.start, request)``.
 
-        The :class:`Generation` handle comes back before the start request is sent; the task
+        The :class:`Generation` handle comes back before any of its events (a callback
+        subscribed at once misses none; the start request may be on its way already); the task
         ends with the generation and returns its :class:`Result` (it does not raise on failure).
         ``meta`` is stored with the generation in the client's journal (e.g. where to save it).
         """
         request = _as_request(request)
         gen = self._new(policy, request, meta)
         task_status.started(gen)
+        await trio.lowlevel.checkpoint()  # the caller runs before the start's reply can come
         await self._drive(gen, request.project_id, request)
         return gen.result()
 

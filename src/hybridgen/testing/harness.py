@@ -219,8 +219,10 @@ def check_done_iff_learnable(trace: Trace) -> None:
     ) and f.poll_delay < policy.request_timeout
     sure = math.inf
     polls_cannot_kill = clean_polls or (policy.retry_budget is None and f.poll_fault != "404")
+    # with push_fallback only the first channel surely opens (a later one waits for it to fail)
+    opened = policy.push[:1] if policy.push_fallback else policy.push
     for channel, mode in (("websocket", f.ws_mode), ("sse", f.sse_mode)):
-        if polls_cannot_kill and channel in policy.push and mode in ("normal", "late"):
+        if polls_cannot_kill and channel in opened and mode in ("normal", "late"):
             push = ready + (f.late_by if mode == "late" else 0.0)
             if policy.keep_ws_open or push < policy.ws_timeout - EPSILON:
                 sure = min(sure, push)
