@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 import trio
@@ -568,8 +568,10 @@ class Client:
                     with trio.fail_at(deadline):
                         await limiter.acquire()
                 held.append(limiter)
-            with _bounded(deadline, request_timeout):
+            # a plain scope, not trio.fail_at (a generator-based context manager per request)
+            with trio.CancelScope(deadline=min(deadline, trio.current_time() + request_timeout)):
                 return await request()
+            raise trio.TooSlowError  # reached only when the scope cancelled the request
         finally:
             for limiter in reversed(held):
                 limiter.release()
@@ -697,10 +699,6 @@ class Durations:
 
 def _as_request(request: ImageRequest | str) -> ImageRequest:
     return request if isinstance(request, ImageRequest) else ImageRequest(prompt=request)
-
-
-def _bounded(deadline: float, timeout: float) -> AbstractContextManager[trio.CancelScope]:
-    return trio.fail_at(min(deadline, trio.current_time() + timeout))
 
 
 def _transport_error(

@@ -313,6 +313,7 @@ async def connect_tcp(host: str, port: int) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
+@functools.lru_cache(maxsize=1024)  # a generation sends its polls to one URL
 def _split(url: str) -> tuple[Origin, str, str]:
     """``(origin, target, Host header)`` of an ``http`` or ``https`` URL."""
     parts = urlsplit(url)

@@ -619,13 +619,16 @@ async def _read_body(response: _Reply, limit: int, what: str, *, cut: bool = Fal
     decompressed with a bounded output, so neither a huge reply nor a compression bomb can take
     the memory.
     """
-    over = TransientError(
-        f"{what}: the server's reply is over the {_size(limit)} limit "
-        "(Config.max_reply_bytes); it was not read"
-    )
+
+    def over() -> TransientError:
+        return TransientError(
+            f"{what}: the server's reply is over the {_size(limit)} limit "
+            "(Config.max_reply_bytes); it was not read"
+        )
+
     length = response.headers.get("content-length", "").strip()
     if not cut and length.isdigit() and int(length) > limit:
-        raise over
+        raise over()
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     inflate: Any = None
     if encoding in ("gzip", "deflate", "x-gzip"):
@@ -644,7 +647,7 @@ async def _read_body(response: _Reply, limit: int, what: str, *, cut: bool = Fal
         if len(body) > limit:
             if cut:
                 return bytes(body[:limit])
-            raise over
+            raise over()
     return bytes(body)
 
 
