@@ -74,6 +74,9 @@ def test_default_preset_listens_while_polling_from_one_interval() -> None:
         ("retry_budget", 1.5),
         ("keep_ws_open", "yes"),
         ("request_timeout", 0),
+        ("push_quiet", 0),
+        ("push_quiet", float("nan")),
+        ("push_fallback", "yes"),
     ],
 )
 def test_invalid_policy_fields_are_named(field: str, value: object) -> None:
