@@ -71,6 +71,11 @@ class _Channel:
     quiet: bool = False
     """Connected, but nothing came within ``Policy.push_quiet``: later channels open too."""
 
+    def not_quiet(self) -> None:
+        """It spoke, or it is no longer connected: neither quiet nor waiting to be."""
+        self.quiet = False
+        self.quiet_at = None
+
 
 @attrs.define(slots=True, eq=False)
 class Core:
@@ -257,7 +262,7 @@ class Core:
         if state is not None:
             state.connected = True
             state.streak = 0
-            state.quiet = False
+            state.not_quiet()
             quiet = self.policy.push_quiet
             if quiet is not None and self.policy.push_fallback and channel != self.policy.push[-1]:
                 state.quiet_at = now + quiet  # only a channel with another after it can be quiet
@@ -266,8 +271,8 @@ class Core:
         """Push ``channel`` was closed because it is not wanted now (not a failure)."""
         state = self._channels.get(channel)
         if state is not None:
-            state.connected = state.quiet = False
-            state.quiet_at = None
+            state.connected = False
+            state.not_quiet()
 
     def push_down(self, channel: str, reason: str, now: float, *, permanent: bool = False) -> None:
         """Push ``channel`` failed to connect, dropped, or its stream ended.
@@ -279,8 +284,8 @@ class Core:
         if state is None:
             return
         was_trusted = state.connected and channel in self.trusted
-        state.connected = state.quiet = False
-        state.quiet_at = None
+        state.connected = False
+        state.not_quiet()
         if self.terminal:
             return
         state.failures += 1
@@ -304,9 +309,8 @@ class Core:
         if self.terminal:
             return
         state = self._channels.get(channel)
-        if state is not None:  # it speaks: not quiet (any file's message counts)
-            state.quiet = False
-            state.quiet_at = None
+        if state is not None:  # it speaks (a message about any file counts)
+            state.not_quiet()
         if self.file_id is None:
             if message.kind == "result" and message.url:
                 if self._early is None:
