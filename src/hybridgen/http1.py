@@ -38,6 +38,7 @@ __all__ = ["HTTPFailure", "Pool", "Response", "connect_tcp"]
 MAX_HEAD: Final = 64 * 1024
 """The largest status line plus headers accepted (bytes)."""
 _READ: Final = 64 * 1024
+_POSIX: Final = os.name == "posix"
 
 Origin = tuple[str, str, int]
 
@@ -100,8 +101,9 @@ class _Connection:
                 return
             await trio.lowlevel.checkpoint_if_cancelled()  # yields only when cancelled
             view = memoryview(data)
-            with contextlib.suppress(BlockingIOError):  # fd -1 once closed: EBADF, no mix-up
-                view = view[os.write(self.sock.fileno(), view) :]
+            if _POSIX:  # a socket is a file descriptor (not so on Windows)
+                with contextlib.suppress(BlockingIOError):  # fd -1 once closed: EBADF, no mix-up
+                    view = view[os.write(self.sock.fileno(), view) :]
             while view:
                 view = view[await self.sock.send(view) :]
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
