@@ -219,10 +219,11 @@ class Policy:
 
     @classmethod
     def lean(cls) -> Policy:
-        """The default without :attr:`push_quiet`: exactly one push connection per generation.
+        """The default without :attr:`push_quiet`: a quiet SSE stream never opens the WebSocket.
 
         Listens on SSE and opens the legacy WebSocket only while SSE is down (refused, or dropped
-        and not back). Against a server whose SSE stream connects but stays silent while its
+        and not back), or from the start once the WebSocket (and not SSE) has delivered a result
+        on this client. Against a server whose SSE stream connects but stays silent while its
         WebSocket pushes, results come by polling instead (about one ``poll_interval`` late).
         """
         return cls(push_quiet=None)
