@@ -10,6 +10,7 @@ import trio.testing
 
 from hybridgen import (
     Client,
+    Generation,
     GenerationFailed,
     LoggingSubscriber,
     Policy,
@@ -230,3 +231,21 @@ async def test_a_socket_that_delivered_opens_from_the_start_on_later_generations
     ws_connects = [t - t0 for t, what in transport.calls[calls:] if what == "ws_connect"]
     assert ws_connects and ws_connects[0] < policy.push_quiet
     assert second.polls < first.polls
+
+
+async def test_a_generation_started_in_a_cancelled_scope_ends_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = client_for(Faults(gen_time=5))
+    scope = trio.CancelScope()
+    scope.cancel()
+
+    async def run(task_status: trio.TaskStatus[Generation]) -> None:
+        with scope:
+            await client.start("a red fox", task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        gen: Generation = await nursery.start(run)
+        with trio.fail_after(5):  # virtual seconds: a generation left running never ends
+            result = await gen.wait()
+    assert result.state is State.CANCELLED

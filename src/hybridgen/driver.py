@@ -350,7 +350,6 @@ class Client:
         request = _as_request(request)
         gen = self._new(policy, request, meta)
         task_status.started(gen)
-        await trio.lowlevel.checkpoint()  # the caller runs before the start's reply can come
         await self._drive(gen, request.project_id, request)
         return gen.result()
 
@@ -502,9 +501,11 @@ class Client:
         for each poll or timer the core sets (the deadline, the end of the push-only wait, a
         quiet push channel) and do it, until the core is terminal."""
         core, policy = gen.core, gen.core.policy
+        # first a checkpoint: a caller of start() runs (with its handle) before the start's reply
+        # can come, and a cancellation already due ends the generation here, as cancelled
+        await trio.lowlevel.checkpoint()
         if isinstance(job, str):  # resumed: the server already has the job
             file = FileStatus(job)
-            await trio.lowlevel.checkpoint()
         else:
             started = await self._start_job(gen, job)
             if started is None:
