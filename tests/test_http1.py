@@ -34,6 +34,8 @@ class Server:
         self.reply = reply
         self.connections = 0
         self.requests: list[bytes] = []
+        self.raw: list[bytes] = []
+        """Each request as it came: head, blank line, body."""
         self.port = 0
         self.hung_up = trio.Event()
         """Set once the server has closed a connection of its own accord."""
@@ -64,6 +66,7 @@ class Server:
                         length = int(value)
                 while len(buffer) < length:
                     buffer += await stream.receive_some(65536)
+                self.raw.append(head + b"\r\n\r\n" + buffer[:length])
                 buffer = buffer[length:]
                 index = len(self.requests)
                 self.requests.append(head.split(b"\r\n")[0])
@@ -280,3 +283,48 @@ async def test_the_callers_own_error_inside_a_download_passes_through_as_it_is(v
         with trio.fail_after(LIMIT), pytest.raises(OSError, match="No space left"):
             await save_to_a_full_disk()
         await transport.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "why"),
+    [
+        ("/x y", [], "not visible ASCII"),
+        ("/x\r\nX-Smuggled: 1", [], "not visible ASCII"),
+        ("/x", [("X-Note", "a\r\nX-Smuggled: 1")], "Illegal header value"),
+        ("/x", [("Bad Name", "1")], "Illegal header name"),
+        ("/x", [("Connection", "close")], "the Connection header is the HTTP client's to set"),
+        ("/x", [("Content-Length", "5")], "the Content-Length header is the HTTP client's"),
+    ],
+    ids=["space", "CRLF in target", "CRLF in value", "bad name", "Connection", "Content-Length"],
+)
+async def test_a_request_that_cannot_be_sent_fails_before_any_connection(
+    path: str, headers: list[tuple[str, str]], why: str
+) -> None:
+    """The pool writes the request itself: what h11 would refuse to send, it refuses too."""
+    async with serving(lambda i: OK) as server:
+        pool = Pool()
+        with pytest.raises(HTTPFailure, match=why) as info:
+            async with pool.request("GET", f"http://127.0.0.1:{server.port}{path}", headers):
+                pass
+        assert info.value.sent is False
+        assert server.connections == 0
+        assert await get(pool, server) == b"ok"  # the pool still works
+        await pool.aclose()
+
+
+async def test_the_request_on_the_wire_is_the_one_asked_for() -> None:
+    """Method, target (the fragment dropped), Host, the caller's headers, then the body's length."""
+    async with serving(lambda i: OK) as server:
+        pool = Pool()
+        url = f"http://127.0.0.1:{server.port}/a/b?c=1#frag"
+        async with pool.request("POST", url, [("X-One", "1")], b"hi") as response:
+            assert response.status == 200
+            assert b"".join([chunk async for chunk in response.chunks()]) == b"ok"
+        assert await get(pool, server, "/d") == b"ok"  # on the same connection: h11 is in step
+        await pool.aclose()
+    host = f"127.0.0.1:{server.port}".encode()
+    assert server.raw == [
+        b"POST /a/b?c=1 HTTP/1.1\r\nHost: " + host + b"\r\nX-One: 1\r\nContent-Length: 2\r\n\r\nhi",
+        b"GET /d HTTP/1.1\r\nHost: " + host + b"\r\nAccept: */*\r\n\r\n",
+    ]
+    assert server.connections == 1
