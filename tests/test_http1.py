@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 import trio
 
 from hybridgen.api import Config
-from hybridgen.http1 import MAX_HEAD, HTTPFailure, Pool
+from hybridgen.http1 import MAX_HEAD, HTTPFailure, Pool, _Connection
 from hybridgen.testing.sockets import client_side_fds
 from hybridgen.transport import SuperDuperTransport
 
@@ -328,3 +329,29 @@ async def test_the_request_on_the_wire_is_the_one_asked_for() -> None:
         b"GET /d HTTP/1.1\r\nHost: " + host + b"\r\nAccept: */*\r\n\r\n",
     ]
     assert server.connections == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="reads from the descriptor on POSIX only")
+async def test_a_reply_whose_bytes_are_always_waiting_still_lets_other_tasks_run() -> None:
+    """Reads that find bytes waiting skip the scheduler, but not for ever: a fast sender cannot
+    keep the reading task running while every other task waits."""
+    raw, b = socket.socketpair()
+    a = trio.socket.from_stdlib_socket(raw)
+    conn = _Connection(trio.SocketStream(a))
+    ran = 0
+
+    async def other_task() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)  # it runs once this task lets the scheduler run
+        for _ in range(64):
+            b.send(b"x")  # a byte is waiting at every read (sent without a checkpoint)
+            assert await conn._receive(a) == b"x"
+        nursery.cancel_scope.cancel()
+    assert ran > 1  # it ran during the reads (else only once, as the nursery closed)
+    a.close()
+    b.close()

@@ -44,6 +44,7 @@ MAX_HEAD: Final = 64 * 1024
 """The largest status line plus headers accepted (bytes)."""
 _READ: Final = 64 * 1024
 _POSIX: Final = os.name == "posix"
+_BURST: Final = 16
 
 Origin = tuple[str, str, int]
 
@@ -87,7 +88,7 @@ class Response:
 
 
 class _Connection:
-    __slots__ = ("h11", "idle_since", "sock", "stream")
+    __slots__ = ("h11", "idle_since", "reads", "sock", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -95,6 +96,7 @@ class _Connection:
         self.sock = stream.socket if type(stream) is trio.SocketStream else None
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         self.idle_since = 0.0
+        self.reads = 0  # reads in a row that found bytes waiting (no scheduler round trip)
 
     async def send(self, data: bytes) -> None:
         """Send ``data``; on plain TCP without a checkpoint when the kernel takes it all at
@@ -114,6 +116,24 @@ class _Connection:
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise HTTPFailure(f"sending failed ({_why(exc)})", sent=True) from None
 
+    async def _receive(self, sock: trio.socket.SocketType) -> bytes:
+        """Read what the kernel has, waiting until it has something (POSIX, plain TCP). Bytes
+        already there are taken without a scheduler round trip, except every ``_BURST``-th time
+        in a row (a fast sender must not keep this task running)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:  # the descriptor is asked for each time: -1 once closed (EBADF), never reused
+                data = os.read(sock.fileno(), _READ)
+            except BlockingIOError:
+                self.reads = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            self.reads += 1
+            if self.reads >= _BURST:
+                self.reads = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
     def close(self) -> None:
         """Close at once, without a checkpoint (on TLS without the closing handshake)."""
         _socket_of(self.stream).close()  # trio's close tells the tasks waiting on it first
@@ -130,7 +150,7 @@ class _Connection:
                 if self.sock is None:
                     data = await self.stream.receive_some(_READ)
                 elif _POSIX:
-                    data = await _receive(self.sock)
+                    data = await self._receive(self.sock)
                 else:
                     data = await self.sock.recv(_READ)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -335,18 +355,6 @@ def _as_sent(method: str) -> h11.Request:
     """What h11 is told was sent: reading a reply depends on the request's method only (a reply
     to HEAD has no body), and the pool sends no header that changes that (``_FRAMING``)."""
     return h11.Request(method=method, target="/", headers=[("Host", "-")])
-
-
-async def _receive(sock: trio.socket.SocketType) -> bytes:
-    """Read what the kernel has, waiting until it has something (POSIX, plain TCP): no scheduler
-    round trip when the bytes are already there. The kernel's receive buffer bounds each run
-    without one."""
-    await trio.lowlevel.checkpoint_if_cancelled()
-    while True:
-        try:  # the descriptor is asked for each time: -1 once closed (EBADF), never reused
-            return os.read(sock.fileno(), _READ)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(sock)
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
