@@ -47,6 +47,8 @@ _POSIX: Final = os.name == "posix"
 _BURST: Final = 16
 
 Origin = tuple[str, str, int]
+_Heads = dict[tuple[str, tuple[tuple[str, str], ...]], tuple[bytes, bytes]]
+"""Request heads checked and written: ``(method, headers)`` to ``(method, header lines)``."""
 
 
 class HTTPFailure(Exception):
@@ -188,6 +190,7 @@ class Pool:
         self.max_idle = max_idle
         self.keepalive = keepalive
         self._idle: dict[Origin, list[_Connection]] = {}
+        self._heads: _Heads = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -210,7 +213,7 @@ class Pool:
         close an idle connection just as it is taken).
         """
         origin, target, host = _split(url)
-        message = _message(method, target, (("Host", host), *headers), body)
+        message = _message(self._heads, method, target, (("Host", host), *headers), body)
         conn, reused = await self._take(origin)
         try:
             try:
@@ -317,18 +320,29 @@ _FRAMING: Final = frozenset(
 )
 """Header names the pool sets itself, or that would change how h11 reads the reply."""
 _END: Final = h11.EndOfMessage()
+_HEADS: Final = 64
+"""Request heads a pool keeps (a transport sends a handful of header sets)."""
 
 
 def _message(
-    method: str, target: str, headers: tuple[tuple[str, str], ...], body: bytes | None
+    heads: _Heads,
+    method: str,
+    target: str,
+    headers: tuple[tuple[str, str], ...],
+    body: bytes | None,
 ) -> _Message:
-    """The request's bytes. The head is validated by h11 once per method and header set, and the
-    target checked on each call; a request that cannot be sent fails before a connection is
-    taken, as not sent."""
-    try:
-        head = _head(method, headers)
-    except h11.LocalProtocolError as exc:
-        raise HTTPFailure(f"the request cannot be sent ({exc})", sent=False) from None
+    """The request's bytes. The head is validated by h11 once per method and header set (kept in
+    ``heads``, the pool's own: the token is in them), and the target checked on each call; a
+    request that cannot be sent fails before a connection is taken, as not sent."""
+    head = heads.get((method, headers))
+    if head is None:
+        try:
+            head = _head(method, headers)
+        except h11.LocalProtocolError as exc:
+            raise HTTPFailure(f"the request cannot be sent ({exc})", sent=False) from None
+        if len(heads) >= _HEADS:
+            heads.clear()
+        heads[method, headers] = head
     if not _TARGET.fullmatch(target):
         why = f"the request target {target[:100]!r} is not visible ASCII"
         raise HTTPFailure(f"the request cannot be sent ({why})", sent=False)
@@ -339,7 +353,6 @@ def _message(
     return _Message(line + head[1] + length + body, target.partition("?")[0])
 
 
-@functools.lru_cache(maxsize=64)  # a transport sends a handful of header sets
 def _head(method: str, headers: tuple[tuple[str, str], ...]) -> tuple[bytes, bytes]:
     """``(method, header lines)`` as bytes, checked by h11 as it checks a request it sends."""
     for name, _ in headers:
