@@ -17,8 +17,9 @@ import httpx
 import pytest
 import trio
 
+from hybridgen import http1
 from hybridgen.api import Config
-from hybridgen.http1 import MAX_HEAD, HTTPFailure, Pool, _Connection
+from hybridgen.http1 import MAX_HEAD, HTTPFailure, Pool, _Connection, _split
 from hybridgen.testing.sockets import client_side_fds
 from hybridgen.transport import SuperDuperTransport
 
@@ -293,13 +294,28 @@ async def test_the_callers_own_error_inside_a_download_passes_through_as_it_is(v
         ("/x\r\nX-Smuggled: 1", [], "not visible ASCII"),
         ("/x", [("X-Note", "a\r\nX-Smuggled: 1")], "Illegal header value"),
         ("/x", [("Bad Name", "1")], "Illegal header name"),
-        ("/x", [("Connection", "close")], "the Connection header is the HTTP client's to set"),
-        ("/x", [("Content-Length", "5")], "the Content-Length header is the HTTP client's"),
+        ("/x", [("Connection", "close")], "the connection header is the HTTP client's to set"),
+        ("/x", [("Content-Length", "5")], "the content-length header is the HTTP client's"),
+        ("/x", [(b"Content-Length", b"5")], "the content-length header is the HTTP client's"),
+        ("/x", [(b"Transfer-Encoding", b"chunked")], "the transfer-encoding header is the HTTP"),
+        ("/x", [("Expect", "100-continue")], "the expect header is the HTTP client's"),
+        ("/x", [("Upgrade", "websocket")], "the upgrade header is the HTTP client's"),
     ],
-    ids=["space", "CRLF in target", "CRLF in value", "bad name", "Connection", "Content-Length"],
+    ids=[
+        "space",
+        "CRLF in target",
+        "CRLF in value",
+        "bad name",
+        "Connection",
+        "Content-Length",
+        "bytes Content-Length",
+        "bytes Transfer-Encoding",
+        "Expect",
+        "Upgrade",
+    ],
 )
 async def test_a_request_that_cannot_be_sent_fails_before_any_connection(
-    path: str, headers: list[tuple[str, str]], why: str
+    path: str, headers: list[tuple[Any, Any]], why: str
 ) -> None:
     """The pool writes the request itself: what h11 would refuse to send, it refuses too."""
     async with serving(lambda i: OK) as server:
@@ -355,3 +371,61 @@ async def test_a_reply_whose_bytes_are_always_waiting_still_lets_other_tasks_run
     assert ran > 1  # it ran during the reads (else only once, as the nursery closed)
     a.close()
     b.close()
+
+
+async def test_a_reply_to_head_has_no_body_and_an_empty_body_is_sent_with_its_length() -> None:
+    """h11 is told each request's method: a reply to HEAD announces a length but has no body,
+    and the connection goes on with the next request."""
+    head_reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    async with serving(lambda i: head_reply if i == 0 else OK) as server:
+        pool = Pool()
+        url = f"http://127.0.0.1:{server.port}/h"
+        with trio.fail_after(LIMIT):  # read as a reply to GET, it would wait for 5 bytes
+            async with pool.request("HEAD", url, []) as response:
+                assert response.headers["content-length"] == "5"
+                assert [chunk async for chunk in response.chunks()] == []
+        async with pool.request("POST", url, [], b"") as response:
+            assert b"".join([chunk async for chunk in response.chunks()]) == b"ok"
+        await pool.aclose()
+    assert server.connections == 1
+    assert server.raw[1].endswith(b"\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("url", "origin", "target", "host"),
+    [
+        ("http://h/a/b?c=1#d", ("http", "h", 80), "/a/b?c=1", "h"),
+        ("HTTP://H:80", ("http", "h", 80), "/", "h"),
+        ("https://h:8443?q", ("https", "h", 8443), "/?q", "h:8443"),
+        ("https://h#frag", ("https", "h", 443), "/", "h"),
+        ("http://[::1]:8080/x", ("http", "::1", 8080), "/x", "[::1]:8080"),
+    ],
+)
+def test_a_url_is_split_as_urlsplit_would(
+    url: str, origin: tuple[str, str, int], target: str, host: str
+) -> None:
+    assert _split(url) == (origin, target, host)
+
+
+@pytest.mark.parametrize(
+    "url", ["h/x", "http://user:pw@h/x", "http://h:99999999/x", "http://h/a b", "http://h/é"]
+)
+async def test_a_url_that_cannot_be_requested_fails_unsent_and_hides_a_password(url: str) -> None:
+    with pytest.raises(HTTPFailure) as info:
+        async with Pool().request("GET", url, []):
+            pass
+    assert info.value.sent is False
+    assert "pw" not in str(info.value)
+
+
+async def test_replies_are_read_through_trio_where_a_socket_is_not_a_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Windows path (trio's recv and send) on this machine."""
+    monkeypatch.setattr(http1, "_POSIX", False)
+    async with serving(lambda i: OK) as server:
+        pool = Pool()
+        assert await get(pool, server) == b"ok"
+        assert await get(pool, server, method="POST") == b"ok"
+        await pool.aclose()
+    assert server.connections == 1

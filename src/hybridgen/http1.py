@@ -236,6 +236,7 @@ class Pool:
     async def aclose(self) -> None:
         """Close every idle connection (requests in flight close theirs when they end)."""
         self._closed = True
+        self._heads.clear()
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
@@ -243,9 +244,11 @@ class Pool:
         await trio.lowlevel.checkpoint()
 
     async def _exchange(self, conn: _Connection, method: str, message: _Message) -> Response:
-        # h11 reads the reply; it needs the request's method, not its bytes
-        conn.h11.send(_as_sent(method))
-        conn.h11.send(_END)
+        try:  # h11 reads the reply; it needs the request's method, not its bytes
+            conn.h11.send(_as_sent(method))
+            conn.h11.send(_END)
+        except h11.LocalProtocolError as exc:  # not on a fresh or reusable connection
+            raise HTTPFailure(f"the request cannot be sent ({exc})", sent=False) from None
         await conn.send(message.data)
         while True:
             event = await conn.next_event()
@@ -316,7 +319,7 @@ class _Message:
 _TARGET: Final = re.compile(r"[\x21-\x7e]+")
 """A request target: visible ASCII only (no space, no control byte: nothing can be smuggled)."""
 _FRAMING: Final = frozenset(
-    {"content-length", "transfer-encoding", "connection", "expect", "upgrade"}
+    {b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
 )
 """Header names the pool sets itself, or that would change how h11 reads the reply."""
 _END: Final = h11.EndOfMessage()
@@ -344,7 +347,8 @@ def _message(
             heads.clear()
         heads[method, headers] = head
     if not _TARGET.fullmatch(target):
-        why = f"the request target {target[:100]!r} is not visible ASCII"
+        at = next(i for i, c in enumerate(target) if not "\x21" <= c <= "\x7e")
+        why = f"character {at} of the request target is not visible ASCII: {target[at]!r}"
         raise HTTPFailure(f"the request cannot be sent ({why})", sent=False)
     line = b"%s %s HTTP/1.1\r\n" % (head[0], target.encode("ascii"))
     if body is None:
@@ -355,10 +359,10 @@ def _message(
 
 def _head(method: str, headers: tuple[tuple[str, str], ...]) -> tuple[bytes, bytes]:
     """``(method, header lines)`` as bytes, checked by h11 as it checks a request it sends."""
-    for name, _ in headers:
-        if name.lower() in _FRAMING:
-            raise h11.LocalProtocolError(f"the {name} header is the HTTP client's to set")
     request = h11.Request(method=method, target="/", headers=list(headers))
+    for name, _ in request.headers:  # as h11 reads them: lower case, bytes
+        if name in _FRAMING:
+            raise h11.LocalProtocolError(f"the {name.decode()} header is the HTTP client's to set")
     lines = b"".join(b"%s: %s\r\n" % pair for pair in request.headers.raw_items())
     return request.method, lines
 
@@ -417,6 +421,8 @@ def _split(url: str) -> tuple[Origin, str, str]:
 @functools.lru_cache(maxsize=64)  # a client talks to one or two origins
 def _origin(prefix: str) -> tuple[Origin, str]:
     """``(origin, Host header)`` of ``scheme://authority``."""
+    if "@" in prefix:  # never cached, never echoed: it holds a password
+        raise HTTPFailure("a URL with credentials (user@host) is not supported", sent=False)
     parts = urlsplit(prefix)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
