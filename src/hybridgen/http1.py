@@ -430,7 +430,8 @@ def _origin(prefix: str) -> tuple[Origin, str]:
     try:
         port = parts.port or default
     except ValueError:
-        raise HTTPFailure(f"the URL's port is not a number: {prefix[:100]!r}", sent=False) from None
+        why = f"the URL's port is not a number from 0 to 65535: {prefix[:100]!r}"
+        raise HTTPFailure(why, sent=False) from None
     host = parts.hostname
     host_header = f"[{host}]" if ":" in host else host
     if port != default:
