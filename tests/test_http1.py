@@ -20,6 +20,7 @@ import trio
 
 from hybridgen import http1
 from hybridgen.api import Config
+from hybridgen.errors import TransientError
 from hybridgen.http1 import MAX_HEAD, HTTPFailure, Pool, _Connection, _split
 from hybridgen.testing.sockets import client_side_fds
 from hybridgen.transport import SuperDuperTransport
@@ -454,3 +455,16 @@ async def test_a_target_that_is_not_visible_ascii_is_sent_percent_encoded(
         assert await get(pool, server, path) == b"ok"
         await pool.aclose()
     assert server.requests == [b"GET " + sent + b" HTTP/1.1"]
+
+
+@pytest.mark.parametrize("via", ["http1", "httpx"])
+async def test_a_result_url_with_a_port_that_is_not_a_number_is_a_typed_error(via: str) -> None:
+    """A hostile server's URL: a transport error naming the port, nothing sent, no token."""
+    async with httpx.AsyncClient() as http:
+        config = Config(url="http://127.0.0.1:9", token="t0ken-123", allow_insecure=True)
+        transport = SuperDuperTransport(config, http=http if via == "httpx" else None)
+        with trio.fail_after(LIMIT), pytest.raises(TransientError, match="port") as info:
+            async with transport.fetch("https://cdn:abc/x.webp", limit=1000):
+                pass
+        assert "t0ken-123" not in str(info.value)
+        await transport.aclose()

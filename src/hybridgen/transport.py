@@ -451,6 +451,8 @@ class _Httpx:
             if exc is body_error:
                 raise
             raise _failure(exc) from None
+        except httpx.InvalidURL as exc:  # a server's URL that cannot be requested: never sent
+            raise http1.HTTPFailure(str(exc), sent=False) from None
 
     async def aclose(self) -> None:
         if self._owned:
@@ -666,7 +668,10 @@ def _closed_error(exc: Any) -> TransientError:
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # not a port: no origin of ours (the HTTP client refuses the URL)
+        port = -1
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
