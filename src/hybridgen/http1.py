@@ -350,10 +350,10 @@ def _message(
     if not _TARGET.fullmatch(target):  # as a browser or httpx sends it: %-encoded, never raw
         target = quote(target, safe="!$%&'()*+,/:;=?@[]~")
     line = b"%s %s HTTP/1.1\r\n" % (head[0], target.encode("ascii"))
+    path = target.partition("?")[0]
     if body is None:
-        return _Message(line + head[1] + b"\r\n", target.partition("?")[0])
-    length = b"Content-Length: %d\r\n\r\n" % len(body)
-    return _Message(line + head[1] + length + body, target.partition("?")[0])
+        return _Message(line + head[1] + b"\r\n", path)
+    return _Message(line + head[1] + b"Content-Length: %d\r\n\r\n" % len(body) + body, path)
 
 
 def _head(method: str, headers: tuple[tuple[str, str], ...]) -> tuple[bytes, bytes]:
