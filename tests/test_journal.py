@@ -327,7 +327,10 @@ def test_writes_of_a_former_owner_are_refused(journal_path: Path) -> None:
     assert second.path_of("g1") == [("polling", "poll_result", "done")]
     # and the database itself refuses a second terminal transition
     with pytest.raises(sqlite3.IntegrityError):
-        db.execute("INSERT INTO transitions VALUES ('g1', 'polling', 'failed', 'deadline', 0, '')")
+        db.execute(
+            "INSERT INTO transitions (generation_id, source, dest, trigger, wall, detail) "
+            "VALUES ('g1', 'polling', 'failed', 'deadline', 0, '')"
+        )
     second.record("g1", transition("g1", State.DONE, State.FAILED, Trigger.DEADLINE), None)
     assert second.flush() and second.lost == 1
     first.close(), second.close()
@@ -370,4 +373,76 @@ def test_an_older_journal_gets_the_lease_columns(tmp_path: Path) -> None:
     (entry,) = journal.pending()
     assert entry.owner is None and entry.lease_expires == 0
     assert journal.claim("g1").owner == journal.owner
+    journal.close()
+
+
+# -- paid for, not delivered -------------------------------------------------------------------
+
+
+def test_an_unsaved_result_stays_pending_with_its_url_and_why(journal_path: Path) -> None:
+    journal = SQLiteJournal(journal_path)
+    request_row(journal, "g1")
+    journal.record("g1", transition("g1", State.REQUESTED, State.AWAITING_WS, Trigger.START), "f1")
+    journal.record("g1", transition("g1", State.AWAITING_WS, State.DONE, Trigger.POLL_RESULT), None)
+    journal.undelivered("g1", "could not save the image: HTTP 403 from the CDN")
+    (entry,) = journal.pending()
+    assert entry.unsaved and entry.url == "https://x/1.png" and entry.file_id == "f1"
+    assert entry.reason == "could not save the image: HTTP 403 from the CDN"
+    journal.delivered("g1", "/tmp/fox.png")
+    assert journal.pending() == [] and not journal.entries()[0].unsaved
+    journal.undelivered("g1", "too late")  # delivered already: refused, reported
+    assert journal.flush() and journal.lost == 1
+    journal.close()
+
+
+def test_a_cancelled_entry_with_a_file_id_is_reopened_only_when_asked(
+    journal_path: Path,
+) -> None:
+    journal = SQLiteJournal(journal_path)
+    for gen_id, file_id in (("g1", "f1"), ("g2", None)):
+        request_row(journal, gen_id)
+        start = transition(gen_id, State.REQUESTED, State.AWAITING_WS, Trigger.START)
+        if file_id is not None:
+            journal.record(gen_id, start, file_id)
+        cancel = State.AWAITING_WS if file_id else State.REQUESTED
+        journal.record(gen_id, transition(gen_id, cancel, State.CANCELLED, Trigger.CANCEL), None)
+    assert journal.pending() == []
+    (entry,) = journal.pending(cancelled=True)  # g2 never got a file id: nothing to follow
+    assert entry.id == "g1" and entry.reopenable
+    with pytest.raises(JournalError, match="needs no work"):
+        journal.claim("g1")
+    with pytest.raises(JournalError, match="needs no work"):
+        journal.claim("g2", reopen=True)
+    reopened = journal.claim("g1", reopen=True)
+    assert (reopened.state, reopened.file_id, reopened.reason) == (State.REQUESTED, "f1", "")
+    assert [e.id for e in journal.pending()] == ["g1"]
+    # the resumed generation records its own end; the cancel stays in the history
+    journal.record("g1", transition("g1", State.REQUESTED, State.AWAITING_WS, Trigger.START), "f1")
+    journal.record("g1", transition("g1", State.AWAITING_WS, State.DONE, Trigger.PUSH_RESULT), None)
+    assert journal.flush() and journal.lost == 0
+    assert journal.entries()[0].state is State.DONE
+    assert [dest for _, _, dest in journal.path_of("g1")] == [
+        "awaiting_ws", "cancelled", "awaiting_ws", "done"
+    ]  # fmt: skip
+    journal.close()
+
+
+def test_a_journal_with_the_old_terminal_index_can_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "CREATE TABLE transitions (generation_id TEXT NOT NULL, source TEXT NOT NULL, "
+        "dest TEXT NOT NULL, trigger TEXT NOT NULL, wall REAL NOT NULL, detail TEXT NOT NULL);"
+        "CREATE UNIQUE INDEX one_terminal_transition ON transitions (generation_id) "
+        "WHERE dest IN ('cancelled', 'done', 'failed');"
+    )
+    db.close()
+    journal = SQLiteJournal(path)
+    request_row(journal, "g1")
+    journal.record("g1", transition("g1", State.REQUESTED, State.AWAITING_WS, Trigger.START), "f1")
+    journal.record("g1", transition("g1", State.AWAITING_WS, State.CANCELLED, Trigger.CANCEL), None)
+    assert journal.flush()
+    journal.claim("g1", reopen=True)
+    journal.record("g1", transition("g1", State.REQUESTED, State.DONE, Trigger.POLL_RESULT), "f1")
+    assert journal.flush() and journal.lost == 0 and journal.entries()[0].state is State.DONE
     journal.close()

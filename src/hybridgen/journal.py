@@ -35,9 +35,16 @@ index).
 - every write is ``UPDATE generations ... WHERE id = $1 AND owner = $me AND state NOT IN ('done',
   'failed', 'cancelled')``, the transition row inserted only when one row changed;
 - the one-terminal rule is a partial unique index on ``transitions (generation_id) WHERE dest IN
-  ('done', 'failed', 'cancelled')``;
+  ('done', 'failed', 'cancelled') AND NOT superseded``;
 - the heartbeat is ``UPDATE ... SET lease_expires = now() + $lease WHERE owner = $me`` and
   unfinished.
+
+**Paid for, not delivered.** A done entry whose result could not be saved stays pending
+(:attr:`Entry.unsaved`, its ``url`` kept, the failure in its ``reason`` through
+:meth:`~SQLiteJournal.undelivered`): resuming it downloads again, no new job. An entry cancelled
+after the server named its file (:attr:`Entry.reopenable`, e.g. Ctrl-C) is not pending, but
+``pending(cancelled=True)`` lists it and ``claim(gen_id, reopen=True)`` makes it unfinished again
+(its cancel transition marked superseded) so that it can be followed by file id.
 
 The process check is a shortcut for one host; across hosts the lease alone decides (clocks must
 agree within a small part of the lease).
@@ -125,6 +132,8 @@ class Entry:
     url: str | None = None
     channel: str | None = None
     reason: str = ""
+    """Why it failed or was cancelled; for a done entry not delivered, why its save failed
+    (:meth:`Journal.undelivered`)."""
     meta: Mapping[str, str] = attrs.field(factory=dict)
     delivered_to: str | None = None
     owner: Owner | None = None
@@ -137,7 +146,19 @@ class Entry:
         """Not ended, or done but its result not yet delivered."""
         if self.state not in TERMINAL:
             return True
+        return self.unsaved
+
+    @property
+    def unsaved(self) -> bool:
+        """Done on the server (its ``url`` kept) but its result not delivered yet: saving it
+        again needs no new job."""
         return self.state is State.DONE and self.delivered_to is None
+
+    @property
+    def reopenable(self) -> bool:
+        """Cancelled after the server named its file (a job that may run on, and is paid for):
+        ``claim(..., reopen=True)`` can finish it."""
+        return self.state is State.CANCELLED and self.file_id is not None and not self.delivered_to
 
     def held_by_other(self, me: Owner, now: float) -> bool:
         """True when an owner other than ``me`` is live: its lease runs and its process exists."""
@@ -151,7 +172,8 @@ class JournalFailure:
     """A journal write that failed (``lost``) or waits for another process's lock."""
 
     operation: str
-    """``"begin"``, ``"record"``, ``"delivered"``, ``"fail"``, ``"heartbeat"``, ``"release"``."""
+    """``"begin"``, ``"record"``, ``"delivered"``, ``"undelivered"``, ``"fail"``,
+    ``"heartbeat"``, ``"release"``."""
     reason: str
     generation_id: str | None = None
     lost: bool = True
@@ -185,12 +207,22 @@ class Journal(Protocol):
     def delivered(self, gen_id: str, where: str) -> None:
         """The result of a done generation was delivered (e.g. saved to ``where``)."""
 
-    def claim(self, gen_id: str) -> Entry:
-        """Take the lease of ``gen_id`` atomically; raise :class:`~hybridgen.errors.LeaseHeld`
-        when a live owner holds it, :class:`~hybridgen.errors.JournalError` when it cannot say."""
+    def undelivered(self, gen_id: str, reason: str) -> None:
+        """The result of a done generation could not be delivered: keep ``reason`` in the
+        entry's ``reason`` (its ``url`` is kept); it stays pending (:attr:`Entry.unsaved`)."""
 
-    def pending(self) -> list[Entry]:
-        """Every generation that is not ended, or done but not delivered, oldest first."""
+    def claim(self, gen_id: str, *, reopen: bool = False) -> Entry:
+        """Take the lease of ``gen_id`` atomically; raise :class:`~hybridgen.errors.LeaseHeld`
+        when a live owner holds it, :class:`~hybridgen.errors.JournalError` when it cannot say.
+
+        With ``reopen``, a :attr:`~Entry.reopenable` entry (cancelled, with a file id) is taken
+        too and made unfinished again: state ``requested``, reason cleared, its earlier terminal
+        transition kept in the history but marked superseded (the one-terminal rule counts only
+        the live one), so the generation that finishes it records its own end."""
+
+    def pending(self, *, cancelled: bool = False) -> list[Entry]:
+        """Every generation that is not ended, or done but not delivered, oldest first; with
+        ``cancelled``, the :attr:`~Entry.reopenable` ones too."""
 
     def watch(self, callback: FailureCallback) -> Callable[[], None]:
         """Report every :class:`JournalFailure` to ``callback``; returns an unwatcher."""
@@ -219,7 +251,8 @@ CREATE TABLE IF NOT EXISTS transitions (
     dest TEXT NOT NULL,
     trigger TEXT NOT NULL,
     wall REAL NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    superseded INTEGER NOT NULL DEFAULT 0
 );
 """
 _LEASE_COLUMNS: Final = {
@@ -228,10 +261,13 @@ _LEASE_COLUMNS: Final = {
     "owner_host": "TEXT",
     "lease_expires": "REAL NOT NULL DEFAULT 0",
 }
+_OLD_ONE_TERMINAL: Final = "one_terminal_transition"
+"""The index of journals before reopening existed (it counted superseded ends too)."""
 _ONE_TERMINAL: Final = (
-    "CREATE UNIQUE INDEX IF NOT EXISTS one_terminal_transition ON transitions (generation_id) "
-    f"WHERE dest IN ({', '.join(repr(s) for s in _ENDED)})"
+    "CREATE UNIQUE INDEX IF NOT EXISTS one_live_terminal_transition ON transitions "
+    f"(generation_id) WHERE dest IN ({', '.join(repr(s) for s in _ENDED)}) AND superseded = 0"
 )
+_TERMINAL_DESTS_SQL: Final = f"dest IN ({', '.join(repr(s) for s in _ENDED)})"
 _COLUMNS: Final = (
     "id, request, policy, meta, state, started_wall, file_id, url, channel, reason, "
     "delivered_to, owner, owner_pid, owner_host, lease_expires"
@@ -488,6 +524,13 @@ class SQLiteJournal:
         for name, kind in _LEASE_COLUMNS.items():
             if name not in columns:  # a journal written by an older version
                 db.execute(f"ALTER TABLE generations ADD COLUMN {name} {kind}")
+        if "superseded" not in {row[1] for row in db.execute("PRAGMA table_info(transitions)")}:
+            db.execute("ALTER TABLE transitions ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
+        old = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (_OLD_ONE_TERMINAL,)
+        ).fetchone()
+        if old is not None:
+            db.execute(f"DROP INDEX {_OLD_ONE_TERMINAL}")
         try:
             db.execute(_ONE_TERMINAL)
         except sqlite3.IntegrityError:  # an old journal already has a double: updates still guard
@@ -584,7 +627,8 @@ class SQLiteJournal:
             if changed != 1:
                 return _refusal(db, gen_id, f"{event.source} -> {event.dest}")
             db.execute(
-                "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO transitions (generation_id, source, dest, trigger, wall, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     gen_id,
                     str(event.source),
@@ -614,6 +658,20 @@ class SQLiteJournal:
 
         self._writer.submit(_Write("delivered", gen_id, run))
 
+    def undelivered(self, gen_id: str, reason: str) -> None:
+        """Queue: a done generation's result could not be delivered, because of ``reason``
+        (kept in the entry; the entry stays pending, :attr:`Entry.unsaved`)."""
+
+        def run(db: sqlite3.Connection) -> str | None:
+            changed = db.execute(
+                "UPDATE generations SET reason = ? "
+                "WHERE id = ? AND state = 'done' AND delivered_to IS NULL",
+                (reason, gen_id),
+            ).rowcount
+            return None if changed == 1 else f"{gen_id} is not done, or already delivered"
+
+        self._writer.submit(_Write("undelivered", gen_id, run))
+
     def fail(self, gen_id: str, reason: str) -> None:
         """Queue: mark an unfinished generation this journal owns failed without a transition
         (e.g. it cannot be resumed)."""
@@ -629,12 +687,14 @@ class SQLiteJournal:
 
         self._writer.submit(_Write("fail", gen_id, run))
 
-    def claim(self, gen_id: str) -> Entry:
+    def claim(self, gen_id: str, *, reopen: bool = False) -> Entry:
         """Take the lease of ``gen_id`` for this journal, in one write transaction.
 
         Returns the entry. Raises :class:`~hybridgen.errors.LeaseHeld` when another owner is live
         (its lease runs and its process exists), :class:`~hybridgen.errors.JournalError` when the
-        entry does not exist or needs no work, or the journal cannot be written now.
+        entry does not exist or needs no work, or the journal cannot be written now. With
+        ``reopen``, a :attr:`~Entry.reopenable` entry is taken and made unfinished again (state
+        ``requested``, its cancel transition marked superseded; see :meth:`Journal.claim`).
         """
         now = time.time()
         try:
@@ -644,7 +704,8 @@ class SQLiteJournal:
                 if found is None:
                     raise JournalError(f"generation {gen_id} is not in the journal {self.path}")
                 entry = _entry(found)
-                if not entry.needs_work:
+                reopening = reopen and entry.reopenable
+                if not entry.needs_work and not reopening:
                     raise JournalError(f"generation {gen_id} needs no work (it is {entry.state})")
                 if entry.held_by_other(self.owner, now):
                     raise LeaseHeld(gen_id, str(entry.owner), entry.lease_expires)
@@ -654,6 +715,17 @@ class SQLiteJournal:
                     "lease_expires = ? WHERE id = ?",
                     (owner, pid, host, expires, gen_id),
                 )
+                if reopening:
+                    db.execute(
+                        "UPDATE generations SET state = ?, reason = '' WHERE id = ?",
+                        (str(State.REQUESTED), gen_id),
+                    )
+                    db.execute(
+                        "UPDATE transitions SET superseded = 1 "
+                        f"WHERE generation_id = ? AND {_TERMINAL_DESTS_SQL}",
+                        (gen_id,),
+                    )
+                    entry = attrs.evolve(entry, state=State.REQUESTED, reason="")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot take generation {gen_id} over now: {exc}") from None
         return attrs.evolve(entry, owner=self.owner, lease_expires=expires)
@@ -668,9 +740,10 @@ class SQLiteJournal:
             ).fetchall()
         return [_entry(row) for row in rows]
 
-    def pending(self) -> list[Entry]:
-        """Every generation that is not ended, or done but not delivered, oldest first."""
-        return [entry for entry in self.entries() if entry.needs_work]
+    def pending(self, *, cancelled: bool = False) -> list[Entry]:
+        """Every generation that is not ended, or done but not delivered, oldest first; with
+        ``cancelled``, the :attr:`~Entry.reopenable` ones too."""
+        return [e for e in self.entries() if e.needs_work or (cancelled and e.reopenable)]
 
     def path_of(self, gen_id: str) -> list[tuple[str, str, str]]:
         """The recorded transitions of one generation as ``(source, trigger, dest)``."""

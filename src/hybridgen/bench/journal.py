@@ -75,11 +75,14 @@ class OnTheLoop:
     def delivered(self, gen_id: str, where: str) -> None:
         """Not measured."""
 
-    def claim(self, gen_id: str) -> Entry:
+    def undelivered(self, gen_id: str, reason: str) -> None:
+        """Not measured."""
+
+    def claim(self, gen_id: str, *, reopen: bool = False) -> Entry:
         """Not measured."""
         raise NotImplementedError
 
-    def pending(self) -> list[Entry]:
+    def pending(self, *, cancelled: bool = False) -> list[Entry]:
         """Not measured."""
         return []
 
