@@ -13,6 +13,7 @@ import pytest
 from cli_support import Running, clean_env
 from hybridgen.emulator import Emulator
 from hybridgen.transport import SuperDuperTransport
+from pg_support import Cluster, start_cluster, unavailable
 
 TOKEN = "test-token-123"
 TIME_SCALE = 0.02
@@ -54,3 +55,21 @@ def spawn() -> Iterator[Callable[..., Running]]:
     yield spawn
     for process in started:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster | str]:
+    """The session's PostgreSQL server (see ``pg_support``), or why there is none."""
+    found = start_cluster()
+    yield found
+    if isinstance(found, Cluster):
+        found.stop()
+
+
+@pytest.fixture
+def postgres(postgres_cluster: Cluster | str) -> Cluster:
+    """A real PostgreSQL server; skipped (failed in CI) when there is none."""
+    if isinstance(postgres_cluster, str):
+        unavailable(postgres_cluster)
+    assert isinstance(postgres_cluster, Cluster)
+    return postgres_cluster

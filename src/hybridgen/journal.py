@@ -140,6 +140,9 @@ class Entry:
     """Who holds the lease (``None``: nobody ever did, e.g. a journal from an older version)."""
     lease_expires: float = 0.0
     """Unix time the lease ends unless renewed (``0``: released)."""
+    queued: bool = False
+    """Submitted to a queue and never started: no start request was sent for it (see
+    :meth:`hybridgen.journal_pg.PostgresJournal.submit`)."""
 
     @property
     def needs_work(self) -> bool:

@@ -1,0 +1,86 @@
+"""A real PostgreSQL server for the tests: the one .ci/run started, or a throwaway cluster.
+
+``HYBRIDGEN_TEST_POSTGRES`` (a DSN) names a running server; ``HYBRIDGEN_TEST_POSTGRES_DIR`` its
+cluster directory (for the restart test). Without them, a cluster is started by ``.ci/postgres``
+in a temporary directory when ``initdb`` is there. In CI (``CI=true``) a test that has neither
+fails instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / ".ci" / "postgres"
+
+
+def _initdb() -> bool:
+    if shutil.which("initdb"):
+        return True
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+class Cluster:
+    """A PostgreSQL server; :meth:`schema` gives each test its own tables."""
+
+    def __init__(self, dsn: str, directory: Path | None, owned: bool) -> None:
+        self.dsn = dsn
+        self.directory = directory
+        self.owned = owned
+
+    @staticmethod
+    def schema() -> str:
+        """A fresh schema name (hybridgen creates it)."""
+        return f"t_{uuid.uuid4().hex[:12]}"
+
+    def restart(self) -> None:
+        """``pg_ctl restart`` (fast): every connection is cut."""
+        if self.directory is None:
+            pytest.skip("HYBRIDGEN_TEST_POSTGRES_DIR is not set: cannot restart the server")
+        subprocess.run([str(SCRIPT), "restart", str(self.directory)], check=True, timeout=60)
+
+    def stop(self) -> None:
+        if self.owned and self.directory is not None:
+            subprocess.run([str(SCRIPT), "stop", str(self.directory)], check=False, timeout=60)
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_cluster() -> Cluster | str:
+    """The server to test against, or why there is none."""
+    dsn = os.environ.get("HYBRIDGEN_TEST_POSTGRES")
+    if dsn:
+        directory = os.environ.get("HYBRIDGEN_TEST_POSTGRES_DIR")
+        return Cluster(dsn, Path(directory) if directory else None, owned=False)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[test]')"
+    if not _initdb():
+        return "no PostgreSQL here: install Debian's postgresql or set HYBRIDGEN_TEST_POSTGRES"
+    directory = Path(tempfile.mkdtemp(prefix="hgpg."))  # short: a socket path has 107 bytes
+    try:
+        out = subprocess.run(
+            [str(SCRIPT), "start", str(directory)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        return f"could not start a PostgreSQL cluster with {SCRIPT}: {exc}"
+    return Cluster(out.strip().splitlines()[-1], directory, owned=True)
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail in CI: in CI no PostgreSQL test is skipped."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(reason)

@@ -1,0 +1,171 @@
+"""PostgresJournal's queue: leases taken with SKIP LOCKED, fences, the schema, a restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from hybridgen import ImageRequest, Policy, State
+from hybridgen.errors import ConfigError, JournalError
+from hybridgen.journal import JournalFailure
+from hybridgen.journal_pg import LEASE_LOST, SCHEMA_VERSION, PostgresJournal
+from hybridgen.machine import Trigger
+from pg_support import Cluster
+from test_journal_contract import DONE, START, step
+
+
+@pytest.fixture
+def opener(postgres: Cluster) -> Iterator[Any]:
+    schema = postgres.schema()
+    opened: list[PostgresJournal] = []
+
+    def open_journal(**options: Any) -> PostgresJournal:
+        journal = PostgresJournal(postgres.dsn, schema=schema, **options)
+        opened.append(journal)
+        return journal
+
+    open_journal.schema = schema  # type: ignore[attr-defined]
+    yield open_journal
+    for journal in opened:
+        journal.close(timeout=1.0)
+
+
+def submit(journal: PostgresJournal, count: int) -> list[str]:
+    return [journal.submit(ImageRequest(prompt=f"fox {i}"), Policy.default()) for i in range(count)]
+
+
+def test_submitted_jobs_are_queued_and_leased_once_each(opener: Any) -> None:
+    a, b = opener(), opener()
+    ids = submit(a, 5)
+    assert a.counts()["queued"] == 5
+    first = a.lease_next(2)
+    second = b.lease_next(10)
+    assert [e.id for e in first] == ids[:2] and [e.id for e in second] == ids[2:]
+    assert all(e.queued and e.state is State.REQUESTED for e in first + second)
+    assert a.lease_next(10) == [] and b.lease_next(10) == []
+    counts = a.counts()
+    assert counts["running"] == 5 and counts["queued"] == 0
+    (holder_a, holder_b) = sorted(a.holders(), key=lambda h: h[1])
+    assert {holder_a[1], holder_b[1]} == {2, 3}
+
+
+def test_skip_locked_workers_never_wait_for_each_other(opener: Any, postgres: Cluster) -> None:
+    journal = opener()
+    ids = submit(journal, 2)
+    with psycopg.connect(postgres.dsn) as other:  # a transaction holding the first row's lock
+        other.execute(
+            f"SELECT 1 FROM {opener.schema}.generations WHERE id = %s FOR UPDATE", (ids[0],)
+        )
+        (leased,) = journal.lease_next(5)
+        assert leased.id == ids[1]
+
+
+def test_a_stalled_workers_writes_and_download_are_refused(opener: Any, postgres: Cluster) -> None:
+    stalled, taker = opener(lease=3600), opener()
+    failures: list[JournalFailure] = []
+    stalled.watch(failures.append)
+    lost: list[str] = []
+    stalled.on_lease_lost(lost.append)
+    (gen_id,) = submit(stalled, 1)
+    stalled.lease_next()
+    assert stalled.mark_sending(gen_id)
+    stalled.record(gen_id, START(gen_id), "f1")
+    assert stalled.flush()
+    # the stalled worker's lease runs out; another takes the job over
+    with psycopg.connect(postgres.dsn, autocommit=True) as db:
+        db.execute(f"UPDATE {opener.schema}.generations SET lease_expires = 1")
+    (taken,) = taker.lease_next()
+    assert taken.file_id == "f1" and not taken.queued and taken.state is State.AWAITING_WS
+    taker.record(gen_id, DONE(gen_id), None)
+    assert taker.flush()
+    # the stalled one wakes up: it can neither record nor download
+    stalled.record(gen_id, DONE(gen_id), None)
+    assert stalled.flush()
+    assert lost == [gen_id] and LEASE_LOST in failures[-1].reason
+    assert not stalled.begin_download(gen_id) and not stalled.holds(gen_id)
+    assert taker.begin_download(gen_id)
+    assert not stalled.mark_sending(gen_id)
+    assert taker.path_of(gen_id) == [
+        ("requested", "start", "awaiting_ws"),
+        ("polling", "poll_result", "done"),
+    ]
+
+
+def test_a_start_is_marked_sending_once(opener: Any) -> None:
+    journal = opener()
+    (gen_id,) = submit(journal, 1)
+    assert not journal.mark_sending(gen_id)  # not leased: must not be sent
+    journal.lease_next()
+    assert journal.mark_sending(gen_id) and journal.mark_sending(gen_id)  # idempotent per lease
+    journal.release(gen_id)
+    assert journal.flush()
+    (again,) = opener().lease_next()
+    assert again.id == gen_id and not again.queued  # its start may have reached the server
+    assert journal.counts()["running"] == 1
+
+
+def test_the_heartbeat_renews_and_finds_a_lost_lease(opener: Any, postgres: Cluster) -> None:
+    journal = opener(lease=60)
+    lost: list[str] = []
+    journal.on_lease_lost(lost.append)
+    (gen_id,) = submit(journal, 1)
+    (job,) = journal.lease_next()
+    journal._heartbeat()  # what the writer thread does every third of the lease
+    (renewed,) = journal.entries()
+    assert renewed.lease_expires > job.lease_expires and lost == []
+    with psycopg.connect(postgres.dsn, autocommit=True) as db:  # taken over meanwhile
+        db.execute(f"UPDATE {opener.schema}.generations SET fence = fence + 1000")
+    journal._heartbeat()
+    assert lost == [gen_id] and not journal.holds(gen_id)
+
+
+def test_the_schema_is_versioned_and_a_newer_one_refused(opener: Any, postgres: Cluster) -> None:
+    opener()
+    with psycopg.connect(postgres.dsn, autocommit=True) as db:
+        (version,) = db.execute(
+            f"SELECT max(version) FROM {opener.schema}.schema_version"
+        ).fetchone() or (0,)
+        assert version == SCHEMA_VERSION
+        db.execute(f"INSERT INTO {opener.schema}.schema_version VALUES (99)")
+    with pytest.raises(JournalError, match="version 99, written by a newer hybridgen"):
+        opener()
+    with pytest.raises(ConfigError, match="schema"):
+        PostgresJournal(postgres.dsn, schema="Robert'); DROP")
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path: Any) -> None:
+    dsn = f"postgresql://u:sekrit@/db?host={tmp_path}"
+    with pytest.raises(JournalError, match="cannot open the postgresql database db") as info:
+        PostgresJournal(dsn, connect_timeout=1)
+    assert "sekrit" not in str(info.value)
+
+
+def test_writes_survive_a_server_restart(opener: Any, postgres: Cluster) -> None:
+    journal = opener()
+    failures: list[JournalFailure] = []
+    journal.watch(failures.append)
+    (gen_id,) = submit(journal, 1)
+    journal.lease_next()
+    assert journal.mark_sending(gen_id)
+    postgres.restart()
+    journal.record(gen_id, START(gen_id), "f1")  # the pool's connections are all broken now
+    journal.record(gen_id, step(gen_id, State.AWAITING_WS, State.POLLING, Trigger.WS_TIMEOUT), None)
+    journal.record(gen_id, DONE(gen_id), None)
+    assert journal.flush(30)
+    assert journal.lost == 0, failures
+    (entry,) = journal.entries()
+    assert entry.state is State.DONE and entry.file_id == "f1"
+    assert len(journal.path_of(gen_id)) == 3
+
+
+def test_claim_after_release_takes_a_new_fence(opener: Any) -> None:
+    first, second = opener(), opener()
+    first.begin(gen_id := "g1", ImageRequest(prompt="x"), Policy.default(), time.time(), {})
+    first.release(gen_id)
+    assert first.flush()
+    entry = second.claim(gen_id)
+    assert entry.owner == second.owner and second.holds(gen_id) and not first.holds(gen_id)
