@@ -210,3 +210,35 @@ def test_fail_marks_an_owned_entry_failed(backend: Backend) -> None:
     (entry,) = journal.entries()
     assert entry.state is State.FAILED and entry.reason == "cannot be resumed"
     assert journal.pending() == []
+
+
+def test_an_unsaved_result_stays_pending_with_its_url_and_why(backend: Backend) -> None:
+    journal = backend.open()
+    begin(journal, "g1")
+    journal.record("g1", START("g1"), "f1")
+    journal.record("g1", step("g1", State.AWAITING_WS, State.DONE, Trigger.POLL_RESULT), None)
+    journal.undelivered("g1", "could not save the image: HTTP 403 from the CDN")
+    (entry,) = journal.pending()
+    assert entry.unsaved and entry.url == "https://x/1.png" and entry.file_id == "f1"
+    assert entry.reason == "could not save the image: HTTP 403 from the CDN"
+    journal.delivered("g1", "/tmp/fox.png")
+    assert journal.pending() == [] and not journal.entries()[0].unsaved
+    journal.undelivered("g1", "too late")  # delivered already: refused, reported
+    assert journal.flush() and journal.lost == 1
+
+
+def test_a_cancelled_entry_is_reopened_and_ends_again(backend: Backend) -> None:
+    journal = backend.open()
+    begin(journal, "g1")
+    journal.record("g1", START("g1"), "f1")
+    journal.record("g1", step("g1", State.AWAITING_WS, State.CANCELLED, Trigger.CANCEL), None)
+    assert journal.pending() == [] and [e.id for e in journal.pending(cancelled=True)] == ["g1"]
+    journal.close()
+    with pytest.raises(JournalError, match="needs no work"):
+        backend.open().claim("g1")
+    reopened = backend.open().claim("g1", reopen=True)
+    assert (reopened.state, reopened.file_id, reopened.reason) == (State.REQUESTED, "f1", "")
+    other = backend.opened[-1]
+    other.record("g1", step("g1", State.REQUESTED, State.DONE, Trigger.POLL_RESULT), "f1")
+    assert other.flush() and other.lost == 0
+    assert [d for _, _, d in other.path_of("g1")] == ["awaiting_ws", "cancelled", "done"]

@@ -118,11 +118,12 @@ _MIGRATIONS: Final = (
         trigger text NOT NULL,
         wall double precision NOT NULL,
         detail text NOT NULL,
-        fence bigint NOT NULL
+        fence bigint NOT NULL,
+        superseded boolean NOT NULL DEFAULT false
     );
     CREATE INDEX transitions_of ON {s}.transitions (generation_id);
-    CREATE UNIQUE INDEX one_terminal_transition ON {s}.transitions (generation_id)
-        WHERE dest IN {ended};
+    CREATE UNIQUE INDEX one_live_terminal_transition ON {s}.transitions (generation_id)
+        WHERE dest IN {ended} AND NOT superseded;
     """,
 )
 
@@ -588,7 +589,8 @@ class PostgresJournal:
             if cur.rowcount != 1:
                 return self._refusal(cur, gen_id, f"{event.source} -> {event.dest}")
             cur.execute(
-                f"INSERT INTO {self.schema}.transitions VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO {self.schema}.transitions (generation_id, source, dest, trigger, "
+                "wall, detail, fence) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (gen_id, *transition, fence),
             )
             return None
@@ -617,6 +619,20 @@ class PostgresJournal:
             return f"{gen_id} is not done, already delivered, or held by another process"
 
         self._submit(_Write("delivered", gen_id, run))
+
+    def undelivered(self, gen_id: str, reason: str) -> None:
+        """Queue: a done generation's result could not be delivered, because of ``reason``
+        (kept in the entry, which stays pending: :attr:`~hybridgen.journal.Entry.unsaved`)."""
+
+        def run(cur: psycopg.Cursor[Any], retrying: bool) -> str | None:
+            cur.execute(
+                f"UPDATE {self.schema}.generations SET reason = %s "
+                "WHERE id = %s AND state = 'done' AND delivered_to IS NULL",
+                (reason, gen_id),
+            )
+            return None if cur.rowcount == 1 else f"{gen_id} is not done, or already delivered"
+
+        self._submit(_Write("undelivered", gen_id, run))
 
     def fail(self, gen_id: str, reason: str) -> None:
         """Queue: mark an unfinished generation this journal holds failed (no transition)."""
@@ -662,8 +678,11 @@ class PostgresJournal:
         """An answering call: ``call`` in a transaction, retried while the server is away."""
         return self._retrying(what, None, call)
 
-    def claim(self, gen_id: str) -> Entry:
+    def claim(self, gen_id: str, *, reopen: bool = False) -> Entry:
         """Take the lease of ``gen_id`` for this journal (a new fence); the entry.
+
+        With ``reopen``, a :attr:`~hybridgen.journal.Entry.reopenable` entry is taken and made
+        unfinished again (see :meth:`hybridgen.journal.Journal.claim`).
 
         Raises :class:`~hybridgen.errors.LeaseHeld` when another live process holds it,
         :class:`~hybridgen.errors.JournalError` when it is not there, needs no work, or the
@@ -681,7 +700,8 @@ class PostgresJournal:
             entry = _entry(row)
             if entry.owner is not None and entry.owner.id == self.owner.id and self.holds(gen_id):
                 return entry
-            if not entry.needs_work:
+            reopening = reopen and entry.reopenable
+            if not entry.needs_work and not reopening:
                 raise JournalError(f"generation {gen_id} needs no work (it is {entry.state})")
             if entry.held_by_other(self.owner, row[-1]):
                 raise LeaseHeld(gen_id, str(entry.owner), entry.lease_expires)
@@ -692,6 +712,18 @@ class PostgresJournal:
                 "RETURNING fence, lease_expires",
                 (*self._mine(), gen_id),
             ).fetchone() or (0, 0.0)
+            if reopening:
+                cur.execute(
+                    f"UPDATE {self.schema}.generations SET state = 'requested', reason = '' "
+                    "WHERE id = %s",
+                    (gen_id,),
+                )
+                cur.execute(
+                    f"UPDATE {self.schema}.transitions SET superseded = true "
+                    f"WHERE generation_id = %s AND dest IN {_ENDED_SQL}",
+                    (gen_id,),
+                )
+                entry = attrs.evolve(entry, state=State.REQUESTED, reason="")
             self._hold(gen_id, fence)
             return attrs.evolve(entry, owner=self.owner, lease_expires=expires)
 
@@ -717,9 +749,10 @@ class PostgresJournal:
         result: list[Entry] = self._now(run, "entries")
         return result
 
-    def pending(self) -> list[Entry]:
-        """Every generation that is not ended, or done but not delivered, oldest first."""
-        return [entry for entry in self.entries() if entry.needs_work]
+    def pending(self, *, cancelled: bool = False) -> list[Entry]:
+        """Every generation that is not ended, or done but not delivered, oldest first; with
+        ``cancelled``, the :attr:`~hybridgen.journal.Entry.reopenable` ones too."""
+        return [e for e in self.entries() if e.needs_work or (cancelled and e.reopenable)]
 
     def path_of(self, gen_id: str) -> list[tuple[str, str, str]]:
         """The recorded transitions of one generation as ``(source, trigger, dest)``."""
