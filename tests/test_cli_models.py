@@ -30,7 +30,16 @@ def test_models_lists_the_embedded_emulators_configs() -> None:
     assert proc.returncode == 0, proc.stderr
     listed = json_lines(proc.stdout)
     assert [m["name"] for m in listed] == [c["name"] for c in GENERATION_CONFIGS]
-    assert set(listed[0]) == {"name", "label", "type", "price", "vip"}
+    assert set(listed[0]) == {
+        "name",
+        "label",
+        "type",
+        "price",
+        "vip",
+        "durations",
+        "max_duration",
+        "price_per_second",
+    }
     table = run("models", "--type", "image_to_image")
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()

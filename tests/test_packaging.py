@@ -101,6 +101,7 @@ def test_wheel_holds_every_module_and_the_typing_marker(wheel: Path) -> None:
         names = set(archive.namelist())
     assert "hybridgen/py.typed" in names
     assert "hybridgen/inspector/page.html" in names  # the inspector's page is package data
+    assert "hybridgen/emulator/assets/sample.mp4" in names  # the emulator's video result
     for package in ("hybridgen/emulator", "hybridgen/testing"):
         assert f"{package}/__init__.py" in names
     assert "hybridgen/testing/pytest_plugin.py" in names

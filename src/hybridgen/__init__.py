@@ -25,6 +25,7 @@ from .errors import (
     RequestError,
     TransientError,
     TransportError,
+    VideoRefused,
 )
 from .events import (
     Event,
@@ -38,6 +39,7 @@ from .events import (
 from .files import SavedFile
 from .machine import State, Trigger
 from .policy import Policy
+from .video import VideoRequest
 
 __all__ = [
     "AuthError",
@@ -70,5 +72,7 @@ __all__ = [
     "TransportError",
     "Transition",
     "Trigger",
+    "VideoRefused",
+    "VideoRequest",
     "__version__",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "GENERATION_CONFIGS",
     "PUSH_CHANNELS",
     "MAX_REPLY_BYTES",
+    "VIDEO_KINDS",
     "BodyForm",
     "FileStatus",
     "ModelInfo",
@@ -476,12 +477,18 @@ def parse_file_list(data: object) -> FileStatus:
     return parse_file(data[0], "start reply")
 
 
+VIDEO_KINDS: Final = ("text_to_video", "image_to_video", "video_to_video")
+"""The ``type`` of a video model in the model list: what its source is (none, an image, a video)."""
+
+
 @attrs.frozen
 class ModelInfo:
     """One generation config the server offers: ``name`` is what :attr:`ImageRequest.model` takes.
 
     ``price`` is the server's price for one generation when it gives one (``None`` otherwise);
-    ``vip`` is true when only VIP accounts may use it.
+    ``vip`` is true when only VIP accounts may use it. Video models (``type`` in
+    :data:`VIDEO_KINDS`) also say the ``durations`` they allow (seconds; empty: any up to
+    ``max_duration``, or any when that is ``None`` too) and their ``price_per_second``.
     """
 
     name: str
@@ -489,6 +496,31 @@ class ModelInfo:
     type: str = ""
     price: float | None = None
     vip: bool = False
+    durations: tuple[int, ...] = ()
+    max_duration: int | None = None
+    price_per_second: float | None = None
+
+    @property
+    def video(self) -> bool:
+        """True for a video model (``text_to_video``, ``image_to_video``, ``video_to_video``)."""
+        return self.type in VIDEO_KINDS
+
+    @property
+    def needs_source(self) -> bool:
+        """True when a job of this model needs an input file (an image or a video)."""
+        return self.type in ("image_to_video", "video_to_video")
+
+    def allows(self, duration: int) -> bool:
+        """Whether this model makes videos of ``duration`` seconds (as far as the list says)."""
+        if self.durations:
+            return duration in self.durations
+        return self.max_duration is None or 1 <= duration <= self.max_duration
+
+    def cost(self, duration: int) -> float | None:
+        """The price of one video of ``duration`` seconds (``None`` when the list gives none)."""
+        if self.price_per_second is not None:
+            return self.price_per_second * duration
+        return self.price
 
 
 def _price(params: object) -> float | None:
@@ -499,6 +531,28 @@ def _price(params: object) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     return None
+
+
+def _number(params: object, key: str) -> float | None:
+    value = params.get(key) if isinstance(params, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _seconds_list(params: object) -> tuple[int, ...]:
+    """The allowed durations: whole positive seconds, sorted (odd entries are skipped)."""
+    if not isinstance(params, dict):
+        return ()
+    raw = params.get("available_durations", params.get("durations"))
+    if not isinstance(raw, list):
+        return ()
+    found = {
+        int(v)
+        for v in raw[:100]
+        if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 3600 and v == int(v)
+    }
+    return tuple(sorted(found))
 
 
 def parse_generation_configs(data: object) -> list[ModelInfo]:
@@ -519,13 +573,18 @@ def parse_generation_configs(data: object) -> list[ModelInfo]:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             continue
         vip = entry.get("vip_required", entry.get("is_vip", entry.get("vip", False)))
+        params = entry.get("params")
+        longest = _number(params, "max_duration")
         models.append(
             ModelInfo(
                 name=name,
                 label=str(entry.get("label") or ""),
                 type=str(entry.get("type") or ""),
-                price=_price(entry.get("params")),
+                price=_price(params),
                 vip=vip is True,
+                durations=_seconds_list(params),
+                max_duration=int(longest) if longest is not None and 1 <= longest <= 3600 else None,
+                price_per_second=_number(params, "price_per_second"),
             )
         )
     return models

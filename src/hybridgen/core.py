@@ -519,7 +519,9 @@ class Core:
                 # allows, so the predicted end is never later than the true one.
                 self.expected = (now - self.started) / min(1.0, fraction + _ROUNDING)
                 self._estimated = True
-            self.sink(Progress(self.id, fraction, via, now, now + self.wall_offset))
+            taken = now - self.started
+            remaining = taken / fraction - taken if fraction >= 0.01 else None
+            self.sink(Progress(self.id, fraction, via, now, now + self.wall_offset, remaining))
 
     def _emit_retry(self, what: str, attempt: int, delay: float, reason: str, now: float) -> None:
         self.sink(Retry(self.id, what, attempt, delay, reason, now, now + self.wall_offset))

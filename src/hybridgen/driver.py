@@ -20,29 +20,44 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Final
+from pathlib import Path
+from typing import Any, Final, Unpack
 
+import attrs
 import trio
 
-from .api import FileStatus, ImageRequest, parse_push
+from .api import VIDEO_KINDS, FileStatus, ImageRequest, ModelInfo, parse_push
 from .core import Core, Result
 from .errors import (
+    ConfigError,
     DownloadError,
     GenerationCancelled,
     GenerationFailed,
     OversizedMessage,
     PermanentError,
+    RequestError,
     TransientError,
     TransportError,
+    VideoRefused,
 )
 from .events import Event, EventStream, Hub, JournalWarning, Subscriber, Transition
-from .files import DOWNLOAD_LIMIT, SavedFile, save
+from .files import DOWNLOAD_LIMIT, VIDEO_DOWNLOAD_LIMIT, Media, SavedFile, save, sniff, sniff_video
 from .journal import Journal, JournalFailure
 from .machine import State
 from .policy import Policy
 from .transport import Transport
+from .video import (
+    DEFAULT_VIDEO_MODEL,
+    UPLOAD_LIMIT,
+    StartRequest,
+    VideoOptions,
+    VideoRequest,
+    check_cost,
+    check_video,
+    source_of,
+)
 
-__all__ = ["MAX_REQUESTS", "MAX_STARTS", "Client", "Generation", "Result"]
+__all__ = ["MAX_REQUESTS", "MAX_STARTS", "Client", "Generation", "Result", "VideoPlan"]
 
 log: Final = logging.getLogger("hybridgen.driver")
 
@@ -309,14 +324,16 @@ class Client:
 
     async def generate(
         self,
-        request: ImageRequest | str,
+        request: StartRequest | str,
         *,
         policy: Policy | None = None,
         on_event: Subscriber | None = None,
     ) -> Result:
         """Run one generation to its end and return its :class:`Result`.
 
-        ``request`` is an :class:`~hybridgen.api.ImageRequest` or just a prompt. Raises
+        ``request`` is an :class:`~hybridgen.api.ImageRequest`, a
+        :class:`~hybridgen.video.VideoRequest` (sent as it is: :meth:`generate_video` checks
+        one against the model list first) or just a prompt (an image). Raises
         :class:`~hybridgen.errors.GenerationFailed` if it fails (the result is on the error) and
         :class:`~hybridgen.errors.GenerationCancelled` if it was cancelled through its handle.
         """
@@ -334,7 +351,7 @@ class Client:
 
     async def start(
         self,
-        request: ImageRequest | str,
+        request: StartRequest | str,
         *,
         policy: Policy | None = None,
         meta: Mapping[str, str] | None = None,
@@ -352,6 +369,85 @@ class Client:
         task_status.started(gen)
         await self._drive(gen, request.project_id, request)
         return gen.result()
+
+    async def plan_video(
+        self, prompt: str, *, policy: Policy | None = None, **options: Unpack[VideoOptions]
+    ) -> VideoPlan:
+        """Check a video against the server's model list and upload its source: a
+        :class:`VideoPlan` ready to start, with its price. No job is started.
+
+        The model list (``GET /api/v1/generation-config``) must name ``model`` as a video model
+        that allows ``duration``; an image-to-video (or video-to-video) model needs ``image`` and
+        a text-to-video model refuses one; a price over ``max_cost`` (or no price, when
+        ``max_cost`` is given) is refused too. Each refusal is a
+        :class:`~hybridgen.errors.VideoRefused` listing the allowed values, raised before any
+        upload or job. ``image`` is a local file (uploaded: ``POST /api/v1/file/upload``) or the
+        id of a file on the server (an upload, an earlier generation's file). A transport without
+        a model list skips the checks (the plan's ``model`` is then ``None``).
+        """
+        bound = (policy or Policy.video()).request_timeout
+        image, max_cost = options.get("image"), options.get("max_cost")
+        source = None if image is None else source_of(image)
+        request = VideoRequest(
+            prompt=prompt,
+            model=options.get("model", DEFAULT_VIDEO_MODEL),
+            duration=options.get("duration", 5),
+            aspect_ratio=options.get("aspect_ratio", "16:9"),
+            image=source if isinstance(source, str) else None,
+            seed=options.get("seed"),
+            negative_prompt=options.get("negative_prompt"),
+        )
+        duration = request.duration
+        info: ModelInfo | None = None
+        lister = getattr(self.transport, "models", None)
+        if lister is not None:
+            models = await self._bounded(bound, "the model list", lister, VIDEO_KINDS)
+            info = check_video(
+                request if source is None else attrs.evolve(request, image="upload"), models
+            )
+        cost = None if info is None else info.cost(duration)
+        if info is not None:
+            cost = check_cost(info, duration, max_cost)
+        elif max_cost is not None:
+            raise VideoRefused("max_cost", "this transport has no model list to price the video")
+        if isinstance(source, Path):
+            upload = getattr(self.transport, "upload", None)
+            if upload is None:
+                raise ConfigError("image", "this transport cannot upload files; pass a file id")
+            data, kind = await trio.to_thread.run_sync(_read_source, source)
+            timeout = (policy or Policy.video()).download_timeout
+            file_id = await self._bounded(
+                timeout,
+                "the upload",
+                functools.partial(upload, data, filename=source.name, content_type=kind),
+            )
+            request = attrs.evolve(request, image=file_id)
+        return VideoPlan(request, info, cost)
+
+    async def generate_video(
+        self,
+        prompt: str,
+        *,
+        policy: Policy | None = None,
+        on_event: Subscriber | None = None,
+        **options: Unpack[VideoOptions],
+    ) -> Result:
+        """Make one video: :meth:`plan_video` (checks, upload), then the same machine, events
+        and channels as an image, under ``policy`` (default :meth:`Policy.video`, not the
+        client's image policy). Returns the :class:`Result`; save it with
+        ``await client.download(result, "out.mp4", media="video")``. Raises like
+        :meth:`generate`, and :class:`~hybridgen.errors.VideoRefused` before any job.
+        """
+        plan = await self.plan_video(prompt, policy=policy, **options)
+        return await self.generate(plan.request, policy=policy or Policy.video(), on_event=on_event)
+
+    async def _bounded(
+        self, seconds: float, what: str, call: Callable[..., Awaitable[Any]], *args: Any
+    ) -> Any:
+        """``await call(*args)`` within ``seconds``; a transport error stays typed."""
+        with trio.move_on_after(seconds):
+            return await call(*args)
+        raise TransientError(f"{what} took longer than {seconds:g} s")
 
     async def resume(
         self,
@@ -386,8 +482,9 @@ class Client:
         path: str | os.PathLike[str],
         *,
         convert: str | None = None,
-        limit: int = DOWNLOAD_LIMIT,
+        limit: int | None = None,
         policy: Policy | None = None,
+        media: Media = "image",
     ) -> SavedFile:
         """Save a done generation's file (or the file at a URL) to ``path``; a :class:`SavedFile`.
 
@@ -397,8 +494,13 @@ class Client:
         to a temporary file beside ``path`` (at most ``limit`` bytes), must be an image, ends
         within the policy's ``download_timeout`` and then replaces ``path`` atomically. Any
         failure raises :class:`~hybridgen.errors.DownloadError` (its ``url`` and ``kind`` say
-        which file and why); nothing is left behind.
+        which file and why); nothing is left behind. ``media="video"`` saves a video instead
+        (MP4, QuickTime or WebM from its bytes, never converted; ``limit`` defaults to
+        :data:`~hybridgen.files.VIDEO_DOWNLOAD_LIMIT` then, else to
+        :data:`~hybridgen.files.DOWNLOAD_LIMIT`).
         """
+        if limit is None:
+            limit = VIDEO_DOWNLOAD_LIMIT if media == "video" else DOWNLOAD_LIMIT
         url = result if isinstance(result, str) else result.url
         if not url:
             assert isinstance(result, Result)
@@ -420,7 +522,13 @@ class Client:
 
                 async with self.transport.fetch(url, limit=limit) as chunks:
                     saved = await save(
-                        chunks, path, url=url, limit=limit, convert=convert, on_received=received
+                        chunks,
+                        path,
+                        url=url,
+                        limit=limit,
+                        convert=convert,
+                        on_received=received,
+                        media=media,
                     )
         except DownloadError:
             raise
@@ -443,7 +551,7 @@ class Client:
     def _new(
         self,
         policy: Policy | None,
-        request: ImageRequest | None = None,
+        request: StartRequest | None = None,
         meta: Mapping[str, str] | None = None,
         *,
         gen_id: str | None = None,
@@ -470,7 +578,7 @@ class Client:
                 self._journal_failed(JournalFailure("begin", repr(exc), gen.id))
         return gen
 
-    async def _drive(self, gen: Generation, project_id: str, job: ImageRequest | str) -> None:
+    async def _drive(self, gen: Generation, project_id: str, job: StartRequest | str) -> None:
         core = gen.core
         try:
             async with trio.open_nursery() as nursery:
@@ -496,7 +604,7 @@ class Client:
         if core.state is State.DONE and core.ended is not None:
             self.durations.add(core.ended - core.started)
 
-    async def _run_job(self, gen: Generation, job: ImageRequest | str) -> None:
+    async def _run_job(self, gen: Generation, job: StartRequest | str) -> None:
         """The job, in the generation's own task: start it (or take the resumed one), then wait
         for each poll or timer the core sets (the deadline, the end of the push-only wait, a
         quiet push channel) and do it, until the core is terminal."""
@@ -577,7 +685,7 @@ class Client:
             for limiter in reversed(held):
                 limiter.release()
 
-    async def _start_job(self, gen: Generation, request: ImageRequest) -> FileStatus | None:
+    async def _start_job(self, gen: Generation, request: StartRequest) -> FileStatus | None:
         """Send the start request, again as long as the core says so; ``None`` once it failed."""
         core, policy = gen.core, gen.core.policy
         while not core.terminal:
@@ -698,8 +806,10 @@ class Durations:
         return min(self._recent)
 
 
-def _as_request(request: ImageRequest | str) -> ImageRequest:
-    return request if isinstance(request, ImageRequest) else ImageRequest(prompt=request)
+def _as_request(request: StartRequest | str) -> StartRequest:
+    if isinstance(request, ImageRequest | VideoRequest):
+        return request
+    return ImageRequest(prompt=request)  # checks it: a prompt of another type is refused
 
 
 def _transport_error(
@@ -710,3 +820,31 @@ def _transport_error(
     if isinstance(exc, TransientError | PermanentError):
         return exc
     return TransientError(str(exc))
+
+
+@attrs.frozen
+class VideoPlan:
+    """A video checked and ready to start (:meth:`Client.plan_video`): the ``request`` (its
+    source uploaded), the ``model`` the server lists for it and the ``cost`` (the model's
+    price per second times the duration; ``None`` when unknown)."""
+
+    request: VideoRequest
+    model: ModelInfo | None
+    cost: float | None
+
+
+def _read_source(path: Path) -> tuple[bytes, str]:
+    """A source file's bytes and type (from its bytes), within :data:`UPLOAD_LIMIT`."""
+    try:
+        size = path.stat().st_size
+        if size > UPLOAD_LIMIT:
+            raise RequestError(
+                "image", f"{path} is {size} bytes, over the upload limit of {UPLOAD_LIMIT} bytes"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RequestError("image", f"cannot read {path}: {exc.strerror or exc}") from None
+    kind = sniff(data[:64]) or sniff_video(data[:64])
+    if kind is None:
+        raise RequestError("image", f"{path} is neither an image nor a video (from its bytes)")
+    return data, kind

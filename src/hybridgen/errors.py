@@ -36,6 +36,27 @@ class RequestError(HybridgenError, ValueError):
         self.field = field
 
 
+class VideoRefused(RequestError):
+    """A video request the server's model list says cannot work; refused before any job starts.
+
+    ``field`` names what to change (``model``, ``duration``, ``image``, ``max_cost``) and
+    ``allowed`` the values that would do (listed in the message too).
+    """
+
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        allowed: tuple[object, ...] = (),
+        *,
+        unit: str = "",
+        label: str = "allowed",
+    ) -> None:
+        shown = ", ".join(f"{value}{unit}" for value in allowed[:20]) or "none"
+        super().__init__(field, f"{message}; {label}: {shown}")
+        self.allowed = allowed
+
+
 class InvalidTransition(HybridgenError, RuntimeError):
     """A trigger was fired in a state that has no edge for it."""
 
@@ -133,10 +154,11 @@ class DownloadError(PermanentError):
     """A result file could not be saved; the generation itself is done and ``url`` still holds.
 
     ``kind`` says why: ``"too_large"`` (over the size limit), ``"not_an_image"`` (e.g. an HTML
-    error page), ``"timeout"`` (not finished within the download timeout), ``"http"`` (an error
-    status), ``"connection"`` (the connection failed), ``"convert"`` (the image could not be
-    converted to the asked format), ``"disk"`` (the file could not be written) or
-    ``"no_result"`` (the generation has no result URL).
+    error page), ``"not_a_video"`` (a video's file is no MP4, QuickTime or WebM), ``"timeout"``
+    (not finished within the download timeout), ``"http"`` (an error status), ``"connection"``
+    (the connection failed), ``"convert"`` (the image could not be converted to the asked
+    format), ``"disk"`` (the file could not be written) or ``"no_result"`` (the generation has
+    no result URL).
     """
 
     def __init__(self, message: str, *, url: str, kind: str, status: int | None = None) -> None:

@@ -63,13 +63,18 @@ class Transition:
 
 @attrs.frozen
 class Progress:
-    """The server reported how far the job is: ``fraction`` in ``[0, 1]``, via channel ``via``."""
+    """The server reported how far the job is: ``fraction`` in ``[0, 1]``, via channel ``via``.
+
+    ``remaining`` estimates the seconds left, from the time the job has taken to get this far
+    (``None`` below 1 %, where it would be a guess).
+    """
 
     generation_id: str
     fraction: float
     via: str
     monotonic: float
     wall: float
+    remaining: float | None = None
 
     terminal = False
 

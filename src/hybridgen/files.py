@@ -15,7 +15,7 @@ import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Literal
 
 import attrs
 import trio
@@ -27,11 +27,15 @@ __all__ = [
     "CONVERT_FORMATS",
     "DOWNLOAD_LIMIT",
     "IMAGE_TYPES",
+    "VIDEO_DOWNLOAD_LIMIT",
+    "VIDEO_TYPES",
+    "Media",
     "SavedFile",
     "check_destination",
     "format_for_suffix",
     "save",
     "sniff",
+    "sniff_video",
 ]
 
 DOWNLOAD_LIMIT: Final = 64 * 2**20
@@ -46,6 +50,23 @@ IMAGE_TYPES: Final = {
     "image/heic": ".heic",
 }
 """The image types recognised from their bytes, with the suffix a file of that type gets."""
+
+VIDEO_TYPES: Final = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+}
+"""The video types recognised from their bytes (:func:`sniff_video`), with their suffixes."""
+
+VIDEO_DOWNLOAD_LIMIT: Final = 8 * 2**30
+"""The default size limit of a downloaded video, in bytes (8 GiB; it streams to disk)."""
+
+Media = Literal["image", "video"]
+"""What a result file must be: an image, or a video."""
+
+_MP4_BRANDS: Final = frozenset(
+    b"isom iso2 iso3 iso4 iso5 iso6 iso8 mp41 mp42 avc1 M4V  M4VP dash mmp4 msnv".split()
+)
 
 CONVERT_FORMATS: Final = {
     "png": "image/png",
@@ -63,8 +84,8 @@ _PILLOW: Final = {
     "image/gif": "GIF",
     "image/avif": "AVIF",
 }
-_HEAD: Final = 32
-"""Bytes enough to recognise every format of :data:`IMAGE_TYPES`."""
+_HEAD: Final = 64
+"""Bytes enough to recognise every format of :data:`IMAGE_TYPES` and :data:`VIDEO_TYPES`."""
 _WRITE_AT: Final = 2**20
 """Bytes gathered before one write to disk (in a worker thread)."""
 
@@ -92,6 +113,54 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def sniff_video(head: bytes) -> str | None:
+    """The video type of a file from its first bytes (at least 64 of them for WebM), or ``None``.
+
+    Recognises MP4 (an ``ftyp`` box of an MP4 brand), QuickTime and WebM (an EBML header whose
+    document type is ``webm``). AVIF and HEIC images share MP4's box format: they are not videos.
+    """
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand == b"qt  ":
+            return "video/quicktime"
+        compatible = {head[i : i + 4] for i in range(16, min(len(head), 64) - 3, 4)}
+        if brand in _MP4_BRANDS or (sniff(head) is None and compatible & _MP4_BRANDS):
+            return "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3") and b"\x42\x82\x84webm" in head[:64]:
+        return "video/webm"
+    return None
+
+
+def _check_mp4(path: str, url: str) -> None:
+    """The top-level boxes of an MP4 chain to its end and include the movie (``moov``)."""
+    size = os.stat(path).st_size
+    seen: set[bytes] = set()
+    at = 0
+    with open(path, "rb") as f:
+        while at < size:
+            f.seek(at)
+            head = f.read(16)
+            length = int.from_bytes(head[:4], "big")
+            if length == 1 and len(head) == 16:
+                length = int.from_bytes(head[8:16], "big")
+            elif length == 0:
+                length = size - at
+            if len(head) < 8 or length < 8 or at + length > size:
+                raise DownloadError(
+                    f"download of {url}: not a valid MP4 video (a box at byte {at} is cut short)",
+                    url=url,
+                    kind="not_a_video",
+                )
+            seen.add(head[4:8])
+            at += length
+    if b"moov" not in seen:
+        raise DownloadError(
+            f"download of {url}: not a valid MP4 video (it has no 'moov' box)",
+            url=url,
+            kind="not_a_video",
+        )
+
+
 def _describe(head: bytes) -> str:
     """What a body that is not an image looks like, for an error message (no server text)."""
     text = head.lstrip()
@@ -103,7 +172,7 @@ def _describe(head: bytes) -> str:
         return "JSON"
     if all(32 <= b < 127 or b in b"\t\r\n" for b in text):
         return "plain text"
-    return "binary data of no known image format"
+    return "binary data of no known format"
 
 
 def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
@@ -157,6 +226,11 @@ class SavedFile:
     source_type: str
 
     @property
+    def video(self) -> bool:
+        """True when the file is a video."""
+        return self.content_type.startswith("video/")
+
+    @property
     def converted(self) -> bool:
         """True when the file was converted from the format the server sent."""
         return self.content_type != self.source_type
@@ -181,6 +255,7 @@ async def save(
     limit: int = DOWNLOAD_LIMIT,
     convert: str | None = None,
     on_received: Callable[[], object] | None = None,
+    media: Media = "image",
 ) -> SavedFile:
     """Stream ``chunks`` (a result file's body) to ``path``; return the :class:`SavedFile`.
 
@@ -192,8 +267,12 @@ async def save(
     :class:`~hybridgen.errors.DownloadError` and leaves nothing behind; an existing ``path`` that
     is not a regular file (a device, a FIFO) is never written. ``on_received`` is called once the
     whole body is on disk, before the checks (e.g. to lift a deadline meant for the transfer).
+    ``media="video"`` wants a video instead (MP4, QuickTime or WebM, checked from its bytes and,
+    for MP4, its box structure): it is never converted (``convert`` must be ``None``).
     """
     target = _convert_target(convert)
+    if media == "video" and target is not None:
+        raise ConfigError("convert", f"a video is never converted; got {convert!r}")
     dest = Path(path)
     try:
         check_destination(dest)
@@ -203,10 +282,16 @@ async def save(
         raise DownloadError(f"cannot save {url} to {dest}: {exc}", url=url, kind="disk") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            size, source = await _receive(chunks, f, url, limit)
+            size, source = await _receive(chunks, f, url, limit, media)
         if on_received is not None:
             on_received()
-        saved_type = await trio.to_thread.run_sync(_finish, tmp, url, source, target)
+        if media == "video":
+            saved_type = source
+            if source == "video/mp4":
+                await trio.to_thread.run_sync(_check_mp4, tmp, url)
+            os.chmod(tmp, 0o644)
+        else:
+            saved_type = await trio.to_thread.run_sync(_finish, tmp, url, source, target)
         final = _final_path(dest, saved_type)
         size = os.stat(tmp).st_size
         check_destination(final)
@@ -224,9 +309,10 @@ async def save(
 
 
 async def _receive(
-    chunks: AsyncIterator[bytes], f: IO[bytes], url: str, limit: int
+    chunks: AsyncIterator[bytes], f: IO[bytes], url: str, limit: int, media: Media = "image"
 ) -> tuple[int, str]:
-    """Write the body to ``f``, within ``limit``; its size and image type (from its bytes)."""
+    """Write the body to ``f``, within ``limit``; its size and type (from its bytes)."""
+    sniffer = sniff_video if media == "video" else sniff
     size = 0
     head = b""
     source: str | None = None
@@ -241,15 +327,15 @@ async def _receive(
             )
         if source is None:
             head = (head + chunk)[:_HEAD]
-            source = sniff(head)
+            source = sniffer(head)
             if source is None and len(head) >= _HEAD:
-                raise _not_an_image(url, head)
+                raise _not_an_image(url, head, media)
         pending += chunk
         if len(pending) >= _WRITE_AT:
             data, pending = bytes(pending), bytearray()
             await trio.to_thread.run_sync(f.write, data)
     if source is None:
-        raise _not_an_image(url, head)
+        raise _not_an_image(url, head, media)
     data = bytes(pending)
     del pending
 
@@ -262,7 +348,13 @@ async def _receive(
     return size, source
 
 
-def _not_an_image(url: str, head: bytes) -> DownloadError:
+def _not_an_image(url: str, head: bytes, media: Media = "image") -> DownloadError:
+    if media == "video":
+        return DownloadError(
+            f"download of {url}: not a video (the server sent {_describe(head)})",
+            url=url,
+            kind="not_a_video",
+        )
     return DownloadError(
         f"download of {url}: not an image (the server sent {_describe(head)})",
         url=url,
@@ -326,4 +418,4 @@ def _convert(tmp: str, url: str, target: str) -> None:
 def _final_path(dest: Path, content_type: str) -> Path:
     if dest.suffix:
         return dest
-    return dest.with_name(dest.name + IMAGE_TYPES[content_type])
+    return dest.with_name(dest.name + {**IMAGE_TYPES, **VIDEO_TYPES}[content_type])

@@ -70,11 +70,11 @@ from typing import Any, Final, Protocol
 
 import attrs
 
-from .api import ImageRequest
 from .errors import JournalError, LeaseHeld
 from .events import Transition
 from .machine import TERMINAL, State
 from .policy import Policy
+from .video import StartRequest, request_from_record, request_record
 
 __all__ = ["Entry", "Journal", "JournalFailure", "Owner", "SQLiteJournal"]
 
@@ -124,7 +124,9 @@ class Entry:
     """One journalled generation: what was asked, how far it got, where its result went."""
 
     id: str
-    request: ImageRequest
+    request: StartRequest
+    """What was asked: an :class:`~hybridgen.api.ImageRequest` or a
+    :class:`~hybridgen.video.VideoRequest` (the journal records which)."""
     policy: Policy
     state: State
     started_wall: float
@@ -197,7 +199,7 @@ class Journal(Protocol):
     def begin(
         self,
         gen_id: str,
-        request: ImageRequest,
+        request: StartRequest,
         policy: Policy,
         started_wall: float,
         meta: Mapping[str, str],
@@ -580,7 +582,7 @@ class SQLiteJournal:
     def begin(
         self,
         gen_id: str,
-        request: ImageRequest,
+        request: StartRequest,
         policy: Policy,
         started_wall: float,
         meta: Mapping[str, str],
@@ -588,7 +590,7 @@ class SQLiteJournal:
         """Queue a new generation in state ``requested``, its lease held by this journal."""
         row = (
             gen_id,
-            json.dumps(attrs.asdict(request)),
+            request_record(request),
             json.dumps(attrs.asdict(policy)),
             json.dumps(dict(meta)),
             str(State.REQUESTED),
@@ -776,7 +778,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
     owner = None if row[11] is None else Owner(row[11], row[12], row[13])
     return Entry(
         id=row[0],
-        request=ImageRequest(**json.loads(row[1])),
+        request=request_from_record(row[1]),
         policy=Policy(**json.loads(row[2])),
         meta=json.loads(row[3]),
         state=State(row[4]),

@@ -53,6 +53,7 @@ def event_json(event: Event, at: float) -> dict[str, Any]:
             "id": event.generation_id,
             "fraction": event.fraction,
             "via": event.via,
+            "remaining": None if event.remaining is None else number(event.remaining),
             "at": number(at),
         }
     if isinstance(event, JournalWarning):

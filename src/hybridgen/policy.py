@@ -237,6 +237,28 @@ class Policy:
         """
         return cls(push=())
 
+    @classmethod
+    def video(cls) -> Policy:
+        """For video jobs, which take 5-15 minutes: the push first, sparse polls as the net.
+
+        Listens on SSE (the legacy WebSocket beside it while SSE is down or quiet for a minute),
+        polls every 10 s from 10 s on (a 10-minute job needs no poll every 2 s: a silent push
+        costs at most about 10 s of a wait that is minutes long), backs off to a minute under
+        errors and tolerates 60 transient poll errors, gives up after 20 minutes (the API's
+        guide waits 15) and gives the download of a file of hundreds of MB 15 minutes.
+        """
+        return cls(
+            ws_timeout=10.0,
+            poll_interval=10.0,
+            backoff_cap=60.0,
+            deadline=1200.0,
+            push_quiet=60.0,
+            sparse_interval=30.0,
+            request_timeout=30.0,
+            retry_budget=60,
+            download_timeout=900.0,
+        )
+
     def replace(self, **changes: Any) -> Policy:
         """Return a copy with some fields changed (validated like a new policy)."""
         return attrs.evolve(self, **changes)
@@ -268,5 +290,6 @@ PRESETS: Final = {
     "polling": Policy.polling,
     "lean": Policy.lean,
     "eager": Policy.eager,
+    "video": Policy.video,
 }
 """Named presets, as the command line's ``--policy`` takes them."""

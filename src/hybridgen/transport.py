@@ -40,7 +40,6 @@ from .api import (
     USER_AGENT,
     Config,
     FileStatus,
-    ImageRequest,
     ModelInfo,
     error_reason,
     file_path,
@@ -55,6 +54,14 @@ from .api import (
 )
 from .errors import AuthError, DownloadError, PermanentError, TransientError, TransportError
 from .sse import PUSH_MAX_MESSAGE, sse_messages
+from .video import (
+    GENERATE_VIDEO,
+    UPLOAD,
+    StartRequest,
+    VideoRequest,
+    multipart_body,
+    parse_upload_reply,
+)
 
 __all__ = ["SuperDuperTransport", "Transport", "error_for_status", "parse_retry_after"]
 
@@ -63,8 +70,9 @@ __all__ = ["SuperDuperTransport", "Transport", "error_for_status", "parse_retry_
 class Transport(Protocol):
     """What the driver needs from a server connection."""
 
-    async def start(self, request: ImageRequest) -> FileStatus:
-        """Send the start request; return the new file (its ``id`` names the job)."""
+    async def start(self, request: StartRequest) -> FileStatus:
+        """Send the start request (an image's or a video's); return the new file (its ``id``
+        names the job)."""
         ...
 
     async def poll(self, file_id: str) -> FileStatus:
@@ -164,12 +172,21 @@ class SuperDuperTransport:
     def __repr__(self) -> str:
         return f"<SuperDuperTransport {self.config.url}>"
 
-    async def start(self, request: ImageRequest) -> FileStatus:
-        """``POST /api/v1/file/generate-image``; the reply's first file."""
+    async def start(self, request: StartRequest) -> FileStatus:
+        """``POST /api/v1/file/generate-image`` (``generate-video`` for a
+        :class:`~hybridgen.video.VideoRequest`); the reply's file (the first of an image's list;
+        a video's reply is one object)."""
         body = json.dumps(request.to_json()).encode()
-        url = self.config.api_url(GENERATE_IMAGE)
-        raw = await self._exchange("start request", "POST", url, body)
+        path = GENERATE_VIDEO if isinstance(request, VideoRequest) else GENERATE_IMAGE
+        raw = await self._exchange("start request", "POST", self.config.api_url(path), body)
         return parse_start_reply(raw)
+
+    async def upload(self, data: bytes, *, filename: str, content_type: str) -> str:
+        """``POST /api/v1/file/upload`` (multipart, field ``payload``); the new file's id."""
+        body, kind = multipart_body(data, filename, content_type)
+        url = self.config.api_url(UPLOAD)
+        raw = await self._exchange("upload", "POST", url, body, content_type=kind)
+        return parse_upload_reply(raw)
 
     async def poll(self, file_id: str) -> FileStatus:
         """``GET /api/v1/file/{file_id}``."""
@@ -299,9 +316,20 @@ class SuperDuperTransport:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _exchange(self, what: str, method: str, url: str, body: bytes | None = None) -> bytes:
+    async def _exchange(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> bytes:
         """Send one API request; its reply body, read up to ``Config.max_reply_bytes``."""
-        headers = [*self.config.headers().items(), ("Accept-Encoding", "gzip, deflate")]
+        sent = self.config.headers()
+        if content_type is not None:
+            sent["Content-Type"] = content_type
+        headers = [*sent.items(), ("Accept-Encoding", "gzip, deflate")]
         try:
             async with self._http.request(method, url, headers, body) as response:
                 if not 200 <= response.status < 300:

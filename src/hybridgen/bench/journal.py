@@ -24,7 +24,6 @@ from typing import Any
 
 import trio
 
-from ..api import ImageRequest
 from ..driver import Client
 from ..emulator.model import Faults, ServerModel
 from ..events import Transition
@@ -32,6 +31,7 @@ from ..journal import Entry, Journal, SQLiteJournal
 from ..machine import State
 from ..policy import Policy
 from ..testing import MemoryTransport
+from ..video import StartRequest
 from ._report import Figure, figure
 
 __all__ = ["run"]
@@ -56,7 +56,7 @@ class OnTheLoop:
     def begin(
         self,
         gen_id: str,
-        request: ImageRequest,
+        request: StartRequest,
         policy: Policy,
         started_wall: float,
         meta: Mapping[str, str],

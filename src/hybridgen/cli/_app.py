@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
             "130 interrupted."
         ),
     )
-    gen.add_argument("prompt", metavar="PROMPT", nargs="?", help="what to draw")
+    gen.add_argument("prompt", metavar="PROMPT", nargs="?", help="what to draw (or film)")
     gen.add_argument(
         "--out",
         "-o",
@@ -98,13 +98,42 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--policy",
         choices=tuple(PRESETS),
-        default="default",
-        help="timing preset (default: %(default)s; seed: the seed client's behaviour)",
+        help="timing preset (default: default, video with --video; seed: the seed client's)",
+    )
+    gen.add_argument(
+        "--video",
+        action="store_true",
+        help="make a video (generate-video) and save it as it is (.mp4, .webm or no suffix)",
+    )
+    gen.add_argument(
+        "--duration",
+        type=int,
+        metavar="S",
+        help="with --video: its length in seconds (default 5; the model lists what it allows)",
+    )
+    gen.add_argument(
+        "--aspect-ratio",
+        metavar="W:H",
+        help="with --video: the frame's shape (default 16:9)",
+    )
+    gen.add_argument(
+        "--image",
+        metavar="FILE_OR_ID",
+        help="with --video: the source of an image-to-video model (a file, uploaded, or a file id)",
+    )
+    gen.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="with --video: refuse, before starting, a video whose price is over USD",
     )
     gen.add_argument(
         "--model",
         metavar="NAME",
-        help="the generation config to use (default comfyui/flux; see: hybridgen models)",
+        help=(
+            "the generation config to use (default comfyui/flux; with --video "
+            "google-cloud/veo3-text2video; see: hybridgen models)"
+        ),
     )
     gen.add_argument(
         "--body-form",
@@ -283,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     models.add_argument(
-        "--type", metavar="T[,T]", help="only these types (e.g. text_to_image,image_to_image)"
+        "--type",
+        metavar="T[,T]",
+        help="only these types (e.g. text_to_image,image_to_image; video: every video type)",
     )
     models.add_argument("--json", action="store_true", help="one JSON object per model on stdout")
     models.set_defaults(func=_cmd_models)

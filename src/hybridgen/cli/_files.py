@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError, HybridgenError
-from ..files import check_destination, format_for_suffix
+from ..files import Media, check_destination, format_for_suffix
 from ._output import _say
 
 if TYPE_CHECKING:
@@ -44,17 +44,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 async def _save(
-    client: Client, url: str, out: Path, policy: Policy | None = None
+    client: Client, url: str, out: Path, policy: Policy | None = None, media: Media = "image"
 ) -> tuple[str | None, str]:
     """Save the file at ``url`` as ``out`` asks: ``(real path, "")``, or ``(None, why not)``.
 
     ``out``'s suffix names the format (``.png``: converted to PNG if it is not one); without a
-    suffix the file keeps its format and gets its true suffix.
+    suffix the file keeps its format and gets its true suffix. A video (``media``) is never
+    converted.
     """
+    convert = format_for_suffix(out) if media == "image" else None
     try:
-        saved = await client.download(url, out, convert=format_for_suffix(out), policy=policy)
+        saved = await client.download(url, out, convert=convert, policy=policy, media=media)
     except HybridgenError as exc:
-        return None, f"could not save the image: {exc}"
+        return None, f"could not save the {media}: {exc}"
     return saved.path, ""
 
 

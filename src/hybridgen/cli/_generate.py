@@ -14,16 +14,25 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 
-from ..api import Config, ImageRequest
-from ..errors import ConfigError
+from ..api import VIDEO_KINDS, Config, ImageRequest
+from ..errors import ConfigError, HybridgenError
 from ..events import LoggingSubscriber
+from ..files import Media
 from ..machine import State
 from ..policy import Policy
+from ..video import (
+    DEFAULT_VIDEO_MODEL,
+    StartRequest,
+    VideoRequest,
+    check_cost,
+    check_video,
+    source_of,
+)
 from ._batch import _cmd_batch
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ._files import _check_out, _close_journal, _journal_meta, _open_journal, _save
@@ -45,14 +54,14 @@ from ._output import _say, _setup_logging
 from ._report import Outcome, Reporter
 
 if TYPE_CHECKING:
-    from ..driver import Generation
+    from ..driver import Client, Generation
     from ..emulator.model import Faults
     from ..journal import SQLiteJournal
 
 
 @attrs.frozen
 class _Job:
-    request: ImageRequest
+    request: StartRequest
     policy: Policy
     config: Config | None
     faults: Faults | None
@@ -61,6 +70,8 @@ class _Job:
     log_events: bool
     journal: SQLiteJournal | None = None
     publish: Publish | None = None
+    source: Path | None = None
+    """A video's local source file, uploaded before the start (``--image FILE``)."""
 
 
 async def _generate(job: _Job, reporter: Reporter) -> tuple[Outcome, bool]:
@@ -98,14 +109,20 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
         problem = ""
         with trio.CancelScope() as work:
             interrupt.scope = work
+            request = job.request
+            if job.source is not None and isinstance(request, VideoRequest):
+                try:  # checked before this run; here the source is uploaded
+                    request = await _upload(client, request, job.source, job.policy)
+                except HybridgenError as exc:
+                    return Outcome(state=str(State.FAILED), reason=f"the upload failed: {exc}")
             async with trio.open_nursery() as nursery:
                 meta = _journal_meta(job.out) if job.journal is not None else None
-                gen = await nursery.start(functools.partial(client.start, meta=meta), job.request)
+                gen = await nursery.start(functools.partial(client.start, meta=meta), request)
                 interrupt.gen = gen
                 reporter.t0 = gen.core.started
             result = gen.result()
             if result.state is State.DONE and result.url:
-                saved, problem = await _save(client, result.url, job.out)
+                saved, problem = await _save(client, result.url, job.out, media=_media(request))
                 if saved is not None and job.journal is not None:
                     job.journal.delivered(gen.id, saved)
         interrupt.scope = None
@@ -117,6 +134,61 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
         if result.state is State.DONE and saved is None and not problem:
             problem = _not_saved(interrupt.signal_name)
         return Outcome.of(gen, saved, problem, keep_path=True)
+
+
+async def _upload(
+    client: Client, request: VideoRequest, source: Path, policy: Policy
+) -> VideoRequest:
+    plan = await client.plan_video(
+        request.prompt,
+        model=request.model,
+        duration=request.duration,
+        aspect_ratio=request.aspect_ratio,
+        image=source,
+        policy=policy,
+    )
+    return attrs.evolve(request, image=plan.request.image)
+
+
+def _media(request: StartRequest) -> Media:
+    return "video" if isinstance(request, VideoRequest) else "image"
+
+
+VIDEO_SUFFIXES: Final = (".mp4", ".webm", ".mov")
+
+
+def _video_request(args: argparse.Namespace, config: Config | None, out: Path) -> _Video:
+    """The video ``generate --video`` asks for, checked against the model list before any
+    job (or upload) starts; says its price on stderr."""
+    if args.batch is not None:
+        raise UsageError("--video makes one video; it cannot be used with --batch")
+    if out.suffix and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(
+            "--out",
+            f"a video is saved as it is, never converted: give a {', '.join(VIDEO_SUFFIXES)} "
+            f"path or one without a suffix, not {out.suffix}",
+        )
+    source = None if args.image is None else source_of(args.image)
+    request = VideoRequest(
+        prompt=args.prompt,
+        model=args.model or DEFAULT_VIDEO_MODEL,
+        duration=5 if args.duration is None else args.duration,
+        aspect_ratio=args.aspect_ratio or "16:9",
+        image=source if isinstance(source, str) else None,
+    )
+    draft = request if not isinstance(source, Path) else attrs.evolve(request, image="upload")
+    model = check_video(draft, server_models(config, VIDEO_KINDS))
+    cost = check_cost(model, request.duration, args.max_cost, field="--max-cost")
+    per_second = "" if model.price_per_second is None else f" at ${model.price_per_second:g}/s"
+    price = "unknown (the model list gives none)" if cost is None else f"${cost:.2f}"
+    _say(f"price: {price} ({model.name}, {request.duration} s{per_second})")
+    return _Video(request, source if isinstance(source, Path) else None)
+
+
+@attrs.frozen
+class _Video:
+    request: VideoRequest
+    source: Path | None
 
 
 def _pick_reporter(as_json: bool) -> Reporter:
@@ -148,13 +220,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             "used while SUPERDUPERAI_URL is set (unset it to use the emulator)"
         )
     config = None if embedded else Config.from_env()
-    if args.model is not None:  # checked against the server's list before any job starts
+    video = None
+    if args.video:
+        video = _video_request(args, config, out)
+    elif any(v is not None for v in (args.duration, args.image, args.max_cost, args.aspect_ratio)):
+        raise UsageError("--duration, --image, --max-cost and --aspect-ratio go with --video")
+    elif args.model is not None:  # checked against the server's list before any job starts
         check_model(args.model, server_models(config))
-    request = None if batch else ImageRequest(prompt=args.prompt, body_form=args.body_form)
-    if request is not None and args.model is not None:
-        request = attrs.evolve(request, model=args.model)
+    request: StartRequest | None = None
+    if video is not None:
+        request = video.request
+    elif not batch:
+        request = ImageRequest(prompt=args.prompt, body_form=args.body_form)
+        if args.model is not None:
+            request = attrs.evolve(request, model=args.model)
     policy = policy_from_options(
-        args.policy,
+        args.policy or ("video" if args.video else "default"),
         time_scale=args.time_scale,
         ws_timeout=args.ws_timeout,
         poll_interval=args.poll_interval,
@@ -195,6 +276,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             log_events=level <= logging.INFO,
             journal=journal,
             publish=publish,
+            source=None if video is None else video.source,
         )
         reporter = _pick_reporter(args.json)
         reporter.begin()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from ..api import Config, ModelInfo, parse_generation_configs
+from ..api import VIDEO_KINDS, Config, ModelInfo, parse_generation_configs
 from ..emulator.model import GENERATION_CONFIGS
 from ..errors import ConfigError
 from ._exit import EXIT_OK
@@ -67,10 +67,20 @@ def _price(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def _durations(model: ModelInfo) -> str:
+    """A video model's allowed durations: ``5,10`` or ``1-30`` (``-``: the list says none)."""
+    if model.durations:
+        return ",".join(map(str, model.durations))
+    return "-" if model.max_duration is None else f"1-{model.max_duration}"
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     config = Config.from_env() if "SUPERDUPERAI_URL" in os.environ else None
     types = [t.strip() for t in (args.type or "").split(",") if t.strip()]
+    video = "video" in types
+    if video:  # every video kind
+        types = [t for t in types if t != "video"] + [t for t in VIDEO_KINDS if t not in types]
     models = server_models(config, types)
     if args.json:
         for m in models:
@@ -80,6 +90,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
         _say("SUPERDUPERAI_URL is not set; these are the embedded emulator's models")
     rows = [("NAME", "LABEL", "TYPE", "PRICE", "VIP")]
     rows += [(m.name, m.label, m.type, _price(m.price), "yes" if m.vip else "") for m in models]
+    if video:
+        rows = [("NAME", "KIND", "DURATIONS", "PRICE/S", "VIP")]
+        rows += [
+            (m.name, m.type, _durations(m), _price(m.price_per_second), "yes" if m.vip else "")
+            for m in models
+        ]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -15,6 +15,7 @@ import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import attrs
@@ -36,6 +37,9 @@ __all__ = [
     "WS_MODES",
     "WS_NOISES",
     "GENERATION_CONFIGS",
+    "SAMPLE_MP4",
+    "UPLOAD_BODY_LIMIT",
+    "VIDEO_CONFIGS",
     "BadRequest",
     "ErrorReply",
     "Faults",
@@ -46,6 +50,7 @@ __all__ = [
     "SseRefused",
     "WsDropped",
     "WsRefused",
+    "parse_upload",
     "sse_frame",
 ]
 
@@ -104,16 +109,60 @@ GENERATION_CONFIGS: Final = (
         "vip_required": True,
     },
     {
-        "name": "fal-ai/veo3",
+        "name": "google-cloud/veo3-text2video",
         "label": "Veo 3",
         "type": "text_to_video",
-        "source": "fal-ai",
-        "params": {"price_per_second": 0.75, "durations": [5, 8]},
+        "source": "google-cloud",
+        "params": {"price_per_second": 2.0, "available_durations": [5, 8]},
         "vip_required": True,
+    },
+    {
+        "name": "azure-openai/sora",
+        "label": "Sora",
+        "type": "text_to_video",
+        "source": "azure-openai",
+        "params": {"price_per_second": 0.5, "available_durations": [5, 10, 15, 20]},
+        "vip_required": False,
+    },
+    {
+        "name": "comfyui/ltx",
+        "label": "LTX",
+        "type": "image_to_video",
+        "source": "comfyui",
+        "params": {"price_per_second": 0.4, "available_durations": [5, 10]},
+        "vip_required": False,
+    },
+    {
+        "name": "fal-ai/kling-video/v2.1",
+        "label": "Kling 2.1",
+        "type": "image_to_video",
+        "source": "fal-ai",
+        "params": {"price_per_second": 0.28, "available_durations": [5, 10]},
+        "vip_required": False,
+    },
+    {
+        "name": "comfyui/lip-sync",
+        "label": "Lip sync",
+        "type": "video_to_video",
+        "source": "comfyui",
+        "params": {"price_per_second": 0.3, "max_duration": 30},
+        "vip_required": False,
     },
 )
 """The emulator's generation configs (``GET /api/v1/generation-config``): a small, realistic list
-in the real server's shape (``params`` carry prices; the video one has none per generation)."""
+in the real server's shape (``params`` carry prices; video ones a price per second and their
+allowed durations, none per generation)."""
+
+VIDEO_CONFIGS: Final[dict[str, dict[str, Any]]] = {
+    str(c["name"]): c for c in GENERATION_CONFIGS if str(c["type"]).endswith("video")
+}
+"""The video models of :data:`GENERATION_CONFIGS`, by name."""
+
+SAMPLE_MP4: Final = (Path(__file__).parent / "assets" / "sample.mp4").read_bytes()
+"""Every video job's result: a real, playable 2 s H.264 MP4 of 128x72 (``assets/make_sample.sh``
+made it once with ffmpeg; the emulator needs no ffmpeg)."""
+UPLOAD_BODY_LIMIT: Final = 32 * 2**20
+"""The largest upload (bytes) the emulator takes; a longer one gets HTTP 413."""
 
 
 MAX_SECONDS: Final = 24 * 3600.0
@@ -214,6 +263,9 @@ class Faults:
       one), as the real API answers them: ``409`` (``Integrity error, create``), ``422`` (a
       FastAPI validation ``detail`` list), ``429`` and ``503`` (with ``retry_after``; no job is
       made), ``524`` (Cloudflare's HTML page after the origin timed out: the job *was* made).
+    - ``file_cuts``: the first that many downloads of each result file break off halfway (the
+      connection closes mid-body); the file origin honours ``Range: bytes=N-`` (HTTP 206), so
+      a client can resume.
     - ``file_mode``: how result files are served (from the files origin): ``webp`` (as today's
       CDN), ``png`` (as seed-era servers), ``html`` (an HTML error page with status 200),
       ``huge`` (``file_bytes`` bytes: a PNG signature then zeros, no ``Content-Length``) or
@@ -244,6 +296,7 @@ class Faults:
     start_faults: int | None = attrs.field(default=None, validator=_count(MAX_COUNT))
     file_mode: FileMode = attrs.field(default="webp", validator=_choice(FILE_MODES))
     file_bytes: int = attrs.field(default=2**31, validator=_count(MAX_FILE_BYTES))
+    file_cuts: int = attrs.field(default=0, validator=_count(MAX_COUNT))
 
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
@@ -257,13 +310,17 @@ TODAYS_API: Final = Faults(ws_mode="silent", sse_mode="normal")
 @attrs.frozen
 class FilePlan:
     """How one result file is served: what to render (``image_format``, Pillow's name, or
-    ``None``), with which ``content_type`` and declared ``length`` (``None``: not declared)."""
+    ``None``), with which ``content_type`` and declared ``length`` (``None``: not declared);
+    ``body`` is a ready-made body (a video's MP4); ``cut`` says this download breaks off
+    halfway (``file_cuts``)."""
 
     job: Job
     mode: str
     content_type: str
     image_format: str | None
     length: int | None
+    body: bytes | None = None
+    cut: bool = False
 
 
 @attrs.frozen
@@ -344,15 +401,41 @@ class Job:
     ready_at: float
     faults: Faults
     config_name: str = "comfyui/flux"
+    kind: str = "image"
+    """``image`` or ``video`` (made by ``generate-video``)."""
+    duration: int | None = None
+    """A video's length in seconds."""
+    aspect_ratio: str = "1:1"
+    source: str | None = None
+    """A video job's source file id (``references``)."""
+    cuts: int = 0
+    """Downloads of this job's file cut off so far (``file_cuts``)."""
     task_id: int = 0
     """The job's task id (an integer, as the real API's)."""
     polls: int = 0
     empty_urls: int = 0
     """Polls answered with an empty ``url`` so far (``empty_url_polls``)."""
+    error: str | None = None
+    """Why the job fails though ``job_fails`` is off (a video model's missing source)."""
     schedule: list[tuple[float, str]] = attrs.field(factory=list)
     """The socket messages of this job, as ``(time, JSON text)``."""
     sse_schedule: list[tuple[float, str]] = attrs.field(factory=list)
     """The SSE messages of this job, as ``(time, JSON text)``."""
+
+    @property
+    def fails(self) -> bool:
+        """Whether the job ends with an error (``job_fails``, or an :attr:`error` of its own)."""
+        return self.faults.job_fails or self.error is not None
+
+    @property
+    def reason(self) -> str:
+        """The error text of a failing job."""
+        return self.error or "the emulated job failed (job_fails switch)"
+
+    @property
+    def flow(self) -> str:
+        """The type of the job's task: ``image-generation-flow`` or ``video-generation-flow``."""
+        return f"{self.kind}-generation-flow"
 
 
 _ZERO: Final = Faults()
@@ -395,7 +478,10 @@ class ServerModel:
             "sse_drop": 0,
             "download": 0,
             "models": 0,
+            "upload": 0,
         }
+        self.uploads: dict[str, dict[str, Any]] = {}
+        """Uploaded files (``POST /api/v1/file/upload``) by id: their file objects."""
         self._by_project: dict[str, list[Job]] = {}
         self._drops: dict[tuple[str, str], int] = {}
         self._start_hits: tuple[Faults | None, int] = (None, 0)
@@ -429,9 +515,7 @@ class ServerModel:
         poll found.
         """
         now = trio.current_time()
-        return sum(
-            1 for job in self.jobs.values() if job.ready_at <= now and not job.faults.job_fails
-        )
+        return sum(1 for job in self.jobs.values() if job.ready_at <= now and not job.fails)
 
     def stats(self) -> dict[str, int]:
         """The request counters plus ``finished`` (see :meth:`finished`)."""
@@ -453,30 +537,12 @@ class ServerModel:
         "media"``, numbers as strings or numbers). Raises :class:`BadRequest` (422) if the body is
         invalid and :class:`Rejected` for a ``start_fault``.
         """
-        self.counts["start"] += 1
-        project_id = body.get("project_id") if isinstance(body, Mapping) else None
-        faults = self.faults_for(str(project_id))
-        fault = self._start_fault(faults)
-        if fault is not None and fault != "524":
-            raise Rejected(self._fault_reply(fault, faults))
-        if not isinstance(body, Mapping):
-            raise BadRequest("body", "value is not a valid dict", "type_error.dict")
+        project_id, faults, fault, body = self._begin(body)
         legacy = body.get("type") == "media"
         if legacy or project_id is not None:
-            try:
-                uuid.UUID(str(project_id))
-            except ValueError:
-                raise BadRequest(
-                    "project_id", "value is not a valid uuid", "type_error.uuid"
-                ) from None
+            _uuid(project_id)
         config = _mapping(body, "config", "")
-        prompt = config.get("prompt")
-        if prompt is None:
-            raise BadRequest("config.prompt", "field required", "value_error.missing")
-        if not isinstance(prompt, str):
-            raise BadRequest("config.prompt", "str type expected", "type_error.str")
-        if not prompt.strip():
-            raise BadRequest("config.prompt", "ensure this value has at least 1 characters")
+        prompt = _prompt(config)
         config_name = config.get("generation_config_name", "comfyui/flux")
         if not isinstance(config_name, str):
             raise BadRequest("config.generation_config_name", "str type expected", "type_error.str")
@@ -493,21 +559,142 @@ class ServerModel:
                 ("height", 64, 4096, 1024),
             )
         }
-        self.check_access(str(project_id))
-        now = trio.current_time()
-        job = Job(
-            id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
-            project_id=str(project_id or ""),
-            prompt=prompt,
+        job = self._job(
+            project_id,
+            prompt,
+            faults,
             seed=numbers["seed"],
             width=numbers["width"],
             height=numbers["height"],
+            config_name=config_name,
+        )
+        return self._register(job, fault, faults)
+
+    def _job(self, project_id: object, prompt: str, faults: Faults, **fields: Any) -> Job:
+        """A new job of the project (access checked), ready ``gen_time`` from now."""
+        self.check_access(str(project_id))
+        now = trio.current_time()
+        return Job(
+            id=self._new_id(),
+            project_id=str(project_id or ""),
+            prompt=prompt,
             created=now,
             ready_at=now + faults.gen_time * self.time_scale,
             faults=faults,
-            config_name=config_name,
             task_id=len(self.jobs) + 1,
+            **fields,
         )
+
+    def _begin(self, body: object) -> tuple[object, Faults, str | None, Mapping[str, Any]]:
+        """Count a start request; its project id, faults, the start fault it gets and its body.
+
+        Raises :class:`Rejected` for a start fault other than ``524`` and :class:`BadRequest`
+        for a body that is not an object.
+        """
+        self.counts["start"] += 1
+        project_id = body.get("project_id") if isinstance(body, Mapping) else None
+        faults = self.faults_for(str(project_id))
+        fault = self._start_fault(faults)
+        if fault is not None and fault != "524":
+            raise Rejected(self._fault_reply(fault, faults))
+        if not isinstance(body, Mapping):
+            raise BadRequest("body", "value is not a valid dict", "type_error.dict")
+        return project_id, faults, fault, body
+
+    def _new_id(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def create_video(self, body: object) -> Job:
+        """Start a video job from a ``generate-video`` body.
+
+        Takes ``duration`` and ``aspect_ratio`` from ``config.params`` (the API's guide) or from
+        ``config`` itself (that team's client), and the source from ``config.references``
+        (``[{"type": "SOURCE", "reference_id": ID}]``, an upload or an earlier job). An unknown
+        video model, a duration it does not allow or an unknown reference is a 422; an
+        image-to-video or video-to-video job without a source is accepted and then fails, as the
+        real server's did. The job takes ``gen_time`` like an image's; start faults apply.
+        """
+        project_id, faults, fault, body = self._begin(body)
+        if project_id is not None:
+            _uuid(project_id)
+        config = _mapping(body, "config", "")
+        prompt = _prompt(config)
+        name = config.get("generation_config_name")
+        spec = VIDEO_CONFIGS.get(name) if isinstance(name, str) else None
+        if spec is None or not isinstance(name, str):
+            known = ", ".join(VIDEO_CONFIGS)
+            raise BadRequest(
+                "config.generation_config_name", f"unknown video generation config; known: {known}"
+            )
+        params = _mapping(config, "params", "config.")
+        where = "config.params" if "duration" in params else "config"
+        source = params if "duration" in params else config
+        duration = _int_field(source, where, "duration", 1, 3600, default=5, strict=True)
+        allowed = spec["params"].get("available_durations")
+        longest = spec["params"].get("max_duration")
+        if (allowed and duration not in allowed) or (longest and duration > longest):
+            shown = ", ".join(map(str, allowed)) if allowed else f"1..{longest}"
+            raise BadRequest(f"{where}.duration", f"{name} allows durations {shown}")
+        aspect = params.get("aspect_ratio", config.get("aspect_ratio", "16:9"))
+        if not isinstance(aspect, str) or len(aspect) > 16:
+            raise BadRequest("config.params.aspect_ratio", "str type expected", "type_error.str")
+        seed = params.get("seed", config.get("seed", 0))
+        reference = self._reference(config.get("references"))
+        job = self._job(
+            project_id,
+            prompt,
+            faults,
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+            width=1280,
+            height=720,
+            config_name=name,
+            kind="video",
+            duration=duration,
+            aspect_ratio=aspect,
+            source=reference,
+        )
+        if spec["type"] != "text_to_video" and reference is None:
+            job.error = f"{name} is {spec['type']}: it needs a source file in references"
+        return self._register(job, fault, faults)
+
+    def _reference(self, references: object) -> str | None:
+        """The source file id of ``config.references``; a 422 for a malformed or unknown one."""
+        if references is None or references == []:
+            return None
+        if not isinstance(references, list) or len(references) > 8:
+            raise BadRequest("config.references", "value is not a valid list", "type_error.list")
+        for index, item in enumerate(references):
+            where = f"config.references.{index}"
+            if not isinstance(item, Mapping):
+                raise BadRequest(where, "value is not a valid dict", "type_error.dict")
+            ref = item.get("reference_id")
+            if not isinstance(ref, str) or not ref:
+                raise BadRequest(f"{where}.reference_id", "field required", "value_error.missing")
+            if ref not in self.uploads and ref not in self.jobs:
+                raise BadRequest(f"{where}.reference_id", f"file {_shown(ref)} not found")
+            if item.get("type", "SOURCE") == "SOURCE":
+                return ref
+        return None
+
+    def upload(self, data: bytes, filename: str, content_type: str) -> dict[str, Any]:
+        """Store an uploaded file (``POST /api/v1/file/upload``); its file object."""
+        self.counts["upload"] += 1
+        kind = content_type.partition("/")[0] if content_type else "file"
+        file_id = self._new_id()
+        obj: dict[str, Any] = {
+            "id": file_id,
+            "url": f"{self.file_base}/uploads/{file_id}",
+            "thumbnail_url": None,
+            "type": kind if kind in ("image", "video", "audio") else "file",
+            "name": filename[:200],
+            "size": len(data),
+            "tasks": [],
+        }
+        self.uploads[file_id] = obj
+        return obj
+
+    def _register(self, job: Job, fault: str | None, faults: Faults) -> Job:
+        """Schedule ``job``'s pushes, keep it, wake its project's sockets; the 524 fault."""
         job.schedule = self._schedule(job)
         job.sse_schedule = self._sse_schedule(job)
         self.jobs[job.id] = job
@@ -581,7 +768,7 @@ class ServerModel:
         ``audio_generation*``, and no project id.
         """
         now = trio.current_time()
-        fails = job.faults.job_fails
+        fails = job.fails
         status = "in_progress"
         if now >= job.ready_at:
             status = "error" if fails else "completed"
@@ -593,40 +780,53 @@ class ServerModel:
         tasks: list[dict[str, Any]] = []
         if status != "completed":
             task: dict[str, Any] = {
-                "type": "image-generation-flow",
+                "type": job.flow,
                 "status": status,
                 "id": job.task_id,
                 "file_id": job.id,
                 "project_id": None,
             }
             if status == "error":
-                task["error"] = "the emulated job failed (job_fails switch)"
+                task["error"] = job.reason
             tasks.append(task)
-        return {
+        generation: dict[str, Any] = {
+            "id": job.id,
+            "prompt": job.prompt,
+            "seed": job.seed,
+            "width": job.width,
+            "height": job.height,
+            "generation_config_name": job.config_name,
+        }
+        if job.kind == "video":
+            generation.update(
+                duration=job.duration,
+                aspect_ratio=job.aspect_ratio,
+                generation_config=dict(VIDEO_CONFIGS.get(job.config_name, {})),
+            )
+        thumbnail = self.url_of(job, thumbnail=True) if previewed and not fails else None
+        file: dict[str, Any] = {
             "id": job.id,
             "url": url,
-            "thumbnail_url": self.url_of(job) + "?thumbnail=1" if previewed and not fails else None,
-            "type": "image",
-            "image_generation_id": job.id,
-            "image_generation": {
-                "id": job.id,
-                "prompt": job.prompt,
-                "seed": job.seed,
-                "width": job.width,
-                "height": job.height,
-                "generation_config_name": job.config_name,
-            },
+            "thumbnail_url": thumbnail,
+            "type": job.kind,
+            "image_generation_id": None,
+            "image_generation": None,
             "video_generation_id": None,
             "video_generation": None,
             "audio_generation_id": None,
             "audio_generation": None,
-            "duration": None,
+            "duration": job.duration,
             "tasks": tasks,
         }
+        file[f"{job.kind}_generation_id"] = job.id
+        file[f"{job.kind}_generation"] = generation
+        return file
 
-    def url_of(self, job: Job) -> str:
+    def url_of(self, job: Job, *, thumbnail: bool = False) -> str:
         """Where the job's file is served (on the files origin, like the real CDN)."""
-        ext = "png" if job.faults.file_mode == "png" else "webp"
+        if thumbnail:  # a video's preview is an image, as the real CDN's
+            return f"{self.file_base}/files/{job.id}.webp?thumbnail=1"
+        ext = "mp4" if job.kind == "video" else "png" if job.faults.file_mode == "png" else "webp"
         return f"{self.file_base}/files/{job.id}.{ext}"
 
     def file_plan(self, name: str) -> FilePlan | None:
@@ -634,38 +834,71 @@ class ServerModel:
 
         Counts a download.
         """
-        file_id, _, _ = name.partition(".")
+        file_id, _, ext = name.partition(".")
         job = self.jobs.get(file_id)
-        if job is None or job.faults.job_fails or trio.current_time() < job.ready_at:
+        if job is None or job.fails or trio.current_time() < job.ready_at:
             return None
         self.counts["download"] += 1
         mode = job.faults.file_mode
+        cut = job.cuts < job.faults.file_cuts
+        if cut:
+            job.cuts += 1
         if mode == "html":
-            return FilePlan(job, mode, "text/html", None, len(HTML_ERROR_PAGE))
+            return FilePlan(job, mode, "text/html", None, len(HTML_ERROR_PAGE), cut=cut)
+        video = job.kind == "video" and ext == "mp4"
         if mode == "huge":
-            return FilePlan(job, mode, "image/png", None, None)
+            kind = "video/mp4" if video else "image/png"
+            return FilePlan(job, mode, kind, None, None, cut=cut)
+        if video:
+            return FilePlan(job, mode, "video/mp4", None, len(SAMPLE_MP4), SAMPLE_MP4, cut)
         fmt = "PNG" if mode == "png" else "WEBP"
-        return FilePlan(job, mode, f"image/{fmt.lower()}", fmt, None)
+        return FilePlan(job, mode, f"image/{fmt.lower()}", fmt, None, cut=cut)
 
-    async def file_chunks(self, plan: FilePlan, image: bytes) -> AsyncIterator[bytes]:
-        """The body of a planned file, piece by piece, at its pace (``image``: the rendering)."""
+    async def file_chunks(
+        self, plan: FilePlan, image: bytes, start: int = 0
+    ) -> AsyncIterator[bytes]:
+        """The body of a planned file from byte ``start`` on (a range request), piece by piece,
+        at its pace (``image``: the rendering). A ``cut`` plan raises :class:`WsDropped` once it
+        has sent half of the file (the front end drops the connection)."""
+        total = self.file_size(plan, image)
+        cut_at = total // 2 if plan.cut and start < total // 2 else math.inf
+        sent = start
+        async for chunk in self._body(plan, image, start):
+            if sent + len(chunk) > cut_at:
+                yield chunk[: int(cut_at) - sent]
+                raise WsDropped(f"the emulator cut the download of {plan.job.id} (file_cuts)")
+            sent += len(chunk)
+            yield chunk
+
+    def file_size(self, plan: FilePlan, image: bytes) -> int:
+        """The whole body's size in bytes."""
         if plan.mode == "html":
-            yield HTML_ERROR_PAGE
+            return len(HTML_ERROR_PAGE)
+        if plan.mode == "huge":
+            return plan.job.faults.file_bytes
+        return len(image)
+
+    async def _body(self, plan: FilePlan, image: bytes, start: int) -> AsyncIterator[bytes]:
+        if plan.mode == "html":
+            yield HTML_ERROR_PAGE[start:]
         elif plan.mode == "huge":
-            head = b"\x89PNG\r\n\x1a\n"
+            video = plan.content_type.startswith("video/")
+            head = SAMPLE_MP4[:32] if video else b"\x89PNG\r\n\x1a\n"
+            size = plan.job.faults.file_bytes
+            if start < len(head):
+                yield head[start:size]
+            at = max(start, len(head))
             zeros = bytes(FILE_CHUNK)
-            left = plan.job.faults.file_bytes
-            yield head[:left]
-            left -= len(head[:left])
-            while left > 0:
-                yield zeros[:left]
-                left -= FILE_CHUNK
+            while at < size:
+                piece = zeros[: min(FILE_CHUNK, size - at)]
+                at += len(piece)
+                yield piece
         elif plan.mode == "slow":
-            for index in range(len(image)):
+            for index in range(start, len(image)):
                 yield image[index : index + 1]
                 await trio.sleep(self.time_scale)
         else:
-            for index in range(0, len(image), FILE_CHUNK):
+            for index in range(start, len(image), FILE_CHUNK):
                 yield image[index : index + FILE_CHUNK]
 
     # -- WebSocket --------------------------------------------------------------------------
@@ -816,8 +1049,8 @@ class ServerModel:
             return messages
         at = self._push_at(job, mode)
         task: dict[str, Any] = {"id": job.id, "file_id": job.id, "status": "completed"}
-        if job.faults.job_fails:
-            task.update(status="error", error="the emulated job failed (job_fails switch)")
+        if job.fails:
+            task.update(status="error", error=job.reason)
         elif not job.faults.empty_url_polls:  # a file not stored yet: only the task says done
             result = {"file_id": job.id, "url": self.url_of(job)}
             messages.append((at, json.dumps({"type": "render_result", "object": result})))
@@ -825,9 +1058,9 @@ class ServerModel:
         return messages
 
     def _final_file(self, job: Job) -> dict[str, Any]:
-        failed = job.faults.job_fails
+        failed = job.fails
         task = {
-            "type": "image-generation-flow",
+            "type": job.flow,
             "status": "error" if failed else "completed",
             "id": job.id,
         }
@@ -837,9 +1070,9 @@ class ServerModel:
         return {
             "id": job.id,
             "url": url,
-            "type": "image",
+            "type": job.kind,
             "project_id": job.project_id,
-            "image_generation_id": job.id,
+            f"{job.kind}_generation_id": job.id,
             "tasks": [task],
         }
 
@@ -905,3 +1138,56 @@ def _int_field(
             "value_error.number.not_in_range",
         )
     return value
+
+
+def _uuid(value: object) -> None:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        raise BadRequest("project_id", "value is not a valid uuid", "type_error.uuid") from None
+
+
+def _prompt(config: Mapping[str, Any]) -> str:
+    prompt = config.get("prompt")
+    if prompt is None:
+        raise BadRequest("config.prompt", "field required", "value_error.missing")
+    if not isinstance(prompt, str):
+        raise BadRequest("config.prompt", "str type expected", "type_error.str")
+    if not prompt.strip():
+        raise BadRequest("config.prompt", "ensure this value has at least 1 characters")
+    return prompt
+
+
+def parse_upload(body: bytes, content_type: str) -> tuple[bytes, str, str]:
+    """The ``payload`` field of a multipart upload: ``(data, file name, content type)``.
+
+    Raises :class:`BadRequest` (422) for a body that is not multipart or has no ``payload``.
+    """
+    kind, _, rest = content_type.partition(";")
+    boundary = ""
+    for part in rest.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if kind.strip().lower() != "multipart/form-data" or not boundary:
+        raise BadRequest("payload", "expected multipart/form-data with a boundary")
+    for section in body.split(b"--" + boundary.encode())[1:]:
+        if section.startswith(b"--"):
+            break
+        head, sep, data = section.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        headers = head.decode("latin-1").lower()
+        if 'name="payload"' not in headers:
+            continue
+        name = "upload"
+        original = head.decode("latin-1")
+        marker = original.lower().find('filename="')
+        if marker >= 0:
+            name = original[marker + 10 :].partition('"')[0] or name
+        part_type = "application/octet-stream"
+        for line in original.split("\r\n"):
+            if line.lower().startswith("content-type:"):
+                part_type = line.partition(":")[2].strip()
+        return data.removesuffix(b"\r\n"), name, part_type
+    raise BadRequest("payload", "field required", "value_error.missing")

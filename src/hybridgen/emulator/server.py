@@ -6,9 +6,14 @@ to HTTP and WebSocket. Endpoints:
 
 - ``POST /api/v1/file/generate-image``: start a job (bearer token checked, body validated: 422;
   the model's start faults answered as the real API does).
+- ``POST /api/v1/file/generate-video``: start a video job; the reply is one file object (an
+  image's is a list), as the real API's.
+- ``POST /api/v1/file/upload``: store a file (multipart, field ``payload``); its file object.
 - ``GET /api/v1/file/{file_id}``: poll a job, through the model's poll faults.
-- ``GET /files/{file_id}.webp``: the result image, once ready, served from a second origin (its
-  own port, like the real CDN; no token needed) as the model's ``file_mode`` says.
+- ``GET /files/{file_id}.webp`` (``.mp4`` for a video): the result, once ready, served from a
+  second origin (its own port, like the real CDN; no token needed) as the model's ``file_mode``
+  says; ``Range: bytes=N-`` gets the rest from byte N (HTTP 206), and ``file_cuts`` breaks
+  downloads off halfway.
 - ``WS /api/v1/ws/project.{project_id}``: after the client's ``subscribe`` message, the project's
   messages. A refused handshake gets HTTP 503 (401 for a bad token, 403 for a ``forbidden``
   project); a drop closes with 1011.
@@ -53,6 +58,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .._hypercorn import hypercorn_config, is_loopback
 from .model import (
     GARBAGE_BODY,
+    UPLOAD_BODY_LIMIT,
     BadRequest,
     ErrorReply,
     Faults,
@@ -63,6 +69,7 @@ from .model import (
     SseRefused,
     WsDropped,
     WsRefused,
+    parse_upload,
     sse_frame,
 )
 from .png import render_image
@@ -189,7 +196,7 @@ async def _disconnected_within(request: Request, delay: float) -> bool:
 def create_app(model: ServerModel) -> Starlette:
     """The ASGI app serving ``model`` (see the module docstring for its endpoints)."""
 
-    async def generate_image(request: Request) -> Response:
+    async def start(request: Request, video: bool) -> Response:
         if not model.authorized(request.headers.get("authorization")):
             log.debug("start: unauthorized")
             return _unauthorized()
@@ -202,15 +209,35 @@ def create_app(model: ServerModel) -> Starlette:
         except (ValueError, RecursionError):
             body = None
         try:
-            job = model.create(body)
+            job = model.create_video(body) if video else model.create(body)
         except Forbidden as exc:
             log.debug("start: forbidden")
             return _forbidden(exc)
         except Rejected as exc:
             log.debug("start: rejected with HTTP %s", exc.reply.status)
             return _reply(exc.reply)
-        log.debug("start: job %s for project %s", job.id, job.project_id)
-        return JSONResponse([model.file_json(job)])
+        log.debug("start: %s job %s for project %s", job.kind, job.id, job.project_id)
+        # a video's reply is one file object, an image's a list of them (as the real API's)
+        return JSONResponse(model.file_json(job) if video else [model.file_json(job)])
+
+    async def generate_image(request: Request) -> Response:
+        return await start(request, video=False)
+
+    async def generate_video(request: Request) -> Response:
+        return await start(request, video=True)
+
+    async def upload(request: Request) -> Response:
+        if not model.authorized(request.headers.get("authorization")):
+            log.debug("upload: unauthorized")
+            return _unauthorized()
+        raw = await _read_body(request, UPLOAD_BODY_LIMIT)
+        if raw is None:
+            return _too_large(UPLOAD_BODY_LIMIT)
+        try:
+            data, name, kind = parse_upload(raw, request.headers.get("content-type", ""))
+        except BadRequest as exc:
+            return _invalid(exc)
+        return JSONResponse(model.upload(data, name, kind))
 
     async def get_file(request: Request) -> Response:
         if not model.authorized(request.headers.get("authorization")):
@@ -324,6 +351,8 @@ def create_app(model: ServerModel) -> Starlette:
     return Starlette(
         routes=[
             Route("/api/v1/file/generate-image", generate_image, methods=["POST"]),
+            Route("/api/v1/file/generate-video", generate_video, methods=["POST"]),
+            Route("/api/v1/file/upload", upload, methods=["POST"]),
             Route("/api/v1/file/{file_id}", get_file, methods=["GET"]),
             Route("/api/v1/generation-config", generation_configs, methods=["GET"]),
             WebSocketRoute("/api/v1/ws/project.{project_id}", project_socket),
@@ -347,18 +376,62 @@ def create_files_app(model: ServerModel) -> Starlette:
         plan = model.file_plan(name)
         if plan is None:
             return _error(404, f"File {name} not found or not ready")
-        image = b""
+        image = plan.body or b""
         if plan.image_format is not None:
             job = plan.job
             image = await trio.to_thread.run_sync(
                 render_image, job.prompt, job.seed, job.width, job.height, plan.image_format
             )
-        headers = {} if plan.length is None else {"Content-Length": str(plan.length)}
-        return StreamingResponse(
-            model.file_chunks(plan, image), media_type=plan.content_type, headers=headers
-        )
+        total = model.file_size(plan, image)
+        start = _range_start(request.headers.get("range"))
+        headers = {"Accept-Ranges": "bytes", "Content-Type": plan.content_type}
+        status = 200
+        if start is not None and plan.mode != "html":
+            if start >= total:
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+            headers["Content-Length"] = str(total - start)
+        else:
+            start = 0
+            if plan.length is not None:
+                headers["Content-Length"] = str(plan.length)
+        return cast(Response, _Body(status, headers, model.file_chunks(plan, image, start)))
 
     return Starlette(routes=[Route("/files/{name}", get_file, methods=["GET"])])
+
+
+def _range_start(header: str | None) -> int | None:
+    """The first byte of a ``Range: bytes=N-`` request (other forms are ignored: HTTP 200)."""
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or last or not first.isdigit():
+        return None
+    return int(first) if len(first) < 19 else None
+
+
+class _Body:
+    """An ASGI response streaming ``chunks``; a cut body (``file_cuts``) ends the connection
+    mid-response, as a dropped download does (hypercorn closes an unfinished response)."""
+
+    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes]):
+        self.status = status
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        try:
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except WsDropped:
+            log.debug("files: a download cut off (file_cuts)")
+            return
+        finally:
+            await self.chunks.aclose()  # type: ignore[attr-defined]
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 _FAULT_FIELDS: Final = frozenset(field.name for field in attrs.fields(Faults))
