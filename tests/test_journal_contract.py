@@ -19,6 +19,7 @@ from hybridgen.events import Transition
 from hybridgen.journal import SQLiteJournal
 from hybridgen.machine import Trigger
 from hybridgen.testing import MemoryTransport
+from hybridgen.video import VideoRequest
 from pg_support import Cluster
 from test_journal import Failures
 
@@ -139,6 +140,17 @@ async def test_a_client_run_is_recorded_and_delivered(
         ("polling", "poll_result", "done"),
     ]
     assert journal.lost == 0
+
+
+def test_a_video_is_recorded_as_a_video(backend: Backend) -> None:
+    journal = backend.open()
+    request = VideoRequest(prompt="waves", model="comfyui/ltx", duration=10, image="file-1")
+    journal.begin("v1", request, Policy.video(), time.time(), {"out": "waves.mp4"})
+    journal.record("v1", START("v1"), "f1")
+    assert journal.flush(5)
+    (entry,) = journal.pending()
+    assert isinstance(entry.request, VideoRequest) and entry.request == request
+    assert entry.policy == Policy.video() and entry.file_id == "f1"
 
 
 def test_a_live_owner_keeps_its_entry(backend: Backend) -> None:

@@ -49,12 +49,12 @@ from typing import Any, Final
 
 import attrs
 
-from .api import ImageRequest
 from .errors import ConfigError, JournalError, LeaseHeld
 from .events import Transition
 from .journal import Entry, FailureCallback, JournalFailure, Owner
 from .machine import TERMINAL, State
 from .policy import Policy
+from .video import StartRequest, request_from_record, request_record
 
 try:
     import psycopg
@@ -515,7 +515,7 @@ class PostgresJournal:
     def begin(
         self,
         gen_id: str,
-        request: ImageRequest,
+        request: StartRequest,
         policy: Policy,
         started_wall: float,
         meta: Mapping[str, str],
@@ -524,7 +524,7 @@ class PostgresJournal:
         held by this journal."""
         values = (
             gen_id,
-            json.dumps(attrs.asdict(request)),
+            request_record(request),
             json.dumps(attrs.asdict(policy)),
             json.dumps(dict(meta)),
             str(State.REQUESTED),
@@ -773,7 +773,7 @@ class PostgresJournal:
 
     def submit(
         self,
-        request: ImageRequest,
+        request: StartRequest,
         policy: Policy,
         meta: Mapping[str, str] | None = None,
         *,
@@ -785,7 +785,7 @@ class PostgresJournal:
         new_id = gen_id or uuid.uuid4().hex[:16]
         values = (
             new_id,
-            json.dumps(attrs.asdict(request)),
+            request_record(request),
             json.dumps(attrs.asdict(policy)),
             json.dumps(dict(meta or {})),
             str(State.REQUESTED),
@@ -941,7 +941,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
     request, policy, meta = (json.loads(v) if isinstance(v, str) else v for v in row[1:4])
     return Entry(
         id=row[0],
-        request=ImageRequest(**request),
+        request=request_from_record(request),
         policy=Policy(**policy),
         meta=meta,
         state=State(row[4]),

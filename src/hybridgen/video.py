@@ -187,9 +187,10 @@ def request_record(request: StartRequest) -> str:
     return json.dumps(data)
 
 
-def request_from_record(text: str) -> StartRequest:
-    """The request a journal stored with :func:`request_record` (older rows: images)."""
-    data = json.loads(text)
+def request_from_record(record: str | Mapping[str, Any]) -> StartRequest:
+    """The request a journal stored with :func:`request_record` (its JSON text, or the object
+    a JSON column gives back); older rows, without a ``kind``, are images."""
+    data = json.loads(record) if isinstance(record, str) else dict(record)
     if not isinstance(data, dict):
         raise ValueError("a journal's request must be a JSON object")
     if data.pop("kind", "image") == "video":
