@@ -7,9 +7,11 @@ import contextlib
 import json
 import shutil
 import subprocess
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -508,3 +510,96 @@ def test_models_type_video_shows_kind_durations_and_price_per_second() -> None:
     assert cells["comfyui/ltx"] == ["image_to_video", "5,10", "0.4"]
     assert cells["comfyui/lip-sync"] == ["video_to_video", "1-30", "0.3"]
     assert "comfyui/flux" not in cells
+
+
+# -- downloads: streamed, resumed by range ----------------------------------------------------
+
+
+async def test_a_broken_download_is_resumed_by_range_over_real_sockets(tmp_path: Path) -> None:
+    faults = Faults(gen_time=60, ws_mode="silent", sse_mode="normal", file_cuts=2)
+    with trio.fail_after(30):
+        async with _real(faults) as (client, model):
+            result = await client.generate_video("waves", model="azure-openai/sora")
+            saved = await client.download(result, tmp_path / "waves.mp4", media="video")
+    assert await trio.Path(saved.path).read_bytes() == SAMPLE_MP4
+    assert model.counts["download"] == 3 and model.counts["download_range"] == 2
+
+
+class _NoRange:
+    """A transport whose ``fetch`` takes no ``start``: a broken body cannot be resumed."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def fetch(self, url: str, *, limit: int) -> contextlib.AbstractAsyncContextManager[object]:
+        return self.inner.fetch(url, limit=limit)
+
+
+async def test_without_range_a_broken_download_fails_as_a_connection_error(
+    tmp_path: Path,
+) -> None:
+    model = ServerModel(Faults(gen_time=1, sse_mode="normal", file_cuts=1), token=TOKEN)
+    async with Client(_NoRange(MemoryTransport(model, token=TOKEN))) as client:  # type: ignore[arg-type]
+        result = await client.generate_video("waves", model="azure-openai/sora")
+        with pytest.raises(DownloadError) as caught:
+            await client.download(result, tmp_path / "waves.mp4", media="video")
+    assert caught.value.kind == "connection" and model.counts["download"] == 1
+    assert not list(await trio.Path(tmp_path).iterdir())
+
+
+async def test_hundreds_of_megabytes_stream_to_disk_within_the_memory_bound(
+    tmp_path: Path,
+) -> None:
+    size = 200 * 2**20
+    faults = Faults(gen_time=1, sse_mode="normal", file_mode="huge", file_bytes=size, file_cuts=1)
+    model = ServerModel(faults, token=TOKEN)
+    async with _client(model) as client:
+        result = await client.generate_video("waves", model="azure-openai/sora")
+        tracemalloc.start()
+        try:
+            saved = await client.download(result, tmp_path / "big", media="video")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert saved.size == size and saved.path.endswith(".mp4")
+    assert model.counts["download_range"] == 1  # cut halfway, resumed
+    assert peak < 16 * 2**20, f"{peak / 2**20:.1f} MiB held for a {size / 2**20:.0f} MiB file"
+    stream = _ffprobe(Path(saved.path))
+    assert stream["codec_name"] == "h264"
+
+
+@pytest.mark.parametrize(
+    ("status", "content_range", "expected"),
+    [
+        (200, None, SAMPLE_MP4[100:]),  # the range ignored: the whole file, its head skipped
+        (206, f"bytes 100-{len(SAMPLE_MP4) - 1}/{len(SAMPLE_MP4)}", SAMPLE_MP4[100:]),
+        (206, f"bytes 0-{len(SAMPLE_MP4) - 1}/{len(SAMPLE_MP4)}", None),  # not what was asked
+    ],
+)
+async def test_a_resumed_fetch_takes_what_the_server_sends(
+    status: int, content_range: str | None, expected: bytes | None
+) -> None:
+    asked: list[str | None] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("range"))
+        whole = status == 200 or str(content_range).startswith("bytes 0")
+        body = SAMPLE_MP4 if whole else SAMPLE_MP4[100:]
+        headers = {} if content_range is None else {"Content-Range": content_range}
+        return httpx.Response(status, content=body, headers=headers)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as http:
+        transport = SuperDuperTransport(Config(url="https://api.example", token=TOKEN), http=http)
+        url = "https://cdn.example/files/v.mp4"
+        if expected is None:
+            with pytest.raises(TransientError, match="asked for the bytes from 100"):
+                async with transport.fetch(url, limit=2**20, start=100):
+                    pass
+        else:
+            async with transport.fetch(url, limit=2**20, start=100) as chunks:
+                got = b"".join([chunk async for chunk in chunks])
+            assert got == expected
+    assert asked == ["bytes=100-"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Final, Unpack
+from typing import Any, Final, Unpack, cast
 
 import attrs
 import trio
@@ -41,7 +42,16 @@ from .errors import (
     VideoRefused,
 )
 from .events import Event, EventStream, Hub, JournalWarning, Subscriber, Transition
-from .files import DOWNLOAD_LIMIT, VIDEO_DOWNLOAD_LIMIT, Media, SavedFile, save, sniff, sniff_video
+from .files import (
+    DOWNLOAD_LIMIT,
+    VIDEO_DOWNLOAD_LIMIT,
+    Media,
+    Reopen,
+    SavedFile,
+    save,
+    sniff,
+    sniff_video,
+)
 from .journal import Journal, JournalFailure
 from .machine import State
 from .policy import Policy
@@ -529,6 +539,7 @@ class Client:
                         convert=convert,
                         on_received=received,
                         media=media,
+                        reopen=_resumer(self.transport, url, limit),
                     )
         except DownloadError:
             raise
@@ -831,6 +842,21 @@ class VideoPlan:
     request: VideoRequest
     model: ModelInfo | None
     cost: float | None
+
+
+def _resumer(transport: Transport, url: str, limit: int) -> Reopen | None:
+    """How to reopen ``url`` from a byte on (a range request), if the transport's ``fetch``
+    takes ``start`` (hybridgen's transports do); ``None`` otherwise (no resume)."""
+    try:
+        takes = "start" in inspect.signature(transport.fetch).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if not takes:
+        return None
+    fetch: Any = transport.fetch
+    return lambda start: cast(
+        AbstractAsyncContextManager[AsyncIterator[bytes]], fetch(url, limit=limit, start=start)
+    )
 
 
 def _read_source(path: Path) -> tuple[bytes, str]:

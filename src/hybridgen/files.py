@@ -10,10 +10,12 @@ whatever the server sends. :meth:`hybridgen.Client.download` is the usual way in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO, Final, Literal
 
@@ -21,12 +23,16 @@ import attrs
 import trio
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ConfigError, DownloadError
+from .errors import ConfigError, DownloadError, TransientError
+
+log: Final = logging.getLogger("hybridgen.files")
 
 __all__ = [
     "CONVERT_FORMATS",
     "DOWNLOAD_LIMIT",
     "IMAGE_TYPES",
+    "RESUMES",
+    "Reopen",
     "VIDEO_DOWNLOAD_LIMIT",
     "VIDEO_TYPES",
     "Media",
@@ -63,6 +69,12 @@ VIDEO_DOWNLOAD_LIMIT: Final = 8 * 2**30
 
 Media = Literal["image", "video"]
 """What a result file must be: an image, or a video."""
+
+Reopen = Callable[[int], AbstractAsyncContextManager[AsyncIterator[bytes]]]
+"""Opens a result file's body from a byte offset on (an HTTP range request), to resume it."""
+
+RESUMES: Final = 5
+"""Resumes of a broken download in a row that may bring no new byte before it fails."""
 
 _MP4_BRANDS: Final = frozenset(
     b"isom iso2 iso3 iso4 iso5 iso6 iso8 mp41 mp42 avc1 M4V  M4VP dash mmp4 msnv".split()
@@ -256,6 +268,7 @@ async def save(
     convert: str | None = None,
     on_received: Callable[[], object] | None = None,
     media: Media = "image",
+    reopen: Reopen | None = None,
 ) -> SavedFile:
     """Stream ``chunks`` (a result file's body) to ``path``; return the :class:`SavedFile`.
 
@@ -269,6 +282,10 @@ async def save(
     whole body is on disk, before the checks (e.g. to lift a deadline meant for the transfer).
     ``media="video"`` wants a video instead (MP4, QuickTime or WebM, checked from its bytes and,
     for MP4, its box structure): it is never converted (``convert`` must be ``None``).
+    ``reopen(start)`` (an async context giving the body from byte ``start`` on: an HTTP range
+    request) resumes a body that breaks off with a :class:`~hybridgen.errors.TransientError`,
+    up to :data:`RESUMES` times in a row without a new byte (with a short backoff); without it
+    a broken body fails the save.
     """
     target = _convert_target(convert)
     if media == "video" and target is not None:
@@ -282,7 +299,7 @@ async def save(
         raise DownloadError(f"cannot save {url} to {dest}: {exc}", url=url, kind="disk") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            size, source = await _receive(chunks, f, url, limit, media)
+            size, source = await _receive(chunks, f, url, limit, media, reopen)
         if on_received is not None:
             on_received()
         if media == "video":
@@ -309,31 +326,50 @@ async def save(
 
 
 async def _receive(
-    chunks: AsyncIterator[bytes], f: IO[bytes], url: str, limit: int, media: Media = "image"
+    chunks: AsyncIterator[bytes],
+    f: IO[bytes],
+    url: str,
+    limit: int,
+    media: Media = "image",
+    reopen: Reopen | None = None,
 ) -> tuple[int, str]:
-    """Write the body to ``f``, within ``limit``; its size and type (from its bytes)."""
+    """Write the body to ``f``, within ``limit``; its size and type (from its bytes). A body
+    that breaks off is resumed from where it broke through ``reopen``, when given."""
     sniffer = sniff_video if media == "video" else sniff
     size = 0
     head = b""
     source: str | None = None
     pending = bytearray()
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise DownloadError(
-                f"download of {url}: the file is over the size limit ({limit} bytes)",
-                url=url,
-                kind="too_large",
-            )
-        if source is None:
-            head = (head + chunk)[:_HEAD]
-            source = sniffer(head)
-            if source is None and len(head) >= _HEAD:
-                raise _not_an_image(url, head, media)
-        pending += chunk
-        if len(pending) >= _WRITE_AT:
-            data, pending = bytes(pending), bytearray()
-            await trio.to_thread.run_sync(f.write, data)
+    in_a_row = 0
+    async with contextlib.AsyncExitStack() as reopened:
+        while True:
+            before = size
+            try:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise DownloadError(
+                            f"download of {url}: the file is over the size limit ({limit} bytes)",
+                            url=url,
+                            kind="too_large",
+                        )
+                    if source is None:
+                        head = (head + chunk)[:_HEAD]
+                        source = sniffer(head)
+                        if source is None and len(head) >= _HEAD:
+                            raise _not_an_image(url, head, media)
+                    pending += chunk
+                    if len(pending) >= _WRITE_AT:
+                        data, pending = bytes(pending), bytearray()
+                        await trio.to_thread.run_sync(f.write, data)
+                break
+            except TransientError:
+                in_a_row = 0 if size > before else in_a_row + 1
+                if reopen is None or in_a_row >= RESUMES:
+                    raise
+                log.debug("download of %s broke off at byte %d; resuming", url, size)
+                await trio.sleep(min(0.25 * 2**in_a_row, 8.0))
+                chunks = await _reopen(reopened, reopen, size)
     if source is None:
         raise _not_an_image(url, head, media)
     data = bytes(pending)
@@ -346,6 +382,21 @@ async def _receive(
 
     await trio.to_thread.run_sync(flush)
     return size, source
+
+
+async def _reopen(
+    stack: contextlib.AsyncExitStack, reopen: Reopen, start: int
+) -> AsyncIterator[bytes]:
+    """The body from byte ``start`` on; a transient failure to reopen it is one more try."""
+    try:
+        return await stack.enter_async_context(reopen(start))
+    except TransientError:
+        return _broken()
+
+
+async def _broken() -> AsyncIterator[bytes]:
+    raise TransientError("download: the resumed request failed")
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 def _not_an_image(url: str, head: bytes, media: Media = "image") -> DownloadError:

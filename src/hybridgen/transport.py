@@ -203,15 +203,27 @@ class SuperDuperTransport:
         return parse_generation_configs(load_json("model list", raw))
 
     @contextlib.asynccontextmanager
-    async def fetch(self, url: str, *, limit: int) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def fetch(
+        self, url: str, *, limit: int, start: int = 0
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """``GET`` a result file; iterate over its body's chunks as they arrive.
 
         The token is sent only to the API's own origin (scheme, host and port), never to a CDN.
         A declared ``Content-Length`` over ``limit`` bytes fails at once with a
         :class:`~hybridgen.errors.DownloadError`; the caller counts what it reads. The body is
         never decompressed (images are compressed already; ``Accept-Encoding: identity``).
+        ``start`` > 0 resumes a broken download: ``Range: bytes=start-``; the body then begins
+        at byte ``start`` (a server that ignores the range sends the whole file, whose first
+        ``start`` bytes are skipped here; a range that begins elsewhere is a
+        :class:`~hybridgen.errors.TransientError`).
         """
-        headers = {"User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "image/*, video/*",
+            "Accept-Encoding": "identity",
+        }
+        if start:
+            headers["Range"] = f"bytes={start}-"
         if _origin(url) == _origin(self.config.url):
             headers["Authorization"] = self.config.headers()["Authorization"]
         body_error: BaseException | None = None
@@ -220,16 +232,18 @@ class SuperDuperTransport:
                 if not 200 <= response.status < 300:
                     content = await _read_body(response, _ERROR_BODY_BYTES, "download", cut=True)
                     raise self._status_error("download", response.status, response.headers, content)
+                skip = _skipped(url, start, response.status, response.headers)
                 length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) > limit:
+                whole = int(length) + start - skip if length.isdigit() else 0
+                if whole > limit:
                     raise DownloadError(
                         f"download of {url}: the file is over the size limit ({limit} bytes; "
-                        f"the server announced {int(length)})",
+                        f"the server announced {whole})",
                         url=url,
                         kind="too_large",
                     )
                 try:
-                    yield _Chunks(response.chunks(), self._redact)
+                    yield _Chunks(response.chunks(), self._redact, skip)
                 except BaseException as exc:
                     body_error = exc
                     raise
@@ -384,21 +398,47 @@ class SuperDuperTransport:
         return text.replace(token, "***") if token else text
 
 
-class _Chunks:
-    """A streamed body's chunks; a dropped connection becomes a ``TransientError``."""
+def _skipped(url: str, start: int, status: int, headers: Mapping[str, str]) -> int:
+    """How many bytes of a resumed download's body to skip: 0 for the range asked (HTTP 206
+    from ``start``), ``start`` for the whole file again (HTTP 200)."""
+    if not start or status != 206:
+        return start if start and status == 200 else 0
+    unit, _, spec = headers.get("content-range", "").strip().partition(" ")
+    first = spec.partition("-")[0]
+    if unit.lower() != "bytes" or first != str(start):
+        raise TransientError(
+            f"download of {url}: asked for the bytes from {start} on, the server sent the range "
+            f"{spec[:60] or 'of no Content-Range'}"
+        )
+    return 0
 
-    def __init__(self, raw: AsyncIterator[bytes], redact: Callable[[object], str]) -> None:
+
+class _Chunks:
+    """A streamed body's chunks, the first ``skip`` bytes left out; a dropped connection
+    becomes a ``TransientError``."""
+
+    def __init__(
+        self, raw: AsyncIterator[bytes], redact: Callable[[object], str], skip: int = 0
+    ) -> None:
         self._raw = raw
         self._redact = redact
+        self._skip = skip
 
     def __aiter__(self) -> _Chunks:
         return self
 
     async def __anext__(self) -> bytes:
-        try:
-            return await self._raw.__anext__()
-        except http1.HTTPFailure as exc:
-            raise TransientError(f"download: connection failed ({self._redact(exc)})") from None
+        while True:
+            try:
+                chunk = await self._raw.__anext__()
+            except http1.HTTPFailure as exc:
+                raise TransientError(f"download: connection failed ({self._redact(exc)})") from None
+            if self._skip <= 0:
+                return chunk
+            if len(chunk) > self._skip:
+                chunk, self._skip = chunk[self._skip :], 0
+                return chunk
+            self._skip -= len(chunk)
 
 
 class _Reply(Protocol):

@@ -263,12 +263,13 @@ class Faults:
       one), as the real API answers them: ``409`` (``Integrity error, create``), ``422`` (a
       FastAPI validation ``detail`` list), ``429`` and ``503`` (with ``retry_after``; no job is
       made), ``524`` (Cloudflare's HTML page after the origin timed out: the job *was* made).
-    - ``file_cuts``: the first that many downloads of each result file break off halfway (the
-      connection closes mid-body); the file origin honours ``Range: bytes=N-`` (HTTP 206), so
+    - ``file_cuts``: the first that many downloads of each result file break off halfway
+      through what they asked for (the connection closes mid-body); the file origin honours ``Range: bytes=N-`` (HTTP 206), so
       a client can resume.
     - ``file_mode``: how result files are served (from the files origin): ``webp`` (as today's
       CDN), ``png`` (as seed-era servers), ``html`` (an HTML error page with status 200),
-      ``huge`` (``file_bytes`` bytes: a PNG signature then zeros, no ``Content-Length``) or
+      ``huge`` (``file_bytes`` bytes: a PNG signature then zeros, a video's the sample MP4
+      then a ``free`` box of zeros; no ``Content-Length``) or
       ``slow`` (the WEBP one byte per second, scaled).
 
     Every switch is range-checked (durations up to :data:`MAX_SECONDS`, counts up to
@@ -477,6 +478,7 @@ class ServerModel:
             "sse_connect": 0,
             "sse_drop": 0,
             "download": 0,
+            "download_range": 0,
             "models": 0,
             "upload": 0,
         }
@@ -859,9 +861,9 @@ class ServerModel:
     ) -> AsyncIterator[bytes]:
         """The body of a planned file from byte ``start`` on (a range request), piece by piece,
         at its pace (``image``: the rendering). A ``cut`` plan raises :class:`WsDropped` once it
-        has sent half of the file (the front end drops the connection)."""
+        has sent half of what was asked (the front end drops the connection)."""
         total = self.file_size(plan, image)
-        cut_at = total // 2 if plan.cut and start < total // 2 else math.inf
+        cut_at = start + (total - start) // 2 if plan.cut else math.inf
         sent = start
         async for chunk in self._body(plan, image, start):
             if sent + len(chunk) > cut_at:
@@ -883,8 +885,8 @@ class ServerModel:
             yield HTML_ERROR_PAGE[start:]
         elif plan.mode == "huge":
             video = plan.content_type.startswith("video/")
-            head = SAMPLE_MP4[:32] if video else b"\x89PNG\r\n\x1a\n"
             size = plan.job.faults.file_bytes
+            head = _huge_mp4_head(size) if video else b"\x89PNG\r\n\x1a\n"
             if start < len(head):
                 yield head[start:size]
             at = max(start, len(head))
@@ -1138,6 +1140,15 @@ def _int_field(
             "value_error.number.not_in_range",
         )
     return value
+
+
+def _huge_mp4_head(size: int) -> bytes:
+    """The start of a ``huge`` video of ``size`` bytes: the sample MP4, then the header of a
+    ``free`` box (64-bit size) whose zeros fill the rest, so the whole file is a valid MP4."""
+    rest = size - len(SAMPLE_MP4)
+    if rest < 16:
+        return SAMPLE_MP4[:size]
+    return SAMPLE_MP4 + (1).to_bytes(4, "big") + b"free" + rest.to_bytes(8, "big")
 
 
 def _uuid(value: object) -> None:

@@ -390,6 +390,7 @@ def create_files_app(model: ServerModel) -> Starlette:
             if start >= total:
                 return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
             status = 206
+            model.counts["download_range"] += 1
             headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
             headers["Content-Length"] = str(total - start)
         else:

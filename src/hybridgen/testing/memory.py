@@ -131,8 +131,11 @@ class MemoryTransport:
         raise error_for_status("poll", status, retry_after=retry_after, detail=detail)
 
     @contextlib.asynccontextmanager
-    async def fetch(self, url: str, *, limit: int) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Open a result file on the model (no token: result files are public, as on the CDN)."""
+    async def fetch(
+        self, url: str, *, limit: int, start: int = 0
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Open a result file on the model (no token: result files are public, as on the CDN);
+        ``start`` > 0: from that byte on, as a range request gets it."""
         await trio.lowlevel.checkpoint()
         self.calls.append((trio.current_time(), "download"))
         prefix = f"{self.model.file_base}/files/"
@@ -150,7 +153,11 @@ class MemoryTransport:
         if plan.image_format is not None:
             job = plan.job
             image = render_image(job.prompt, job.seed, job.width, job.height, plan.image_format)
-        chunks = _cut(self.model.file_chunks(plan, image))
+        if start:
+            self.model.counts["download_range"] += 1
+            if start >= self.model.file_size(plan, image):
+                raise error_for_status("download", 416)
+        chunks = _cut(self.model.file_chunks(plan, image, start))
         try:
             yield chunks
         finally:
