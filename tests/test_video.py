@@ -6,16 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
-from cli_support import json_lines, run
+from cli_support import Running, emulator_stats, is_start, json_lines, run, serve_emulator
 from hybridgen import Client, Policy
 from hybridgen.api import Config, parse_generation_configs, parse_start_reply
 from hybridgen.emulator import Faults, ServerModel, running
@@ -603,3 +604,25 @@ async def test_a_resumed_fetch_takes_what_the_server_sends(
                 got = b"".join([chunk async for chunk in chunks])
             assert got == expected
     assert asked == ["bytes=100-"]
+
+
+def test_resume_after_sigkill_saves_the_video_without_a_second_job(
+    tmp_path: Path, spawn: Callable[..., Running]
+) -> None:
+    url, env = serve_emulator(spawn, TOKEN, "--time-scale", "0.05", "--gen-time", "4")
+    out, journal = tmp_path / "waves.mp4", tmp_path / "j.sqlite"
+    client = spawn(
+        *("generate", "--video", "waves", "--model", "azure-openai/sora", "--out", str(out)),
+        *("--json", "--journal", str(journal)),
+        env=env,
+    )
+    started = client.until(is_start)  # the paid job exists on the server
+    client.proc.send_signal(signal.SIGKILL)
+    assert client.finish(timeout=10) == -signal.SIGKILL
+    proc = run("resume", "--journal", str(journal), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = [line for line in json_lines(proc.stdout) if line["event"] == "result"]
+    assert (result["id"], result["state"]) == (started["id"], "done")
+    assert result["path"] == str(out.resolve()) and out.read_bytes() == SAMPLE_MP4
+    counts = emulator_stats(url, TOKEN)
+    assert (counts["start"], counts["download"]) == (1, 1)

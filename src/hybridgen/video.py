@@ -30,7 +30,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypedDict
+from typing import Any, ClassVar, Final, Literal, TypedDict
 
 import attrs
 
@@ -58,6 +58,7 @@ __all__ = [
     "check_cost",
     "check_video",
     "find_model",
+    "media_of",
     "multipart_body",
     "parse_upload_reply",
     "request_from_record",
@@ -196,6 +197,11 @@ def request_from_record(record: str | Mapping[str, Any]) -> StartRequest:
     if data.pop("kind", "image") == "video":
         return VideoRequest(**data)
     return ImageRequest(**data)
+
+
+def media_of(request: StartRequest) -> Literal["image", "video"]:
+    """What a request's result file is: ``"video"`` for a :class:`VideoRequest`."""
+    return "video" if isinstance(request, VideoRequest) else "image"
 
 
 def find_model(name: str, models: Sequence[ModelInfo]) -> ModelInfo:

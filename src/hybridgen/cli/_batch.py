@@ -28,6 +28,7 @@ from ..errors import ConfigError, RequestError
 from ..events import LoggingSubscriber
 from ..machine import State
 from ..policy import Policy
+from ..video import media_of
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ._files import _close_journal, _journal_meta, _open_journal, _save
 from ._inspect import Publish, follow, inspecting
@@ -131,7 +132,8 @@ class _Run:
         result = await gen.wait()
         saved, problem = None, "the journal does not say where to save it (no 'out')"
         if result.state is State.DONE and result.url and item.out is not None:
-            saved, problem = await _save(client, result.url, item.out, gen.core.policy)
+            media = "image" if item.entry is None else media_of(item.entry.request)
+            saved, problem = await _save(client, result.url, item.out, gen.core.policy, media)
             if saved is not None and self.journal is not None:
                 self.journal.delivered(gen.id, saved)
         self.ended(item, _outcome_of(gen, saved, problem))

@@ -22,7 +22,6 @@ import trio
 from ..api import VIDEO_KINDS, Config, ImageRequest
 from ..errors import ConfigError, HybridgenError
 from ..events import LoggingSubscriber
-from ..files import Media
 from ..machine import State
 from ..policy import Policy
 from ..video import (
@@ -31,6 +30,7 @@ from ..video import (
     VideoRequest,
     check_cost,
     check_video,
+    media_of,
     source_of,
 )
 from ._batch import _cmd_batch
@@ -122,7 +122,7 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
                 reporter.t0 = gen.core.started
             result = gen.result()
             if result.state is State.DONE and result.url:
-                saved, problem = await _save(client, result.url, job.out, media=_media(request))
+                saved, problem = await _save(client, result.url, job.out, media=media_of(request))
                 if saved is not None and job.journal is not None:
                     job.journal.delivered(gen.id, saved)
         interrupt.scope = None
@@ -148,10 +148,6 @@ async def _upload(
         policy=policy,
     )
     return attrs.evolve(request, image=plan.request.image)
-
-
-def _media(request: StartRequest) -> Media:
-    return "video" if isinstance(request, VideoRequest) else "image"
 
 
 VIDEO_SUFFIXES: Final = (".mp4", ".webm", ".mov")

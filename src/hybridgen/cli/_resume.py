@@ -23,6 +23,7 @@ from ..api import Config
 from ..errors import ConfigError, JournalError
 from ..events import LoggingSubscriber
 from ..machine import State
+from ..video import media_of
 from ._batch import _Item, _pick_batch_reporter, _Run, _run_items
 from ._exit import UsageError
 from ._files import _close_journal, _open_journal, _save
@@ -63,7 +64,9 @@ async def _resume_body(
                     if item.out is None:
                         problem = "the journal does not say where to save it (no 'out')"
                     elif entry.url:
-                        saved, problem = await _save(client, entry.url, item.out, entry.policy)
+                        saved, problem = await _save(
+                            client, entry.url, item.out, entry.policy, media_of(entry.request)
+                        )
                     if saved is not None:
                         journal.delivered(entry.id, saved)
                     outcome = Outcome(

@@ -264,8 +264,8 @@ class Faults:
       FastAPI validation ``detail`` list), ``429`` and ``503`` (with ``retry_after``; no job is
       made), ``524`` (Cloudflare's HTML page after the origin timed out: the job *was* made).
     - ``file_cuts``: the first that many downloads of each result file break off halfway
-      through what they asked for (the connection closes mid-body); the file origin honours ``Range: bytes=N-`` (HTTP 206), so
-      a client can resume.
+      through what they asked for (the connection closes mid-body); the file origin honours
+      ``Range: bytes=N-`` (HTTP 206), so a client can resume.
     - ``file_mode``: how result files are served (from the files origin): ``webp`` (as today's
       CDN), ``png`` (as seed-era servers), ``html`` (an HTML error page with status 200),
       ``huge`` (``file_bytes`` bytes: a PNG signature then zeros, a video's the sample MP4
