@@ -164,7 +164,7 @@ def test_a_quiet_sse_stream_opens_the_socket_beside_it_until_it_speaks() -> None
     assert not core.wants_ws and core.next_timer() == 134.0
 
 
-def test_transient_poll_errors_back_off_honour_retry_after_and_spend_the_budget() -> None:
+def test_transient_poll_errors_wait_one_interval_honour_retry_after_and_spend_the_budget() -> None:
     policy = Policy(
         jitter=0.0, poll_interval=1.0, backoff_factor=2.0, backoff_cap=8, retry_budget=2
     )
@@ -173,12 +173,13 @@ def test_transient_poll_errors_back_off_honour_retry_after_and_spend_the_budget(
     core.advance(102.0)
     core.poll_sent(102.0)
     core.poll_error(TransientError("503", status=503), 102.0)
-    assert core.next_poll == pytest.approx(104.0)  # 1 s * 2
-    core.poll_sent(104.0)
-    core.poll_error(TransientError("429", status=429, retry_after=7.0), 104.0)
-    assert core.next_poll == pytest.approx(111.0)  # Retry-After beats the 4 s backoff
-    core.poll_sent(111.0)
-    core.poll_error(TransientError("500", status=500), 111.0)
+    # no backoff past the interval: a fixed poller's next poll would come then
+    assert core.next_poll == pytest.approx(103.0)
+    core.poll_sent(103.0)
+    core.poll_error(TransientError("429", status=429, retry_after=7.0), 103.0)
+    assert core.next_poll == pytest.approx(110.0)  # Retry-After asks for more
+    core.poll_sent(110.0)
+    core.poll_error(TransientError("500", status=500), 110.0)
     assert core.state is State.FAILED
     assert "gave up after 3 failed polls" in core.reason and "500" in core.reason
 
@@ -290,7 +291,7 @@ def test_a_channel_that_delivered_before_turns_polls_into_a_sparse_safety_net() 
 
 
 def test_an_untrusted_channels_progress_only_spaces_polls_up_to_the_predicted_end() -> None:
-    core, _ = make(Policy(jitter=0.0))
+    core, _ = make(Policy(jitter=0.0, push_alive=None))  # its life alone: tested below
     core.accepted(FileStatus("f1"), 100.0)
     core.push_up("websocket", 100.0)
     core.advance(102.0)

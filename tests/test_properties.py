@@ -248,7 +248,7 @@ async def _one_client(
 
 @props
 @given(
-    policies().map(lambda p: p.replace(adaptive=False, trust_live_socket=True)),
+    policies().map(lambda p: p.replace(adaptive=False, trust_live_socket=True, push_alive=None)),
     st.lists(
         st.builds(
             lambda ws, sse, gen_time, steps: Faults(
@@ -266,9 +266,10 @@ async def _one_client(
 def test_an_untrusted_channel_never_delays_a_result_by_more_than_one_poll_interval(
     policy: Policy, servers: list[Faults]
 ) -> None:
-    """Progress (or silence) from a channel that has not delivered a result on this client yet
-    may space polls out only up to the job's predicted end: the result comes at most one poll
-    interval after it is ready (after the push-only wait). A channel that delivered is trusted."""
+    """Without ``push_alive``, progress (or silence) from a channel that has not delivered a
+    result on this client yet may space polls out only up to the job's predicted end: the result
+    comes at most one poll interval after it is ready (after the push-only wait). A channel that
+    delivered is trusted. (A lively channel's own bounds: tests/test_life.py.)"""
     for trusted, ready, result in run_virtual(lambda: _one_client(policy, servers)):
         if result.state is State.DONE and result.channel in ("websocket", "sse"):
             assert result.channel in policy.push

@@ -70,6 +70,8 @@ class _Channel:
     """When this connection, silent so far, counts as unavailable (``Policy.push_quiet``)."""
     quiet: bool = False
     """Connected, but nothing came within ``Policy.push_quiet``: later channels open too."""
+    alive_until: float | None = None
+    """Until when this connection shows life (``Policy.push_alive`` after its last sign)."""
 
     def not_quiet(self) -> None:
         """It spoke, or it is no longer connected: neither quiet nor waiting to be."""
@@ -83,7 +85,9 @@ class Core:
 
     ``trusted`` is the client's memory of the push channels that have delivered a result: a set
     shared by the client's generations, which this core reads and updates (see
-    :attr:`~hybridgen.policy.Policy.trust_live_socket`).
+    :attr:`~hybridgen.policy.Policy.trust_live_socket`). ``missed`` is its memory of the channels
+    that showed life while a poll found the result (see
+    :attr:`~hybridgen.policy.Policy.push_alive`): their life no longer relaxes polling.
     """
 
     id: str
@@ -106,6 +110,7 @@ class Core:
     expected: float | None = attrs.field(default=None, repr=False)
     """Seconds after the start when the result is expected (adaptive polling), if known."""
     trusted: set[str] = attrs.field(factory=set, repr=False)
+    missed: set[str] = attrs.field(factory=set, repr=False)
     _estimated: bool = attrs.field(default=False, repr=False)
     """``expected`` comes from the job's own progress reports (not from history)."""
     _poll_now: bool = attrs.field(default=False, repr=False)
@@ -115,6 +120,11 @@ class Core:
     next_start: float | None = attrs.field(default=None, repr=False)
     """When to send the start request again after a failure (``None``: do not)."""
     start_errors: int = attrs.field(default=0, repr=False)
+    _poll_ref: float | None = attrs.field(default=None, repr=False)
+    """When the pending poll's wait began (the last reply, or polling's start); ``None`` when the
+    push's life must not move it (a push said the job completed: poll at once)."""
+    _poll_floor: float = attrs.field(default=-math.inf, repr=False)
+    """The earliest the pending poll may come (a failed poll's interval or ``Retry-After``)."""
 
     def __attrs_post_init__(self) -> None:
         for name in self.policy.push:
@@ -183,6 +193,13 @@ class Core:
             for state in self._channels.values():
                 if state.quiet_at is not None and state.quiet_at < due:
                     due = state.quiet_at
+        next_poll = self.next_poll
+        if next_poll is not None and self._poll_ref is not None:
+            # a channel going quiet brings a far-off poll forward
+            for state in self._channels.values():
+                alive = state.alive_until
+                if alive is not None and alive < due and alive < next_poll:
+                    due = alive
         return due
 
     def poll_due(self, now: float) -> bool:
@@ -232,6 +249,7 @@ class Core:
             # the start reply has just said "not ready": a poll now would only say it again (the
             # start may have waited its turn past the push-only wait, on a busy client)
             self.next_poll = max(self.next_poll, now + self._jitter(self.policy.poll_interval))
+            self._poll_ref = now
 
     def advance(self, now: float) -> None:
         """Fire the time-driven triggers (end of the push-only wait, deadline) due at ``now``."""
@@ -249,12 +267,19 @@ class Core:
             else:
                 self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling too, still listening")
             self._enter_polling(now)
-            if self._trusted_listening():  # the safety net starts one sparse interval later
+            if self._trusted_listening() or self._lively(now):
+                # the safety net starts one sparse interval (or the job's expected end) later
                 self.next_poll = now + self._poll_delay(now)
+        went_quiet = False
         for state in self._channels.values():
             if state.quiet_at is not None and now >= state.quiet_at:
                 state.quiet_at = None
                 state.quiet = True
+            if state.alive_until is not None and now >= state.alive_until:
+                state.alive_until = None  # silent for push_alive: it shows no life any more
+                went_quiet = True
+        if went_quiet:
+            self._life_lost(now)
 
     def push_up(self, channel: str, now: float) -> None:
         """Push ``channel`` is connected (and subscribed)."""
@@ -267,12 +292,19 @@ class Core:
             if quiet is not None and self.policy.push_fallback and channel != self.policy.push[-1]:
                 state.quiet_at = now + quiet  # only a channel with another after it can be quiet
 
-    def push_closed(self, channel: str) -> None:
-        """Push ``channel`` was closed because it is not wanted now (not a failure)."""
+    def push_closed(self, channel: str, now: float | None = None) -> None:
+        """Push ``channel`` was closed because it is not wanted now (not a failure).
+
+        With ``now``, a poll the channel's life had put off comes within one ``poll_interval``.
+        """
         state = self._channels.get(channel)
         if state is not None:
+            was_alive = state.alive_until is not None
             state.connected = False
+            state.alive_until = None
             state.not_quiet()
+            if was_alive and now is not None and not self.terminal:
+                self._life_lost(now)
 
     def push_down(self, channel: str, reason: str, now: float, *, permanent: bool = False) -> None:
         """Push ``channel`` failed to connect, dropped, or its stream ended.
@@ -284,7 +316,9 @@ class Core:
         if state is None:
             return
         was_trusted = state.connected and channel in self.trusted
+        was_alive = state.alive_until is not None
         state.connected = False
+        state.alive_until = None
         state.not_quiet()
         if self.terminal:
             return
@@ -297,6 +331,8 @@ class Core:
         elif was_trusted and self.next_poll is not None:
             # the sparse cadence relied on this channel: back to the full one
             self.next_poll = min(self.next_poll, now + self._jitter(self.policy.poll_interval))
+        elif was_alive:
+            self._life_lost(now)
         if self.wants(channel) and self.policy.ws_reconnect and not permanent:
             delay = self._delay(self.policy.poll_interval, state.streak - 1)
             state.connect_at = now + delay
@@ -311,6 +347,7 @@ class Core:
         state = self._channels.get(channel)
         if state is not None:  # it speaks (a message about any file counts)
             state.not_quiet()
+            self._alive(state, now)
         if self.file_id is None:
             if message.kind == "result" and message.url:
                 if self._early is None:
@@ -322,13 +359,31 @@ class Core:
             return
         if message.kind == "result" and message.url:
             self.trusted.add(channel)
+            self.missed.discard(channel)
             self._done(Trigger.PUSH_RESULT, now, message.url, channel)
         elif message.kind == "failed":
             self._fail(now, _job_failed(message.reason))
         elif message.kind == "progress" and message.progress is not None:
             self._progress(message.progress, channel, now)
+            self._relax(now)
         elif message.kind in ("completed", "result"):  # done, but no URL came with it
             self._completed(channel, now)
+        else:
+            self._relax(now)
+
+    def push_heartbeat(self, channel: str, now: float) -> bool:
+        """Push ``channel`` showed life without a message (an SSE keep-alive comment).
+
+        Returns whether the poll schedule moved (the driver then moves its waits); a heartbeat
+        that only extends the channel's life moves nothing.
+        """
+        state = self._channels.get(channel)
+        if state is None or self.terminal or not state.connected:
+            return False
+        was = self._lively(now)
+        if not self._alive(state, now) or was:
+            return False
+        return self._relax(now)
 
     def ws_up(self, now: float) -> None:
         """The WebSocket is connected and subscribed (``push_up("websocket", now)``)."""
@@ -366,8 +421,10 @@ class Core:
             if file.progress is not None:
                 self._progress(file.progress, "polling", now)
             delay = 0.0 if self._poll_now else self._poll_delay(now)
+            self._poll_ref = None if self._poll_now else now
             self._poll_now = False
             self.next_poll = now + delay
+            self._poll_floor = -math.inf
 
     def poll_error(self, error: TransientError | PermanentError, now: float) -> None:
         """A poll failed with ``error``: retry within the policy's budget, or fail."""
@@ -382,11 +439,19 @@ class Core:
         if budget is not None and self.poll_errors > budget:
             self._fail(now, f"gave up after {self.poll_errors} failed polls; last: {error}")
             return
-        if error.retry_after is not None and self.policy.honour_retry_after:
-            delay = max(self.policy.poll_interval, error.retry_after)  # the server's word
-        else:
+        if error.status is None:  # no answer (refused, reset, timed out): the server is away
             delay = self._delay(self.policy.poll_interval, self._error_streak)
+        else:
+            # It answered (503, 429, 5xx): a fixed poller would poll again one interval later,
+            # and a longer backoff would only make the result later.
+            delay = self._jitter(self.policy.poll_interval)
+        if error.retry_after is not None and self.policy.honour_retry_after:
+            delay = max(delay, error.retry_after)  # the server's word
+        self._poll_floor = now + delay
+        if self._lively(now) or self._trusted_listening():
+            delay = max(delay, self._poll_delay(now))  # a push listens: polls stay a safety net
         self.next_poll = now + delay
+        self._poll_ref = now
         self._emit_retry("poll", self.poll_errors, delay, str(error), now)
 
     def start_failed(self, error: Exception, now: float) -> None:
@@ -451,8 +516,16 @@ class Core:
         """The wait before the next poll after a pending reply."""
         policy = self.policy
         sparse = max(policy.sparse_interval, policy.poll_interval)
-        if self._trusted_listening():
-            return self._jitter(sparse)  # a channel that delivered before listens: a safety net
+        trusted = self._trusted_listening()  # a channel that delivered before listens
+        lively = self._lively(now)
+        if lively and self.expected is not None and self._estimated:
+            # the push should deliver at the job's expected end: poll one interval after it
+            longest = self._jitter(max(policy.lively_interval, policy.poll_interval))
+            after_end = self.started + self.expected + policy.poll_interval - now
+            wait = min(longest, max(self._jitter(policy.poll_interval), after_end))
+            return max(wait, self._jitter(sparse)) if trusted else wait
+        if trusted or lively:
+            return self._jitter(sparse)  # a safety net
         estimated = policy.trust_live_socket and self._estimated
         if self.expected is not None and (policy.adaptive or estimated):
             # halve the distance to the expected moment; never denser than poll_interval
@@ -489,6 +562,47 @@ class Core:
         """Every push channel has failed and none is connected."""
         return all(not state.connected and state.failures for state in self._channels.values())
 
+    def _alive(self, state: _Channel, now: float) -> bool:
+        """``state`` showed a sign of life at ``now``; whether its life counts for polling."""
+        alive = self.policy.push_alive
+        if alive is None or not self.policy.trust_live_socket or not state.connected:
+            return False
+        state.alive_until = now + alive
+        return True
+
+    def _lively(self, now: float) -> bool:
+        """A connected channel shows life now and has not missed a result on this client."""
+        policy = self.policy
+        if policy.push_alive is None or not policy.trust_live_socket or policy.adaptive:
+            return False
+        for name, state in self._channels.items():
+            alive = state.alive_until
+            if alive is not None and now < alive and state.connected and name not in self.missed:
+                return True
+        return False
+
+    def _relax(self, now: float) -> bool:
+        """While a channel shows life, set the pending poll by the relaxed cadence (from when
+        its wait began); returns whether it moved."""
+        ref = self._poll_ref
+        if ref is None or self.next_poll is None or not self._lively(now):
+            return False
+        due = max(self._poll_floor, ref + self._poll_delay(ref))
+        if due == self.next_poll:
+            return False
+        self.next_poll = due
+        return True
+
+    def _life_lost(self, now: float) -> None:
+        """No channel may show life any more: a poll it put off comes within one interval."""
+        if self.next_poll is None or self._poll_ref is None or self._lively(now):
+            return
+        policy = self.policy
+        wait = max(policy.sparse_interval, policy.poll_interval)  # the trusted cadence
+        soon = now + self._jitter(wait if self._trusted_listening() else policy.poll_interval)
+        soon = min(self.next_poll, soon)
+        self.next_poll = max(self._poll_floor, soon)
+
     def _trusted_listening(self) -> bool:
         """A channel that delivered a result on this client before is connected now."""
         return self.policy.trust_live_socket and any(
@@ -497,15 +611,19 @@ class Core:
 
     def _enter_polling(self, now: float) -> None:
         self.next_poll = now
+        self._poll_ref = now
+        self._poll_floor = -math.inf
         if not self.policy.keep_ws_open:
             for state in self._channels.values():
                 state.connect_at = None
 
     def _completed(self, channel: str, now: float) -> None:
         """A push said the job is done without its URL: poll at once."""
+        self._poll_ref = None  # no life puts this poll off
         if self.state is State.AWAITING_WS:
             self._go(Trigger.PUSH_COMPLETED, now, f"{channel} says the job completed")
             self._enter_polling(now)
+            self._poll_ref = None
         elif self.next_poll is not None:
             self.next_poll = min(self.next_poll, now)
         else:
@@ -528,9 +646,12 @@ class Core:
 
     def _done(self, trigger: Trigger, now: float, url: str, channel: str) -> None:
         if trigger is Trigger.POLL_RESULT and self.state is State.POLLING:
-            # a trusted channel that was listening missed the result: trust it no more
-            self.trusted.difference_update(
-                name for name, state in self._channels.items() if state.connected
+            # a trusted channel that was listening missed the result: trust it no more; one
+            # that showed life: its life relaxes polls no more
+            connected = [name for name, state in self._channels.items() if state.connected]
+            self.trusted.difference_update(connected)
+            self.missed.update(
+                name for name in connected if self._channels[name].alive_until is not None
             )
         self.url, self.channel = url, channel
         self._go(trigger, now, f"result via {channel}", url=url, channel=channel)

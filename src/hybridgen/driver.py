@@ -113,6 +113,7 @@ class Generation:
         expected: float | None = None,
         journal_failed: Callable[[JournalFailure], None] | None = None,
         trusted: set[str] | None = None,
+        missed: set[str] | None = None,
     ) -> None:
         now = trio.current_time()
         self.core = Core(
@@ -123,6 +124,7 @@ class Generation:
             time.time() - now,
             expected=expected,
             trusted=trusted if trusted is not None else set(),
+            missed=missed if missed is not None else set(),
         )
         self.journal = journal
         self.hub = Hub()
@@ -287,6 +289,9 @@ class Client:
         self.trusted: set[str] = set()
         """The push channels that have delivered a result on this client (see
         :attr:`~hybridgen.policy.Policy.trust_live_socket`)."""
+        self.missed: set[str] = set()
+        """The push channels that showed life while a poll found the result on this client:
+        their life no longer relaxes polling (see :attr:`~hybridgen.policy.Policy.push_alive`)."""
 
     async def __aenter__(self) -> Client:
         return self
@@ -579,6 +584,7 @@ class Client:
             self.durations.expected(),
             self._journal_failed,
             self.trusted,
+            self.missed,
         )
         if self.journal is not None and request is not None:
             wall = gen.core.started + gen.core.wall_offset
@@ -757,7 +763,7 @@ class Client:
                     permanent = isinstance(exc, PermanentError)
             del gen._push_scopes[channel]
             if scope.cancelled_caught:
-                core.push_closed(channel)
+                core.push_closed(channel, trio.current_time())
                 gen._retime()
                 continue
             log.debug("generation %s: %s down: %s", core.id, name, reason)
@@ -783,6 +789,10 @@ async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> 
             return
         except OversizedMessage as exc:
             log.debug("generation %s: ignored a %s message: %s", core.id, channel, exc)
+            continue
+        if not text:  # a keep-alive (hybridgen.sse.HEARTBEAT): the stream is alive
+            if core.push_heartbeat(channel, trio.current_time()):
+                gen._retime()
             continue
         try:
             message = parse_push(text)

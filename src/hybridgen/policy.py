@@ -80,9 +80,13 @@ class Policy:
     """Seconds from one poll's reply to the next poll, and from the start request's reply to the
     first poll (that reply has just said the job is not ready)."""
     backoff_factor: float = attrs.field(default=2.0, validator=_at_least_one)
-    """After each consecutive transient poll error the delay is multiplied by this."""
+    """After each consecutive failure of a push connect or a retried start request the delay is
+    multiplied by this, and so is the wait after each poll in a row that got no answer (refused,
+    reset, timed out). A poll the server answered with an error (503, 429, another 5xx) is not
+    backed off: the next comes one ``poll_interval`` later, as a fixed poller's would, or when
+    ``Retry-After`` says if that is later."""
     backoff_cap: float = attrs.field(default=16.0, validator=_positive)
-    """The longest delay between polls (and between WebSocket reconnects)."""
+    """The longest delay between push reconnects, start retries and unanswered polls."""
     jitter: float = attrs.field(default=0.1, validator=_fraction)
     """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
     deadline: float = attrs.field(default=120.0, validator=_positive)
@@ -115,8 +119,8 @@ class Policy:
     retry_budget: int | None = attrs.field(default=20, validator=_count)
     """Transient poll errors tolerated per generation; one more fails it (``None``: no limit)."""
     honour_retry_after: bool = attrs.field(default=True, validator=_flag)
-    """After a 429/503 with ``Retry-After``, wait what it says (at least ``poll_interval``)
-    instead of backing off."""
+    """After a 429/503 with ``Retry-After``, wait what it says (at least ``poll_interval``): no
+    poll or start request is sent earlier."""
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds one HTTP request or WebSocket connect may take (always cut at the deadline)."""
     trust_live_socket: bool = attrs.field(default=True, validator=_flag)
@@ -136,8 +140,22 @@ class Policy:
     """Also send again a start the server may have processed (500, 502, 504, 524, a timeout after
     sending). Off by default: the first job may exist, and a second one would be billed too."""
     sparse_interval: float = attrs.field(default=10.0, validator=_positive)
-    """The wait between polls while a trusted push channel is connected (``trust_live_socket``),
-    and the longest wait while the result is far off; never less than ``poll_interval``."""
+    """The wait between polls while a trusted push channel is connected (``trust_live_socket``)
+    or a push channel shows life (:attr:`push_alive`) with no estimate of the job's end, and the
+    longest wait while the result is far off; never less than ``poll_interval``."""
+    push_alive: float | None = attrs.field(default=20.0, validator=_optional_positive)
+    """With ``trust_live_socket``: a connected push channel shows life for this many seconds
+    after each sign of it (any message, progress, or an SSE keep-alive comment; not the connect
+    itself). While one does, polls are a safety net: every ``sparse_interval``, or, once the
+    job's progress gives its expected end, one ``poll_interval`` after that end (at most
+    :attr:`lively_interval` apart). The moment no channel shows life any more (silent this long,
+    dropped or closed), the next poll comes within one ``poll_interval``. A channel that showed
+    life while a poll found the result earns no more relaxed polls on this client until it
+    delivers a result. Not with :attr:`adaptive`, whose cadence comes first. ``None``: life
+    does not relax polling (only trust does)."""
+    lively_interval: float = attrs.field(default=30.0, validator=_positive)
+    """The longest wait between polls while a push channel shows life (:attr:`push_alive`) and
+    the job's progress puts its end further off; never less than ``poll_interval``."""
 
     download_timeout: float = attrs.field(default=60.0, validator=_positive)
     """Seconds the result file's download may take (:meth:`hybridgen.Client.download`); a
@@ -278,10 +296,13 @@ DURATIONS: Final = (
     "backoff_cap",
     "deadline",
     "sparse_interval",
+    "push_alive",
+    "lively_interval",
     "request_timeout",
     "download_timeout",
 )
-"""The fields of :class:`Policy` that are durations in seconds (``push_quiet`` may be ``None``)."""
+"""The fields of :class:`Policy` that are durations in seconds (``push_quiet`` and
+``push_alive`` may be ``None``)."""
 
 PRESETS: Final = {
     "default": Policy.default,

@@ -11,6 +11,11 @@ Parsing follows the WHATWG rules for the fields hybridgen reads: lines end with 
 a line starting with ``:`` is a comment; ``data`` lines are joined with line feeds; one space
 after the colon is dropped; an event without data is not dispatched; a leading byte-order mark is
 ignored; the bytes are UTF-8 (invalid sequences replaced).
+
+With ``heartbeats=True`` an event without data (a keep-alive comment such as ``: ping``) is
+reported as :data:`HEARTBEAT` (an empty string) instead of being skipped, so the reader knows the
+stream is alive; the first event of a stream is not reported when it has no data (a server
+flushing its headers with a comment says only that the stream opened).
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from typing import Final
 from .errors import OversizedMessage, TransientError
 from .http1 import HTTPFailure
 
-__all__ = ["PUSH_MAX_MESSAGE", "SseMessages", "sse_messages"]
+__all__ = ["HEARTBEAT", "PUSH_MAX_MESSAGE", "SseMessages", "sse_messages"]
 
 PUSH_MAX_MESSAGE: Final = 4 * 2**20
 """The largest SSE event accepted by default (bytes); a larger one is skipped."""
+
+HEARTBEAT: Final = ""
+"""What a push stream yields for a sign of life without a message (an SSE keep-alive comment):
+no message carries empty data, so transports and the driver tell it apart by this value."""
 
 _BLANK_LINE: Final = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 """The end of an event: a line break, then an empty line (any of CR LF, CR, LF)."""
@@ -45,11 +54,15 @@ def _data(event: bytes) -> str | None:
     return "\n".join(data) or None  # an empty data field dispatches nothing of use
 
 
-async def _events(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[str | None]:
-    """The data of each event that has some; ``None`` in place of an event over ``limit``."""
+async def _events(
+    chunks: AsyncIterator[bytes], limit: int, heartbeats: bool = False
+) -> AsyncGenerator[str | None]:
+    """The data of each event that has some; ``None`` in place of an event over ``limit``;
+    with ``heartbeats``, :data:`HEARTBEAT` for an event without data but the stream's first."""
     buffer = bytearray()
     skipping = False  # inside an event that is over the limit: drop its bytes
     first = True
+    opened = False  # an event has ended: a later one without data is a keep-alive
     async for chunk in chunks:
         searched = max(len(buffer) - 3, 0)
         buffer += chunk
@@ -68,6 +81,9 @@ async def _events(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[st
                 data = _data(bytes(buffer[: match.start()]))
                 if data is not None:
                     yield data
+                elif heartbeats and opened:
+                    yield HEARTBEAT
+            opened = True
             del buffer[: match.end()]
             searched = 0
         if len(buffer) > limit:
@@ -77,15 +93,18 @@ async def _events(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[st
 
 
 class SseMessages:
-    """The ``data`` of each SSE event of one stream (events without data are skipped).
+    """The ``data`` of each SSE event of one stream (events without data are skipped, or with
+    ``heartbeats`` reported as :data:`HEARTBEAT` after the first event).
 
     Iteration ends when the stream ends; it raises :class:`~hybridgen.errors.TransientError` when
     the connection fails, and :class:`~hybridgen.errors.OversizedMessage` for an event over the
     limit, after which the iteration can go on.
     """
 
-    def __init__(self, chunks: AsyncIterator[bytes], limit: int = PUSH_MAX_MESSAGE) -> None:
-        self._events = _events(chunks, limit)
+    def __init__(
+        self, chunks: AsyncIterator[bytes], limit: int = PUSH_MAX_MESSAGE, heartbeats: bool = False
+    ) -> None:
+        self._events = _events(chunks, limit, heartbeats)
         self._limit = limit
 
     def __aiter__(self) -> SseMessages:
@@ -107,6 +126,8 @@ class SseMessages:
         await self._events.aclose()
 
 
-def sse_messages(chunks: AsyncIterator[bytes], limit: int = PUSH_MAX_MESSAGE) -> SseMessages:
+def sse_messages(
+    chunks: AsyncIterator[bytes], limit: int = PUSH_MAX_MESSAGE, *, heartbeats: bool = False
+) -> SseMessages:
     """The messages of an ``text/event-stream`` body given as byte chunks (see the module)."""
-    return SseMessages(chunks, limit)
+    return SseMessages(chunks, limit, heartbeats)

@@ -104,7 +104,9 @@ class Transport(Protocol):
         (e.g. HTTP 524). Iteration ends when the server ends the stream, raises
         ``TransientError`` when the connection drops, and raises
         :class:`~hybridgen.errors.OversizedMessage` for an event over the size limit (skipped;
-        the iteration can go on).
+        the iteration can go on). It may yield :data:`~hybridgen.sse.HEARTBEAT` (an empty string)
+        for a keep-alive without a message: the stream shows life
+        (:attr:`~hybridgen.policy.Policy.push_alive`).
         """
         ...
 
@@ -314,7 +316,7 @@ class SuperDuperTransport:
                     raise TransientError(
                         f"{what}: the stream is compressed ({encoding!r}), which was not asked"
                     )
-                messages = sse_messages(response.chunks(), self.max_push_message)
+                messages = sse_messages(response.chunks(), self.max_push_message, heartbeats=True)
                 try:
                     yield messages
                 finally:

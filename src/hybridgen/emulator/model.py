@@ -25,6 +25,7 @@ __all__ = [
     "FILE_MODES",
     "GARBAGE_BODY",
     "MAX_COUNT",
+    "MAX_KEEPALIVES",
     "MAX_FILE_BYTES",
     "MAX_PROGRESS_STEPS",
     "MAX_SECONDS",
@@ -52,6 +53,7 @@ __all__ = [
     "WsRefused",
     "parse_upload",
     "sse_frame",
+    "SSE_KEEPALIVE",
 ]
 
 WsMode = Literal["normal", "silent", "late", "drop", "refuse", "progress"]
@@ -244,7 +246,9 @@ class Faults:
       ``completed`` (a failed job: a ``task`` with status ``error`` and the reason). ``drop`` ends
       the stream (the client sees "stream ended"); ``refuse`` answers HTTP 524 with Cloudflare's
       HTML page. The default, ``silent``, plays the seed-era server (the stream opens, nothing
-      comes); :data:`TODAYS_API` plays today's.
+      comes); :data:`TODAYS_API` plays today's. ``sse_keepalive``: seconds between the
+      ``: keep-alive`` comments the stream sends in any mode but ``refuse``, from the job's
+      start (0: none; at most :data:`MAX_KEEPALIVES` per job).
     - ``poll_fault``: what the first ``poll_faults`` polls of each job get (``None`` count: every
       poll), each with probability ``poll_fault_rate``: an HTTP status (``500``, ``502``, ``503``,
       ``504``, ``429``, ``404``), ``reset`` (connection dropped) or ``garbage`` (invalid JSON).
@@ -298,11 +302,17 @@ class Faults:
     file_mode: FileMode = attrs.field(default="webp", validator=_choice(FILE_MODES))
     file_bytes: int = attrs.field(default=2**31, validator=_count(MAX_FILE_BYTES))
     file_cuts: int = attrs.field(default=0, validator=_count(MAX_COUNT))
+    sse_keepalive: float = attrs.field(default=0.0, validator=_SECONDS)
 
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
         return attrs.evolve(self, **changes)
 
+
+MAX_KEEPALIVES: Final = 300
+"""The most SSE keep-alive comments one job's stream sends (``sse_keepalive``)."""
+SSE_KEEPALIVE: Final = ""
+"""A stream's keep-alive in the SSE schedule (sent as a comment, no data): no message is empty."""
 
 TODAYS_API: Final = Faults(ws_mode="silent", sse_mode="normal")
 """The API as it is today: the legacy socket accepts and stays silent, the SSE stream pushes."""
@@ -1043,6 +1053,14 @@ class ServerModel:
         return messages
 
     def _sse_schedule(self, job: Job) -> list[tuple[float, str]]:
+        messages = self._sse_news(job)
+        every = job.faults.sse_keepalive * self.time_scale
+        if every > 0 and job.faults.sse_mode != "refuse":
+            alive = [(job.created + every * k, SSE_KEEPALIVE) for k in range(1, MAX_KEEPALIVES + 1)]
+            messages = sorted(messages + alive, key=lambda message: message[0])
+        return messages
+
+    def _sse_news(self, job: Job) -> list[tuple[float, str]]:
         mode = job.faults.sse_mode
         if mode not in ("normal", "late", "drop", "progress"):
             return []
@@ -1080,7 +1098,10 @@ class ServerModel:
 
 
 def sse_frame(text: str) -> bytes:
-    """One message as an SSE event: a ``data:`` line per line of ``text``, then a blank line."""
+    """One message as an SSE event: a ``data:`` line per line of ``text``, then a blank line
+    (:data:`SSE_KEEPALIVE`: a comment line instead)."""
+    if text == SSE_KEEPALIVE:
+        return b": keep-alive\n\n"
     return "".join(f"data: {line}\n" for line in text.split("\n")).encode() + b"\n"
 
 

@@ -232,6 +232,8 @@ def check_done_iff_learnable(trace: Trace) -> None:
         longest = (
             max(policy.sparse_interval, policy.poll_interval) if relaxed else policy.poll_interval
         )
+        if policy.trust_live_socket and policy.push_alive is not None:
+            longest = max(longest, policy.lively_interval)  # a lively push spaces polls out
         sure = min(sure, start + longest * (1 + policy.jitter) + f.poll_delay)
     if sure < policy.deadline - 1e-3:
         raise AssertionError(

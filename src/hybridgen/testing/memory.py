@@ -201,7 +201,7 @@ class MemoryTransport:
             raise error_for_status(what, 524, detail=": a timeout occurred (Cloudflare)") from None
         self.open_sockets += 1
         chunks = _sse_bytes(self.model, job)
-        messages = sse_messages(chunks, self.max_push_message)
+        messages = sse_messages(chunks, self.max_push_message, heartbeats=True)
         try:
             yield messages
         finally:
@@ -248,6 +248,7 @@ async def _messages(model: ServerModel, project_id: str) -> AsyncIterator[str]:
 
 
 async def _sse_bytes(model: ServerModel, job: Job) -> AsyncIterator[bytes]:
+    yield b": connected\n\n"  # as the emulator's server opens every stream
     feed = model.sse_feed(job)
     try:
         async for text in feed:

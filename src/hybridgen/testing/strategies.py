@@ -58,6 +58,8 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
         adaptive=draw(st.booleans()),
         trust_live_socket=draw(st.booleans()),
         sparse_interval=poll_interval + draw(seconds(0.0, 30.0)),
+        push_alive=draw(st.none() | seconds(0.1, 60.0)),
+        lively_interval=poll_interval + draw(seconds(0.0, 40.0)),
     )
 
 
@@ -79,6 +81,7 @@ def faults(draw: st.DrawFn, *, max_gen_time: float = 200.0) -> Faults:
         gen_time=draw(seconds(0.0, max_gen_time)),
         job_fails=draw(st.booleans().map(lambda b: b and draw(st.booleans()))),
         progress_steps=draw(st.integers(0, 3)),
+        sse_keepalive=draw(st.sampled_from([0.0, 0.0, 1.0, 7.0, 30.0])),
     )
 
 
