@@ -261,9 +261,11 @@ class Policy:
 
         Listens on SSE (the legacy WebSocket beside it while SSE is down or quiet for a minute),
         polls every 10 s from 10 s on (a 10-minute job needs no poll every 2 s: a silent push
-        costs at most about 10 s of a wait that is minutes long), backs off to a minute under
-        errors and tolerates 60 transient poll errors, gives up after 20 minutes (the API's
-        guide waits 15) and gives the download of a file of hundreds of MB 15 minutes.
+        costs at most about 10 s of a wait that is minutes long; while the push shows life,
+        polls come at most every 2 minutes, the life lasting a minute), backs off to a minute
+        while polls get no answer and tolerates 60 transient poll errors, gives up after 20
+        minutes (the API's guide waits 15) and gives the download of a file of hundreds of MB
+        15 minutes.
         """
         return cls(
             ws_timeout=10.0,
@@ -272,6 +274,8 @@ class Policy:
             deadline=1200.0,
             push_quiet=60.0,
             sparse_interval=30.0,
+            push_alive=60.0,
+            lively_interval=120.0,
             request_timeout=30.0,
             retry_budget=60,
             download_timeout=900.0,
