@@ -4,7 +4,9 @@ same machine over real sockets and on the virtual clock, and the MP4 saved from 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,10 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from rich.console import Console
 
 from cli_support import Running, emulator_stats, is_start, json_lines, run, serve_emulator
 from hybridgen import Client, Policy
 from hybridgen.api import Config, parse_generation_configs, parse_start_reply
+from hybridgen.cli._live import RichReporter
 from hybridgen.emulator import Faults, ServerModel, running
 from hybridgen.emulator.model import GENERATION_CONFIGS, SAMPLE_MP4, BadRequest, parse_upload
 from hybridgen.errors import (
@@ -28,10 +32,10 @@ from hybridgen.errors import (
     TransientError,
     VideoRefused,
 )
-from hybridgen.events import Progress
+from hybridgen.events import Progress, Transition
 from hybridgen.files import sniff, sniff_video
 from hybridgen.journal import SQLiteJournal
-from hybridgen.machine import State
+from hybridgen.machine import State, Trigger
 from hybridgen.testing import MemoryTransport, run_virtual
 from hybridgen.transport import SuperDuperTransport
 from hybridgen.video import (
@@ -229,6 +233,8 @@ def test_the_sample_is_a_real_mp4() -> None:
 def _ffprobe(path: Path) -> dict[str, object]:
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
+        if os.environ.get("CI"):  # .ci/run installs it: in CI this check is never skipped
+            pytest.fail("ffprobe is not installed; .ci/run installs ffmpeg")
         pytest.skip("ffprobe is not installed (apt-get install ffmpeg)")
     done = subprocess.run(
         [ffprobe, "-v", "error", "-show_streams", "-of", "json", str(path)],
@@ -626,3 +632,14 @@ def test_resume_after_sigkill_saves_the_video_without_a_second_job(
     assert result["path"] == str(out.resolve()) and out.read_bytes() == SAMPLE_MP4
     counts = emulator_stats(url, TOKEN)
     assert (counts["start"], counts["download"]) == (1, 1)
+
+
+def test_the_live_line_says_the_time_left_from_the_servers_progress() -> None:
+    view = RichReporter()
+    view.console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True)
+    view.event(Transition("g1", State.REQUESTED, State.AWAITING_WS, Trigger.START, 1.0, 0.0))
+    view.console.print(view)
+    assert "left" not in view.console.export_text()  # no progress yet: no estimate
+    view.event(Progress("g1", 0.25, "sse", 150.0, 150.0, remaining=450.0))
+    view.console.print(view)
+    assert "~7m30s left" in view.console.export_text()

@@ -124,6 +124,8 @@ class RichReporter(_LiveView, Reporter):
         self.fraction: float | None = None
         self.retries = 0
         self.stopped: float | None = None
+        self.left: tuple[float, float] | None = None
+        """The server's progress as ``(seconds left, when it said so)`` (``time.monotonic``)."""
 
     def __rich__(self) -> RenderableType:
         from rich.progress_bar import ProgressBar
@@ -145,7 +147,16 @@ class RichReporter(_LiveView, Reporter):
             ),
             percent,
             f"retries {self.retries}",
+            *self._left(now),
         )
+
+    def _left(self, now: float) -> tuple[str, ...]:
+        """``~4m10s left`` while the server's progress gives an estimate (nothing otherwise)."""
+        if self.left is None or self.stopped is not None:
+            return ()
+        seconds = max(0.0, self.left[0] - (now - self.left[1]))
+        minutes, rest = divmod(round(seconds), 60)
+        return (f"~{minutes}m{rest:02d}s left" if minutes else f"~{rest}s left",)
 
     def event(self, event: Event) -> None:
         """Update the live line; print transitions above it."""
@@ -167,6 +178,8 @@ class RichReporter(_LiveView, Reporter):
             )
         elif isinstance(event, Progress):
             self.fraction = event.fraction
+            if event.remaining is not None:
+                self.left = (event.remaining, time.monotonic())
         elif isinstance(event, Retry):
             self.retries += 1
         elif isinstance(event, JournalWarning):
