@@ -31,6 +31,7 @@ PREFIXES = {
         "load.real.",
         "done.",
         "issue7.virtual.",
+        "video.virtual.",
     ),
     "scale": ("scale.normal.", "scale.silent."),
     "machine": ("machine.",),
@@ -89,6 +90,9 @@ def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) 
                     f"done.{key}",
                 } <= names
         assert any(n.startswith("issue7.virtual.") and "http_requests" in n for n in names)
+        for scenario in ("todays_api", "push_silent"):  # issue 24's video row
+            key = f"video.virtual.{scenario}.video_vs_seed_timings"
+            assert {f"{key}.latency.median", f"{key}.http_requests", f"{key}.done"} <= names
     if name == "scale":  # every figure beside the hand-written aiohttp client of the same run
         names = {f["name"] for f in figures}
         for mode in ("normal", "silent"):

@@ -43,6 +43,7 @@ from ..machine import State
 from ..policy import Policy
 from ..testing import MemoryTransport, run_virtual
 from ..transport import SuperDuperTransport
+from ..video import StartRequest, VideoRequest
 from ._report import Figure, figure, percentile
 
 __all__ = [
@@ -51,9 +52,11 @@ __all__ = [
     "POLICIES",
     "REAL_SCALE",
     "SCENARIOS",
+    "VIDEO",
     "WARMUP",
     "Sample",
     "issue7",
+    "video",
     "real_samples",
     "run",
     "virtual_samples",
@@ -102,6 +105,24 @@ REAL_SCALE: Final = 0.05
 SMOKE_SCALE: Final = 0.01
 
 
+def _fox() -> StartRequest:
+    return ImageRequest(prompt="a red fox")  # a project of its own each time
+
+
+VIDEO: Final = (
+    {"todays_api": TODAYS_API, "push_silent": Faults(ws_mode="silent", sse_mode="silent")},
+    (300.0, 900.0),
+)
+"""Issue 24's video row: today's API (SSE pushes) and a silent push, with jobs of 5-15 minutes
+drawn uniformly by a seeded RNG; :meth:`Policy.video` beside the seed's timings (30 s socket,
+then a poll every 2 s) with its 2-minute cap lifted to the video deadline so that it can finish
+at all (the seed as it is fails every video: its ``done`` fraction is reported too)."""
+
+
+def _seed_for_video() -> Policy:
+    return Policy.seed().replace(deadline=Policy.video().deadline)
+
+
 def _fixed_2s() -> Policy:
     return Policy.default().replace(trust_live_socket=False)
 
@@ -124,18 +145,25 @@ def virtual_samples(
     *,
     seed: int = 0,
     gen_times: Sequence[float] | None = None,
+    request: Callable[[], StartRequest] = _fox,
 ) -> list[Sample]:
     """Run ``WARMUP + n`` generations one after another through one client on the virtual clock.
 
     Returns the last ``n``. ``seed`` seeds the core's jitter (the random module) and the server
     model's fault draws; ``gen_times``, if given, is each generation's job duration in order
-    (``WARMUP + n`` of them), else every job takes ``faults.gen_time``.
+    (``WARMUP + n`` of them), else every job takes ``faults.gen_time``. Each generation sends
+    a new ``request()`` (an image, of its own project, by default).
     """
-    return run_virtual(partial(_virtual_run, faults, policy, n, seed, gen_times))
+    return run_virtual(partial(_virtual_run, faults, policy, n, seed, gen_times, request))
 
 
 async def _virtual_run(
-    faults: Faults, policy: Policy, n: int, seed: int, gen_times: Sequence[float] | None
+    faults: Faults,
+    policy: Policy,
+    n: int,
+    seed: int,
+    gen_times: Sequence[float] | None,
+    request: Callable[[], StartRequest] = _fox,
 ) -> list[Sample]:
     random.seed(seed)  # the core's jitter draws from the random module
     model = ServerModel(faults, seed=seed)
@@ -147,7 +175,7 @@ async def _virtual_run(
                 model.faults = faults.replace(gen_time=gen_times[i])
             before = len(transport.calls)
             async with trio.open_nursery() as nursery:
-                gen = await nursery.start(partial(client.start, ImageRequest(prompt="a red fox")))
+                gen = await nursery.start(partial(client.start, request()))
             whats = [what for _, what in transport.calls[before:]]
             samples.append(
                 attrs.evolve(
@@ -314,6 +342,40 @@ def issue7(n: int, seed: int = 7) -> list[Figure]:
     return _compare(names, runs["adaptive"], runs["fixed_2s"], "s", 1.0)
 
 
+def video(n: int, seed: int = 7) -> list[Figure]:
+    """Issue 24's video row (see :data:`VIDEO`), in virtual time: D - R, requests and ``done``
+    per video of :meth:`Policy.video` beside the seed's timings (deadline lifted), and the
+    seed's own ``done`` fraction."""
+    scenarios, (low, high) = VIDEO
+    rng = random.Random(seed)
+    gen_times = [rng.uniform(low, high) for _ in range(WARMUP + n)]
+
+    def request() -> StartRequest:
+        return VideoRequest(prompt="waves at dusk", model="azure-openai/sora", duration=10)
+
+    figures: list[Figure] = []
+    for name, faults in scenarios.items():
+        runs = {
+            who: virtual_samples(faults, make(), n, gen_times=gen_times, request=request)
+            for who, make in (
+                ("video", Policy.video),
+                ("seed_timings", _seed_for_video),
+                ("seed", Policy.seed),
+            )
+        }
+        _report_failures(
+            "virtual", f"video.{name}", {k: runs[k] for k in ("video", "seed_timings")}
+        )
+        key = f"video.virtual.{name}.video_vs_seed_timings"
+        names = (f"{key}.latency", f"{key}.http_requests", f"{key}.done")
+        figures += _compare(names, runs["video"], runs["seed_timings"], "s", 1.0)
+        done = _stats(runs["seed"])[3] / n  # the seed as it is: its 2-minute cap
+        figures.append(
+            figure(f"video.virtual.{name}.seed.done", done, "fraction", None, higher_is_better=True)
+        )
+    return figures
+
+
 def run(smoke: bool = False, plot: str | None = None) -> list[Figure]:
     """Measure figures 1 and 2 in virtual time and over real sockets; optionally draw the plot."""
     names = SMOKE_SCENARIOS if smoke else tuple(SCENARIOS)
@@ -336,6 +398,7 @@ def run(smoke: bool = False, plot: str | None = None) -> list[Figure]:
         stats = [_stats(virtual[who]) for who in POLICIES]
         plot_rows.append((name, [(s[0], s[1]) for s in stats]))
     figures += issue7(n_virtual)
+    figures += video(2 if smoke else 30)
     if plot:
         from .plot import latency_plot
 
