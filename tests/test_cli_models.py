@@ -38,6 +38,7 @@ def test_models_lists_the_embedded_emulators_configs() -> None:
         "vip",
         "durations",
         "max_duration",
+        "aspect_ratios",
         "price_per_second",
     }
     table = run("models", "--type", "image_to_image")

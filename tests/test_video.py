@@ -3,6 +3,7 @@ same machine over real sockets and on the virtual clock, and the MP4 saved from 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -33,7 +34,7 @@ from hybridgen.errors import (
     VideoRefused,
 )
 from hybridgen.events import Progress, Transition
-from hybridgen.files import sniff, sniff_video
+from hybridgen.files import SavedFile, sniff, sniff_video
 from hybridgen.journal import SQLiteJournal
 from hybridgen.machine import State, Trigger
 from hybridgen.testing import MemoryTransport, run_virtual
@@ -114,6 +115,11 @@ def test_models_list_their_kind_durations_and_price_per_second() -> None:
             "image",
             ("comfyui/ltx", "fal-ai/kling-video/v2.1"),
         ),
+        (
+            VideoRequest(prompt="p", model="google-cloud/veo3-text2video", aspect_ratio="1:1"),
+            "aspect_ratio",
+            ("16:9", "9:16"),
+        ),
         (VideoRequest(prompt="p", model="comfyui/flux"), "model", None),
         (VideoRequest(prompt="p", model="nobody/none"), "model", None),
     ],
@@ -171,6 +177,10 @@ async def test_the_emulator_takes_both_placements_and_refuses_what_the_model_doe
     assert caught.value.field == "config.params.duration"
     with pytest.raises(BadRequest):
         model.create_video({"config": {"prompt": "p", "generation_config_name": "comfyui/flux"}})
+    veo = {"prompt": "p", "generation_config_name": "google-cloud/veo3-text2video"}
+    with pytest.raises(BadRequest) as caught:
+        model.create_video({"config": {**veo, "params": {"aspect_ratio": "1:1"}}})
+    assert caught.value.field == "config.params.aspect_ratio"
     ref = {"type": "SOURCE", "reference_id": "missing"}
     with pytest.raises(BadRequest):
         model.create_video(
@@ -643,3 +653,17 @@ def test_the_live_line_says_the_time_left_from_the_servers_progress() -> None:
     view.event(Progress("g1", 0.25, "sse", 150.0, 150.0, remaining=450.0))
     view.console.print(view)
     assert "~7m30s left" in view.console.export_text()
+
+
+def test_an_asyncio_app_makes_a_video(tmp_path: Path) -> None:
+    from hybridgen.aio import AsyncioClient
+
+    model = ServerModel(Faults(gen_time=2, sse_mode="normal"), time_scale=0.05)
+
+    async def main() -> SavedFile:
+        async with AsyncioClient(lambda: MemoryTransport(model)) as client:
+            result = await client.generate_video("waves", model="azure-openai/sora")
+            return await client.download(result, tmp_path / "waves", media="video")
+
+    saved = asyncio.run(main())
+    assert saved.path.endswith(".mp4") and saved.video

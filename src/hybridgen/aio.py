@@ -20,19 +20,19 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import outcome
 import trio
 
-from .api import ImageRequest
 from .core import Result
 from .driver import Client, Generation
 from .errors import HybridgenError
 from .events import Event, Subscriber
-from .files import DOWNLOAD_LIMIT, SavedFile
+from .files import Media, SavedFile
 from .policy import Policy
 from .transport import Transport
+from .video import StartRequest, VideoOptions
 
 __all__ = ["AsyncioClient"]
 
@@ -132,10 +132,18 @@ class AsyncioClient:
         return detach
 
     async def generate(
-        self, request: ImageRequest | str, *, policy: Policy | None = None
+        self, request: StartRequest | str, *, policy: Policy | None = None
     ) -> Result:
         """Run one generation; return its :class:`Result` (raises like :meth:`Client.generate`)."""
         return await self._call(lambda client: client.generate(request, policy=policy))
+
+    async def generate_video(
+        self, prompt: str, *, policy: Policy | None = None, **options: Unpack[VideoOptions]
+    ) -> Result:
+        """Make one video; like :meth:`Client.generate_video` (checks first, same errors)."""
+        return await self._call(
+            lambda client: client.generate_video(prompt, policy=policy, **options)
+        )
 
     async def download(
         self,
@@ -143,13 +151,14 @@ class AsyncioClient:
         path: str | os.PathLike[str],
         *,
         convert: str | None = None,
-        limit: int = DOWNLOAD_LIMIT,
+        limit: int | None = None,
         policy: Policy | None = None,
+        media: Media = "image",
     ) -> SavedFile:
         """Save a result's file to ``path``; like :meth:`Client.download` (same errors)."""
         return await self._call(
             lambda client: client.download(
-                result, path, convert=convert, limit=limit, policy=policy
+                result, path, convert=convert, limit=limit, policy=policy, media=media
             )
         )
 
@@ -180,7 +189,7 @@ class AsyncioClient:
             raise
 
     async def stream(
-        self, request: ImageRequest | str, *, policy: Policy | None = None
+        self, request: StartRequest | str, *, policy: Policy | None = None
     ) -> AsyncIterator[Event]:
         """Run one generation and yield its events as they happen, the terminal one last."""
         loop = asyncio.get_running_loop()

@@ -488,7 +488,8 @@ class ModelInfo:
     ``price`` is the server's price for one generation when it gives one (``None`` otherwise);
     ``vip`` is true when only VIP accounts may use it. Video models (``type`` in
     :data:`VIDEO_KINDS`) also say the ``durations`` they allow (seconds; empty: any up to
-    ``max_duration``, or any when that is ``None`` too) and their ``price_per_second``.
+    ``max_duration``, or any when that is ``None`` too), their ``price_per_second`` and,
+    when the list gives them, their ``aspect_ratios``.
     """
 
     name: str
@@ -499,6 +500,8 @@ class ModelInfo:
     durations: tuple[int, ...] = ()
     max_duration: int | None = None
     price_per_second: float | None = None
+    aspect_ratios: tuple[str, ...] = ()
+    """The frame shapes a video model makes (``"16:9"``, ...; empty: the list does not say)."""
 
     @property
     def video(self) -> bool:
@@ -555,6 +558,13 @@ def _seconds_list(params: object) -> tuple[int, ...]:
     return tuple(sorted(found))
 
 
+def _shapes(params: object) -> tuple[str, ...]:
+    raw = params.get("supported_aspect_ratios") if isinstance(params, dict) else None
+    if not isinstance(raw, list):
+        return ()
+    return tuple(v for v in raw[:50] if isinstance(v, str) and re.fullmatch(r"\d{1,3}:\d{1,3}", v))
+
+
 def parse_generation_configs(data: object) -> list[ModelInfo]:
     """Parse ``GET /api/v1/generation-config`` (a list, or an object with ``items``).
 
@@ -585,6 +595,7 @@ def parse_generation_configs(data: object) -> list[ModelInfo]:
                 durations=_seconds_list(params),
                 max_duration=int(longest) if longest is not None and 1 <= longest <= 3600 else None,
                 price_per_second=_number(params, "price_per_second"),
+                aspect_ratios=_shapes(params),
             )
         )
     return models

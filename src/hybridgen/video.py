@@ -225,9 +225,10 @@ def _video_names(models: Sequence[ModelInfo]) -> tuple[str, ...]:
 def check_video(request: VideoRequest, models: Sequence[ModelInfo]) -> ModelInfo:
     """Check ``request`` against the server's model list; its model, or :class:`VideoRefused`.
 
-    Refused: a model the list does not have (or that is not a video model), a duration the model
-    does not allow, an image-to-video or video-to-video model without its source, a
-    text-to-video model given one. Each error names the field and lists the allowed values.
+    Refused: a model the list does not have (or that is not a video model), a duration (or an
+    aspect ratio, when the list names them) the model does not allow, an image-to-video or
+    video-to-video model without its source, a text-to-video model given one. Each error names
+    the field and lists the allowed values.
     """
     model = find_model(request.model, models)
     if not model.allows(request.duration):
@@ -237,6 +238,12 @@ def check_video(request: VideoRequest, models: Sequence[ModelInfo]) -> ModelInfo
             f"{model.name} does not make {request.duration} s videos",
             allowed,
             unit="s",
+        )
+    if model.aspect_ratios and request.aspect_ratio not in model.aspect_ratios:
+        raise VideoRefused(
+            "aspect_ratio",
+            f"{model.name} does not make {request.aspect_ratio} videos",
+            model.aspect_ratios,
         )
     if model.needs_source and request.image is None:
         what = "an image" if model.type == "image_to_video" else "a source video"

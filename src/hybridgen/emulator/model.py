@@ -115,7 +115,11 @@ GENERATION_CONFIGS: Final = (
         "label": "Veo 3",
         "type": "text_to_video",
         "source": "google-cloud",
-        "params": {"price_per_second": 2.0, "available_durations": [5, 8]},
+        "params": {
+            "price_per_second": 2.0,
+            "available_durations": [5, 8],
+            "supported_aspect_ratios": ["16:9", "9:16"],
+        },
         "vip_required": True,
     },
     {
@@ -650,6 +654,11 @@ class ServerModel:
         aspect = params.get("aspect_ratio", config.get("aspect_ratio", "16:9"))
         if not isinstance(aspect, str) or len(aspect) > 16:
             raise BadRequest("config.params.aspect_ratio", "str type expected", "type_error.str")
+        shapes = spec["params"].get("supported_aspect_ratios")
+        if shapes and aspect not in shapes:
+            raise BadRequest(
+                "config.params.aspect_ratio", f"{name} makes {', '.join(shapes)} videos"
+            )
         seed = params.get("seed", config.get("seed", 0))
         reference = self._reference(config.get("references"))
         job = self._job(
