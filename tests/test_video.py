@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from cli_support import Running, emulator_stats, is_start, json_lines, run, serve_emulator
@@ -34,7 +37,7 @@ from hybridgen.errors import (
     VideoRefused,
 )
 from hybridgen.events import Progress, Transition
-from hybridgen.files import SavedFile, sniff, sniff_video
+from hybridgen.files import SavedFile, save, sniff, sniff_video
 from hybridgen.journal import SQLiteJournal
 from hybridgen.machine import State, Trigger
 from hybridgen.testing import MemoryTransport, run_virtual
@@ -429,19 +432,22 @@ async def test_a_video_over_real_sockets_is_saved_as_a_playable_mp4(tmp_path: Pa
     assert stream["codec_name"] == "h264" and (stream["width"], stream["height"]) == (128, 72)
 
 
-async def test_the_start_goes_to_generate_video_and_polls_hear_failures(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sse_mode", ["silent", "normal"])
+async def test_the_start_goes_to_generate_video_and_failures_are_heard(sse_mode: str) -> None:
+    faults = Faults(gen_time=300, ws_mode="silent", sse_mode=sse_mode, job_fails=True)
     with trio.fail_after(30):
-        async with _real(Faults(gen_time=300, ws_mode="silent", job_fails=True)) as (
-            client,
-            model,
-        ):
+        async with _real(faults) as (client, model):
+            # pushed: polling would begin only after 5 s, so the push must bring the failure
+            policy = client.policy.replace(ws_timeout=5.0) if sse_mode == "normal" else None
             with pytest.raises(GenerationFailed) as caught:
                 await client.generate_video(
-                    "waves", model="azure-openai/sora", policy=client.policy
+                    "waves", model="azure-openai/sora", policy=policy or client.policy
                 )
     assert caught.value.result.channel is None
     assert "job_fails" in (caught.value.result.reason or "")
-    assert model.counts["start"] == 1 and model.counts["poll"] >= 1
+    assert caught.value.result.elapsed < 2.0
+    polls = model.counts["poll"]
+    assert model.counts["start"] == 1 and (polls == 0 if sse_mode == "normal" else polls >= 1)
     (job,) = model.jobs.values()
     assert job.kind == "video"
     assert GENERATE_VIDEO == "/api/v1/file/generate-video"
@@ -667,3 +673,45 @@ def test_an_asyncio_app_makes_a_video(tmp_path: Path) -> None:
 
     saved = asyncio.run(main())
     assert saved.path.endswith(".mp4") and saved.video
+
+
+# -- properties -------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=3000), name=st.text(max_size=40))
+def test_any_upload_round_trips_through_multipart(data: bytes, name: str) -> None:
+    body, kind = multipart_body(data, name, "image/png")
+    got, filename, part_type = parse_upload(body, kind)
+    assert got == data and part_type == "image/png"
+    assert filename.isprintable() and '"' not in filename
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(SAMPLE_MP4) - 1), max_size=4))
+def test_a_body_broken_anywhere_is_resumed_to_the_same_bytes(cuts: list[int]) -> None:
+    """However often and wherever the body breaks, the saved file is the sent one."""
+    breaks = sorted(set(cuts))
+    asked: list[int] = []
+
+    async def body(start: int) -> AsyncIterator[bytes]:
+        asked.append(start)
+        stop = next((c for c in breaks if c > start), None)
+        for at in range(start, len(SAMPLE_MP4), 1000):
+            end = min(at + 1000, len(SAMPLE_MP4))
+            if stop is not None and end > stop:
+                yield SAMPLE_MP4[at:stop]
+                raise TransientError("download: connection failed (emulated)")
+            yield SAMPLE_MP4[at:end]
+
+    @contextlib.asynccontextmanager
+    async def reopen(start: int) -> AsyncIterator[AsyncIterator[bytes]]:
+        yield body(start)
+
+    async def main(directory: str) -> SavedFile:
+        return await save(body(0), Path(directory) / "v", url="u", media="video", reopen=reopen)
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved = run_virtual(lambda: main(directory))
+        assert Path(saved.path).read_bytes() == SAMPLE_MP4
+    assert asked == [0, *breaks]
