@@ -715,3 +715,21 @@ def test_a_body_broken_anywhere_is_resumed_to_the_same_bytes(cuts: list[int]) ->
         saved = run_virtual(lambda: main(directory))
         assert Path(saved.path).read_bytes() == SAMPLE_MP4
     assert asked == [0, *breaks]
+
+
+def test_a_cut_download_from_hybridgen_serve_is_resumed(
+    tmp_path: Path, spawn: Callable[..., Running]
+) -> None:
+    url, env = serve_emulator(
+        spawn, TOKEN, "--time-scale", "0.02", "--sse-mode", "normal", "--file-cuts", "1"
+    )
+    out = tmp_path / "waves.mp4"
+    proc = run(
+        *("generate", "--video", "waves", "--model", "azure-openai/sora", "--out", str(out)),
+        *("--json", "--time-scale", "0.02"),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == SAMPLE_MP4
+    counts = emulator_stats(url, TOKEN)
+    assert (counts["download"], counts["download_range"]) == (2, 1)

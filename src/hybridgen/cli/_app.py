@@ -273,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
             "(seed era), html (an error page), huge (2 GiB), slow (1 byte/s, scaled)"
         ),
     )
+    serve.add_argument(
+        "--file-cuts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="break the first N downloads of each result file off halfway (Range resumes them)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     check = sub.add_parser(

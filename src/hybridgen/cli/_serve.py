@@ -55,5 +55,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         start_fault=args.start_fault,
         start_faults=args.start_faults,
         file_mode=args.file_mode,
+        file_cuts=args.file_cuts,
     )
     return trio.run(_serve, faults, scale, token, args.host, args.port)
