@@ -32,7 +32,8 @@ def event_json(event: Event, at: float) -> dict[str, Any]:
     """The JSON object of an event, ``at`` seconds into its generation's run.
 
     ``{"event": "transition", "id", "from", "to", "trigger", "at"}``, ``{"event": "progress",
-    "id", "fraction", "via", "at"}``, ``{"event": "retry", "id", "what", "attempt", "delay",
+    "id", "fraction", "via", "remaining", "at"}`` (``remaining``: seconds left, estimated, or
+    ``null``), ``{"event": "retry", "id", "what", "attempt", "delay",
     "reason", "at"}`` or ``{"event": "journal", "id", "operation", "lost", "reason", "at"}``
     (``id`` is ``null`` for a journal write about no one generation). An event kind added later
     gets its snake-cased class name as ``"event"`` and its public fields (no wall or monotonic
