@@ -207,6 +207,9 @@ def test_multipart_upload_round_trips_through_the_emulators_parser() -> None:
     assert '"' not in name and "\r" not in name
     with pytest.raises(BadRequest):
         parse_upload(body, "application/json")
+    other = body.replace(b'name="payload"; filename=', b'name="other"; filename=')
+    with pytest.raises(BadRequest):  # a field named otherwise is not the payload
+        parse_upload(other, kind)
     assert parse_upload_reply(json.dumps({"id": "f-1", "url": None}).encode()) == "f-1"
     with pytest.raises(TransientError, match="upload reply"):
         parse_upload_reply(b"[]")

@@ -13,6 +13,7 @@ import hmac
 import json
 import math
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -1219,8 +1220,8 @@ def parse_upload(body: bytes, content_type: str) -> tuple[bytes, str, str]:
         if not sep:
             continue
         headers = head.decode("latin-1").lower()
-        if 'name="payload"' not in headers:
-            continue
+        if not re.search(r'(?:^|;)\s*name="payload"', headers, re.MULTILINE):
+            continue  # another field (a file *named* payload is not the field)
         name = "upload"
         original = head.decode("latin-1")
         marker = original.lower().find('filename="')
