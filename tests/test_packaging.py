@@ -19,8 +19,10 @@ import sys
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import Final
 
 import pytest
+from packaging.requirements import Requirement
 
 from hybridgen import __version__
 
@@ -175,17 +177,99 @@ def test_installed_wheel_registers_the_pytest_plugin(installed: Path) -> None:
     assert (installed / "hybridgen" / "py.typed").exists()
 
 
-def test_the_testing_extra_brings_what_hybridgen_testing_needs(wheel: Path) -> None:
+BASE: Final = {
+    "attrs",
+    "transitions",
+    "trio",
+    "outcome",
+    "trio-websocket",
+    "wsproto",
+    "h11",
+    "httpx",
+}
+"""What ``pip install hybridgen`` asks for: the client alone."""
+SERVERS_AND_UI: Final = {"hypercorn", "starlette", "h2", "rich", "pygments", "pillow", "aiohttp"}
+"""Distributions of the extras that the base install must never bring, even indirectly."""
+
+
+def requirements(wheel: Path) -> dict[str, set[str]]:
+    """The wheel's ``Requires-Dist`` by extra (``""``: the base install), as written."""
     metadata = email.parser.Parser().parsestr(dist_info(wheel, "METADATA"))
-    assert {"testing", "test"} <= set(metadata.get_all("Provides-Extra", []))
-    testing = {
-        re.split(r"[<>=; ]", r, maxsplit=1)[0]
-        for r in metadata.get_all("Requires-Dist", [])
-        if re.search(r"""extra == ["']testing["']""", r)
-    }
-    assert testing == {"hypothesis", "pytest", "pytest-trio"}
-    test = [r for r in metadata.get_all("Requires-Dist", []) if 'extra == "test"' in r]
-    assert any(r.startswith("hybridgen[testing]") for r in test), test
+    found: dict[str, set[str]] = {extra: set() for extra in metadata.get_all("Provides-Extra", [])}
+    found[""] = set()
+    for line in metadata.get_all("Requires-Dist", []):
+        requirement = Requirement(line)
+        extras = [
+            e
+            for e in found
+            if e and requirement.marker and requirement.marker.evaluate({"extra": e})
+        ]
+        for extra in extras or [""]:
+            found[extra].add(str(requirement).split(";")[0].strip())
+    return found
+
+
+def names(requirements: set[str]) -> set[str]:
+    return {Requirement(r).name.lower() for r in requirements}
+
+
+def test_the_base_install_is_the_client_alone(wheel: Path) -> None:
+    base = requirements(wheel)[""]
+    assert names(base) == BASE, base
+    assert all(re.search(r">=\d", r) for r in base), f"every dependency has a lower bound: {base}"
+
+
+def closure(wanted: set[str]) -> set[str]:
+    """The distributions ``wanted`` needs, read from what is installed here (offline)."""
+    seen: set[str] = set()
+    todo = [canonical(n) for n in wanted]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in importlib.metadata.distribution(name).requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonical(requirement.name))
+    return seen
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_base_install_stays_small() -> None:
+    """At most 18 distributions besides hybridgen, pip and setuptools; no server, no UI."""
+    needed = closure(BASE)
+    assert len(needed) <= 18, sorted(needed)
+    assert not needed & SERVERS_AND_UI, sorted(needed & SERVERS_AND_UI)
+
+
+def test_the_extras_bring_each_feature(wheel: Path) -> None:
+    extras = requirements(wheel)
+    assert {"cli", "emulator", "inspector", "convert", "testing", "otel", "postgres"} <= set(extras)
+    assert names(extras["testing"]) == {"hybridgen", "hypothesis", "pytest", "pytest-trio"}
+    assert names(extras["emulator"]) == {"hypercorn", "starlette", "pillow"}
+    assert names(extras["inspector"]) == {"hypercorn", "starlette", "anyio", "sniffio"}
+    assert names(extras["convert"]) == {"pillow"}
+    assert names(extras["otel"]) == {"opentelemetry-api"}
+    assert names(extras["cli"]) == {"hybridgen", "rich"}
+    assert any(Requirement(r).extras == {"convert", "emulator", "inspector"} for r in extras["cli"])
+    assert any(Requirement(r).extras == {"emulator"} for r in extras["testing"])
+
+
+def test_the_test_extra_pulls_every_extra(wheel: Path) -> None:
+    """``pip install -e '.[test]'`` (what .ci/run does) gives the suite everything it imports."""
+    extras = requirements(wheel)
+    pulled, todo = set(), ["test"]
+    while todo:  # the extras named by hybridgen[...] in an extra, and in those, ...
+        for r in extras[todo.pop()]:
+            if Requirement(r).name == "hybridgen":
+                todo += Requirement(r).extras - pulled
+                pulled |= Requirement(r).extras
+    assert pulled == set(extras) - {"", "test"}
+    assert "opentelemetry-sdk" in names(extras["test"])
 
 
 BLOCK_HYPOTHESIS = """

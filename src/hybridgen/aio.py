@@ -8,7 +8,7 @@ asyncio through futures and queues. Cancelling the asyncio task cancels the gene
 
 Example (inside a FastAPI/Starlette app or any ``asyncio.run``)::
 
-    async with AsyncioClient(lambda: SuperDuperTransport(Config.from_env())) as client:
+    async with AsyncioClient.from_env() as client:
         result = await client.generate("a red fox")
         async for event in client.stream("a lighthouse"):
             ...
@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, Unpack
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import outcome
 import trio
@@ -31,8 +31,10 @@ from .errors import HybridgenError
 from .events import Event, Subscriber
 from .files import Media, SavedFile
 from .policy import Policy
-from .transport import Transport
 from .video import StartRequest, VideoOptions
+
+if TYPE_CHECKING:
+    from .transport import Transport
 
 __all__ = ["AsyncioClient"]
 
@@ -56,6 +58,27 @@ class AsyncioClient:
         self._nursery: trio.Nursery | None = None
         self._client: Client | None = None
         self._finished: asyncio.Future[outcome.Outcome[None]] | None = None
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, policy: Policy | None = None
+    ) -> AsyncioClient:
+        """An asyncio client of the real API named by ``SUPERDUPERAI_URL``/``SUPERDUPERAI_TOKEN``.
+
+        As :meth:`Client.from_env <hybridgen.driver.Client.from_env>`: ``env`` (default
+        :data:`os.environ`) is read now, so a :class:`~hybridgen.errors.ConfigError` is raised
+        here, on the asyncio side; the transport is made on the trio side when the client starts.
+        """
+        from .api import Config
+
+        config = Config.from_env(env)
+
+        def transport() -> Transport:
+            from .transport import SuperDuperTransport
+
+            return SuperDuperTransport(config)
+
+        return cls(transport, policy=policy)
 
     async def __aenter__(self) -> AsyncioClient:
         loop = asyncio.get_running_loop()

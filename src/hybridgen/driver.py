@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Final, Unpack, cast
+from typing import TYPE_CHECKING, Any, Final, Unpack, cast
 
 import attrs
 import trio
@@ -48,6 +48,7 @@ from .files import (
     Media,
     Reopen,
     SavedFile,
+    convert_target,
     save,
     sniff,
     sniff_video,
@@ -55,7 +56,6 @@ from .files import (
 from .journal import Journal, JournalFailure
 from .machine import State
 from .policy import Policy
-from .transport import Transport
 from .video import (
     DEFAULT_VIDEO_MODEL,
     UPLOAD_LIMIT,
@@ -66,6 +66,9 @@ from .video import (
     check_video,
     source_of,
 )
+
+if TYPE_CHECKING:  # the transports (httpx, trio-websocket) load when a client makes one
+    from .transport import Transport
 
 __all__ = ["MAX_REQUESTS", "MAX_STARTS", "Client", "Generation", "Result", "VideoPlan"]
 
@@ -293,6 +296,39 @@ class Client:
         """The push channels that showed life while a poll found the result on this client:
         their life no longer relaxes polling (see :attr:`~hybridgen.policy.Policy.push_alive`)."""
 
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        policy: Policy | None = None,
+        journal: Journal | None = None,
+        max_requests: int = MAX_REQUESTS,
+        max_starts: int = MAX_STARTS,
+    ) -> Client:
+        """A client of the real API named by ``SUPERDUPERAI_URL`` and ``SUPERDUPERAI_TOKEN``.
+
+        The front door: :meth:`Config.from_env <hybridgen.api.Config.from_env>` reads ``env``
+        (default :data:`os.environ`; a :class:`~hybridgen.errors.ConfigError` names what is
+        missing or wrong), a :class:`~hybridgen.transport.SuperDuperTransport` talks to it; the
+        other arguments are those of :class:`Client`::
+
+            async with Client.from_env() as client:
+                result = await client.generate("a red fox")
+                await client.download(result, "fox.webp")
+        """
+        from .api import Config
+        from .transport import SuperDuperTransport
+
+        config = Config.from_env(env)
+        return cls(
+            SuperDuperTransport(config),
+            policy=policy,
+            journal=journal,
+            max_requests=max_requests,
+            max_starts=max_starts,
+        )
+
     async def __aenter__(self) -> Client:
         return self
 
@@ -514,6 +550,7 @@ class Client:
         :data:`~hybridgen.files.VIDEO_DOWNLOAD_LIMIT` then, else to
         :data:`~hybridgen.files.DOWNLOAD_LIMIT`).
         """
+        convert_target(convert)  # an unknown format, or no Pillow: said before any I/O
         if limit is None:
             limit = VIDEO_DOWNLOAD_LIMIT if media == "video" else DOWNLOAD_LIMIT
         url = result if isinstance(result, str) else result.url

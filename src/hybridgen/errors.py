@@ -28,6 +28,36 @@ class ConfigError(HybridgenError, ValueError):
         self.field = field
 
 
+class MissingExtra(ConfigError, ImportError):
+    """A feature needs an optional dependency that is not installed; one line says what to install.
+
+    ``feature`` names what was asked for (``"the embedded emulator"``), ``extra`` the extra that
+    brings it (``pip install 'hybridgen[extra]'``), ``name`` (as for any :class:`ImportError`)
+    the module that is missing. A :class:`ConfigError` (``field`` is ``"hybridgen[extra]"``):
+    the ``hybridgen`` command exits 2.
+    """
+
+    def __init__(self, feature: str, *, extra: str, module: str) -> None:
+        ImportError.__init__(
+            self,
+            f"{feature} needs {module}, which is not installed: pip install 'hybridgen[{extra}]'",
+            name=module,
+        )
+        self.field = f"hybridgen[{extra}]"
+        self.feature = feature
+        self.extra = extra
+
+    @classmethod
+    def of(cls, exc: ModuleNotFoundError, feature: str, *, extra: str) -> MissingExtra:
+        """The error to raise (``from None``) for ``exc``, a failed import of ``extra``'s module."""
+        module = (exc.name or "a module").partition(".")[0]
+        return cls(feature, extra=extra, module=_DISTRIBUTIONS.get(module, module))
+
+
+_DISTRIBUTIONS = {"PIL": "Pillow"}
+"""Modules whose distribution has another name, as :class:`MissingExtra` names them."""
+
+
 class RequestError(HybridgenError, ValueError):
     """A generation request (prompt, size, seed, ...) is invalid; raised before any network I/O."""
 

@@ -3,7 +3,8 @@
 A result URL may serve any image format (the real CDN serves WEBP), or something that is not an
 image at all (an HTML error page). :func:`save` streams a body to a temporary file beside the
 destination, with a size limit, checks from the bytes that it is an image (magic numbers, then
-Pillow), converts it only when asked, and renames it into place. Memory stays at about one chunk
+a full decode by Pillow when it is installed: ``hybridgen[convert]``, in ``[cli]``), converts it
+only when asked (which needs Pillow), and renames it into place. Memory stays at about one chunk
 whatever the server sends. :meth:`hybridgen.Client.download` is the usual way in.
 """
 
@@ -21,9 +22,8 @@ from typing import IO, Final, Literal
 
 import attrs
 import trio
-from PIL import Image, UnidentifiedImageError
 
-from .errors import ConfigError, DownloadError, TransientError
+from .errors import ConfigError, DownloadError, MissingExtra, TransientError
 
 log: Final = logging.getLogger("hybridgen.files")
 
@@ -38,6 +38,7 @@ __all__ = [
     "Media",
     "SavedFile",
     "check_destination",
+    "convert_target",
     "format_for_suffix",
     "save",
     "sniff",
@@ -248,7 +249,13 @@ class SavedFile:
         return self.content_type != self.source_type
 
 
-def _convert_target(convert: str | None) -> str | None:
+def convert_target(convert: str | None) -> str | None:
+    """The image type ``convert`` names (``"png"``: ``"image/png"``), or ``None`` for none.
+
+    Raises :class:`~hybridgen.errors.ConfigError` for an unknown format and
+    :class:`~hybridgen.errors.MissingExtra` when a conversion is asked and Pillow is not
+    installed, before any I/O.
+    """
     if convert is None:
         return None
     target = CONVERT_FORMATS.get(str(convert).lower().lstrip("."))
@@ -256,6 +263,10 @@ def _convert_target(convert: str | None) -> str | None:
         raise ConfigError(
             "convert", f"must be one of {', '.join(CONVERT_FORMATS)} or None, got {convert!r}"
         )
+    try:
+        import PIL  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise MissingExtra.of(exc, f"converting a result to {convert}", extra="convert") from None
     return target
 
 
@@ -287,7 +298,7 @@ async def save(
     up to :data:`RESUMES` times in a row without a new byte (with a short backoff); without it
     a broken body fails the save.
     """
-    target = _convert_target(convert)
+    target = convert_target(convert)
     if media == "video" and target is not None:
         raise ConfigError("convert", f"a video is never converted; got {convert!r}")
     dest = Path(path)
@@ -414,7 +425,12 @@ def _not_an_image(url: str, head: bytes, media: Media = "image") -> DownloadErro
 
 
 def _finish(tmp: str, url: str, source: str, target: str | None) -> str:
-    """Check the image with Pillow and convert it in place if asked; its final type."""
+    """Check the image with Pillow (if installed) and convert it in place if asked; its type."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ModuleNotFoundError:  # plain hybridgen: the magic number was the check
+        os.chmod(tmp, 0o644)
+        return source
     pillow = _PILLOW.get(source)
     try:
         if pillow is not None:  # HEIC needs a plugin: its magic number is the check
@@ -445,6 +461,8 @@ def _finish(tmp: str, url: str, source: str, target: str | None) -> str:
 
 def _convert(tmp: str, url: str, target: str) -> None:
     """Convert the image at ``tmp`` to ``target`` in place (through a second temporary file)."""
+    from PIL import Image, UnidentifiedImageError
+
     conv = tmp + ".conv"
     try:
         with Image.open(tmp) as image:

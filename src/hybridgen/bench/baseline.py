@@ -24,7 +24,12 @@ import time
 import uuid
 from typing import Any, Final
 
-import aiohttp
+from ..errors import MissingExtra
+
+try:
+    import aiohttp
+except ModuleNotFoundError as exc:
+    raise MissingExtra.of(exc, "the benchmark's aiohttp baseline", extra="bench") from None
 
 __all__ = ["POLL_INTERVAL", "run"]
 

@@ -1,4 +1,4 @@
-"""The plots of ``docs/performance.md`` (latency, scale), drawn with Pillow (a dependency)."""
+"""The plots of ``docs/performance.md`` (latency, scale), drawn with Pillow (``[convert]``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from ..errors import MissingExtra
+
+try:
+    from PIL import Image, ImageDraw, ImageFont
+except ModuleNotFoundError as exc:
+    raise MissingExtra.of(exc, "the benchmarks' plots", extra="convert") from None
 
 __all__ = ["latency_plot", "scale_plot"]
 

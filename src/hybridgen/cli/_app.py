@@ -9,24 +9,47 @@ maps :class:`UsageError`, :class:`~hybridgen.errors.ConfigError` and
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..api import BODY_FORMS
 from ..emulator.model import FILE_MODES, POLL_FAULTS, SSE_MODES, START_FAULTS, WS_MODES
-from ..errors import ConfigError, HybridgenError, RequestError
+from ..errors import ConfigError, HybridgenError, MissingExtra, RequestError
 from ..policy import PRESETS
-from ._check import _cmd_check
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-from ._generate import _cmd_generate
-from ._interrupt import _signals_as_sigint
-from ._models import _cmd_models
 from ._options import EMULATOR_GEN_TIME
 from ._output import _note_secret, _say
-from ._resume import _cmd_resume
-from ._serve import _cmd_serve
-from ._tools import _cmd_bench, _cmd_diagram
+
+
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The command ``name`` of ``module`` (a sibling), imported only when that command runs:
+    ``--help`` and one command never pay for the others (the client, the emulator's server)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(getattr(importlib.import_module(f"{__package__}.{module}"), name)(args))
+        except BaseExceptionGroup as group:  # a server or view loaded inside trio.run
+            missing, rest = group.split(MissingExtra)
+            if missing is None or rest is not None:
+                raise
+            first: BaseException = missing
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+_cmd_generate = _command("_generate", "_cmd_generate")
+_cmd_resume = _command("_resume", "_cmd_resume")
+_cmd_serve = _command("_serve", "_cmd_serve")
+_cmd_check = _command("_check", "_cmd_check")
+_cmd_models = _command("_models", "_cmd_models")
+_cmd_diagram = _command("_tools", "_cmd_diagram")
+_cmd_bench = _command("_tools", "_cmd_bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (argparse exits with 2 on bad usage itself)."""
     _note_secret(os.environ.get("SUPERDUPERAI_TOKEN"))
     args = build_parser().parse_args(argv)
+    from ._interrupt import _signals_as_sigint
+
     try:
         with _signals_as_sigint():
             return int(args.func(args))

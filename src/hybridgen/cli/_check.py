@@ -23,7 +23,6 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 import attrs
-import httpx
 import trio
 
 from ..api import USER_AGENT, Config, sse_path
@@ -215,6 +214,8 @@ async def _walk(config: Config) -> list[Step]:
 async def _probe_sse(config: Config) -> str:
     """Open the events stream of a made-up file: its status and first bytes tell whether the
     endpoint exists (a JSON 404 with ``detail``, or a stream) or something in between answers."""
+    import httpx  # 50 ms, for this one probe: not at the command's start
+
     url = config.api_url(sse_path(SSE_PROBE))
     headers = {
         "Authorization": config.headers()["Authorization"],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError, HybridgenError
-from ..files import Media, check_destination, format_for_suffix
+from ..files import Media, check_destination, convert_target, format_for_suffix
 from ._output import _say
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def _check_out(value: str) -> Path:
         check_destination(out)
     except ConfigError as exc:
         raise ConfigError("--out", str(exc).removeprefix("out: ")) from None
+    convert_target(format_for_suffix(out))  # a format to convert to needs Pillow
     return out
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Final
 
+from ..errors import MissingExtra
 from ..events import Event, JournalWarning, Progress, Retry, Transition
 from ..machine import State
 from ._output import _out, _redact
@@ -72,7 +73,10 @@ class _LiveView:
     """A rich live view on stderr, redrawn from ``__rich__``; remarks print above it."""
 
     def _init_live(self) -> None:
-        from rich.console import Console
+        try:
+            from rich.console import Console
+        except ModuleNotFoundError as exc:
+            raise MissingExtra.of(exc, "the live view on a terminal", extra="cli") from None
 
         self.console: Console = Console(stderr=True)
         self.live: Live | None = None

@@ -9,7 +9,12 @@ import random
 import textwrap
 from typing import Final
 
-from PIL import Image, ImageDraw, ImageFont
+from ..errors import MissingExtra
+
+try:
+    from PIL import Image, ImageDraw, ImageFont
+except ModuleNotFoundError as exc:
+    raise MissingExtra.of(exc, "the emulator's images", extra="emulator") from None
 
 __all__ = ["MAX_SIDE", "render_image", "render_png"]
 

@@ -45,15 +45,21 @@ from functools import partial
 from typing import Final, cast
 
 import attrs
-import hypercorn.trio
 import trio
-from hypercorn.typing import ASGIFramework
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..errors import MissingExtra
+
+try:
+    import hypercorn.trio
+    from hypercorn.typing import ASGIFramework
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.types import Receive, Scope, Send
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+except ModuleNotFoundError as exc:
+    raise MissingExtra.of(exc, "the emulator's server", extra="emulator") from None
 
 from .._hypercorn import hypercorn_config, is_loopback
 from .model import (

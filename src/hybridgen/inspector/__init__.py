@@ -31,16 +31,22 @@ from functools import partial
 from importlib.resources import files
 from typing import Any, Final, Protocol, cast
 
-import anyio
-import hypercorn.trio
-import sniffio
 import trio
-from hypercorn.typing import ASGIFramework
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+
+from ..errors import MissingExtra
+
+try:
+    import anyio
+    import hypercorn.trio
+    import sniffio
+    from hypercorn.typing import ASGIFramework
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
+except ModuleNotFoundError as exc:
+    raise MissingExtra.of(exc, "the inspector", extra="inspector") from None
 
 from .._hypercorn import hypercorn_config, is_loopback
 from ..api import Secret

@@ -33,8 +33,6 @@ from typing import Final, Literal
 import attrs
 import trio
 
-from ..emulator.png import render_png
-
 __all__ = ["BEHAVIOURS", "ENDPOINTS", "Behaviour", "Endpoint", "Hostile", "Hostility", "hostile"]
 
 Behaviour = Literal["normal", "hang", "garbled", "huge", "trickle", "deep", "bignum"]
@@ -306,6 +304,8 @@ class _Server:
         behaviour = self.state.behaviour("download")
         body = b"not an image"
         if behaviour in ("normal", "trickle"):
+            from ..emulator.png import render_png
+
             body = await trio.to_thread.run_sync(render_png, file_id, 0, 64, 64)
         await self.send_body(stream, "download", behaviour, body)
 

@@ -33,7 +33,6 @@ from ..emulator.model import (
     WsRefused,
     sse_frame,
 )
-from ..emulator.png import render_image
 from ..errors import DownloadError, TransientError, TransportError
 from ..sse import PUSH_MAX_MESSAGE, sse_messages
 from ..transport import WS_MAX_MESSAGE, error_for_status
@@ -151,6 +150,8 @@ class MemoryTransport:
             )
         image = plan.body or b""
         if plan.image_format is not None:
+            from ..emulator.png import render_image  # Pillow, only when a file is fetched
+
             job = plan.job
             image = render_image(job.prompt, job.seed, job.width, job.height, plan.image_format)
         if start:
