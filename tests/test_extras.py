@@ -33,7 +33,16 @@ class NotInstalled(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NotInstalled())
 """
 
-EXTRA_MODULES: Final = ("hypercorn", "starlette", "PIL", "rich", "anyio", "opentelemetry")
+EXTRA_MODULES: Final = (
+    "hypercorn",
+    "starlette",
+    "PIL",
+    "rich",
+    "anyio",
+    "opentelemetry",
+    "psycopg",
+    "psycopg_pool",
+)
 """What none of the base install's distributions provides (anyio comes with httpx, but the
 inspector's wait must not be taken for granted)."""
 
@@ -59,6 +68,7 @@ def ok(code: str, *, blocked: tuple[str, ...] = ()) -> str:
         ("import hybridgen.inspector", "inspector"),
         ("hybridgen.files.convert_target('png')", "convert"),
         ("import hybridgen.bench.plot", "convert"),
+        ("import hybridgen.journal_pg", "postgres"),
         ("from hybridgen.cli._live import RichReporter; RichReporter()", "cli"),
     ],
 )

@@ -254,6 +254,7 @@ def test_the_extras_bring_each_feature(wheel: Path) -> None:
     assert names(extras["inspector"]) == {"hypercorn", "starlette", "anyio", "sniffio"}
     assert names(extras["convert"]) == {"pillow"}
     assert names(extras["otel"]) == {"opentelemetry-api"}
+    assert names(extras["postgres"]) == {"psycopg", "psycopg-pool"}
     assert names(extras["cli"]) == {"hybridgen", "rich"}
     assert any(Requirement(r).extras == {"convert", "emulator", "inspector"} for r in extras["cli"])
     assert any(Requirement(r).extras == {"emulator"} for r in extras["testing"])

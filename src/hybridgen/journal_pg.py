@@ -49,7 +49,7 @@ from typing import Any, Final
 
 import attrs
 
-from .errors import ConfigError, JournalError, LeaseHeld
+from .errors import ConfigError, JournalError, LeaseHeld, MissingExtra
 from .events import Transition
 from .journal import Entry, FailureCallback, JournalFailure, Owner
 from .machine import TERMINAL, State
@@ -60,10 +60,8 @@ try:
     import psycopg
     import psycopg_pool
     from psycopg import conninfo
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the PostgreSQL journal needs psycopg 3: pip install 'hybridgen[postgres]'"
-    ) from exc
+except ModuleNotFoundError as exc:
+    raise MissingExtra.of(exc, "the PostgreSQL journal", extra="postgres") from None
 
 __all__ = ["LEASE_LOST", "SCHEMA_VERSION", "PostgresJournal", "is_postgres_url"]
 
