@@ -316,8 +316,7 @@ def test_a_silent_push_is_caught_by_the_sparse_polls() -> None:
 
 @pytest.mark.parametrize("sse_mode", ["normal", "silent"])
 def test_a_failed_video_fails_pushed_or_polled(sse_mode: str) -> None:
-    # 1.5 s: time for the SSE stream to open before the failure is pushed, on a loaded machine
-    faults = Faults(gen_time=1500, ws_mode="silent", sse_mode=sse_mode, job_fails=True)
+    faults = Faults(gen_time=300, ws_mode="silent", sse_mode=sse_mode, job_fails=True)
     model = ServerModel(faults, token=TOKEN)
 
     async def main() -> GenerationFailed:
