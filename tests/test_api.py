@@ -309,7 +309,7 @@ def test_push_messages_of_today() -> None:
     assert push("render_result", file_id="f", url=None) == Push("f", "completed")
     assert push("render_progress", file_id="f", progress=45) == Push("f", "progress", progress=0.45)
     assert push("task", id="t", file_id="f", status="error", error="GPU") == Push(
-        "f", "failed", reason="GPU"
+        "f", "failed", reason="GPU", status="error"
     )
     assert push("task", id="t", file_id="f", status="completed") == Push("f", "completed")
     assert push("task", id="t", file_id="f", status="in_progress") is None

@@ -9,12 +9,14 @@ from __future__ import annotations
 import http
 import ipaddress
 import json
+import logging
 import math
 import os
 import random
 import re
 import uuid
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -30,13 +32,16 @@ __all__ = [
     "PUSH_CHANNELS",
     "MAX_REPLY_BYTES",
     "VIDEO_KINDS",
+    "TASK_STATUSES",
     "BodyForm",
     "FileStatus",
     "ModelInfo",
     "Push",
     "ImageRequest",
     "Config",
+    "StatusMeaning",
     "error_reason",
+    "failure_reason",
     "file_path",
     "load_json",
     "parse_file",
@@ -45,6 +50,7 @@ __all__ = [
     "parse_push",
     "parse_poll_reply",
     "parse_start_reply",
+    "status_meaning",
     "status_phrase",
     "parse_ws_message",
     "sse_path",
@@ -68,6 +74,114 @@ REASON_CHARS: Final = 300
 """The longest server-given reason kept in an error message (longer ones are cut with ...)."""
 _ID_CHARS: Final = 200
 _URL_CHARS: Final = 16_384
+
+log: Final = logging.getLogger("hybridgen.api")
+
+StatusMeaning = Literal["running", "completed", "failed", "cancelled"]
+
+TASK_STATUSES: Final[Mapping[str, StatusMeaning]] = MappingProxyType(
+    {
+        # The API's own words: its OpenAPI TaskStatusEnum (file tasks in lower case; project
+        # tasks and SSE `task_status` messages in upper case, the same words).
+        "in_progress": "running",
+        "completed": "completed",
+        "error": "failed",
+        # Its other enums and its own clients' words (LoraStatusEnum; the editor's project
+        # statuses; the failure status seen with "NSFW content detected").
+        "pending": "running",
+        "processing": "running",
+        "canceled": "cancelled",
+        "failed": "failed",
+        # Job-queue words an independent server uses for the same states.
+        "queued": "running",
+        "in_queue": "running",
+        "waiting": "running",
+        "scheduled": "running",
+        "created": "running",
+        "submitted": "running",
+        "started": "running",
+        "running": "running",
+        "generating": "running",
+        "retry": "running",
+        "retrying": "running",
+        "complete": "completed",
+        "done": "completed",
+        "finished": "completed",
+        "success": "completed",
+        "succeeded": "completed",
+        "failure": "failed",
+        "timeout": "failed",
+        "timed_out": "failed",
+        "rejected": "failed",
+        "expired": "failed",
+        "cancelled": "cancelled",
+        "aborted": "cancelled",
+        "revoked": "cancelled",
+    }
+)
+"""Every task or file status word hybridgen knows, normalised (lower case, ``-`` and spaces as
+``_``), and what it means: ``running`` (keep waiting), ``completed`` (the job is done: its URL
+comes with the message or from a poll), ``failed`` or ``cancelled`` (the server ended the job
+without a result: the generation fails at once, with the server's words in its reason).
+
+A word not in this table is logged once per process as a warning (``hybridgen.api``) and read as
+``running``: the job is never taken for done on a word hybridgen does not know, its result URL
+still ends it when it comes, and the deadline ends it otherwise."""
+
+_ERROR_KEYS: Final = ("error", "error_message")
+"""Where a task or file carries an error text: such a text fails the job unless its status says
+it completed."""
+_REASON_KEYS: Final = (*_ERROR_KEYS, "message", "detail", "reason")
+"""Where the reason of a failed task is read, in this order."""
+_WARN_LIMIT: Final = 64
+_warned: set[str] = set()
+
+
+def _warn_unknown(word: str) -> None:
+    if word in _warned or len(_warned) > _WARN_LIMIT:
+        return
+    _warned.add(word)
+    if len(_warned) > _WARN_LIMIT:
+        log.warning("more unknown task statuses from the server; no more are logged")
+        return
+    log.warning(
+        "unknown task status %r from the server: read as still running (the deadline bounds "
+        "the wait); known statuses: hybridgen.api.TASK_STATUSES",
+        word,
+    )
+
+
+def status_meaning(status: object) -> StatusMeaning:
+    """What a task or file ``status`` means, read through :data:`TASK_STATUSES` (any case).
+
+    A missing status (``None`` or ``""``; the API's tasks may omit it) means ``running``. Any other
+    word or value not in the table is logged once per process as a warning and means
+    ``running`` too: never done, never silently dropped.
+    """
+    if status is None:
+        return "running"
+    word = _clip(str(status), 40).lower().replace("-", "_").replace(" ", "_")
+    if not word:
+        return "running"
+    meaning = TASK_STATUSES.get(word)
+    if meaning is None:
+        _warn_unknown(word)
+        return "running"
+    return meaning
+
+
+def failure_reason(status: str | None, error: str | None) -> str:
+    """The reason of a generation the server ended: its ``error`` text, its ``status`` word.
+
+    ``"the server reports the job failed: NSFW content detected"``, ``"the server cancelled the
+    job (status 'canceled')"``; the status word is named unless it is the API's usual
+    ``error``.
+    """
+    cancelled = status is not None and status_meaning(status) == "cancelled"
+    reason = "the server cancelled the job" if cancelled else "the server reports the job failed"
+    if status and status.lower() != "error":
+        reason = f"{reason} (status {_clip(status, 40)!r})"
+    return f"{reason}: {error}" if error else reason
 
 
 def file_path(file_id: str) -> str:
@@ -374,8 +488,10 @@ class ImageRequest:
 class FileStatus:
     """What the server says about one file: from a poll, the start reply, or a socket message.
 
-    ``url`` is set when the result is ready; ``failed`` when the server reports the job failed
-    (its last task's status is ``error``); ``progress`` is a fraction in ``[0, 1]`` when known.
+    ``url`` is set when the result is ready; ``failed`` when the server reports the job failed or
+    cancelled (a task's status means so in :data:`TASK_STATUSES`, or a task carries an error
+    text), with the server's text in ``error`` and its status word in ``status``; ``progress``
+    is a fraction in ``[0, 1]`` when known.
     """
 
     id: str
@@ -383,6 +499,7 @@ class FileStatus:
     failed: bool = False
     error: str | None = None
     progress: float | None = None
+    status: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -413,11 +530,26 @@ def _fraction(value: object) -> float | None:
     return min(max(fraction, 0.0), 1.0)
 
 
-def _task_error(task: Mapping[str, Any]) -> str | None:
-    for key in ("error", "message", "detail", "error_message"):
+def _task_error(task: Mapping[str, Any], keys: tuple[str, ...] = _REASON_KEYS) -> str | None:
+    """The first non-empty text among ``keys`` of a task (the server's reason), clipped."""
+    for key in keys:
         detail = task.get(key)
         if isinstance(detail, str) and detail.strip():
             return _clip(detail, 500)
+    return None
+
+
+def _task_failure(task: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
+    """``(status, reason)`` when a task (or file) says the job ended without a result, else
+    ``None``: its status means failed or cancelled, or it carries an error text and its status
+    does not say it completed."""
+    status = task.get("status")
+    meaning = status_meaning(status)
+    word = _clip(str(status), 40) if status is not None and str(status) else None
+    if meaning in ("failed", "cancelled"):
+        return word, _task_error(task)
+    if meaning != "completed" and _task_error(task, _ERROR_KEYS) is not None:
+        return word, _task_error(task)
     return None
 
 
@@ -435,28 +567,32 @@ def _parse_file(obj: object, what: str) -> FileStatus:
         raise _bad(what, f"'url' must be a string or null, got {type(url).__name__}")
     if url is not None and len(url) > _URL_CHARS:
         raise _bad(what, f"its 'url' is over {_URL_CHARS} characters long")
-    failed, error = False, None
     tasks = obj.get("tasks")
-    if isinstance(tasks, list):
-        for task in tasks:
-            if isinstance(task, dict) and str(task.get("status", "")).lower() == "error":
-                failed, error = True, _task_error(task)
+    carriers = [obj, *(tasks if isinstance(tasks, list) else ())]  # the file's own status too
+    failure = None
+    for task in carriers:
+        if isinstance(task, dict):
+            failure = _task_failure(task)
+            if failure is not None:
                 break
     return FileStatus(
         id=str(file_id),
         url=url or None,
-        failed=failed,
-        error=error,
+        failed=failure is not None,
+        error=failure[1] if failure is not None else None,
         progress=_fraction(obj.get("progress")),
+        status=failure[0] if failure is not None else None,
     )
 
 
 def parse_file(obj: object, what: str = "file object") -> FileStatus:
     """Parse one file object (``GET /api/v1/file/{id}``); raise a typed error if malformed.
 
-    Today's replies nest objects (``image_generation``), carry ``tasks`` (a task with status
-    ``error`` means the job failed, with its text as the reason), may use integer ids and may set
-    ``thumbnail_url`` before ``url``: only ``url`` is the result. Any failure while reading the
+    Today's replies nest objects (``image_generation``), carry ``tasks`` (a task whose status
+    means failed or cancelled in :data:`TASK_STATUSES`, or that carries an ``error`` text, means
+    the job failed, with its text as the reason; a ``status`` on the file itself is read the
+    same way), may use integer ids and may set ``thumbnail_url`` before ``url``: only ``url`` is
+    the result. Any failure while reading the
     object is a :class:`~hybridgen.errors.TransientError` ("malformed ..."), never another error.
     """
     try:
@@ -696,8 +832,9 @@ class Push:
     """One push message about a file, from any push channel (WebSocket or SSE).
 
     ``kind`` is ``"result"`` (``url`` is set), ``"progress"`` (``progress`` is a fraction in
-    ``[0, 1]``), ``"failed"`` (``reason`` is the server's, when it gave one) or ``"completed"``
-    (the job finished but the message has no URL: a poll fetches it).
+    ``[0, 1]``), ``"failed"`` (the job failed or was cancelled: ``reason`` is the server's text
+    and ``status`` its status word, when it gave them) or ``"completed"`` (the job finished but
+    the message has no URL: a poll fetches it).
     """
 
     file_id: str
@@ -705,6 +842,7 @@ class Push:
     url: str | None = None
     progress: float | None = None
     reason: str | None = None
+    status: str | None = None
 
 
 def _file_id(obj: Mapping[str, Any], *keys: str) -> str | None:
@@ -715,45 +853,47 @@ def _file_id(obj: Mapping[str, Any], *keys: str) -> str | None:
     return None
 
 
-def _reason(obj: Mapping[str, Any]) -> str | None:
-    detail = obj.get("error") or obj.get("message") or obj.get("detail")
-    return str(detail)[:500] if detail else None
-
-
 def _push_of_file(obj: object) -> Push:
     file = parse_file(obj, "push file message")
     if file.ready:
         return Push(file.id, "result", url=file.url)
     if file.failed:
-        return Push(file.id, "failed", reason=file.error)
+        return Push(file.id, "failed", reason=file.error, status=file.status)
     # a seed-era `file` message without a url says nothing more (its clients waited on)
     return Push(file.id, "progress", progress=file.progress)
 
 
-def _push(data: object) -> Push | None:
+def _push_of_task(obj: Mapping[str, Any], file_id: str | None) -> Push | None:
+    """A ``task`` or ``task_status`` message: the job failed, completed, or (``None``) runs."""
+    file_id = _file_id(obj, "file_id") or file_id  # a task's own 'id' is not the file's
+    failure = _task_failure(obj)
+    if file_id is None:
+        return None
+    if failure is not None:
+        return Push(file_id, "failed", reason=failure[1], status=failure[0])
+    if status_meaning(obj.get("status")) == "completed":
+        return Push(file_id, "completed")
+    return None
+
+
+def _push(data: object, file_id: str | None) -> Push | None:
     if not isinstance(data, dict):
         raise _bad("push message", f"expected a JSON object, got {type(data).__name__}")
     kind, obj = data.get("type"), data.get("object")
     if kind == "file":
         push = _push_of_file(obj)
         return None if push.kind == "progress" and push.progress is None else push
-    if kind not in ("render_progress", "render_result", "task"):
+    if kind not in ("render_progress", "render_result", "task", "task_status"):
         return None  # unknown types (data, entity, ...) say nothing we use
     if not isinstance(obj, dict):
         raise _bad(f"{kind} message", "its 'object' is not a JSON object")
-    if kind == "task":
-        file_id = _file_id(obj, "file_id")  # a task's own 'id' is not the file's
-        status = str(obj.get("status", "")).lower()
-        if file_id is None or status not in ("error", "completed"):
-            return None
-        if status == "error":
-            return Push(file_id, "failed", reason=_reason(obj))
-        return Push(file_id, "completed")
-    file_id = _file_id(obj, "file_id", "id")
+    if kind in ("task", "task_status"):
+        return _push_of_task(obj, file_id)
+    file_id = _file_id(obj, "file_id", "id") or file_id
     if file_id is None:
         raise _bad(f"{kind} message", "it has no 'object.file_id'")
     if kind == "render_result":
-        url = obj.get("url")
+        url = obj.get("url") or obj.get("file_url")
         if url is not None and not isinstance(url, str):
             raise _bad("render_result message", f"'url' is a {type(url).__name__}")
         return Push(file_id, "result", url=url) if url else Push(file_id, "completed")
@@ -763,18 +903,22 @@ def _push(data: object) -> Push | None:
     return Push(file_id, "progress", progress=fraction)
 
 
-def parse_push(text: str | bytes) -> Push | None:
+def parse_push(text: str | bytes, file_id: str | None = None) -> Push | None:
     """Parse one push message (a WebSocket message or an SSE ``data:`` payload).
 
-    ``file`` and ``render_result`` carry the result (``object.url``); ``render_progress`` carries
-    ``object.progress`` (0..1 or 0..100); ``task`` with status ``error`` or ``completed`` says the
-    job ended. Returns ``None`` for messages that say nothing we use (unknown types, tasks still
-    running). Anything malformed, however deep or odd (nesting that exhausts the recursion limit,
-    numbers too big for a float, invalid UTF-8), raises
-    :class:`~hybridgen.errors.TransientError` for the caller to log and ignore.
+    ``file`` and ``render_result`` carry the result (``object.url``, or ``object.file_url``);
+    ``render_progress`` carries ``object.progress`` (0..1 or 0..100); ``task`` and
+    ``task_status`` say the job ended when their status means so in :data:`TASK_STATUSES` (any
+    case) or they carry an ``error`` text: failed or cancelled (``kind="failed"``, with the
+    server's text and word) or completed. ``file_id`` is the file a message without
+    ``object.file_id`` is about (the file's own SSE stream); ``None``: such a task message is
+    ignored. Returns ``None`` for messages that say nothing we use (unknown types, tasks still
+    running; an unknown status word is logged once as a warning). Anything malformed, however
+    deep or odd (nesting that exhausts the recursion limit, numbers too big for a float, invalid
+    UTF-8), raises :class:`~hybridgen.errors.TransientError` for the caller to log and ignore.
     """
     try:
-        return _push(json.loads(text))
+        return _push(json.loads(text), file_id)
     except TransientError:
         raise
     except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as exc:
@@ -796,4 +940,5 @@ def parse_ws_message(text: str | bytes) -> FileStatus | None:
         failed=push.kind == "failed",
         error=push.reason,
         progress=push.progress,
+        status=push.status,
     )

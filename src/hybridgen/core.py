@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import attrs
 
-from .api import FileStatus, Push
+from .api import FileStatus, Push, failure_reason
 from .errors import PermanentError, TransientError
 from .events import Event, Progress, Retry, Transition
 from .machine import TERMINAL, State, Trigger, fire
@@ -28,11 +28,6 @@ __all__ = ["Core", "Result"]
 _EARLY_PUSHES = 16  # socket results buffered while the file id is still unknown
 _ROUNDING = 0.005  # progress reported in whole percents is up to half a percent behind
 _MAY_EXIST = "the job may exist on the server (it may have processed the request)"
-
-
-def _job_failed(error: str | None) -> str:
-    reason = "the server reports the job failed"
-    return f"{reason}: {error}" if error else reason
 
 
 @attrs.frozen
@@ -237,6 +232,8 @@ class Core:
         early, self._early = self._early, None
         if file.ready:  # the start reply itself carries the result
             self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
+        elif file.failed:  # the start reply says the job failed already (a refused prompt)
+            self._fail(now, failure_reason(file.status, file.error))
         elif early and file.id in early:
             url, channel = early[file.id]
             self._done(Trigger.PUSH_RESULT, now, url, channel)
@@ -362,7 +359,7 @@ class Core:
             self.missed.discard(channel)
             self._done(Trigger.PUSH_RESULT, now, message.url, channel)
         elif message.kind == "failed":
-            self._fail(now, _job_failed(message.reason))
+            self._fail(now, failure_reason(message.status, message.reason))
         elif message.kind == "progress" and message.progress is not None:
             self._progress(message.progress, channel, now)
             self._relax(now)
@@ -398,7 +395,7 @@ class Core:
         if file.ready:
             message = Push(file.id, "result", url=file.url)
         elif file.failed:
-            message = Push(file.id, "failed", reason=file.error)
+            message = Push(file.id, "failed", reason=file.error, status=file.status)
         else:
             message = Push(file.id, "progress", progress=file.progress)
         self.push("websocket", message, now)
@@ -416,7 +413,7 @@ class Core:
         if file.ready:
             self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
         elif file.failed:
-            self._fail(now, _job_failed(file.error))
+            self._fail(now, failure_reason(file.status, file.error))
         else:
             if file.progress is not None:
                 self._progress(file.progress, "polling", now)

@@ -819,6 +819,7 @@ class Client:
 async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> None:
     """Hand every push message of one connection to the core; skip what cannot be used."""
     core = gen.core
+    about = core.file_id if channel == "sse" else None  # the file's own stream: its messages
     while True:
         try:
             text = await messages.__anext__()
@@ -832,7 +833,7 @@ async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> 
                 gen._retime()
             continue
         try:
-            message = parse_push(text)
+            message = parse_push(text, about)
         except TransientError as exc:
             log.debug("generation %s: ignored a %s message: %s", core.id, channel, exc)
             continue

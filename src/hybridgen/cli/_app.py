@@ -288,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-faults", type=int, metavar="N", help="only the first N start requests fault"
     )
     serve.add_argument(
+        "--job-fails", action="store_true", help="every job fails (its task says --fail-status)"
+    )
+    serve.add_argument(
+        "--fail-status",
+        metavar="WORD",
+        help="the status word of a failed job's task (default error; e.g. failed); implies "
+        "--job-fails",
+    )
+    serve.add_argument(
+        "--fail-reason", metavar="TEXT", help="the error text of a failed job's task ('' for none)"
+    )
+    serve.add_argument(
         "--file-mode",
         choices=FILE_MODES,
         default="webp",

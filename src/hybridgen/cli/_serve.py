@@ -56,5 +56,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         start_faults=args.start_faults,
         file_mode=args.file_mode,
         file_cuts=args.file_cuts,
+        job_fails=args.job_fails or args.fail_status is not None or None,
+        fail_status=args.fail_status,
+        fail_reason=args.fail_reason,
     )
     return trio.run(_serve, faults, scale, token, args.host, args.port)

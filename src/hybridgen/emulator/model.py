@@ -25,6 +25,7 @@ import trio
 __all__ = [
     "FILE_MODES",
     "GARBAGE_BODY",
+    "JOB_FAILED_REASON",
     "MAX_COUNT",
     "MAX_KEEPALIVES",
     "MAX_FILE_BYTES",
@@ -57,8 +58,8 @@ __all__ = [
     "SSE_KEEPALIVE",
 ]
 
-WsMode = Literal["normal", "silent", "late", "drop", "refuse", "progress"]
-WS_MODES: Final = ("normal", "silent", "late", "drop", "refuse", "progress")
+WsMode = Literal["normal", "silent", "late", "drop", "refuse", "progress", "oneshot"]
+WS_MODES: Final = ("normal", "silent", "late", "drop", "refuse", "progress", "oneshot")
 SSE_MODES: Final = WS_MODES
 """The SSE stream's modes: the same names as the socket's (``hybridgen serve --sse-mode``)."""
 PollFault = Literal["500", "502", "503", "504", "429", "reset", "garbage", "404"]
@@ -172,6 +173,8 @@ UPLOAD_BODY_LIMIT: Final = 32 * 2**20
 """The largest upload (bytes) the emulator takes; a longer one gets HTTP 413."""
 
 
+JOB_FAILED_REASON: Final = "the emulated job failed (job_fails switch)"
+"""The default ``fail_reason``: the text a failed job's task carries."""
 MAX_SECONDS: Final = 24 * 3600.0
 """The longest duration a fault switch takes (seconds, before time scaling)."""
 MAX_COUNT: Final = 10**9
@@ -235,6 +238,25 @@ def _flag(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise BadRequest(attribute.name, f"must be true or false, got {_shown(value)}")
 
 
+_STATUS_WORD: Final = re.compile(r"[A-Za-z][A-Za-z0-9_\- ]{0,39}")
+
+
+def _status_word(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not _STATUS_WORD.fullmatch(value):
+        raise BadRequest(
+            attribute.name,
+            f"must be a status word (a letter, then up to 39 letters, digits, _, - or spaces), "
+            f"got {_shown(value)}",
+        )
+
+
+def _reason_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or len(value) > 300 or not value.isprintable():
+        raise BadRequest(
+            attribute.name, f"must be printable text of at most 300 characters, got {_shown(value)}"
+        )
+
+
 _SECONDS: Final = _number(MAX_SECONDS, "seconds")
 
 
@@ -245,7 +267,10 @@ class Faults:
     - ``ws_mode``: ``normal`` pushes the result when ready; ``silent`` accepts the socket and
       never sends; ``late`` pushes ``late_by`` after ready; ``drop`` closes each of the first
       ``ws_drops`` connections ``ws_drop_after`` after it opened (later ones work); ``refuse``
-      rejects the handshake; ``progress`` sends the progress messages, never the result.
+      rejects the handshake; ``progress`` sends the progress messages, never the result;
+      ``oneshot`` sends each connection one message at once (the latest the job's timeline has
+      reached: its result once ready, else its latest progress, else progress 0) and then ends
+      the connection cleanly, as a server that closes each stream after one message.
     - ``sse_mode``: the same for the file's SSE stream (``GET /api/v1/events/file.{id}``), as
       today's API does: ``render_progress`` messages, then ``render_result`` and a ``task``
       ``completed`` (a failed job: a ``task`` with status ``error`` and the reason). ``drop`` ends
@@ -258,7 +283,10 @@ class Faults:
       poll), each with probability ``poll_fault_rate``: an HTTP status (``500``, ``502``, ``503``,
       ``504``, ``429``, ``404``), ``reset`` (connection dropped) or ``garbage`` (invalid JSON).
       ``retry_after`` goes with 429/503. ``poll_delay`` makes every poll answer that much later.
-    - ``gen_time``: how long a job takes; ``job_fails``: the job ends with an error instead.
+    - ``gen_time``: how long a job takes; ``job_fails``: the job ends with an error instead,
+      its task saying ``fail_status`` (the API's ``error`` by default; e.g. ``failed``) with the
+      text ``fail_reason`` (none when empty) in the file's ``tasks`` and the SSE ``task``
+      message.
     - ``progress_steps``: progress messages sent on the socket during the job (``normal``/``late``).
     - ``ws_noise``: ``junk`` sends invalid messages on every socket (not JSON, not an object,
       unknown types, malformed progress, a result for another file) when it opens and before each
@@ -298,6 +326,8 @@ class Faults:
     poll_delay: float = attrs.field(default=0.0, validator=_SECONDS)
     gen_time: float = attrs.field(default=35.0, validator=_SECONDS)
     job_fails: bool = attrs.field(default=False, validator=_flag)
+    fail_status: str = attrs.field(default="error", validator=_status_word)
+    fail_reason: str = attrs.field(default=JOB_FAILED_REASON, validator=_reason_text)
     progress_steps: int = attrs.field(default=3, validator=_count(MAX_PROGRESS_STEPS))
     ws_noise: WsNoise | None = attrs.field(default=None, validator=_choice(WS_NOISES))
     empty_url_polls: int = attrs.field(default=0, validator=_count(MAX_COUNT))
@@ -445,8 +475,8 @@ class Job:
 
     @property
     def reason(self) -> str:
-        """The error text of a failing job."""
-        return self.error or "the emulated job failed (job_fails switch)"
+        """The error text of a failing job (its own, else ``fail_reason``; may be empty)."""
+        return self.error or self.faults.fail_reason
 
     @property
     def flow(self) -> str:
@@ -793,14 +823,14 @@ class ServerModel:
         fails = job.fails
         status = "in_progress"
         if now >= job.ready_at:
-            status = "error" if fails else "completed"
-        url: str | None = self.url_of(job) if status == "completed" else None
+            status = job.faults.fail_status if fails else "completed"
+        url: str | None = self.url_of(job) if status == "completed" and not fails else None
         if url is not None and job.empty_urls < job.faults.empty_url_polls:
             job.empty_urls += 1
             url = ""
         previewed = now >= job.ready_at - (job.ready_at - job.created) / 5
         tasks: list[dict[str, Any]] = []
-        if status != "completed":
+        if status != "completed" or fails:
             task: dict[str, Any] = {
                 "type": job.flow,
                 "status": status,
@@ -808,7 +838,7 @@ class ServerModel:
                 "file_id": job.id,
                 "project_id": None,
             }
-            if status == "error":
+            if fails and now >= job.ready_at and job.reason:
                 task["error"] = job.reason
             tasks.append(task)
         generation: dict[str, Any] = {
@@ -1003,6 +1033,12 @@ class ServerModel:
             yield text
         if faults.ws_noise == "oversized":
             yield _oversized()
+        if mode == "oneshot":
+            latest = self._latest(jobs(), schedule, opened)
+            if latest is not None:
+                yield latest
+            self.counts[f"{channel}_drop"] += 1  # ended by the server, cleanly
+            return
         while True:
             now = trio.current_time()
             if now >= drop_at:
@@ -1032,6 +1068,25 @@ class ServerModel:
                         if not news and self._news.get(project_id) is news:
                             del self._news[project_id]
 
+    @staticmethod
+    def _latest(
+        jobs: Iterable[Job], schedule: Callable[[Job], list[tuple[float, str]]], now: float
+    ) -> str | None:
+        """What a ``oneshot`` connection gets: the newest job's latest due message (the first
+        of those due at the same moment: the result before the task that follows it), else its
+        progress 0."""
+        newest = None
+        for job in jobs:
+            newest = job
+        if newest is None:
+            return None
+        due = [(at, text) for at, text in schedule(newest) if at <= now and text != SSE_KEEPALIVE]
+        if due:
+            last = max(at for at, _ in due)
+            return next(text for at, text in due if at == last)
+        progress = {"file_id": newest.id, "progress": 0}
+        return json.dumps({"type": "render_progress", "object": progress})
+
     def _progress(self, job: Job) -> list[tuple[float, str]]:
         steps = job.faults.progress_steps
         span = job.ready_at - job.created
@@ -1053,7 +1108,7 @@ class ServerModel:
 
     def _schedule(self, job: Job) -> list[tuple[float, str]]:
         mode = job.faults.ws_mode
-        if mode not in ("normal", "late", "drop", "progress"):
+        if mode not in ("normal", "late", "drop", "progress", "oneshot"):
             return []
         messages = self._progress(job)
         if mode != "progress":
@@ -1072,7 +1127,7 @@ class ServerModel:
 
     def _sse_news(self, job: Job) -> list[tuple[float, str]]:
         mode = job.faults.sse_mode
-        if mode not in ("normal", "late", "drop", "progress"):
+        if mode not in ("normal", "late", "drop", "progress", "oneshot"):
             return []
         messages = self._progress(job)
         if mode == "progress":
@@ -1080,7 +1135,9 @@ class ServerModel:
         at = self._push_at(job, mode)
         task: dict[str, Any] = {"id": job.id, "file_id": job.id, "status": "completed"}
         if job.fails:
-            task.update(status="error", error=job.reason)
+            task["status"] = job.faults.fail_status
+            if job.reason:
+                task["error"] = job.reason
         elif not job.faults.empty_url_polls:  # a file not stored yet: only the task says done
             result = {"file_id": job.id, "url": self.url_of(job)}
             messages.append((at, json.dumps({"type": "render_result", "object": result})))
@@ -1091,9 +1148,11 @@ class ServerModel:
         failed = job.fails
         task = {
             "type": job.flow,
-            "status": "error" if failed else "completed",
+            "status": job.faults.fail_status if failed else "completed",
             "id": job.id,
         }
+        if failed and job.reason:
+            task["error"] = job.reason
         url = None if failed else self.url_of(job)
         if url is not None and job.faults.empty_url_polls:
             url = ""

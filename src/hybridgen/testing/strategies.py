@@ -66,7 +66,7 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
 @st.composite
 def faults(draw: st.DrawFn, *, max_gen_time: float = 200.0) -> Faults:
     """Any server behaviour the emulator can play: push modes (WebSocket and SSE), poll faults,
-    job timings."""
+    job timings, the status word of a failed job."""
     return Faults(
         ws_mode=draw(st.sampled_from(WS_MODES)),
         sse_mode=draw(st.sampled_from(SSE_MODES)),
@@ -80,6 +80,7 @@ def faults(draw: st.DrawFn, *, max_gen_time: float = 200.0) -> Faults:
         poll_delay=draw(st.sampled_from([0.0, 0.0, 0.05, 1.0, 30.0])),
         gen_time=draw(seconds(0.0, max_gen_time)),
         job_fails=draw(st.booleans().map(lambda b: b and draw(st.booleans()))),
+        fail_status=draw(st.sampled_from(["error", "failed", "FAILED", "canceled", "timeout"])),
         progress_steps=draw(st.integers(0, 3)),
         sse_keepalive=draw(st.sampled_from([0.0, 0.0, 1.0, 7.0, 30.0])),
     )
