@@ -69,6 +69,7 @@ def ok(code: str, *, blocked: tuple[str, ...] = ()) -> str:
         ("hybridgen.files.convert_target('png')", "convert"),
         ("import hybridgen.bench.plot", "convert"),
         ("import hybridgen.journal_pg", "postgres"),
+        ("import hybridgen.otel", "otel"),
         ("from hybridgen.cli._live import RichReporter; RichReporter()", "cli"),
     ],
 )

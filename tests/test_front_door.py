@@ -80,3 +80,37 @@ def test_the_front_door_names_are_exported() -> None:
     needed = {"Client", "AsyncioClient", "SuperDuperTransport", "SQLiteJournal", "run_batch"}
     needed |= {"Config", "Policy", "Result", "Transition", "MissingExtra", "HybridgenError"}
     assert needed <= set(hybridgen.__all__)
+
+
+def test_observe_hands_over_each_generation_before_its_first_event() -> None:
+    from hybridgen import Event, Generation, ImageRequest
+    from hybridgen.emulator import Faults, ServerModel
+    from hybridgen.testing import MemoryTransport, run_virtual
+
+    seen: list[tuple[Generation, list[Event]]] = []
+
+    def observer(gen: Generation) -> None:
+        events: list[Event] = []
+        gen.subscribe(events.append)
+        seen.append((gen, events))
+
+    def broken(gen: Generation) -> None:
+        raise RuntimeError("an observer with a bug")
+
+    request = ImageRequest(prompt="a red fox", model="comfyui/sdxl")
+
+    async def main() -> None:
+        async with Client(MemoryTransport(ServerModel(Faults(gen_time=5)))) as client:
+            client.observe(broken)  # logged and detached: the generations go on
+            stop = client.observe(observer)
+            result = await client.generate(request)
+            assert result.file_id is not None
+            await client.resume(result.file_id, request.project_id)
+            stop()
+            await client.generate("not observed")
+
+    run_virtual(main)
+    assert [gen.request for gen, _ in seen] == [request, None]  # None: resumed
+    for _, events in seen:
+        assert events[-1].terminal
+    assert len(seen[0][1]) >= 2 and seen[0][1][0].source == "requested"  # type: ignore[union-attr]

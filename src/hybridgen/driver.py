@@ -104,6 +104,7 @@ class Generation:
         "history",
         "hub",
         "journal",
+        "request",
     )
 
     def __init__(
@@ -130,6 +131,8 @@ class Generation:
             missed=missed if missed is not None else set(),
         )
         self.journal = journal
+        self.request: StartRequest | None = None
+        """What was asked of the server (an image or a video); ``None`` for a resumed job."""
         self.hub = Hub()
         self.history: list[Transition] = []
         self._client_hub = client_hub
@@ -295,6 +298,7 @@ class Client:
         self.missed: set[str] = set()
         """The push channels that showed life while a poll found the result on this client:
         their life no longer relaxes polling (see :attr:`~hybridgen.policy.Policy.push_alive`)."""
+        self._observers: list[Callable[[Generation], object]] = []
 
     @classmethod
     def from_env(
@@ -368,6 +372,22 @@ class Client:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` for every event of every generation of this client."""
         return self.hub.subscribe(callback)
+
+    def observe(self, callback: Callable[[Generation], object]) -> Callable[[], None]:
+        """Call ``callback(generation)`` with each new :class:`Generation` of this client.
+
+        It is called as the generation is made (started, or resumed), before its first event
+        and before its start request, so a callback may :meth:`Generation.subscribe` and miss
+        nothing (:mod:`hybridgen.otel` follows a client so). A callback that raises is logged
+        and detached; the generation goes on. Returns a function that stops the calls.
+        """
+        self._observers.append(callback)
+
+        def stop() -> None:
+            if callback in self._observers:
+                self._observers.remove(callback)
+
+        return stop
 
     def events(self, max_buffer: int = 1024) -> EventStream:
         """An async iterator over every generation's events from now on (until closed)."""
@@ -623,6 +643,14 @@ class Client:
             self.trusted,
             self.missed,
         )
+        gen.request = request
+        for observer in tuple(self._observers):
+            try:
+                observer(gen)
+            except Exception:
+                log.exception("observer %r raised; it is detached", observer)
+                if observer in self._observers:
+                    self._observers.remove(observer)
         if self.journal is not None and request is not None:
             wall = gen.core.started + gen.core.wall_offset
             try:
