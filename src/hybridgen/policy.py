@@ -104,9 +104,10 @@ class Policy:
     before it is down after a failure (refused, e.g. HTTP 404 from a server without it, or
     dropped or ended twice in a row without news, or not reconnected after a failed connect); a
     short gap of a channel that brought news (its stream ended, it reconnects within
-    :attr:`reconnect_delay`) opens nothing. A later channel is closed again once an earlier one
-    brings news again; a later channel that has delivered results on this client (and no channel before it
-    has) opens from the start too. It halves the push connections of each generation, on the
+    :attr:`reconnect_delay`) opens nothing. A later channel opened beside a failed one stays
+    until it drops; it is not reopened once an earlier one brings news again. A later channel
+    that has delivered results on this client (and no channel before it has) opens from the
+    start too. It halves the push connections of each generation, on the
     client and on the server; a first channel that connects and stays silent keeps the others
     closed unless :attr:`push_quiet` is set (otherwise polling delivers). False: open every
     channel at once."""
