@@ -82,7 +82,11 @@ def test_messages_for_other_files_are_ignored_and_progress_reported() -> None:
 
 def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
     policy = Policy(
-        push=("websocket",), jitter=0.0, poll_interval=2.0, backoff_factor=2.0, backoff_cap=5
+        push=("websocket",),
+        reconnect_jitter=0.0,
+        reconnect_delay=2.0,
+        backoff_factor=2.0,
+        reconnect_cap=5,
     )
     core, events = make(policy)
     core.accepted(FileStatus("f1"), 100.0)
@@ -92,14 +96,31 @@ def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
     assert core.ws_connect_at == pytest.approx(102.5)
     core.ws_down("refused", 102.5)
     assert core.ws_connect_at == pytest.approx(106.5)
-    core.ws_down("refused", 106.5)
-    assert core.ws_connect_at == pytest.approx(111.5)  # capped at 5 s
+    core.ws_up(106.5)  # connected, but it brings nothing new: the backoff goes on growing
+    core.push("websocket", Push("other-file", "progress", progress=0.5), 107.0)
+    core.ws_down("the server closed the WebSocket", 107.0)
+    assert core.ws_connect_at == pytest.approx(112.0)  # capped at 5 s
+    core.ws_up(112.0)
+    core.push("websocket", Push("f1", "progress", progress=0.5), 113.0)  # news: count again
+    core.ws_down("the server closed the WebSocket", 113.5)
+    assert core.ws_connect_at == pytest.approx(115.5)
     retries = [e for e in events if isinstance(e, Retry)]
     assert [(r.what, r.attempt, r.delay) for r in retries] == [
         ("websocket", 1, 2.0),
         ("websocket", 2, 4.0),
         ("websocket", 3, 5.0),
+        ("websocket", 4, 2.0),
     ]
+
+
+def test_reconnect_jitter_only_shortens_the_delay() -> None:
+    policy = Policy(push=("sse",), reconnect_delay=1.0, reconnect_cap=8.0, reconnect_jitter=0.5)
+    for rand, expected in ((0.0, 8.0), (0.999999, 4.0)):
+        core = Core("g", policy, lambda e: None, 100.0, rand=lambda r=rand: r)
+        core.accepted(FileStatus("f1"), 100.0)
+        for _ in range(10):
+            core.push_down("sse", "SSE connect timed out", 100.0)
+        assert core.connect_at("sse") == pytest.approx(100.0 + expected, abs=1e-4)
 
 
 def test_polling_begins_early_only_when_no_push_channel_can_deliver() -> None:
@@ -107,7 +128,6 @@ def test_polling_begins_early_only_when_no_push_channel_can_deliver() -> None:
     core.push_up("websocket", 100.0)
     core.accepted(FileStatus("f1"), 100.0)
     assert core.wants("sse") and core.connect_at("sse") == 100.0  # SSE opens once the file is known
-    core.push_up("sse", 100.1)
     core.push_down("sse", "SSE connect: HTTP 524 from the server", 100.2)
     assert core.state is State.AWAITING_WS  # the socket still listens
     core.push_down("websocket", "dropped", 100.3)
@@ -157,11 +177,19 @@ def test_a_quiet_sse_stream_opens_the_socket_beside_it_until_it_speaks() -> None
     assert core.wants_ws and core.ws_connect_at is not None
     core.push("sse", Push("f1", "progress", progress=0.4), 116.0)
     assert not core.wants_ws and core.next_timer() == core.deadline_at
-    # a new connection is given its own quiet time
+    # it brought news: a gap before its reconnect opens nothing
     core.push_down("sse", "the server ended the SSE stream", 117.0)
-    assert core.wants_ws  # down: the socket is the fallback
-    core.push_up("sse", 119.0)
-    assert not core.wants_ws and core.next_timer() == 134.0
+    assert not core.wants_ws
+    core.push_up("sse", 118.0)  # a new connection is given its own quiet time
+    assert not core.wants_ws and core.next_timer() == 133.0
+    # a stream that ends without news: SSE counts as unavailable, the socket opens...
+    core.push("sse", Push("f1", "progress", progress=0.4), 118.5)  # a repeat is no news
+    core.push_down("sse", "the server ended the SSE stream", 119.0)
+    assert core.wants_ws
+    core.push_up("sse", 121.0)
+    assert core.wants_ws  # ... and stays open while SSE only reconnects
+    core.push("sse", Push("f1", "progress", progress=0.6), 122.0)
+    assert not core.wants_ws  # news on SSE: the socket closes again
 
 
 def test_transient_poll_errors_wait_one_interval_honour_retry_after_and_spend_the_budget() -> None:

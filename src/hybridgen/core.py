@@ -61,6 +61,15 @@ class _Channel:
     connected: bool = False
     failures: int = 0
     streak: int = 0
+    """Failures in a row without news (the exponent of the reconnect backoff)."""
+    news: bool = False
+    """This connection has brought news (see :meth:`Core._is_news`)."""
+    kept: bool = False
+    """Connected as the fallback of an earlier channel that failed: it stays open until it
+    drops, even once the earlier one is back (no open/close cycle per gap)."""
+    unavailable: bool = False
+    """Failed so that later channels open beside it (a failed connect, a refusal, a connection
+    that ended without news), until it brings news again (``Policy.push_fallback``)."""
     quiet_at: float | None = None
     """When this connection, silent so far, counts as unavailable (``Policy.push_quiet``)."""
     quiet: bool = False
@@ -151,6 +160,7 @@ class Core:
             self.policy.push_fallback
             and not self._earlier_unavailable(channel)
             and not self._preferred_by_trust(channel)
+            and not (self._channels[channel].kept and self._channels[channel].connected)
         ):
             return False
         if self.state is State.POLLING:
@@ -283,7 +293,8 @@ class Core:
         state = self._channels.get(channel)
         if state is not None:
             state.connected = True
-            state.streak = 0
+            state.news = False
+            state.kept = self._earlier_failed(channel)
             state.not_quiet()
             quiet = self.policy.push_quiet
             if quiet is not None and self.policy.push_fallback and channel != self.policy.push[-1]:
@@ -312,7 +323,8 @@ class Core:
         state = self._channels.get(channel)
         if state is None:
             return
-        was_trusted = state.connected and channel in self.trusted
+        was_up = state.connected
+        was_trusted = was_up and channel in self.trusted
         was_alive = state.alive_until is not None
         state.connected = False
         state.alive_until = None
@@ -321,6 +333,8 @@ class Core:
             return
         state.failures += 1
         state.streak += 1
+        if permanent or not was_up or not state.news:
+            state.unavailable = True  # a short gap after news is not: it reconnects soon
         if self.state is State.AWAITING_WS and self._all_down():
             # no other channel can deliver now (one that listens or has yet to try still can)
             self._go(Trigger.WS_FAILED, now, reason)
@@ -331,7 +345,7 @@ class Core:
         elif was_alive:
             self._life_lost(now)
         if self.wants(channel) and self.policy.ws_reconnect and not permanent:
-            delay = self._delay(self.policy.poll_interval, state.streak - 1)
+            delay = self._reconnect_delay(state.streak)
             state.connect_at = now + delay
             self._emit_retry(channel, state.failures, delay, reason, now)
         else:
@@ -354,6 +368,10 @@ class Core:
             return
         if message.file_id != self.file_id:
             return
+        if state is not None and self._is_news(message):
+            state.streak = 0  # this connection is worth having: its backoff starts again
+            state.unavailable = False
+            state.news = True
         if message.kind == "result" and message.url:
             self.trusted.add(channel)
             self.missed.discard(channel)
@@ -531,17 +549,41 @@ class Core:
         return self._jitter(policy.poll_interval)
 
     def _earlier_unavailable(self, channel: str) -> bool:
-        """Every channel before ``channel`` in the policy's order is down after a failure, or
-        connected but quiet (``Policy.push_quiet``)."""
+        """Every channel before ``channel`` in the policy's order is unavailable after failures
+        (see :attr:`_Channel.unavailable`), or connected but quiet (``Policy.push_quiet``)."""
         for name in self.policy.push:
             if name == channel:
                 return True
             state = self._channels[name]
-            if state.quiet:
-                continue
-            if state.connected or not state.failures:
+            if not (state.quiet or state.unavailable):
                 return False
         return True
+
+    def _earlier_failed(self, channel: str) -> bool:
+        """A channel before ``channel`` in the policy's order is unavailable after failures."""
+        for name in self.policy.push:
+            if name == channel:
+                return False
+            if self._channels[name].unavailable:
+                return True
+        return False
+
+    def _is_news(self, message: Push) -> bool:
+        """Whether a push about this generation's file tells something new: a result, a failure,
+        a completed job, or progress beyond what is known (not a repeat, not a keep-alive)."""
+        if message.kind != "progress":
+            return True
+        known = self.progress
+        return message.progress is not None and (known is None or message.progress > known)
+
+    def _reconnect_delay(self, streak: int) -> float:
+        """The wait before a push channel's next connect after ``streak`` failures in a row
+        without news: exponential from ``reconnect_delay`` up to ``reconnect_cap``, shortened by
+        up to ``reconnect_jitter``."""
+        policy = self.policy
+        growth = policy.backoff_factor ** min(max(streak - 1, 0), 64)
+        delay = min(policy.reconnect_delay * growth, policy.reconnect_cap)
+        return delay * (1 - policy.reconnect_jitter * self.rand())
 
     def _preferred_by_trust(self, channel: str) -> bool:
         """``channel`` has delivered results on this client and no channel before it has: a

@@ -81,10 +81,12 @@ class Progress:
 
 @attrs.frozen
 class Retry:
-    """A start or poll failed or the socket dropped; the next attempt comes in ``delay`` seconds.
+    """A start or poll failed or a push channel went down; the next attempt comes in ``delay``
+    seconds.
 
-    ``what`` is ``"start"``, ``"poll"`` or ``"websocket"``; ``attempt`` counts failures of that
-    kind so far.
+    ``what`` is ``"start"``, ``"poll"`` or the push channel that reconnects (``"sse"`` or
+    ``"websocket"``, backing off per channel: ``Policy.reconnect_delay``); ``attempt`` counts
+    failures of that kind so far; ``reason`` is why it failed.
     """
 
     generation_id: str

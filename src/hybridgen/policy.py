@@ -86,7 +86,8 @@ class Policy:
     backed off: the next comes one ``poll_interval`` later, as a fixed poller's would, or when
     ``Retry-After`` says if that is later."""
     backoff_cap: float = attrs.field(default=16.0, validator=_positive)
-    """The longest delay between push reconnects, start retries and unanswered polls."""
+    """The longest delay between start retries and unanswered polls (push reconnects have
+    :attr:`reconnect_cap`)."""
     jitter: float = attrs.field(default=0.1, validator=_fraction)
     """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
     deadline: float = attrs.field(default=120.0, validator=_positive)
@@ -101,9 +102,12 @@ class Policy:
     push_fallback: bool = attrs.field(default=True, validator=_flag)
     """Open only the first channel of :attr:`push`, and a later one only while every channel
     before it is down after a failure (refused, e.g. HTTP 404 from a server without it, or
-    dropped and not yet reconnected); a later channel is closed again once an earlier one is
-    back; a later channel that has delivered results on this client (and no channel before it
-    has) opens from the start too. It halves the push connections of each generation, on the
+    dropped or ended twice in a row without news, or not reconnected after a failed connect); a
+    short gap of a channel that brought news (its stream ended, it reconnects within
+    :attr:`reconnect_delay`) opens nothing. A later channel opened beside a failed one stays
+    until it drops; it is not reopened once an earlier one brings news again. A later channel
+    that has delivered results on this client (and no channel before it has) opens from the
+    start too. It halves the push connections of each generation, on the
     client and on the server; a first channel that connects and stays silent keeps the others
     closed unless :attr:`push_quiet` is set (otherwise polling delivers). False: open every
     channel at once."""
@@ -116,6 +120,20 @@ class Policy:
     """Keep listening on the push channels while polling (else close them when polling begins)."""
     ws_reconnect: bool = attrs.field(default=True, validator=_flag)
     """Reconnect a dropped push channel (with backoff) while it is still wanted."""
+    reconnect_delay: float = attrs.field(default=1.0, validator=_positive)
+    """Seconds before a push channel's first reconnect after a failure (a refused or timed-out
+    connect, a drop, a stream the server ended). Each further failure without news (a result,
+    a failure, a completed job or new progress about this generation's file) multiplies it by
+    :attr:`backoff_factor`, up to :attr:`reconnect_cap`; a connection that brought news starts
+    the count again. Each channel counts on its own."""
+    reconnect_cap: float = attrs.field(default=30.0, validator=_positive)
+    """The longest wait before a push channel reconnects: a server that ends every stream at
+    once costs a few connects per generation (1, 2, 4, 8, 16, 30, 30... s apart), while polling
+    delivers. At least :attr:`reconnect_delay`."""
+    reconnect_jitter: float = attrs.field(default=0.5, validator=_fraction)
+    """Each reconnect delay is shortened by a random fraction of at most this (``0.5``: it lies
+    in ``[delay / 2, delay]``), so the channels of many generations that dropped together do not
+    reconnect together; the cap stays a cap."""
     retry_budget: int | None = attrs.field(default=20, validator=_count)
     """Transient poll errors tolerated per generation; one more fails it (``None``: no limit)."""
     honour_retry_after: bool = attrs.field(default=True, validator=_flag)
@@ -166,6 +184,12 @@ class Policy:
             raise ConfigError(
                 "deadline",
                 f"must be longer than ws_timeout ({self.ws_timeout:g} s), got {self.deadline:g} s",
+            )
+        if self.reconnect_cap < self.reconnect_delay:
+            raise ConfigError(
+                "reconnect_cap",
+                f"must be at least reconnect_delay ({self.reconnect_delay:g} s), "
+                f"got {self.reconnect_cap:g} s",
             )
         if self.backoff_cap < self.poll_interval:
             raise ConfigError(
@@ -271,6 +295,7 @@ class Policy:
             ws_timeout=10.0,
             poll_interval=10.0,
             backoff_cap=60.0,
+            reconnect_cap=60.0,
             deadline=1200.0,
             push_quiet=60.0,
             sparse_interval=30.0,
@@ -298,6 +323,8 @@ DURATIONS: Final = (
     "poll_interval",
     "push_quiet",
     "backoff_cap",
+    "reconnect_delay",
+    "reconnect_cap",
     "deadline",
     "sparse_interval",
     "push_alive",
