@@ -12,7 +12,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,25 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"PostgreSQL is required in CI: {reason}")
     pytest.skip(reason)
+
+
+def new_database(cluster: Cluster) -> str:
+    """A fresh, empty database on ``cluster``: its ``postgresql://`` URL."""
+    import urllib.parse
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(cluster.dsn, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    parts = urllib.parse.urlsplit(cluster.dsn)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def eventually(check: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait until ``check()`` is true, asking every 50 ms, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.05)

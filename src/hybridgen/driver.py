@@ -34,6 +34,7 @@ from .errors import (
     DownloadError,
     GenerationCancelled,
     GenerationFailed,
+    JournalError,
     OversizedMessage,
     PermanentError,
     RequestError,
@@ -426,6 +427,7 @@ class Client:
         *,
         policy: Policy | None = None,
         meta: Mapping[str, str] | None = None,
+        generation_id: str | None = None,
         task_status: trio.TaskStatus[Generation] = trio.TASK_STATUS_IGNORED,
     ) -> Result:
         """Run one generation as a task: ``gen = await nursery.start(client.start, request)``.
@@ -434,9 +436,14 @@ class Client:
         subscribed at once misses none; the start request may be on its way already); the task
         ends with the generation and returns its :class:`Result` (it does not raise on failure).
         ``meta`` is stored with the generation in the client's journal (e.g. where to save it).
+        ``generation_id`` starts a job already in the journal, leased by this client's journal
+        (a queued one, see :class:`~hybridgen.worker.Worker`): it is not begun again.
         """
         request = _as_request(request)
-        gen = self._new(policy, request, meta)
+        if generation_id is None:
+            gen = self._new(policy, request, meta)
+        else:
+            gen = self._new(policy, gen_id=generation_id)
         task_status.started(gen)
         await self._drive(gen, request.project_id, request)
         return gen.result()
@@ -519,6 +526,30 @@ class Client:
         with trio.move_on_after(seconds):
             return await call(*args)
         raise TransientError(f"{what} took longer than {seconds:g} s")
+
+    async def submit(
+        self,
+        request: ImageRequest | str,
+        *,
+        policy: Policy | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> str:
+        """Queue a job in the client's journal for a :class:`~hybridgen.worker.Worker` to run
+        (nothing is sent now); its generation id.
+
+        The journal must be a queue (:class:`~hybridgen.journal_pg.PostgresJournal`); raises
+        :class:`~hybridgen.errors.JournalError` when it is not, or cannot store the job.
+        """
+        submit = getattr(self.journal, "submit", None)
+        if submit is None:
+            raise JournalError(
+                "Client.submit needs a journal that is a queue (a PostgresJournal); this client "
+                f"has {self.journal!r}"
+            )
+        job: str = await trio.to_thread.run_sync(
+            submit, _as_request(request), policy or self.policy, dict(meta or {})
+        )
+        return job
 
     async def resume(
         self,

@@ -154,6 +154,7 @@ class _Write:
     operation: str
     generation_id: str | None
     run: Callable[[psycopg.Cursor[Any], bool], str | None]
+    landed: threading.Event = attrs.field(factory=threading.Event)
 
 
 class PostgresJournal:
@@ -164,6 +165,11 @@ class PostgresJournal:
     call) keeps retrying while the server is unreachable; ``max_queue`` how many writes may wait;
     ``flush_timeout`` how long :meth:`flush` and :meth:`close` wait by default; ``connect_timeout``
     how long opening waits for the server (a :class:`~hybridgen.errors.JournalError` then).
+
+    As in :class:`~hybridgen.journal.SQLiteJournal`, one write is waited for: the transition
+    that first records a job's file id, up to ``durable_wait`` seconds (not at all while an
+    earlier wait timed out), so that a worker killed just after its start leaves a job that
+    another worker follows by file id instead of failing it.
     """
 
     def __init__(
@@ -177,6 +183,7 @@ class PostgresJournal:
         flush_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         pool_size: int = 4,
+        durable_wait: float = 0.25,
     ) -> None:
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigError("schema", f"must be a lower-case SQL name, got {schema!r}")
@@ -188,6 +195,8 @@ class PostgresJournal:
         self.lease = float(lease)
         self.retry_for = retry_for
         self.flush_timeout = flush_timeout
+        self.durable_wait = durable_wait
+        self._behind = False  # a wait for a write timed out; cleared when one lands in time
         self.owner = Owner.here()
         """This journal object's identity in the jobs it holds."""
         self._fences: dict[str, int] = {}
@@ -350,6 +359,7 @@ class PostgresJournal:
                 write = None
             if write is not None:
                 self._apply(write)
+                write.landed.set()
                 self._done()
             elif self._stopping and self._queue.empty():
                 return
@@ -383,7 +393,9 @@ class PostgresJournal:
         while True:
             try:
                 with self._pool.connection() as conn, conn.transaction():
-                    return run(conn.cursor(), attempt > 0)
+                    result = run(conn.cursor(), attempt > 0)
+                self._behind = False
+                return result
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 if time.monotonic() + delay >= give_up:
                     raise JournalError(f"the {self.where} is unreachable: {exc}") from None
@@ -483,7 +495,7 @@ class PostgresJournal:
         operation: str,
         gen_id: str,
         body: Callable[[psycopg.Cursor[Any], int, bool], str | None],
-    ) -> None:
+    ) -> _Write:
         """Queue ``body(cursor, fence, retrying)``; a refusal because the fence moved on is a
         lost lease; a job this journal does not hold is dropped (it was released)."""
 
@@ -503,7 +515,9 @@ class PostgresJournal:
                 return None  # reported as the lost lease
             return refused
 
-        self._submit(_Write(operation, gen_id, run))
+        write = _Write(operation, gen_id, run)
+        self._submit(write)
+        return write
 
     # -- the Journal protocol ----------------------------------------------------------------------
 
@@ -593,7 +607,10 @@ class PostgresJournal:
             )
             return None
 
-        self._fenced("record", gen_id, body)
+        write = self._fenced("record", gen_id, body)
+        if file_id is not None and event.source is State.REQUESTED and not self._behind:
+            # the file id, first time: a takeover needs it to follow the job, not fail it
+            self._behind = not write.landed.wait(self.durable_wait)
 
     def delivered(self, gen_id: str, where: str) -> None:
         """Queue: a done generation's result was delivered to ``where`` (the first one counts;
@@ -855,30 +872,32 @@ class PostgresJournal:
             return fence
         return None
 
-    def mark_sending(self, gen_id: str) -> bool:
+    def mark_sending(self, gen_id: str, *, again: bool = False) -> bool:
         """Record that ``gen_id``'s start request is about to leave (blocks until stored).
 
         True when it may be sent: this journal still holds the job and it is in ``requested``
-        with no start sent under another lease. False: do not send it.
+        with no start sent under another lease (``again``: even so, for a policy with
+        ``retry_unsafe_starts``). False: do not send it.
         """
         return self._fenced_now(
             gen_id,
             "sending",
             f"UPDATE {self.schema}.generations SET sending_fence = fence, started_wall = %s, "
-            f"lease_expires = {_NOW} + %s WHERE id = %s AND fence = %s AND state = 'requested' "
-            "AND (sending_fence IS NULL OR sending_fence = fence)",
-            (time.time(), self.lease),
+            f"lease_expires = {_NOW} + %s WHERE (%s OR sending_fence IS NULL OR "
+            "sending_fence = fence) AND state = 'requested' AND id = %s AND fence = %s",
+            (time.time(), self.lease, again),
         )
 
     def begin_download(self, gen_id: str) -> bool:
         """Whether this journal may download ``gen_id``'s result now (blocks): it still holds the
-        job, which is done and not delivered; the lease is renewed for the download."""
+        job, which has not failed and is not delivered (its ``done`` may still be queued); the
+        lease is renewed for the download."""
         return self._fenced_now(
             gen_id,
             "download",
             f"UPDATE {self.schema}.generations SET download_fence = fence, "
-            f"lease_expires = {_NOW} + %s WHERE id = %s AND fence = %s AND state = 'done' "
-            "AND delivered_to IS NULL",
+            f"lease_expires = {_NOW} + %s WHERE id = %s AND fence = %s "
+            "AND state NOT IN ('failed', 'cancelled') AND delivered_to IS NULL",
             (self.lease,),
         )
 

@@ -50,6 +50,9 @@ _cmd_check = _command("_check", "_cmd_check")
 _cmd_models = _command("_models", "_cmd_models")
 _cmd_diagram = _command("_tools", "_cmd_diagram")
 _cmd_bench = _command("_tools", "_cmd_bench")
+_cmd_submit = _command("_queue", "_cmd_submit")
+_cmd_worker = _command("_queue", "_cmd_worker")
+_cmd_status = _command("_queue", "_cmd_status")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--journal",
         metavar="PATH",
-        help="record every generation in this SQLite journal (see: hybridgen resume)",
+        help=(
+            "record every generation in this journal: a SQLite file, or a postgresql:// URL "
+            "(default: HYBRIDGEN_JOURNAL; see: hybridgen resume)"
+        ),
     )
     gen.add_argument(
         "--json",
@@ -234,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
             "starting new jobs. Exit 0 all saved, 1 some failed, 2 bad usage, 130 interrupted."
         ),
     )
-    resume.add_argument("--journal", required=True, metavar="PATH", help="the journal to finish")
+    resume.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="the journal to finish: a SQLite file or a postgresql:// URL (default: "
+        "HYBRIDGEN_JOURNAL)",
+    )
     resume.add_argument(
         "--json",
         action="store_true",
@@ -248,6 +259,109 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N generations at a time (default %(default)s)",
     )
     resume.set_defaults(func=_cmd_resume)
+
+    journal_help = "the shared journal: a postgresql:// URL (default: HYBRIDGEN_JOURNAL)"
+    submit = sub.add_parser(
+        "submit",
+        parents=[verbose],
+        help="queue jobs in a shared journal for workers to run; starts nothing",
+        description=(
+            "Queue one job (PROMPT) or one per line of --batch FILE in a PostgreSQL journal; "
+            "`hybridgen worker` processes run them. Prints one JSON line per job with its key. "
+            "Sends nothing to the API. Exit 0 queued, 2 bad usage."
+        ),
+    )
+    submit.add_argument("prompt", metavar="PROMPT", nargs="?", help="what to draw")
+    submit.add_argument("--batch", metavar="FILE", help="one prompt per non-empty line of FILE")
+    submit.add_argument("--journal", metavar="DSN", help=journal_help)
+    submit.add_argument(
+        "--out", "-o", metavar="PATH", help="where the worker saves this job's image"
+    )
+    submit.add_argument("--model", metavar="NAME", help="the generation config to use")
+    submit.add_argument("--policy", choices=tuple(PRESETS), default="default", help="timing preset")
+    submit.add_argument(
+        "--time-scale", type=float, metavar="X", help="multiply the preset's durations by X"
+    )
+    submit.add_argument(
+        "--deadline", type=float, metavar="S", help="seconds from its start before a job fails"
+    )
+    submit.add_argument(
+        "--retry-unsafe-starts",
+        action="store_true",
+        help="a worker taking the job over may send a start that may have reached the server",
+    )
+    submit.set_defaults(func=_cmd_submit)
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[verbose],
+        help="run the jobs of a shared journal until SIGTERM",
+        description=(
+            "Take queued and abandoned jobs from a PostgreSQL journal, run them on "
+            "SUPERDUPERAI_URL and save their files. Many workers on many machines share one "
+            "journal; each job runs in one of them at a time (leases with fencing). SIGTERM "
+            "drains (no new job, the running ones finish); a second one gives them back. "
+            "Exit 0, 1 when a job failed or its file could not be saved, 2 bad usage."
+        ),
+    )
+    worker.add_argument("--journal", metavar="DSN", help=journal_help)
+    worker.add_argument(
+        "--out-dir", default=".", metavar="DIR", help="where images go (default: here)"
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="at most N jobs at a time (default %(default)s)",
+    )
+    worker.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="stop once no job in the journal needs work (nor is held by another worker)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a job stays this worker's after its last renewal (default %(default)s)",
+    )
+    worker.add_argument(
+        "--idle-wait",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between looks for a free job while none is (default %(default)s)",
+    )
+    worker.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per job on stdout; the last is the worker's summary",
+    )
+    worker.set_defaults(func=_cmd_worker)
+
+    status = sub.add_parser(
+        "status",
+        parents=[verbose],
+        help="count a journal's jobs per state and say who holds what",
+        description=(
+            "Count the jobs of a journal (PostgreSQL or SQLite) per state: queued, running, "
+            "abandoned, done, unsaved (done, file not saved), failed, cancelled; and list the "
+            "workers holding jobs. Exit 0."
+        ),
+    )
+    status.add_argument(
+        "--journal",
+        metavar="DSN",
+        help="a postgresql:// URL or a SQLite journal's path (default: HYBRIDGEN_JOURNAL)",
+    )
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per holder, then the counts (the last object)",
+    )
+    status.set_defaults(func=_cmd_status)
 
     serve = sub.add_parser(
         "serve",

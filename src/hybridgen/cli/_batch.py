@@ -30,7 +30,7 @@ from ..machine import State
 from ..policy import Policy
 from ..video import media_of
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ._files import _close_journal, _journal_meta, _open_journal, _save
+from ._files import _close_journal, _journal_arg, _journal_meta, _open_journal, _save
 from ._inspect import Publish, follow, inspecting
 from ._interrupt import _Interrupt, _not_run, _not_saved, _with_signals
 from ._json import _JsonBatchReporter, batch_json, outcome_json
@@ -41,7 +41,8 @@ from ._report import Outcome, _BatchReporter, _tally
 if TYPE_CHECKING:
     from ..driver import Client, Generation
     from ..emulator.model import Faults
-    from ..journal import Entry, SQLiteJournal
+    from ..journal import Entry
+    from ._files import CliJournal
     from ._generate import _Job
 
 
@@ -110,7 +111,7 @@ class _Run:
 
     items: list[_Item]
     reporter: _BatchReporter
-    journal: SQLiteJournal | None
+    journal: CliJournal | None
     outcomes: dict[int, Outcome] = attrs.field(factory=dict)
     gens: dict[int, Generation] = attrs.field(factory=dict)
     publish: Publish | None = None
@@ -164,7 +165,7 @@ class _BatchJob:
     concurrency: int
     fail_fast: bool
     log_events: bool
-    journal: SQLiteJournal | None = None
+    journal: CliJournal | None = None
 
 
 async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
@@ -219,7 +220,7 @@ def _batch_exit(outcomes: Sequence[Outcome], interrupted: bool) -> int:
 def _run_items(
     items: list[_Item],
     reporter: _BatchReporter,
-    journal: SQLiteJournal | None,
+    journal: CliJournal | None,
     body: Callable[[_Run, _Interrupt], Any],
     publish: Publish | None = None,
 ) -> int:
@@ -250,7 +251,8 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("--out", f"cannot create the directory {out_dir}: {exc}") from None
-    journal = _open_journal(args.journal, create=True) if args.journal else None
+    where = _journal_arg(args.journal)
+    journal = _open_journal(where, create=True) if where else None
     job = _BatchJob(
         items,
         base.policy,

@@ -23,7 +23,14 @@ from ._output import _say
 if TYPE_CHECKING:
     from ..driver import Client
     from ..journal import SQLiteJournal
+    from ..journal_pg import PostgresJournal
     from ..policy import Policy
+
+    CliJournal = SQLiteJournal | PostgresJournal
+    """A journal the commands open: a SQLite file or a PostgreSQL database."""
+
+JOURNAL_ENV: Final = "HYBRIDGEN_JOURNAL"
+"""The environment variable that gives ``--journal`` when it is not on the command line."""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -78,7 +85,30 @@ def _journal_meta(out: Path) -> dict[str, str]:
     return {"out": os.path.abspath(out)}
 
 
-def _open_journal(path: str, *, create: bool) -> SQLiteJournal:
+def _journal_arg(value: str | None) -> str | None:
+    """``--journal``, else ``HYBRIDGEN_JOURNAL`` (``None``: neither is set)."""
+    if value:
+        return value
+    return os.environ.get(JOURNAL_ENV, "").strip() or None
+
+
+def _is_postgres(path: str) -> bool:
+    return path.startswith(("postgresql://", "postgres://"))
+
+
+def _open_journal(path: str, *, create: bool, lease: float | None = None) -> CliJournal:
+    """The journal ``path`` names: a SQLite file, or a ``postgresql://`` database."""
+    if _is_postgres(path):
+        try:
+            from ..journal_pg import PostgresJournal
+        except ImportError as exc:
+            raise ConfigError("--journal", str(exc)) from None
+        from ..errors import JournalError
+
+        try:
+            return PostgresJournal(path, lease=30.0 if lease is None else lease)
+        except JournalError as exc:
+            raise ConfigError("--journal", str(exc)) from None
     from ..journal import SQLiteJournal
 
     target = Path(path)
@@ -97,11 +127,17 @@ JOURNAL_CLOSE_TIMEOUT: Final = 1.0
 within the journal's ``flush_timeout`` as its client ended)."""
 
 
-def _close_journal(journal: SQLiteJournal) -> None:
+def _journal_name(journal: CliJournal) -> str:
+    """Where a journal is, for messages (never a password)."""
+    path = getattr(journal, "path", None)
+    return str(path) if path is not None else str(getattr(journal, "where", "the journal"))
+
+
+def _close_journal(journal: CliJournal) -> None:
     """Close the journal; say on stderr how many writes it could not record."""
     lost = journal.close(timeout=JOURNAL_CLOSE_TIMEOUT)
     if lost:
         _say(
-            f"journal: {lost} write(s) to {journal.path} were not recorded (see the journal "
-            "warnings above); the generations themselves were not affected"
+            f"journal: {lost} write(s) to {_journal_name(journal)} were not recorded (see the "
+            "journal warnings above); the generations themselves were not affected"
         )

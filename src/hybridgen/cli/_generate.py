@@ -35,7 +35,14 @@ from ..video import (
 )
 from ._batch import _cmd_batch
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ._files import _check_out, _close_journal, _journal_meta, _open_journal, _save
+from ._files import (
+    _check_out,
+    _close_journal,
+    _journal_arg,
+    _journal_meta,
+    _open_journal,
+    _save,
+)
 from ._inspect import Publish, follow, inspecting, parse_address
 from ._interrupt import _early_interrupt, _Interrupt, _not_saved, _watch_signals
 from ._json import JsonReporter, outcome_json
@@ -56,7 +63,7 @@ from ._report import Outcome, Reporter
 if TYPE_CHECKING:
     from ..driver import Client, Generation
     from ..emulator.model import Faults
-    from ..journal import SQLiteJournal
+    from ._files import CliJournal
 
 
 @attrs.frozen
@@ -68,7 +75,7 @@ class _Job:
     time_scale: float
     out: Path
     log_events: bool
-    journal: SQLiteJournal | None = None
+    journal: CliJournal | None = None
     publish: Publish | None = None
     source: Path | None = None
     """A video's local source file, uploaded before the start (``--image FILE``)."""
@@ -260,7 +267,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("--out", f"cannot create the directory {out.parent}: {exc}") from None
-    journal = _open_journal(args.journal, create=True) if args.journal else None
+    where = _journal_arg(args.journal)
+    journal = _open_journal(where, create=True) if where else None
     with inspecting(args.inspect, args.inspect_linger) as publish:
         job = _Job(
             request,

@@ -26,14 +26,22 @@ from ..machine import State
 from ..video import media_of
 from ._batch import _Item, _pick_batch_reporter, _Run, _run_items
 from ._exit import UsageError
-from ._files import _close_journal, _open_journal, _save
+from ._files import (
+    JOURNAL_ENV,
+    _close_journal,
+    _journal_arg,
+    _journal_name,
+    _open_journal,
+    _save,
+)
 from ._interrupt import _Interrupt
 from ._output import _setup_logging
 from ._report import Outcome
 
 if TYPE_CHECKING:
     from ..driver import Generation
-    from ..journal import Entry, SQLiteJournal
+    from ..journal import Entry
+    from ._files import CliJournal
 
 
 _NO_FILE_ID: Final = "interrupted before the server named the file; start it again"
@@ -41,7 +49,7 @@ _NO_FILE_ID: Final = "interrupted before the server named the file; start it aga
 
 async def _resume_body(
     config: Config,
-    journal: SQLiteJournal,
+    journal: CliJournal,
     concurrency: int,
     log_events: bool,
     run: _Run,
@@ -109,7 +117,7 @@ async def _resume_body(
         interrupt.scope = None
 
 
-def _claim(journal: SQLiteJournal, entries: list[Entry]) -> tuple[list[Entry], list[str]]:
+def _claim(journal: CliJournal, entries: list[Entry]) -> tuple[list[Entry], list[str]]:
     """Take over each entry no live process runs (atomically, one by one): those taken, and why
     each other one was skipped."""
     claimed: list[Entry] = []
@@ -132,12 +140,15 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     config = Config.from_env()
     if args.concurrency < 1:
         raise ConfigError("--concurrency", f"must be a whole number >= 1, got {args.concurrency}")
-    journal = _open_journal(args.journal, create=False)
+    where = _journal_arg(args.journal)
+    if where is None:
+        raise UsageError(f"give --journal PATH (or a postgresql:// URL), or set {JOURNAL_ENV}")
+    journal = _open_journal(where, create=False)
     try:
         try:
             entries = journal.pending()
-        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
-            raise ConfigError("--journal", f"cannot read {args.journal}: {exc}") from None
+        except (sqlite3.Error, JournalError, ValueError, TypeError, KeyError) as exc:
+            raise ConfigError("--journal", f"cannot read {_journal_name(journal)}: {exc}") from None
         claimed, skipped = _claim(journal, entries)
         items: list[_Item] = []
         for index, entry in enumerate(claimed, start=1):
@@ -148,7 +159,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         for why in skipped:
             reporter.note(f"skipped: {why}")
         if not items:
-            reporter.note(f"nothing to resume in {args.journal}")
+            reporter.note(f"nothing to resume in {_journal_name(journal)}")
         return _run_items(
             items,
             reporter,

@@ -1,0 +1,188 @@
+"""Many workers, one queue: real `hybridgen worker` processes, a real PostgreSQL, `hybridgen serve`.
+
+Timings are scaled (the server's jobs take 0.02 of their real time, the workers' leases are short)
+so that a crash, a stall past a lease and a database restart each take a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from PIL import Image
+
+from cli_support import Running, clean_env, emulator_stats, json_lines, run, serve_emulator
+from hybridgen.worker import UNSAFE_START
+from pg_support import Cluster, eventually, new_database
+
+TOKEN = "queue-token-1234"
+SCALE = "0.02"
+pytestmark = pytest.mark.slow
+
+
+def submit_many(
+    dsn: str, count: int, tmp_path: Path, env: dict[str, str], *extra: str
+) -> list[str]:
+    batch = tmp_path / "prompts.txt"
+    batch.write_text("".join(f"a fox number {i}\n" for i in range(count)))
+    done = run(
+        "submit", "--journal", dsn, "--batch", str(batch), "--time-scale", SCALE, *extra, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = json_lines(done.stdout)
+    assert len(lines) == count and all(line["state"] == "queued" for line in lines)
+    return [line["key"] for line in lines]
+
+
+def status(dsn: str) -> dict[str, int]:
+    done = run("status", "--journal", dsn, "--json")
+    assert done.returncode == 0, done.stderr
+    counts: dict[str, int] = json_lines(done.stdout)[-1]
+    return counts
+
+
+def start_worker(
+    spawn: Callable[..., Running], dsn: str, out: Path, env: dict[str, str], *extra: str
+) -> Running:
+    return spawn(
+        "worker", "--journal", dsn, "--out-dir", str(out), "--json", "--idle-wait", "0.1", *extra,
+        env=env,
+    )  # fmt: skip
+
+
+def outcomes(worker: Running) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in worker.stdout if '"key"' in line]
+
+
+def saved_images(out: Path) -> list[Path]:
+    files = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    for path in files:
+        with Image.open(path) as image:
+            image.verify()
+    return files
+
+
+def file_ids(dsn: str) -> int:
+    with psycopg.connect(dsn) as db:
+        row = db.execute(
+            "SELECT count(*) FROM hybridgen.generations WHERE file_id IS NOT NULL"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.fixture
+def dsn(postgres: Cluster) -> str:
+    return new_database(postgres)
+
+
+def test_submit_queues_and_status_counts(dsn: str, tmp_path: Path) -> None:
+    keys = submit_many(dsn, 3, tmp_path, clean_env())
+    assert len(set(keys)) == 3
+    assert status(dsn) == {
+        "queued": 3, "running": 0, "abandoned": 0, "done": 0, "unsaved": 0, "failed": 0,
+        "cancelled": 0,
+    }  # fmt: skip
+    # HYBRIDGEN_JOURNAL stands in for --journal
+    done = run("submit", "one more", env=clean_env(HYBRIDGEN_JOURNAL=dsn))
+    assert done.returncode == 0 and json_lines(done.stdout)[0]["key"] not in keys
+    human = run("status", env=clean_env(HYBRIDGEN_JOURNAL=dsn))
+    assert human.returncode == 0 and "queued     4" in human.stdout
+
+
+def test_a_sqlite_journal_has_no_queue_but_has_a_status(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    done = run("submit", "--journal", str(path), "a fox")
+    assert done.returncode == 2 and "needs a queue: a PostgreSQL journal" in done.stderr
+    generated = run("generate", "a fox", "--out", str(tmp_path / "fox.png"), "--journal",
+                    str(path), "--time-scale", SCALE)  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    assert status(str(path))["done"] == 1
+
+
+def test_three_workers_one_killed_every_job_done_once(
+    dsn: str, tmp_path: Path, spawn: Callable[..., Running]
+) -> None:
+    jobs = 90  # 300 in the issue; 90 keeps the suite's time on this 2-core machine modest
+    url, env = serve_emulator(spawn, TOKEN, "--time-scale", SCALE)
+    keys = submit_many(dsn, jobs, tmp_path, env)
+    assert emulator_stats(url, TOKEN).get("start", 0) == 0
+    out = tmp_path / "out"
+    workers = [
+        start_worker(
+            spawn, dsn, out, env, "--concurrency", "8", "--lease", "1.5", "--exit-when-idle"
+        )
+        for _ in range(3)
+    ]
+    victim = workers[0]
+    victim.until(lambda line: line.get("state") == "done", timeout=60)  # it is mid-run
+    victim.proc.send_signal(signal.SIGKILL)
+    for worker in workers[1:]:
+        assert worker.finish(timeout=120) == 0, "".join(worker.stderr)
+    counts = status(dsn)
+    unsafe = [o for w in workers[1:] for o in outcomes(w) if o["reason"] == UNSAFE_START]
+    assert counts["done"] + counts["failed"] == jobs and counts["failed"] == len(unsafe)
+    assert counts["done"] >= jobs - 8  # at most the victim's starts in flight are not re-sent
+    starts = emulator_stats(url, TOKEN)["start"]
+    assert counts["done"] <= starts <= jobs  # no job was started twice
+    files = saved_images(out)
+    assert len(files) == counts["done"]
+    assert {p.stem for p in files} <= set(keys)
+    with psycopg.connect(dsn) as db:  # one terminal transition per job, done ones delivered
+        rows = db.execute(
+            "SELECT count(*) FROM hybridgen.transitions WHERE dest IN ('done', 'failed', "
+            "'cancelled') AND NOT superseded GROUP BY generation_id HAVING count(*) > 1"
+        ).fetchall()
+        assert rows == []
+    print(f"{jobs} jobs: {counts['done']} done, {len(unsafe)} unsafe to re-send, {starts} starts")
+
+
+def test_a_worker_stalled_past_its_lease_records_and_downloads_nothing(
+    dsn: str, tmp_path: Path, spawn: Callable[..., Running]
+) -> None:
+    url, env = serve_emulator(spawn, TOKEN, "--time-scale", SCALE, "--gen-time", "3")
+    submit_many(dsn, 4, tmp_path, env, "--deadline", "60")
+    stalled_out, taker_out = tmp_path / "stalled", tmp_path / "taker"
+    stalled = start_worker(spawn, dsn, stalled_out, env, "--lease", "1", "--exit-when-idle")
+    eventually(lambda: file_ids(dsn) == 4, 30, "4 jobs started, their file ids recorded")
+    os.kill(stalled.proc.pid, signal.SIGSTOP)
+    try:
+        taker = start_worker(spawn, dsn, taker_out, env, "--lease", "1", "--exit-when-idle")
+        assert taker.finish(timeout=60) == 0, "".join(taker.stderr) + "".join(taker.stdout)
+    finally:
+        os.kill(stalled.proc.pid, signal.SIGCONT)
+    assert stalled.finish(timeout=60) == 0, "".join(stalled.stderr)
+    assert {o["state"] for o in outcomes(stalled)} == {"lost"}
+    assert {o["state"] for o in outcomes(taker)} == {"done"} and len(outcomes(taker)) == 4
+    stats = emulator_stats(url, TOKEN)
+    assert stats["start"] == 4 and stats["download"] == 4  # no start again, no second download
+    assert not stalled_out.exists() or saved_images(stalled_out) == []
+    assert len(saved_images(taker_out)) == 4
+    assert status(dsn)["done"] == 4
+
+
+def test_workers_ride_out_a_database_restart(
+    postgres: Cluster, dsn: str, tmp_path: Path, spawn: Callable[..., Running]
+) -> None:
+    if postgres.directory is None:
+        pytest.skip("HYBRIDGEN_TEST_POSTGRES_DIR is not set: cannot restart the server")
+    jobs = 30
+    url, env = serve_emulator(spawn, TOKEN, "--time-scale", SCALE)
+    submit_many(dsn, jobs, tmp_path, env)
+    out = tmp_path / "out"
+    workers = [
+        start_worker(spawn, dsn, out, env, "--concurrency", "6", "--exit-when-idle")
+        for _ in range(2)
+    ]
+    workers[0].until(lambda line: line.get("state") == "done", timeout=60)
+    postgres.restart()
+    for worker in workers:
+        assert worker.finish(timeout=120) == 0, "".join(worker.stderr)
+    assert status(dsn)["done"] == jobs
+    assert emulator_stats(url, TOKEN)["start"] == jobs
+    assert len(saved_images(out)) == jobs
