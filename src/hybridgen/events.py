@@ -81,10 +81,11 @@ class Progress:
 
 @attrs.frozen
 class Retry:
-    """A start or poll failed or the socket dropped; the next attempt comes in ``delay`` seconds.
+    """A start, poll or download failed or the socket dropped; the next attempt comes in
+    ``delay`` seconds.
 
-    ``what`` is ``"start"``, ``"poll"`` or ``"websocket"``; ``attempt`` counts failures of that
-    kind so far.
+    ``what`` is ``"start"``, ``"poll"``, ``"websocket"`` or ``"download"``; ``attempt`` counts
+    failures of that kind so far; ``status`` is the HTTP status of the failure, if it had one.
     """
 
     generation_id: str
@@ -94,6 +95,7 @@ class Retry:
     reason: str
     monotonic: float
     wall: float
+    status: int | None = None
 
     terminal = False
 
