@@ -32,7 +32,13 @@ import trio
 from hybridgen import Config, ConfigError, ImageRequest, RequestError
 from hybridgen.driver import Client
 from hybridgen.emulator import Emulator, Faults, running
-from hybridgen.errors import GenerationFailed, HybridgenError, PermanentError, TransientError
+from hybridgen.errors import (
+    AuthError,
+    GenerationFailed,
+    HybridgenError,
+    PermanentError,
+    TransientError,
+)
 from hybridgen.events import Event, LoggingSubscriber
 from hybridgen.machine import State
 from hybridgen.policy import Policy
@@ -226,20 +232,25 @@ async def test_the_token_goes_only_to_the_api_origin() -> None:
     assert [auth for _, auth in seen[1:]] == [None, None, None]
 
 
-async def test_a_redirect_is_not_followed() -> None:
-    hosts: list[str] = []
+async def test_a_redirect_to_another_origin_never_carries_the_token() -> None:
+    seen: list[tuple[str, str | None]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        hosts.append(request.url.host)
-        return httpx.Response(302, headers={"location": "https://evil.example.org/steal"})
+        seen.append((request.url.host, request.headers.get("authorization")))
+        if request.url.host == "api.example.com":
+            return httpx.Response(302, headers={"location": "https://evil.example.org/steal"})
+        return httpx.Response(401, json={"detail": "who are you?"})
 
     config = Config(url="https://api.example.com", token=SECRET)
     async with mock_client(handler) as http:
         transport = SuperDuperTransport(config, http=http)
         with pytest.raises(PermanentError) as info:
             await transport.poll("f1")
-    assert hosts == ["api.example.com"]
-    assert info.value.status == 302
+    assert seen == [("api.example.com", f"Bearer {SECRET}"), ("evil.example.org", None)]
+    # no token went there: not "check SUPERDUPERAI_TOKEN", and the host is named
+    assert not isinstance(info.value, AuthError) and info.value.status == 401
+    assert "evil.example.org" in str(info.value) and "SUPERDUPERAI_TOKEN" not in str(info.value)
+    assert_secret_free(exception_texts(info.value), "an error")
 
 
 # -- where the token may travel ------------------------------------------------------------------

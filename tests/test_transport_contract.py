@@ -36,11 +36,17 @@ from hybridgen.errors import (
     AuthError,
     OversizedMessage,
     PermanentError,
+    RedirectError,
     TransientError,
     TransportError,
 )
 from hybridgen.testing import MemoryTransport
-from hybridgen.transport import SuperDuperTransport, Transport, parse_retry_after
+from hybridgen.transport import (
+    MAX_REDIRECTS,
+    SuperDuperTransport,
+    Transport,
+    parse_retry_after,
+)
 
 TOKEN = "test-token-123"
 TIME_SCALE = 0.02
@@ -638,3 +644,132 @@ async def test_seed_era_body_with_numbers_as_text_is_accepted(side: Side) -> Non
     }
     job = side.model.create(body)
     assert (job.seed, job.width, job.height) == (12, 640, 512)
+
+
+# -- redirects and CDN faults on result files and polls ----------------------------------------
+
+
+async def ready_file(side: Side, **faults: Any) -> tuple[FileStatus, str]:
+    """A finished job with these file switches, and its result URL."""
+    file = await start(side, Faults(gen_time=GEN_TIME, **faults))
+    await until_ready(side, file.id)
+    return file, side.model.url_of(side.model.jobs[file.id])
+
+
+@pytest.mark.parametrize("status", ["301", "302", "303", "307", "308"])
+@pytest.mark.parametrize("hops", [1, MAX_REDIRECTS])
+async def test_fetch_follows_redirects_up_to_the_limit(side: Side, status: str, hops: int) -> None:
+    with trio.fail_after(LIMIT):
+        _, url = await ready_file(side, file_redirect=status, file_redirect_hops=hops)
+        body = await read_file(side, url)
+    assert body.startswith(b"RIFF")
+    assert side.model.counts["redirect"] == hops and side.model.counts["download"] == 1
+    received = list(side.model.received)
+    assert len(received) == hops + 1 and received[0][0] == url
+    assert all(path.startswith(side.model.file_base + "/stored/") for path, _ in received[1:])
+    assert not any(auth for _, auth in received)  # the files origin never gets the token
+
+
+async def test_a_redirect_from_the_api_origin_to_the_cdn_drops_the_token(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        _, url = await ready_file(side, file_redirect="302", file_redirect_to="origin")
+        body = await read_file(side, url)
+    assert body.startswith(b"RIFF")
+    (first, sent_first), (second, sent_second) = side.model.received
+    assert first == url and first.startswith(side.model.api_base + "/files/")
+    assert second.startswith(side.model.file_base + "/stored/")
+    # what the servers received: the token on the API's origin, none on the other one
+    assert (sent_first, sent_second) == (True, False)
+
+
+async def test_more_than_five_redirects_end_with_an_error_naming_the_count(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        _, url = await ready_file(side, file_redirect="307", file_redirect_hops=MAX_REDIRECTS + 1)
+        with pytest.raises(RedirectError) as info:
+            await read_file(side, url)
+    assert info.value.why == "too_many" and info.value.hops == MAX_REDIRECTS
+    assert "more than 5 redirects" in str(info.value) and info.value.status == 307
+    assert len(side.model.received) == MAX_REDIRECTS + 1
+    assert side.model.counts["download"] == 0
+
+
+async def test_a_redirect_loop_ends_with_a_clear_error(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        _, url = await ready_file(side, file_redirect="302", file_redirect_to="loop")
+        with pytest.raises(RedirectError) as info:
+            await read_file(side, url)
+    assert info.value.why == "loop" and "redirect loop after 2 redirects" in str(info.value)
+    assert len(side.model.received) == 2 and side.model.counts["download"] == 0
+
+
+@pytest.mark.parametrize("status", ["301", "302", "303", "307", "308"])
+async def test_a_poll_follows_a_redirect_on_the_same_origin_with_the_token(
+    side: Side, status: str
+) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, poll_redirect=status))  # type: ignore[arg-type]
+        await until_ready(side, file.id)
+        polled = await side.transport.poll(file.id)
+    assert polled.ready and polled.url == side.model.url_of(side.model.jobs[file.id])
+    (first, sent_first), (second, sent_second) = side.model.received
+    assert second == first + "?via=redirect" and sent_first and sent_second
+    assert side.model.counts["redirect"] == 1 and side.model.counts["poll"] == 1
+
+
+async def test_a_poll_redirect_loop_fails_the_poll_for_good(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        file = await start(side, Faults(gen_time=GEN_TIME, poll_redirect="loop"))
+        with pytest.raises(RedirectError) as info:
+            await side.transport.poll(file.id)
+    assert isinstance(info.value, PermanentError) and info.value.why == "loop"
+    assert side.model.counts["poll"] == 0
+
+
+@pytest.mark.parametrize("status", [403, 404])
+async def test_a_cdn_refusing_a_file_at_first_names_its_host_not_the_token(
+    side: Side, status: int
+) -> None:
+    with trio.fail_after(LIMIT):
+        _, url = await ready_file(side, file_fault=str(status), file_faults=2)
+        errors = []
+        for _ in range(2):
+            with pytest.raises(PermanentError) as info:
+                await read_file(side, url)
+            errors.append(info.value)
+        body = await read_file(side, url)  # the third request is served
+    assert body.startswith(b"RIFF")
+    host = urlsplit(url).netloc
+    for error in errors:
+        assert not isinstance(error, AuthError) and error.status == status
+        assert f"HTTP {status} from {host}" in str(error)
+        assert "SUPERDUPERAI_TOKEN" not in str(error) and TOKEN not in str(error)
+    assert side.model.counts["file_fault"] == 2 and side.model.counts["download"] == 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_a_cdn_error_status_is_transient(side: Side, status: int) -> None:
+    with trio.fail_after(LIMIT):
+        _, url = await ready_file(side, file_fault=str(status), retry_after=10.0)
+        with pytest.raises(TransientError) as info:
+            await read_file(side, url)
+        assert (await read_file(side, url)).startswith(b"RIFF")
+    assert info.value.status == status and urlsplit(url).netloc in str(info.value)
+    expected = 10.0 * TIME_SCALE if status != 500 else None
+    assert info.value.retry_after == (pytest.approx(expected) if expected else None)
+
+
+async def test_a_body_cut_short_is_transient(side: Side) -> None:
+    with trio.fail_after(LIMIT):
+        _, url = await ready_file(side, file_cuts=1)
+        received = bytearray()
+
+        async def cut_short() -> None:
+            async with side.transport.fetch(url, limit=2**20) as chunks:
+                async for chunk in chunks:
+                    received.extend(chunk)
+
+        with pytest.raises(TransientError) as info:
+            await cut_short()
+        whole = await read_file(side, url)
+    assert str(info.value).startswith("download: connection failed")
+    assert 0 < len(received) < len(whole) and whole.startswith(bytes(received))

@@ -42,7 +42,7 @@ from .errors import (
     TransportError,
     VideoRefused,
 )
-from .events import Event, EventStream, Hub, JournalWarning, Subscriber, Transition
+from .events import Event, EventStream, Hub, JournalWarning, Retry, Subscriber, Transition
 from .files import (
     DOWNLOAD_LIMIT,
     VIDEO_DOWNLOAD_LIMIT,
@@ -50,7 +50,7 @@ from .files import (
     Reopen,
     SavedFile,
     convert_target,
-    save,
+    download,
     sniff,
     sniff_video,
 )
@@ -587,19 +587,26 @@ class Client:
         limit: int | None = None,
         policy: Policy | None = None,
         media: Media = "image",
+        announced_at: float | None = None,
+        on_event: Subscriber | None = None,
     ) -> SavedFile:
         """Save a done generation's file (or the file at a URL) to ``path``; a :class:`SavedFile`.
 
         The format is read from the bytes: ``SavedFile.content_type`` says what was saved. The
         bytes are kept as they are unless ``convert`` names a format (``"png"``, ``"jpeg"``,
         ``"webp"``, ``"gif"``); a ``path`` without a suffix gets the true one. The download streams
-        to a temporary file beside ``path`` (at most ``limit`` bytes), must be an image, ends
-        within the policy's ``download_timeout`` and then replaces ``path`` atomically. Any
-        failure raises :class:`~hybridgen.errors.DownloadError` (its ``url`` and ``kind`` say
-        which file and why); nothing is left behind. ``media="video"`` saves a video instead
-        (MP4, QuickTime or WebM from its bytes, never converted; ``limit`` defaults to
+        to a temporary file beside ``path`` (at most ``limit`` bytes), must be an image, and then
+        replaces ``path`` atomically. It follows redirects and is tried again, with backoff,
+        after what can be transient (see :func:`hybridgen.files.download`), all within the
+        policy's ``download_timeout``; a 403/404 counts as transient within
+        ``download_propagation`` of ``announced_at`` (trio time the result was announced;
+        ``None``: now). Each retry is a :class:`~hybridgen.events.Retry` (``what="download"``)
+        for ``on_event`` and this client's subscribers. Any failure raises
+        :class:`~hybridgen.errors.DownloadError` (its ``url`` and ``kind`` say which file and
+        why); nothing is left behind. ``media="video"`` saves a video instead (MP4, QuickTime
+        or WebM from its bytes, never converted; ``limit`` defaults to
         :data:`~hybridgen.files.VIDEO_DOWNLOAD_LIMIT` then, else to
-        :data:`~hybridgen.files.DOWNLOAD_LIMIT`).
+        :data:`~hybridgen.files.DOWNLOAD_LIMIT`); a body that breaks off is resumed by range.
         """
         convert_target(convert)  # an unknown format, or no Pillow: said before any I/O
         if limit is None:
@@ -613,44 +620,30 @@ class Client:
                 url="",
                 kind="no_result",
             )
-        timeout = (policy or self.policy).download_timeout
-        saved: SavedFile | None = None
-        try:
-            # The bound covers the transfer, not the image checks and conversion after it; it
-            # encloses the whole `async with`, as a transport's fetch may open a nursery.
-            with trio.CancelScope(deadline=trio.current_time() + timeout) as bound:
+        gen_id = "" if isinstance(result, str) else result.generation_id
+        hub = Hub()
+        if on_event is not None:
+            hub.subscribe(on_event)
 
-                def received() -> None:
-                    bound.deadline = math.inf
+        def retried(attempt: int, delay: float, error: TransportError) -> None:
+            now = trio.current_time()
+            status = getattr(error, "status", None)
+            event = Retry(gen_id, "download", attempt, delay, str(error), now, time.time(), status)
+            hub.emit(event)
+            self.hub.emit(event)
 
-                async with self.transport.fetch(url, limit=limit) as chunks:
-                    saved = await save(
-                        chunks,
-                        path,
-                        url=url,
-                        limit=limit,
-                        convert=convert,
-                        on_received=received,
-                        media=media,
-                        reopen=_resumer(self.transport, url, limit),
-                    )
-        except DownloadError:
-            raise
-        except TransportError as exc:
-            status = getattr(exc, "status", None)
-            raise DownloadError(
-                f"download of {url}: {str(exc).removeprefix('download: ')}",
-                url=url,
-                kind="connection" if status is None else "http",
-                status=status,
-            ) from None
-        if saved is None:
-            raise DownloadError(
-                f"download of {url}: not finished within {timeout:g} s (download_timeout)",
-                url=url,
-                kind="timeout",
-            )
-        return saved
+        return await download(
+            self.transport,
+            url,
+            path,
+            policy=policy or self.policy,
+            limit=limit,
+            convert=convert,
+            media=media,
+            reopen=_resumer(self.transport, url, limit),
+            announced_at=announced_at,
+            on_retry=retried,
+        )
 
     def _new(
         self,

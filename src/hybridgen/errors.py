@@ -180,13 +180,28 @@ class LeaseHeld(JournalError):
         self.expires = expires
 
 
+class RedirectError(PermanentError):
+    """A redirect that is not followed: an https -> http downgrade, a loop, too many hops, or a
+    redirect without a usable ``Location``.
+
+    ``why`` is ``"downgrade"``, ``"loop"``, ``"too_many"`` or ``"no_location"``; ``hops`` counts
+    the redirects followed before this one; ``status`` is the redirect's status.
+    """
+
+    def __init__(self, message: str, *, why: str, hops: int, status: int) -> None:
+        super().__init__(message, status=status)
+        self.why = why
+        self.hops = hops
+
+
 class DownloadError(PermanentError):
     """A result file could not be saved; the generation itself is done and ``url`` still holds.
 
     ``kind`` says why: ``"too_large"`` (over the size limit), ``"not_an_image"`` (e.g. an HTML
     error page), ``"not_a_video"`` (a video's file is no MP4, QuickTime or WebM), ``"timeout"``
     (not finished within the download timeout), ``"http"`` (an error status), ``"connection"``
-    (the connection failed), ``"convert"`` (the image could not be converted to the asked
+    (the connection failed), ``"redirect"`` (a redirect that is not followed: see
+    :class:`RedirectError`), ``"convert"`` (the image could not be converted to the asked
     format), ``"disk"`` (the file could not be written) or ``"no_result"`` (the generation has
     no result URL).
     """

@@ -81,12 +81,13 @@ class Progress:
 
 @attrs.frozen
 class Retry:
-    """A start or poll failed or a push channel went down; the next attempt comes in ``delay``
-    seconds.
+    """A start, poll or download failed or a push channel went down; the next attempt comes in
+    ``delay`` seconds.
 
-    ``what`` is ``"start"``, ``"poll"`` or the push channel that reconnects (``"sse"`` or
-    ``"websocket"``, backing off per channel: ``Policy.reconnect_delay``); ``attempt`` counts
-    failures of that kind so far; ``reason`` is why it failed.
+    ``what`` is ``"start"``, ``"poll"``, ``"download"`` or the push channel that reconnects
+    (``"sse"`` or ``"websocket"``, backing off per channel: ``Policy.reconnect_delay``);
+    ``attempt`` counts failures of that kind so far; ``reason`` is why it failed; ``status`` is
+    the HTTP status of the failure, if it had one.
     """
 
     generation_id: str
@@ -96,6 +97,7 @@ class Retry:
     reason: str
     monotonic: float
     wall: float
+    status: int | None = None
 
     terminal = False
 

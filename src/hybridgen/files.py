@@ -12,18 +12,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import random
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, TYPE_CHECKING, Final, Literal
 
 import attrs
 import trio
 
-from .errors import ConfigError, DownloadError, MissingExtra, TransientError
+from .errors import (
+    ConfigError,
+    DownloadError,
+    MissingExtra,
+    PermanentError,
+    RedirectError,
+    TransientError,
+    TransportError,
+)
+from .policy import Policy
+
+if TYPE_CHECKING:
+    from .transport import Transport
 
 log: Final = logging.getLogger("hybridgen.files")
 
@@ -37,8 +51,11 @@ __all__ = [
     "VIDEO_TYPES",
     "Media",
     "SavedFile",
+    "PROPAGATION_STATUSES",
     "check_destination",
     "convert_target",
+    "download",
+    "download_retry_delay",
     "format_for_suffix",
     "save",
     "sniff",
@@ -97,6 +114,8 @@ _PILLOW: Final = {
     "image/gif": "GIF",
     "image/avif": "AVIF",
 }
+PROPAGATION_STATUSES: Final = (403, 404)
+"""Statuses of a file's host tried again within ``Policy.download_propagation`` of the result."""
 _HEAD: Final = 64
 """Bytes enough to recognise every format of :data:`IMAGE_TYPES` and :data:`VIDEO_TYPES`."""
 _WRITE_AT: Final = 2**20
@@ -488,3 +507,214 @@ def _final_path(dest: Path, content_type: str) -> Path:
     if dest.suffix:
         return dest
     return dest.with_name(dest.name + {**IMAGE_TYPES, **VIDEO_TYPES}[content_type])
+
+
+RetryHook = Callable[[int, float, TransportError], object]
+"""Called before each wait between two download attempts: ``(attempt, delay, error)``."""
+
+
+def download_retry_delay(
+    error: TransportError,
+    attempt: int,
+    now: float,
+    *,
+    deadline: float,
+    propagated: float,
+    policy: Policy,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
+    """The wait before the next attempt of a download whose ``attempt``-th one failed with
+    ``error`` at ``now``; ``None`` to give up (sans-IO: the decision :func:`download` follows).
+
+    Tried again: a :class:`~hybridgen.errors.TransientError` (connection error, body cut short,
+    stall, 408/425/429, 5xx), and a 403/404 before ``propagated`` (the end of
+    ``Policy.download_propagation``); never a :class:`~hybridgen.errors.DownloadError` (too
+    large, not an image), a :class:`~hybridgen.errors.RedirectError`, or any other permanent
+    status. The wait is ``download_retry_delay`` times ``backoff_factor`` per earlier retry, at
+    most ``backoff_cap``, with ``jitter``, and at least a ``Retry-After`` (with
+    ``honour_retry_after``); a wait that would end at or after ``deadline`` gives up now.
+    """
+    if isinstance(error, DownloadError | RedirectError):
+        return None
+    if isinstance(error, PermanentError):
+        if error.status not in PROPAGATION_STATUSES or now >= propagated:
+            return None
+    elif not isinstance(error, TransientError):
+        return None
+    delay = min(
+        policy.download_retry_delay * policy.backoff_factor ** (attempt - 1), policy.backoff_cap
+    )
+    if policy.jitter:
+        delay *= 1 + policy.jitter * (2 * rand() - 1)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None and policy.honour_retry_after:
+        delay = max(delay, retry_after)
+    if now + delay >= deadline:
+        return None
+    return delay
+
+
+async def download(
+    transport: Transport,
+    url: str,
+    path: str | os.PathLike[str],
+    *,
+    policy: Policy,
+    limit: int = DOWNLOAD_LIMIT,
+    convert: str | None = None,
+    media: Media = "image",
+    reopen: Reopen | None = None,
+    announced_at: float | None = None,
+    on_retry: RetryHook | None = None,
+    rand: Callable[[], float] = random.random,
+) -> SavedFile:
+    """Fetch the file at ``url`` through ``transport`` and :func:`save` it to ``path``
+    (``media``, ``reopen``: as :func:`save` takes them; a body resumed by range stays one
+    attempt).
+
+    Every attempt and wait fits in ``policy.download_timeout`` from the call (the time spent
+    writing to disk, checking the image and converting it is not counted); an attempt that gets
+    no byte for ``policy.request_timeout`` is cut and counts as a transient failure. A failed
+    attempt is tried again as :func:`download_retry_delay` decides (``on_retry`` is told first);
+    ``announced_at`` (trio time) is when the server announced the result, the start of
+    ``policy.download_propagation`` (``None``: now). Redirects are the transport's
+    (:meth:`~hybridgen.transport.SuperDuperTransport.fetch`). Any failure raises
+    :class:`~hybridgen.errors.DownloadError` (``kind``: ``"http"``, ``"connection"``,
+    ``"redirect"``, ``"timeout"``, or :func:`save`'s), naming the file's host and status and how
+    many attempts were made; nothing is left behind.
+    """
+    started = trio.current_time()
+    deadline = started + policy.download_timeout
+    propagated = (started if announced_at is None else announced_at) + policy.download_propagation
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            saved = await _attempt(
+                transport, url, path, limit, convert, media, reopen, deadline, policy
+            )
+        except TransportError as exc:
+            error = exc
+        else:
+            if saved is not None:
+                return saved
+            raise DownloadError(
+                f"download of {url}: not finished within {policy.download_timeout:g} s "
+                f"(download_timeout){_tries(attempt)}",
+                url=url,
+                kind="timeout",
+            )
+        now = trio.current_time()
+        delay = download_retry_delay(
+            error, attempt, now, deadline=deadline, propagated=propagated, policy=policy, rand=rand
+        )
+        if delay is None:
+            raise _failed(url, error, attempt) from None
+        if on_retry is not None:
+            on_retry(attempt, delay, error)
+        await trio.sleep(delay)
+
+
+async def _attempt(
+    transport: Transport,
+    url: str,
+    path: str | os.PathLike[str],
+    limit: int,
+    convert: str | None,
+    media: Media,
+    reopen: Reopen | None,
+    deadline: float,
+    policy: Policy,
+) -> SavedFile | None:
+    """One ``GET`` and save: the file, or ``None`` when ``deadline`` cut it. A stall of
+    ``request_timeout`` (no reply, or no byte of the body) raises ``TransientError``."""
+    stall = policy.request_timeout
+    saved: SavedFile | None = None
+    # The bound encloses the whole `async with`: a transport's fetch may open a nursery. While
+    # the network is awaited (the reply, each chunk) it is at most `stall` away, never past
+    # `deadline`; while a chunk is written to disk, and for the checks after the body, it is off.
+    with trio.CancelScope(deadline=min(deadline, trio.current_time() + stall)) as bound:
+
+        def waiting(network: bool | None) -> None:
+            """The network awaited (True), a chunk to write (False), or in between (None)."""
+            if network is None:
+                bound.deadline = deadline
+            elif network:
+                bound.deadline = min(deadline, trio.current_time() + stall)
+            else:
+                bound.deadline = math.inf
+
+        resume: Reopen | None = None
+        if reopen is not None:
+            opener = reopen
+
+            @contextlib.asynccontextmanager
+            async def resume_at(start: int) -> AsyncIterator[AsyncIterator[bytes]]:
+                waiting(True)
+                async with opener(start) as rest:
+                    yield _Watched(rest, waiting)
+
+            resume = resume_at
+
+        async with transport.fetch(url, limit=limit) as chunks:
+            saved = await save(
+                _Watched(chunks, waiting),
+                path,
+                url=url,
+                limit=limit,
+                convert=convert,
+                media=media,
+                reopen=resume,
+            )
+    if saved is None and trio.current_time() < deadline:
+        raise TransientError(f"download: no byte for {stall:g} s (request_timeout)")
+    return saved
+
+
+class _Watched:
+    """A body's chunks; ``waiting(True)`` as the next one is awaited, ``waiting(False)`` once it
+    came (or the body ended), ``waiting(None)`` when it broke off."""
+
+    def __init__(
+        self, chunks: AsyncIterator[bytes], waiting: Callable[[bool | None], None]
+    ) -> None:
+        self._chunks = chunks
+        self._waiting = waiting
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._waiting(True)
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._waiting(False)
+            raise
+        except BaseException:
+            self._waiting(None)
+            raise
+        self._waiting(False)
+        return chunk
+
+
+def _tries(attempt: int) -> str:
+    return f"; {attempt} attempts" if attempt > 1 else ""
+
+
+def _failed(url: str, error: TransportError, attempt: int) -> DownloadError:
+    """The download's final error for the last attempt's ``error``."""
+    if isinstance(error, DownloadError):
+        if attempt == 1:
+            return error
+        return DownloadError(
+            f"{error}{_tries(attempt)}", url=error.url, kind=error.kind, status=error.status
+        )
+    status = getattr(error, "status", None)
+    kind = "redirect" if isinstance(error, RedirectError) else "http" if status else "connection"
+    return DownloadError(
+        f"download of {url}: {str(error).removeprefix('download: ')}{_tries(attempt)}",
+        url=url,
+        kind=kind,
+        status=status,
+    )

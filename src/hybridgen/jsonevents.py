@@ -74,6 +74,7 @@ def event_json(event: Event, at: float) -> dict[str, Any]:
             "attempt": event.attempt,
             "delay": number(event.delay),
             "reason": event.reason,
+            **({} if event.status is None else {"status": event.status}),
             "at": number(at),
         }
     fields = {

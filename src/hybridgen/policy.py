@@ -57,6 +57,11 @@ def _push(inst: object, attribute: attrs.Attribute[Any], value: tuple[str, ...])
         raise ConfigError("push", f"names a channel twice: {value!r}")
 
 
+def _not_negative(inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ConfigError(attribute.name, f"must be a number of seconds >= 0, got {value!r}")
+
+
 def _optional_positive(inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None:
         _positive(inst, attribute, value)
@@ -176,8 +181,19 @@ class Policy:
     the job's progress puts its end further off; never less than ``poll_interval``."""
 
     download_timeout: float = attrs.field(default=60.0, validator=_positive)
-    """Seconds the result file's download may take (:meth:`hybridgen.Client.download`); a
-    slower one fails with a :class:`~hybridgen.errors.DownloadError`, its URL kept."""
+    """Seconds the result file's download may take (:meth:`hybridgen.Client.download`), every
+    attempt and the waits between them included; a slower one fails with a
+    :class:`~hybridgen.errors.DownloadError`, its URL kept."""
+    download_retry_delay: float = attrs.field(default=0.5, validator=_positive)
+    """The wait before a failed download's second attempt; later waits grow by
+    ``backoff_factor`` up to ``backoff_cap``, with ``jitter`` (``Retry-After`` honoured). A
+    download is tried again after what can be transient (a connection error, a body cut short,
+    a stall of ``request_timeout`` without a byte, 408/425/429, 5xx) and, within
+    :attr:`download_propagation`, after 403/404."""
+    download_propagation: float = attrs.field(default=10.0, validator=_not_negative)
+    """Seconds after the result was announced during which the file's host answering 403 or 404
+    counts as transient (a CDN that does not have the new file everywhere yet); later, and with
+    ``0``, they fail the download at once."""
 
     def __attrs_post_init__(self) -> None:
         if self.deadline <= self.ws_timeout:
@@ -331,6 +347,8 @@ DURATIONS: Final = (
     "lively_interval",
     "request_timeout",
     "download_timeout",
+    "download_retry_delay",
+    "download_propagation",
 )
 """The fields of :class:`Policy` that are durations in seconds (``push_quiet`` and
 ``push_alive`` may be ``None``)."""

@@ -18,6 +18,7 @@ import datetime
 import email.utils
 import functools
 import json
+import logging
 import math
 import ssl
 import urllib.request
@@ -25,7 +26,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import h11
 import httpx
@@ -52,7 +53,14 @@ from .api import (
     subscribe_message,
     ws_path,
 )
-from .errors import AuthError, DownloadError, PermanentError, TransientError, TransportError
+from .errors import (
+    AuthError,
+    DownloadError,
+    PermanentError,
+    RedirectError,
+    TransientError,
+    TransportError,
+)
 from .sse import PUSH_MAX_MESSAGE, sse_messages
 from .video import (
     GENERATE_VIDEO,
@@ -63,7 +71,16 @@ from .video import (
     parse_upload_reply,
 )
 
-__all__ = ["SuperDuperTransport", "Transport", "error_for_status", "parse_retry_after"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "REDIRECT_STATUSES",
+    "SuperDuperTransport",
+    "Transport",
+    "error_for_status",
+    "parse_retry_after",
+    "redirect_target",
+    "same_origin",
+]
 
 
 @runtime_checkable
@@ -115,6 +132,8 @@ class Transport(Protocol):
         ...
 
 
+log: Final = logging.getLogger("hybridgen.transport")
+
 _POOL_LIMITS: Final = httpx.Limits(
     max_connections=None, max_keepalive_connections=64, keepalive_expiry=30.0
 )
@@ -134,6 +153,11 @@ _NOT_PROCESSED: Final = (408, 425, 429, 503)
 """Statuses by which a server says it did not act on the request (safe to send again)."""
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """httpx errors raised before any byte of the request left: the server cannot have acted."""
+MAX_REDIRECTS: Final = 5
+"""The most redirects a download or a poll follows; one more is a
+:class:`~hybridgen.errors.RedirectError`."""
+REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+"""The statuses followed as redirects (of a ``GET``: downloads and polls; never of a start)."""
 
 
 class SuperDuperTransport:
@@ -210,8 +234,12 @@ class SuperDuperTransport:
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """``GET`` a result file; iterate over its body's chunks as they arrive.
 
-        The token is sent only to the API's own origin (scheme, host and port), never to a CDN.
-        A declared ``Content-Length`` over ``limit`` bytes fails at once with a
+        Redirects are followed (:func:`redirect_target`: at most :data:`MAX_REDIRECTS`, never
+        from https to http). The token is sent only to the API's own origin (scheme, host and
+        port), never to a CDN, also after a redirect; an error status names the file's host, and
+        a 401/403 from a host that got no token is a
+        :class:`~hybridgen.errors.PermanentError`, not an ``AuthError``. A declared
+        ``Content-Length`` over ``limit`` bytes fails at once with a
         :class:`~hybridgen.errors.DownloadError`; the caller counts what it reads. The body is
         never decompressed (images are compressed already; ``Accept-Encoding: identity``).
         ``start`` > 0 resumes a broken download: ``Range: bytes=start-``; the body then begins
@@ -219,6 +247,7 @@ class SuperDuperTransport:
         ``start`` bytes are skipped here; a range that begins elsewhere is a
         :class:`~hybridgen.errors.TransientError`).
         """
+        what = "download"
         headers = {
             "User-Agent": USER_AGENT,
             "Accept": "image/*, video/*",
@@ -226,14 +255,14 @@ class SuperDuperTransport:
         }
         if start:
             headers["Range"] = f"bytes={start}-"
-        if _origin(url) == _origin(self.config.url):
-            headers["Authorization"] = self.config.headers()["Authorization"]
         body_error: BaseException | None = None
         try:
-            async with self._http.request("GET", url, headers.items()) as response:
+            async with self._get(what, url, headers) as (response, at, token_sent):
                 if not 200 <= response.status < 300:
-                    content = await _read_body(response, _ERROR_BODY_BYTES, "download", cut=True)
-                    raise self._status_error("download", response.status, response.headers, content)
+                    content = await _read_body(response, _ERROR_BODY_BYTES, what, cut=True)
+                    raise self._status_error(
+                        what, response.status, response.headers, content, at, token_sent
+                    )
                 skip = _skipped(url, start, response.status, response.headers)
                 length = response.headers.get("content-length", "")
                 whole = int(length) + start - skip if length.isdigit() else 0
@@ -252,7 +281,7 @@ class SuperDuperTransport:
         except http1.HTTPFailure as exc:
             if exc is body_error:
                 raise
-            raise self._connection_error("download", exc) from None
+            raise self._connection_error(what, exc) from None
 
     @contextlib.asynccontextmanager
     async def listen(self, project_id: str) -> AsyncIterator[AsyncIterator[str]]:
@@ -341,19 +370,58 @@ class SuperDuperTransport:
         *,
         content_type: str | None = None,
     ) -> bytes:
-        """Send one API request; its reply body, read up to ``Config.max_reply_bytes``."""
-        sent = self.config.headers()
+        """Send one API request; its reply body, read up to ``Config.max_reply_bytes``.
+
+        A ``GET`` follows redirects (:meth:`_get`); a ``POST`` never does (a start sent again
+        elsewhere could make a second, billed job): its redirect is an error status.
+        """
+        headers = {**self.config.headers(), "Accept-Encoding": "gzip, deflate"}
         if content_type is not None:
-            sent["Content-Type"] = content_type
-        headers = [*sent.items(), ("Accept-Encoding", "gzip, deflate")]
+            headers["Content-Type"] = content_type
         try:
-            async with self._http.request(method, url, headers, body) as response:
-                if not 200 <= response.status < 300:
-                    content = await _read_body(response, _ERROR_BODY_BYTES, what, cut=True)
-                    raise self._status_error(what, response.status, response.headers, content)
-                return await _read_body(response, self.config.max_reply_bytes, what)
+            if method == "GET":
+                del headers["Authorization"]  # _get adds it for the API's origin only
+                async with self._get(what, url, headers) as (response, at, token_sent):
+                    return await self._reply_body(what, response, at, token_sent)
+            async with self._http.request(method, url, headers.items(), body) as response:
+                return await self._reply_body(what, response, url, True)
         except http1.HTTPFailure as exc:
             raise self._connection_error(what, exc) from None
+
+    async def _reply_body(self, what: str, response: _Reply, url: str, token_sent: bool) -> bytes:
+        if not 200 <= response.status < 300:
+            content = await _read_body(response, _ERROR_BODY_BYTES, what, cut=True)
+            raise self._status_error(
+                what, response.status, response.headers, content, url, token_sent
+            )
+        return await _read_body(response, self.config.max_reply_bytes, what)
+
+    @contextlib.asynccontextmanager
+    async def _get(
+        self, what: str, url: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[tuple[_Reply, str, bool]]:
+        """``GET url``, following redirects; enter with the last reply (not a redirect), its
+        URL, and whether the token went with it.
+
+        ``Authorization`` goes with each request to the API's own origin only (scheme, host and
+        port); a redirect's body is read (at most 64 KiB, to keep the connection) and dropped.
+        Raises :class:`~hybridgen.errors.RedirectError` for a redirect not followed.
+        """
+        api = _origin(self.config.url)
+        token = {"Authorization": f"Bearer {self.config.token.reveal()}"}
+        chain = [url]
+        while True:
+            token_sent = _origin(url) == api
+            sent = {**headers, **token} if token_sent else headers
+            async with self._http.request("GET", url, sent.items()) as response:
+                if response.status not in REDIRECT_STATUSES:
+                    yield response, url, token_sent
+                    return
+                location = response.headers.get("location")
+                url = redirect_target(what, chain, response.status, location)
+                await _discard(response)
+            log.debug("%s: HTTP %d redirect to %s", what, response.status, _shown(url))
+            chain.append(url)
 
     def _connection_error(self, what: str, exc: http1.HTTPFailure) -> TransientError:
         """The error for a request that got no status: says whether it may have been processed."""
@@ -367,14 +435,27 @@ class SuperDuperTransport:
         return TransientError(f"{what}: connection failed ({self._redact(exc)})")
 
     def _status_error(
-        self, what: str, status: int, headers: Mapping[str, str], content: bytes
+        self,
+        what: str,
+        status: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        url: str | None = None,
+        token_sent: bool = True,
     ) -> TransportError:
+        """The error for an error reply; from another origin than the API's it names the
+        host (``url``'s)."""
         reason = error_reason(content, headers.get("content-type"))
+        source = "the server"
+        if url is not None and not same_origin(url, self.config.url):
+            source = _host(url)
         return error_for_status(
             what,
             status,
             retry_after=parse_retry_after(headers.get("retry-after")),
             detail=f": {self._redact(reason)}" if reason else "",
+            source=source,
+            token_sent=token_sent,
         )
 
     def _ws_error(self, exc: BaseException) -> TransportError:
@@ -509,8 +590,10 @@ class _Httpx:
     ) -> AsyncIterator[_Reply]:
         body_error: BaseException | None = None
         try:
+            # a caller's client may follow redirects itself: the transport follows them, by its
+            # rules (Authorization to the API's origin only, no https -> http)
             async with self.client.stream(
-                method, url, headers=list(headers), content=body
+                method, url, headers=list(headers), content=body, follow_redirects=False
             ) as response:
                 try:
                     yield _HttpxReply(response)
@@ -653,23 +736,34 @@ def _reraise(exc: BaseException) -> NoReturn:
 
 
 def error_for_status(
-    what: str, status: int, *, retry_after: float | None = None, detail: str = ""
+    what: str,
+    status: int,
+    *,
+    retry_after: float | None = None,
+    detail: str = "",
+    source: str = "the server",
+    token_sent: bool = True,
 ) -> TransportError:
     """The typed error for an HTTP error ``status``: the one classification every transport uses.
 
-    401/403 are :class:`~hybridgen.errors.AuthError`; 408, 425, 429 and 5xx are
+    401/403 are :class:`~hybridgen.errors.AuthError` when the token was sent (``token_sent``);
+    from a host that got no token (a CDN) they are a plain
+    :class:`~hybridgen.errors.PermanentError` naming that host (``source``); 408, 425, 429 and
+    5xx are
     :class:`~hybridgen.errors.TransientError` (with ``retry_after``; ``maybe_processed`` is False
     for 408, 425, 429 and 503, by which the server says it did not act); any other status is a
     :class:`~hybridgen.errors.PermanentError`. The message names the status
     (``HTTP 524 from the server (Cloudflare origin timeout)``); ``detail`` (``": ..."``) ends it.
     """
-    if status in (401, 403):
+    if status in (401, 403) and token_sent:
         return AuthError(
             f"{what}: the server rejected the token (HTTP {status}); check SUPERDUPERAI_TOKEN",
             status=status,
         )
     phrase = status_phrase(status)
-    message = f"{what}: HTTP {status} from the server{f' ({phrase})' if phrase else ''}{detail}"
+    message = f"{what}: HTTP {status} from {source}{f' ({phrase})' if phrase else ''}{detail}"
+    if status in (401, 403):
+        return PermanentError(f"{message} (no token is sent to that host)", status=status)
     if status in (408, 425, 429) or status >= 500:
         return TransientError(
             message,
@@ -734,6 +828,81 @@ def _closed_error(exc: Any) -> TransientError:
     else:
         text = f"WebSocket closed by the server (code {code}{f': {why}' if why else ''})"
     return TransientError(text[:_DETAIL_CHARS])
+
+
+def redirect_target(what: str, chain: Sequence[str], status: int, location: str | None) -> str:
+    """Where a redirect sends the next ``GET``: ``location`` resolved against the last URL of
+    ``chain`` (the URLs requested so far, the first the original); sans-IO, for every transport.
+
+    Raises :class:`~hybridgen.errors.RedirectError` (naming the hops) for a redirect without a
+    usable ``Location`` (none, not http(s), with credentials), an https -> http downgrade, a URL
+    already requested (a loop), or one hop more than :data:`MAX_REDIRECTS`.
+    """
+    here = chain[-1]
+    hops = len(chain) - 1
+
+    def refuse(why: str, text: str) -> RedirectError:
+        return RedirectError(f"{what}: {text}", why=why, hops=hops, status=status)
+
+    if location is None or not location.strip():
+        raise refuse(
+            "no_location", f"HTTP {status} redirect from {_shown(here)} without a Location"
+        )
+    target = urljoin(here, location.strip()).partition("#")[0]
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise refuse(
+            "no_location",
+            f"HTTP {status} redirect from {_shown(here)} to a URL that cannot be requested "
+            f"({_shown(target)})",
+        )
+    if urlsplit(here).scheme == "https" and parts.scheme == "http":
+        raise refuse(
+            "downgrade",
+            f"refused the redirect from {_shown(here)} to {_shown(target)}: an https -> http "
+            "downgrade (the reply would travel unencrypted)",
+        )
+    if target in chain:
+        raise refuse(
+            "loop",
+            f"a redirect loop after {hops + 1} redirect{'s' if hops else ''}: {_shown(here)} "
+            f"sends back to {_shown(target)}",
+        )
+    if hops >= MAX_REDIRECTS:
+        raise refuse(
+            "too_many",
+            f"more than {MAX_REDIRECTS} redirects (the {hops + 1}th, from {_shown(here)} to "
+            f"{_shown(target)}, was not followed)",
+        )
+    return target
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether two URLs have the same origin: scheme, host and port (the default one if unsaid)."""
+    return _origin(a) == _origin(b)
+
+
+def _shown(url: str) -> str:
+    """A URL for a message: scheme, host, port and path, never its query (a presigned URL's
+    signature is in it), at most 200 characters."""
+    parts = urlsplit(url)
+    text = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _host(url: str) -> str:
+    """``host`` or ``host:port`` of a URL, for a message."""
+    return urlsplit(url).netloc.rpartition("@")[2] or "the file's host"
+
+
+async def _discard(response: _Reply) -> None:
+    """Read and drop a redirect's body (at most 64 KiB): a connection read to its end is kept."""
+    read = 0
+    with contextlib.suppress(http1.HTTPFailure):
+        async for chunk in response.chunks():
+            read += len(chunk)
+            if read > _ERROR_BODY_BYTES:
+                return  # the connection is closed, not reused
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

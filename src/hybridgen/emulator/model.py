@@ -9,6 +9,7 @@ clock. Time is trio's clock, so the same model runs in real and in virtual time.
 
 from __future__ import annotations
 
+import collections
 import hmac
 import json
 import math
@@ -23,7 +24,11 @@ import attrs
 import trio
 
 __all__ = [
+    "FILE_FAULTS",
     "FILE_MODES",
+    "FILE_REDIRECTS",
+    "POLL_REDIRECTS",
+    "Redirect",
     "GARBAGE_BODY",
     "JOB_FAILED_REASON",
     "MAX_COUNT",
@@ -70,6 +75,16 @@ WsNoise = Literal["junk", "oversized"]
 WS_NOISES: Final = ("junk", "oversized")
 FileMode = Literal["webp", "png", "html", "huge", "slow"]
 FILE_MODES: Final = ("webp", "png", "html", "huge", "slow")
+FileFault = Literal["403", "404", "429", "500", "503"]
+FILE_FAULTS: Final = ("403", "404", "429", "500", "503")
+RedirectStatus = Literal["301", "302", "303", "307", "308"]
+FILE_REDIRECTS: Final = ("301", "302", "303", "307", "308")
+RedirectTo = Literal["path", "origin", "loop"]
+REDIRECT_TARGETS: Final = ("path", "origin", "loop")
+PollRedirect = Literal["301", "302", "303", "307", "308", "loop"]
+POLL_REDIRECTS: Final = ("301", "302", "303", "307", "308", "loop")
+RECEIVED_KEPT: Final = 1000
+"""How many requests for result files :attr:`ServerModel.received` keeps (the latest)."""
 FILE_CHUNK: Final = 2**16
 """The size of the pieces a result file is sent in."""
 HTML_ERROR_PAGE: Final = (
@@ -308,6 +323,17 @@ class Faults:
       ``huge`` (``file_bytes`` bytes: a PNG signature then zeros, a video's the sample MP4
       then a ``free`` box of zeros; no ``Content-Length``) or
       ``slow`` (the WEBP one byte per second, scaled).
+    - ``file_fault``: what the first ``file_faults`` requests of each result file get before it is
+      served, as a CDN that does not have a new file everywhere yet: ``403`` or ``404`` (a
+      CDN's XML error), ``429``/``503`` (with ``retry_after``) or ``500`` (a body cut short is
+      ``file_cuts``).
+    - ``file_redirect``: result files are redirected with this status (``302``, ``307``, ...),
+      ``file_redirect_to``: ``path`` (``/files/x`` to ``/stored/x`` on the files origin,
+      ``file_redirect_hops`` hops with relative ``Location``), ``origin`` (result URLs name the
+      API's origin, which redirects to the files origin, as an API download endpoint sending
+      to presigned storage) or ``loop`` (``/files/x`` and ``/stored/x`` send to each other).
+    - ``poll_redirect``: polls (``GET /api/v1/file/{id}``) are redirected to the same URL with
+      ``?via=redirect`` on the same origin with this status; ``loop``: back and forth forever.
 
     Every switch is range-checked (durations up to :data:`MAX_SECONDS`, counts up to
     :data:`MAX_COUNT`, ``progress_steps`` up to :data:`MAX_PROGRESS_STEPS`), so no setting can make
@@ -338,6 +364,16 @@ class Faults:
     file_bytes: int = attrs.field(default=2**31, validator=_count(MAX_FILE_BYTES))
     file_cuts: int = attrs.field(default=0, validator=_count(MAX_COUNT))
     sse_keepalive: float = attrs.field(default=0.0, validator=_SECONDS)
+    file_fault: FileFault | None = attrs.field(default=None, validator=_choice(FILE_FAULTS))
+    file_faults: int = attrs.field(default=1, validator=_count(MAX_COUNT))
+    file_redirect: RedirectStatus | None = attrs.field(
+        default=None, validator=_choice(FILE_REDIRECTS)
+    )
+    file_redirect_to: RedirectTo = attrs.field(default="path", validator=_choice(REDIRECT_TARGETS))
+    file_redirect_hops: int = attrs.field(default=1, validator=_count(100))
+    poll_redirect: PollRedirect | None = attrs.field(
+        default=None, validator=_choice(POLL_REDIRECTS)
+    )
 
     def replace(self, **changes: Any) -> Faults:
         """A copy with some switches changed."""
@@ -367,6 +403,14 @@ class FilePlan:
     length: int | None
     body: bytes | None = None
     cut: bool = False
+
+
+@attrs.frozen
+class Redirect:
+    """A redirect reply: its ``status`` and ``Location`` (relative or absolute)."""
+
+    status: int
+    location: str
 
 
 @attrs.frozen
@@ -459,6 +503,8 @@ class Job:
     task_id: int = 0
     """The job's task id (an integer, as the real API's)."""
     polls: int = 0
+    file_requests: int = 0
+    """Requests that reached the job's file (after its redirects), for ``file_faults``."""
     empty_urls: int = 0
     """Polls answered with an empty ``url`` so far (``empty_url_polls``)."""
     error: str | None = None
@@ -492,7 +538,9 @@ class ServerModel:
 
     ``time_scale`` multiplies every duration of the faults (0.05: a 35 s job takes 1.75 s).
     ``token``: when set, requests must carry ``Authorization: Bearer <token>``.
-    ``file_base``: the base of result URLs (the server's own URL, or ``memory://``).
+    ``file_base``: the base of result URLs (the files origin's URL; in memory, a ``.invalid`` host
+    that no resolver knows);
+    ``api_base``: the API's own (for ``file_redirect_to='origin'``).
     ``seed``: seeds the file ids and the random fault draws (``None``: fresh ids every run, so
     two runs of the emulator never reuse a file id).
     """
@@ -503,7 +551,8 @@ class ServerModel:
         *,
         time_scale: float = 1.0,
         token: str | None = None,
-        file_base: str = "memory://emulator",
+        file_base: str = "http://files.emulator.invalid",
+        api_base: str = "http://api.emulator.invalid",
         seed: int | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
@@ -513,6 +562,10 @@ class ServerModel:
         self.time_scale = time_scale
         self.token = token
         self.file_base = file_base
+        self.api_base = api_base
+        self.received: collections.deque[tuple[str, bool]] = collections.deque(maxlen=RECEIVED_KEPT)
+        """The latest requests for result files and redirected polls: ``(URL, whether an
+        Authorization header came)``, to check where the token went."""
         self.jobs: dict[str, Job] = {}
         self.counts: dict[str, int] = {
             "start": 0,
@@ -524,6 +577,8 @@ class ServerModel:
             "sse_drop": 0,
             "download": 0,
             "download_range": 0,
+            "file_fault": 0,
+            "redirect": 0,
             "models": 0,
             "upload": 0,
         }
@@ -875,11 +930,88 @@ class ServerModel:
         return file
 
     def url_of(self, job: Job, *, thumbnail: bool = False) -> str:
-        """Where the job's file is served (on the files origin, like the real CDN)."""
+        """Where the job's file is served (on the files origin, like the real CDN; on the API's
+        with ``file_redirect_to='origin'``, which redirects there)."""
         if thumbnail:  # a video's preview is an image, as the real CDN's
             return f"{self.file_base}/files/{job.id}.webp?thumbnail=1"
         ext = "mp4" if job.kind == "video" else "png" if job.faults.file_mode == "png" else "webp"
-        return f"{self.file_base}/files/{job.id}.{ext}"
+        f = job.faults
+        base = (
+            self.api_base if f.file_redirect and f.file_redirect_to == "origin" else self.file_base
+        )
+        return f"{base}/files/{job.id}.{ext}"
+
+    def poll_redirect(
+        self, job: Job, path: str, query: str, authorization: str | None
+    ) -> Redirect | None:
+        """The redirect a poll of ``job`` at ``path?query`` gets (``poll_redirect``), if any:
+        a relative ``Location`` on the same origin. A redirected poll is recorded in
+        :attr:`received`."""
+        how = job.faults.poll_redirect
+        if how is None:
+            return None
+        self.received.append(
+            (f"{self.api_base}{path}{'?' + query if query else ''}", bool(authorization))
+        )
+        if how == "loop":
+            self.counts["redirect"] += 1
+            return Redirect(307, path if query else f"{path}?via=loop")
+        if query:
+            return None
+        self.counts["redirect"] += 1
+        return Redirect(int(how), f"{path}?via=redirect")
+
+    def serve_file(
+        self, origin: str, path: str, query: str, authorization: str | None
+    ) -> FilePlan | Redirect | ErrorReply:
+        """What a request for a result file gets: ``origin`` is ``"files"`` or ``"api"``,
+        ``path`` ``/files/{name}`` or ``/stored/{name}``; recorded in :attr:`received`.
+
+        The file's redirects come first (``file_redirect``), then its faults (``file_fault``,
+        counted per file), then the file (see :meth:`file_plan`); an unknown or unready file is
+        a 404.
+        """
+        base = self.api_base if origin == "api" else self.file_base
+        self.received.append((f"{base}{path}{'?' + query if query else ''}", bool(authorization)))
+        where, _, name = path.lstrip("/").partition("/")
+        file_id = name.partition(".")[0]
+        job = self.jobs.get(file_id)
+        missing = _detail(404, f"File {name} not found or not ready")
+        if job is None or job.fails or trio.current_time() < job.ready_at:
+            return missing
+        f = job.faults
+        if origin == "api" or where == "files" or f.file_redirect_to == "loop":
+            hop = 0
+        else:
+            hop = int(query.removeprefix("hop=")) if query.removeprefix("hop=").isdigit() else 1
+        if f.file_redirect is not None:
+            status = int(f.file_redirect)
+            target: str | None = None
+            if origin == "api":
+                target = (
+                    f"{self.file_base}/stored/{name}" if f.file_redirect_to == "origin" else None
+                )
+                if target is None:
+                    return missing
+            elif f.file_redirect_to == "loop":
+                target = f"/stored/{name}" if where == "files" else f"/files/{name}"
+            elif f.file_redirect_to == "path" and hop < f.file_redirect_hops:
+                target = f"/stored/{name}?hop={hop + 1}"
+            if target is not None:
+                self.counts["redirect"] += 1
+                return Redirect(status, target)
+        job.file_requests += 1
+        if f.file_fault is not None and job.file_requests <= f.file_faults:
+            self.counts["file_fault"] += 1
+            status = int(f.file_fault)
+            if status in (403, 404):  # a storage CDN's words, in XML
+                word = "AccessDenied" if status == 403 else "NoSuchKey"
+                body = f"<Error><Code>{word}</Code><Message>{word}</Message></Error>".encode()
+                return ErrorReply(status, body, "application/xml")
+            retry_after = self.retry_after(job) if status in (429, 503) else None
+            return _detail(status, f"emulated CDN HTTP {status}", retry_after)
+        plan = self.file_plan(name)
+        return missing if plan is None else plan
 
     def file_plan(self, name: str) -> FilePlan | None:
         """How ``/files/{name}`` is served now; ``None`` (404) for an unknown or unready file.

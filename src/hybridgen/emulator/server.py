@@ -13,7 +13,9 @@ to HTTP and WebSocket. Endpoints:
 - ``GET /files/{file_id}.webp`` (``.mp4`` for a video): the result, once ready, served from a
   second origin (its own port, like the real CDN; no token needed) as the model's ``file_mode``
   says; ``Range: bytes=N-`` gets the rest from byte N (HTTP 206), and ``file_cuts`` breaks
-  downloads off halfway.
+  downloads off halfway. Its ``file_fault`` and ``file_redirect`` switches apply first
+  (redirects lead to ``/stored/...``; with ``file_redirect_to='origin'`` the result URL is on
+  the API's origin, which redirects).
 - ``WS /api/v1/ws/project.{project_id}``: after the client's ``subscribe`` message, the project's
   messages. A refused handshake gets HTTP 503 (401 for a bad token, 403 for a ``forbidden``
   project); a drop closes with 1011.
@@ -70,6 +72,7 @@ from .model import (
     Faults,
     Forbidden,
     Job,
+    Redirect,
     Rejected,
     ServerModel,
     SseRefused,
@@ -258,6 +261,10 @@ def create_app(model: ServerModel) -> Starlette:
         except Forbidden as exc:
             log.debug("poll of %s: forbidden", file_id)
             return _forbidden(exc)
+        hop = model.poll_redirect(job, request.url.path, request.url.query, _authorization(request))
+        if hop is not None:
+            log.debug("poll of %s: HTTP %d redirect", file_id, hop.status)
+            return _redirect(hop)
         fault = model.poll_fault(job)
         delay = model.poll_delay(job)
         if delay and await _disconnected_within(request, delay):
@@ -326,6 +333,9 @@ def create_app(model: ServerModel) -> Starlette:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    async def api_file(request: Request) -> Response:
+        return await _file(model, "api", request)
+
     async def stats(request: Request) -> Response:
         return JSONResponse(model.stats())
 
@@ -363,6 +373,8 @@ def create_app(model: ServerModel) -> Starlette:
             Route("/api/v1/generation-config", generation_configs, methods=["GET"]),
             WebSocketRoute("/api/v1/ws/project.{project_id}", project_socket),
             Route("/api/v1/events/file.{file_id}", file_events, methods=["GET"]),
+            # result URLs on the API's origin (file_redirect_to='origin') redirect to the files
+            Route("/files/{name}", api_file, methods=["GET"]),
             Route("/_emulator/stats", control(stats), methods=["GET"]),
             Route("/_emulator/faults", control(put_faults), methods=["PUT"]),
             Route(
@@ -375,37 +387,57 @@ def create_app(model: ServerModel) -> Starlette:
 
 
 def create_files_app(model: ServerModel) -> Starlette:
-    """The ASGI app of the result files (``GET /files/{name}``), served on its own origin."""
+    """The ASGI app of the result files (``GET /files/{name}``, and ``/stored/{name}`` where its
+    redirects lead), served on its own origin."""
 
-    async def get_file(request: Request) -> Response:
-        name = request.path_params["name"]
-        plan = model.file_plan(name)
-        if plan is None:
-            return _error(404, f"File {name} not found or not ready")
-        image = plan.body or b""
-        if plan.image_format is not None:
-            job = plan.job
-            image = await trio.to_thread.run_sync(
-                render_image, job.prompt, job.seed, job.width, job.height, plan.image_format
-            )
-        total = model.file_size(plan, image)
-        start = _range_start(request.headers.get("range"))
-        headers = {"Accept-Ranges": "bytes", "Content-Type": plan.content_type}
-        status = 200
-        if start is not None and plan.mode != "html":
-            if start >= total:
-                return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
-            status = 206
-            model.counts["download_range"] += 1
-            headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
-            headers["Content-Length"] = str(total - start)
-        else:
-            start = 0
-            if plan.length is not None:
-                headers["Content-Length"] = str(plan.length)
-        return cast(Response, _Body(status, headers, model.file_chunks(plan, image, start)))
+    async def files(request: Request) -> Response:
+        return await _file(model, "files", request)
 
-    return Starlette(routes=[Route("/files/{name}", get_file, methods=["GET"])])
+    return Starlette(
+        routes=[
+            Route("/files/{name}", files, methods=["GET"]),
+            Route("/stored/{name}", files, methods=["GET"]),
+        ]
+    )
+
+
+def _authorization(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+def _redirect(hop: Redirect) -> Response:
+    return Response(b"", hop.status, {"Location": hop.location})
+
+
+async def _file(model: ServerModel, origin: str, request: Request) -> Response:
+    """A result file request on ``origin`` (``"files"`` or ``"api"``), as the model says."""
+    plan = model.serve_file(origin, request.url.path, request.url.query, _authorization(request))
+    if isinstance(plan, Redirect):
+        return _redirect(plan)
+    if isinstance(plan, ErrorReply):
+        return _reply(plan)
+    image = plan.body or b""
+    if plan.image_format is not None:
+        job = plan.job
+        image = await trio.to_thread.run_sync(
+            render_image, job.prompt, job.seed, job.width, job.height, plan.image_format
+        )
+    total = model.file_size(plan, image)
+    start = _range_start(request.headers.get("range"))
+    headers = {"Accept-Ranges": "bytes", "Content-Type": plan.content_type}
+    status = 200
+    if start is not None and plan.mode != "html":
+        if start >= total:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
+        status = 206
+        model.counts["download_range"] += 1
+        headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+        headers["Content-Length"] = str(total - start)
+    else:
+        start = 0
+        if plan.length is not None:
+            headers["Content-Length"] = str(plan.length)
+    return cast(Response, _Body(status, headers, model.file_chunks(plan, image, start)))
 
 
 def _range_start(header: str | None) -> int | None:
@@ -567,6 +599,7 @@ async def serve(
         files_url = await nursery.start(_listen, create_files_app(model), host, 0)
         model.file_base = files_url
         url = await nursery.start(_listen, create_app(model), host, port)
+        model.api_base = url
         log.debug("emulator serving on %s (files on %s)", url, files_url)
         task_status.started(Emulator(url, model, files_url))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import quote, urlsplit
 
 import trio
 
@@ -24,8 +25,10 @@ from ..api import (
 from ..emulator.model import (
     GARBAGE_BODY,
     ErrorReply,
+    FilePlan,
     Forbidden,
     Job,
+    Redirect,
     Rejected,
     ServerModel,
     SseRefused,
@@ -35,7 +38,13 @@ from ..emulator.model import (
 )
 from ..errors import DownloadError, TransientError, TransportError
 from ..sse import PUSH_MAX_MESSAGE, sse_messages
-from ..transport import WS_MAX_MESSAGE, error_for_status
+from ..transport import (
+    REDIRECT_STATUSES,
+    WS_MAX_MESSAGE,
+    error_for_status,
+    redirect_target,
+    same_origin,
+)
 from ..video import StartRequest, VideoRequest, parse_upload_reply
 
 __all__ = ["MemoryTransport"]
@@ -100,7 +109,7 @@ class MemoryTransport:
         return parse_generation_configs(self.model.generation_configs(",".join(types) or None))
 
     async def poll(self, file_id: str) -> FileStatus:
-        """Read one file's status, through the model's poll faults."""
+        """Read one file's status, through the model's poll redirects and faults."""
         self.calls.append((trio.current_time(), "poll"))
         self._check_auth("poll")
         job = self.model.jobs.get(file_id)
@@ -112,6 +121,15 @@ class MemoryTransport:
         except Forbidden:
             await trio.lowlevel.checkpoint()
             raise error_for_status("poll", 403) from None
+        url = f"{self.model.api_base}/api/v1/file/{quote(file_id, safe='')}"
+        chain = [url]
+        while True:  # the model's redirects stay on the API's origin: the token goes along
+            parts = urlsplit(url)
+            hop = self.model.poll_redirect(job, parts.path, parts.query, self._authorization(url))
+            if hop is None:
+                break
+            url = redirect_target("poll", chain, hop.status, hop.location)
+            chain.append(url)
         fault = self.model.poll_fault(job)
         delay = self.model.poll_delay(job)
         if delay:
@@ -129,18 +147,35 @@ class MemoryTransport:
         retry_after = self.model.retry_after(job) if status in (429, 503) else None
         raise error_for_status("poll", status, retry_after=retry_after, detail=detail)
 
+    def _authorization(self, url: str) -> str | None:
+        """What goes as ``Authorization`` to ``url``: the token, to the API's origin only."""
+        if self.token is None or not same_origin(url, self.model.api_base):
+            return None
+        return f"Bearer {self.token}"
+
     @contextlib.asynccontextmanager
     async def fetch(
         self, url: str, *, limit: int, start: int = 0
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Open a result file on the model (no token: result files are public, as on the CDN);
+        """Open a result file on the model, following its redirects as the real transport does
+        (the token only to the API's origin: result files are public, as on the CDN);
         ``start`` > 0: from that byte on, as a range request gets it."""
         await trio.lowlevel.checkpoint()
         self.calls.append((trio.current_time(), "download"))
-        prefix = f"{self.model.file_base}/files/"
-        plan = self.model.file_plan(url[len(prefix) :]) if url.startswith(prefix) else None
-        if plan is None:
-            raise error_for_status("download", 404, detail=f": {url} not found")
+        what = "download"
+        chain = [url]
+        while True:
+            authorization = self._authorization(url)
+            answer = self._file(url, authorization)
+            if not isinstance(answer, Redirect) or answer.status not in REDIRECT_STATUSES:
+                break
+            url = redirect_target(what, chain, answer.status, answer.location)
+            chain.append(url)
+        if not isinstance(answer, FilePlan):
+            reply = answer if isinstance(answer, ErrorReply) else ErrorReply(answer.status, b"")
+            where = "the server" if same_origin(url, self.model.api_base) else urlsplit(url).netloc
+            raise _error(what, reply, where, authorization is not None)
+        plan = answer
         if plan.length is not None and plan.length > limit:
             raise DownloadError(
                 f"download of {url}: the file is over the size limit ({limit} bytes; "
@@ -163,6 +198,14 @@ class MemoryTransport:
             yield chunks
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+    def _file(self, url: str, authorization: str | None) -> FilePlan | Redirect | ErrorReply:
+        """The model's answer to a request for ``url`` (a 404 off its two origins)."""
+        parts = urlsplit(url)
+        for origin, base in (("files", self.model.file_base), ("api", self.model.api_base)):
+            if same_origin(url, base):
+                return self.model.serve_file(origin, parts.path, parts.query, authorization)
+        return ErrorReply(404, json.dumps({"detail": f"{url} not found"}).encode())
 
     @contextlib.asynccontextmanager
     async def listen(self, project_id: str) -> AsyncIterator[AsyncIterator[str]]:
@@ -215,11 +258,20 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
 
 
-def _error(what: str, reply: ErrorReply) -> TransportError:
+def _error(
+    what: str, reply: ErrorReply, source: str = "the server", token_sent: bool = True
+) -> TransportError:
     """The error the real transport raises for ``reply``: same classification, same reason."""
     reason = error_reason(reply.body, reply.content_type)
     detail = f": {reason}" if reason else ""
-    return error_for_status(what, reply.status, retry_after=reply.retry_after, detail=detail)
+    return error_for_status(
+        what,
+        reply.status,
+        retry_after=reply.retry_after,
+        detail=detail,
+        source=source,
+        token_sent=token_sent,
+    )
 
 
 async def _cut(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
