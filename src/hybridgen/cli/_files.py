@@ -10,6 +10,7 @@ suffix when it has none. Errors become a reason (saves) or a
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import tempfile
@@ -75,6 +76,23 @@ def _journal_meta(out: Path) -> dict[str, str]:
     return {"out": os.path.abspath(out)}
 
 
+JOURNAL_WAIT: Final = 30.0
+"""How long the end of a run waits, by default (``--journal-wait``), for journal writes still
+queued (e.g. behind another process's lock) before it gives up on them and says so."""
+JOURNAL_FLUSH: Final = 1.0
+"""How long the client's own end waits for them first (the command then waits the rest, and
+says it waits)."""
+
+
+def _journal_wait(value: float | None) -> float:
+    """``--journal-wait`` checked: seconds >= 0 (default :data:`JOURNAL_WAIT`)."""
+    if value is None:
+        return JOURNAL_WAIT
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError("--journal-wait", f"must be a number of seconds >= 0, got {value!r}")
+    return value
+
+
 def _open_journal(path: str, *, create: bool) -> SQLiteJournal:
     from ..journal import SQLiteJournal
 
@@ -84,21 +102,30 @@ def _open_journal(path: str, *, create: bool) -> SQLiteJournal:
     try:
         if create:
             target.parent.mkdir(parents=True, exist_ok=True)
-        return SQLiteJournal(target)
+        return SQLiteJournal(target, flush_timeout=JOURNAL_FLUSH)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError("--journal", f"cannot open {path} as a journal: {exc}") from None
 
 
-JOURNAL_CLOSE_TIMEOUT: Final = 1.0
-"""How long closing the journal waits for writes still queued (the run already waited for them
-within the journal's ``flush_timeout`` as its client ended)."""
-
-
-def _close_journal(journal: SQLiteJournal) -> None:
-    """Close the journal; say on stderr how many writes it could not record."""
-    lost = journal.close(timeout=JOURNAL_CLOSE_TIMEOUT)
+def _close_journal(journal: SQLiteJournal, wait: float = JOURNAL_WAIT) -> int:
+    """Close the journal, waiting up to ``wait`` s for writes still queued (saying so on stderr
+    when there are some); say how many writes it could not record; return that number.
+    Closing it again says nothing more."""
+    if journal.closed:
+        return journal.lost
+    if not journal.flush(timeout=0):
+        _say(
+            f"journal: waiting up to {wait:g} s for writes to {journal.path} (another process "
+            "may hold its lock; --journal-wait sets the bound)"
+        )
+    try:
+        lost = journal.close(timeout=wait)
+    except KeyboardInterrupt:  # the user stops waiting: what is still queued is lost
+        lost = journal.lost + journal.queued
     if lost:
         _say(
             f"journal: {lost} write(s) to {journal.path} were not recorded (see the journal "
-            "warnings above); the generations themselves were not affected"
+            "warnings above): the journal is incomplete; the generations themselves were not "
+            "affected"
         )
+    return lost
