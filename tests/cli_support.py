@@ -84,10 +84,15 @@ def assert_png(path: Path) -> None:
 class Running:
     """A subprocess whose stdout lines and stderr are collected by threads as they come."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None) -> None:
         assert BIN is not None
         self.proc = subprocess.Popen(
-            [BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            [BIN, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.err_lines: queue.Queue[str | None] = queue.Queue()

@@ -7,6 +7,7 @@ here we only pick the timings of our own tests.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +48,8 @@ def spawn() -> Iterator[Callable[..., Running]]:
     """Start ``hybridgen ARGS`` in the background; every process is killed after the test."""
     started: list[Running] = []
 
-    def spawn(*args: str, env: dict[str, str] | None = None) -> Running:
-        process = Running(*args, env=clean_env() if env is None else env)
+    def spawn(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Running:
+        process = Running(*args, env=clean_env() if env is None else env, cwd=cwd)
         started.append(process)
         return process
 

@@ -92,9 +92,9 @@ def test_an_html_page_is_not_saved_and_the_url_is_kept(tmp_path: Path, html_serv
     proc = run(
         "generate", "a red fox", "--out", str(tmp_path / "fox.png"), "--json", *FAST, env=env
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # done on the server, not saved: its own code
     result = json_lines(proc.stdout)[-1]
-    assert (result["state"], result["path"]) == ("done", None)
+    assert (result["state"], result["path"], result["saved"]) == ("done", None, False)
     assert result["url"].startswith("http://127.0.0.1:") and not result["url"].startswith(
         html_server
     )

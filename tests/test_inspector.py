@@ -355,7 +355,8 @@ def test_mounted_in_a_starlette_app_it_follows_an_asyncio_client() -> None:
 def inspector_url(process: Running) -> str:
     """The URL of ``--inspect``: its line must be the first thing on stderr."""
     first = process.err_line()
-    found = re.fullmatch(r"inspector: (http://127\.0\.0\.1:(\d+)/)", first)
+    # prefixed like every other line of the command (issue 26 item 11)
+    found = re.fullmatch(r"hybridgen: inspector: (http://127\.0\.0\.1:(\d+)/)", first)
     assert found, f"the first stderr line is not the inspector's URL: {first!r}"
     assert int(found[2]) > 0
     return found[1]

@@ -161,17 +161,20 @@ def test_journal_locked_by_another_process_while_the_job_runs(
 
 
 def test_journal_locked_for_the_whole_run(tmp_path: Path, spawn: Callable[..., Running]) -> None:
-    """The issue's case: the lock outlives the run. The job ends done and saved, exit 0; the
-    journal's bounded wait gives up and says so; nothing is recorded as failed."""
+    """The lock outlives the run and its --journal-wait. The job ends done and saved; the
+    journal's bounded wait gives up and says so, in the result line and the exit code (4);
+    nothing is recorded as failed."""
     journal, out = fresh_journal(tmp_path), tmp_path / "fox.png"
     with sqlite_faults.lock_held(journal):
         client = spawn(
             *("generate", "a red fox", "--out", str(out), "--json", "--journal", str(journal)),
-            *("--gen-time", "0.5"),
+            *("--gen-time", "0.5", "--journal-wait", "0.5"),
         )
-        assert client.finish(timeout=60) == 0, "".join(client.stderr)
+        assert client.finish(timeout=60) == 4, "".join(client.stderr)
     lines = json_lines("".join(client.stdout))
-    assert (lines[-1]["event"], lines[-1]["state"]) == ("result", "done")
+    assert (lines[-1]["event"], lines[-1]["state"], lines[-1]["saved"]) == ("result", "done", True)
+    assert lines[-1]["journal_lost"] > 0
+    assert "waiting up to 0.5 s" in "".join(client.stderr)
     assert_png(out)
     journal_lines = [line for line in lines if line["event"] == "journal"]
     assert journal_lines and not journal_lines[0]["lost"]
@@ -194,9 +197,11 @@ def test_journal_on_a_broken_disk(
         *("--gen-time", "0.5"),
         env=env,
     )
-    assert client.finish(timeout=30) == 0, "".join(client.stderr)
+    assert client.finish(timeout=30) == 4, "".join(client.stderr)  # saved; journal incomplete
     lines = json_lines("".join(client.stdout))
     assert (lines[-1]["event"], lines[-1]["state"]) == ("result", "done")
+    # every lost write shown as it happened, plus the lease release at the end
+    assert lines[-1]["journal_lost"] == 1 + len([ln for ln in lines if ln["event"] == "journal"])
     assert_png(out)
     lost = [line for line in lines if line["event"] == "journal"]
     assert {line["operation"] for line in lost} >= {"begin", "record"}
@@ -248,7 +253,7 @@ def test_journal_on_a_file_system_that_fills_up(
         )
         client.until(is_start)
         fill(small)
-        assert client.finish(timeout=60) == 0, "".join(client.stderr)
+        assert client.finish(timeout=60) == 4, "".join(client.stderr)  # the journal is incomplete
         lines = json_lines("".join(client.stdout))
         assert (lines[-1]["event"], lines[-1]["state"]) == ("result", "done")
         assert_png(out)
@@ -289,8 +294,10 @@ def test_resumers_race_a_live_batch_then_a_killed_one(
     live_journal, live_out = tmp_path / "live.sqlite", tmp_path / "live"
     live, ids = batch(live_journal, live_out)
     for rival in resumers(live_journal):
-        assert rival.finish(timeout=30) == 0, "".join(rival.stderr)
+        # everything skipped is not "all saved": exit 4, and the totals count the skipped
+        assert rival.finish(timeout=30) == 4, "".join(rival.stderr)
         assert results(json_lines("".join(rival.stdout))) == []
+        assert json_lines("".join(rival.stdout))[-1]["skipped"] == jobs
         assert "".join(rival.stderr).count("still run by process") == jobs
     assert live.proc.poll() is None, "the batch ended before the resumers looked"
     assert live.finish(timeout=60) == 0, "".join(live.stderr)
@@ -307,7 +314,9 @@ def test_resumers_race_a_live_batch_then_a_killed_one(
     assert dead.finish(timeout=10) == -signal.SIGKILL
     finished: list[str] = []
     for rival in resumers(dead_journal):
-        assert rival.finish(timeout=60) == 0, "".join(rival.stderr)
+        code = rival.finish(timeout=60)
+        skipped = json_lines("".join(rival.stdout))[-1]["skipped"]
+        assert code == (4 if skipped else 0), "".join(rival.stderr)  # skipped: the other has it
         for result in results(json_lines("".join(rival.stdout))):
             assert result["state"] == "done"
             assert_png(Path(result["path"]))

@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
+import pickle
 import socket
 import ssl
 import traceback
@@ -254,6 +256,22 @@ async def test_a_redirect_to_another_origin_never_carries_the_token() -> None:
 
 
 # -- where the token may travel ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_the_token_is_never_pickled(protocol: int) -> None:
+    """A pickle would carry the token in clear: pickling a Config (or a Secret) is refused."""
+    config = Config(url="https://api.example", token=TOKEN_FOR_PICKLE)
+    with pytest.raises(TypeError, match="cannot be pickled") as caught:
+        pickle.dumps(config, protocol=protocol)
+    assert TOKEN_FOR_PICKLE not in str(caught.value)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(config.token, protocol=protocol)
+    # copies in the process keep working (and keep the one token object)
+    assert copy.deepcopy(config) == config and copy.copy(config).token is config.token
+
+
+TOKEN_FOR_PICKLE = "tok-Pickle-9f3Kq2"
 
 
 @pytest.mark.parametrize(

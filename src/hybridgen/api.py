@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn, SupportsIndex
 from urllib.parse import urlsplit
 
 import attrs
@@ -215,7 +215,13 @@ def _is_loopback(host: str) -> bool:
 
 @attrs.frozen
 class Secret:
-    """A string that never shows itself in reprs, logs or errors; ``reveal()`` gives it back."""
+    """A string that never shows itself in reprs, logs or errors; ``reveal()`` gives it back.
+
+    It refuses to be pickled (and so does a :class:`Config` holding it): a pickle would carry
+    the token in clear to wherever the bytes go (a queue, a cache, a file). Build the
+    configuration again where it is needed, e.g. ``Config.from_env()`` in the other process.
+    Copies within the process (``copy.copy``, ``copy.deepcopy``) share the same object.
+    """
 
     _value: str = attrs.field(repr=False)
 
@@ -227,6 +233,18 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "a Secret (the API token) cannot be pickled: the pickle would carry it in clear; "
+            "build the Config again where it is needed (e.g. Config.from_env())"
+        )
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self
 
 
 _INSECURE_HINT: Final = "pass allow_insecure=True (HYBRIDGEN_ALLOW_INSECURE=1)"

@@ -546,6 +546,16 @@ class SQLiteJournal:
         """How many writes failed or were given up since this journal was opened."""
         return self._writer.lost
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        """How many writes are queued or being made now (not yet committed, refused or lost)."""
+        return self._writer.unfinished
+
     def watch(self, callback: FailureCallback) -> Callable[[], None]:
         """Report each :class:`JournalFailure` to ``callback`` (called from the writer thread)."""
         self._writer.watchers.append(callback)

@@ -104,17 +104,21 @@ def result_json(
     reason: str,
     index: int | None = None,
     prompt: str | None = None,
+    saved: bool | None = None,
+    journal_lost: int | None = None,
 ) -> dict[str, Any]:
     """The ``result`` object that ends one generation's lines (the last line of a single run).
 
     ``{"event": "result", "id", "state", "channel", "url", "path", "elapsed", "reason"}``; a
     batch item also has its ``"index"`` and ``"prompt"`` (right after ``"event"``). ``reason`` is
-    ``null`` when empty.
+    ``null`` when empty. The command line adds ``"saved"`` (whether the image was written:
+    ``"state": "done"`` with ``"saved": false`` is done on the server but not saved, its ``url``
+    kept) and, with a journal, ``"journal_lost"`` (journal writes not recorded; 0: complete).
     """
     head: dict[str, Any] = {"event": "result"}
     if index is not None:
         head |= {"index": index, "prompt": prompt}
-    return head | {
+    line = head | {
         "id": generation_id,
         "state": state,
         "channel": channel,
@@ -123,3 +127,8 @@ def result_json(
         "elapsed": number(elapsed),
         "reason": reason or None,
     }
+    if saved is not None:
+        line["saved"] = saved
+    if journal_lost is not None:
+        line["journal_lost"] = journal_lost
+    return line

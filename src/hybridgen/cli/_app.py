@@ -53,6 +53,17 @@ _cmd_bench = _command("_tools", "_cmd_bench")
 _cmd_submit = _command("_queue", "_cmd_submit")
 _cmd_worker = _command("_queue", "_cmd_worker")
 _cmd_status = _command("_queue", "_cmd_status")
+_cmd_download = _command("_download", "_cmd_download")
+
+
+def _add_journal_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--journal-wait",
+        type=float,
+        metavar="S",
+        help="at the end, wait up to S s for journal writes held up by another process's lock "
+        "(default 30); what is still queued then is reported lost (exit 4)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run one generation (or, with --batch, one per line of a file) against "
             "SUPERDUPERAI_URL (token: SUPERDUPERAI_TOKEN), or, when SUPERDUPERAI_URL is unset, "
             "against an embedded emulator. Exit 0 done, 1 failed, 2 bad usage or configuration, "
-            "130 interrupted."
+            "3 done but not saved (the URL is kept: hybridgen download), 4 done but the journal "
+            "is incomplete, 130 interrupted."
         ),
     )
     gen.add_argument("prompt", metavar="PROMPT", nargs="?", help="what to draw (or film)")
@@ -119,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: HYBRIDGEN_JOURNAL; see: hybridgen resume)"
         ),
     )
+    _add_journal_wait(gen)
     gen.add_argument(
         "--json",
         action="store_true",
@@ -237,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Finish every pending generation of a --journal (the process that started them died): "
             "save the done ones, follow the running ones by file id on SUPERDUPERAI_URL without "
-            "starting new jobs. Exit 0 all saved, 1 some failed, 2 bad usage, 130 interrupted."
+            "starting new jobs. Exit 0 all saved, 1 some failed, 2 bad usage, 3 some done but "
+            "not saved, 4 some skipped (another process holds them) or the journal is "
+            "incomplete, 130 interrupted."
         ),
     )
     resume.add_argument(
@@ -246,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the journal to finish: a SQLite file or a postgresql:// URL (default: "
         "HYBRIDGEN_JOURNAL)",
     )
+    resume.add_argument(
+        "--include-cancelled",
+        action="store_true",
+        help="also follow and save the cancelled generations the server had started (Ctrl-C: "
+        "their jobs may have finished, and are paid for)",
+    )
+    _add_journal_wait(resume)
     resume.add_argument(
         "--json",
         action="store_true",
@@ -362,6 +384,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON object per holder, then the counts (the last object)",
     )
     status.set_defaults(func=_cmd_status)
+
+    download = sub.add_parser(
+        "download",
+        parents=[verbose],
+        help="save a finished result (by file id or URL); starts no job",
+        description=(
+            "Save the result of a finished generation: a result URL is fetched as it is; a file "
+            "id is asked for once on SUPERDUPERAI_URL (token: SUPERDUPERAI_TOKEN) and its result "
+            "fetched. Starts no job and waits for none. Exit 0 saved, 1 not done yet or failed "
+            "(or the server could not be asked), 2 bad usage, 3 done but the download failed."
+        ),
+    )
+    download.add_argument("target", metavar="FILE_ID|URL", help="the server's file id, or a URL")
+    download.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="PATH",
+        help="where to save the image (its suffix names the format, as with generate --out)",
+    )
+    download.add_argument(
+        "--json", action="store_true", help="one result line on stdout, as generate --json"
+    )
+    download.set_defaults(func=_cmd_download)
 
     serve = sub.add_parser(
         "serve",

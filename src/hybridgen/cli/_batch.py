@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import os
 import re
 import sys
 import time
@@ -29,8 +30,16 @@ from ..events import LoggingSubscriber
 from ..machine import State
 from ..policy import Policy
 from ..video import media_of
-from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ._files import _close_journal, _journal_arg, _journal_meta, _open_journal, _save
+from ._exit import UsageError, worst_exit
+from ._files import (
+    JOURNAL_WAIT,
+    _close_journal,
+    _journal_arg,
+    _journal_meta,
+    _journal_wait,
+    _open_journal,
+    _save,
+)
 from ._inspect import Publish, follow, inspecting
 from ._interrupt import _Interrupt, _not_run, _not_saved, _with_signals
 from ._json import _JsonBatchReporter, batch_json, outcome_json
@@ -41,7 +50,7 @@ from ._report import Outcome, _BatchReporter, _tally
 if TYPE_CHECKING:
     from ..driver import Client, Generation
     from ..emulator.model import Faults
-    from ..journal import Entry
+    from ..journal import Entry, Journal
     from ._files import CliJournal
     from ._generate import _Job
 
@@ -135,8 +144,8 @@ class _Run:
         if result.state is State.DONE and result.url and item.out is not None:
             media = "image" if item.entry is None else media_of(item.entry.request)
             saved, problem = await _save(client, result.url, item.out, gen.core.policy, media)
-            if saved is not None and self.journal is not None:
-                self.journal.delivered(gen.id, saved)
+        if self.journal is not None and result.state is State.DONE:
+            _record_delivery(self.journal, gen.id, saved, problem)
         self.ended(item, _outcome_of(gen, saved, problem))
 
     def close(self, signal_name: str | None) -> list[Outcome]:
@@ -210,11 +219,23 @@ async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
         interrupt.scope = None
 
 
-def _batch_exit(outcomes: Sequence[Outcome], interrupted: bool) -> int:
-    if interrupted:
-        return EXIT_INTERRUPTED
+def _record_delivery(journal: Journal, gen_id: str, saved: str | None, problem: str) -> None:
+    """Tell the journal where a done generation's image went, or why it is not saved (the
+    entry then stays pending with its URL: ``resume`` downloads it again, no new job)."""
+    if saved is not None:
+        journal.delivered(gen_id, os.path.abspath(saved))
+    else:
+        journal.undelivered(gen_id, problem)
+
+
+def _batch_exit(outcomes: Sequence[Outcome], interrupted: bool, incomplete: bool) -> int:
     tally = _tally(outcomes)
-    return EXIT_OK if tally["done"] == len(outcomes) else EXIT_FAILED
+    return worst_exit(
+        interrupted=interrupted,
+        failed=tally["failed"] + tally["cancelled"] > 0,
+        unsaved=tally["unsaved"] > 0,
+        incomplete=incomplete,
+    )
 
 
 def _run_items(
@@ -223,7 +244,13 @@ def _run_items(
     journal: CliJournal | None,
     body: Callable[[_Run, _Interrupt], Any],
     publish: Publish | None = None,
+    *,
+    journal_wait: float = JOURNAL_WAIT,
+    skipped: int | None = None,
 ) -> int:
+    """Run ``body`` over ``items``, report each and the totals, close the journal before the
+    totals (so that they say whether it is complete); the exit code. ``skipped``: with
+    ``resume``, how many entries another process holds (counted in the totals)."""
     run = _Run(items, reporter, journal, publish=publish)
     t0 = time.monotonic()
     reporter.begin()
@@ -233,10 +260,16 @@ def _run_items(
     finally:
         reporter.end()
     elapsed = time.monotonic() - t0
-    reporter.summary(_tally(outcomes), elapsed)
+    extra: dict[str, int] = {}
+    if skipped is not None:
+        extra["skipped"] = skipped
+    if journal is not None:
+        extra["journal_lost"] = _close_journal(journal, journal_wait)
+    reporter.summary(_tally(outcomes), elapsed, extra)
     if publish is not None:
-        publish(batch_json(_tally(outcomes), elapsed))
-    return _batch_exit(outcomes, signal_name is not None)
+        publish(batch_json(_tally(outcomes), elapsed, **extra))
+    incomplete = bool(extra.get("skipped") or extra.get("journal_lost"))
+    return _batch_exit(outcomes, signal_name is not None, incomplete)
 
 
 def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
@@ -251,6 +284,7 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("--out", f"cannot create the directory {out_dir}: {exc}") from None
+    wait = _journal_wait(args.journal_wait)
     where = _journal_arg(args.journal)
     journal = _open_journal(where, create=True) if where else None
     job = _BatchJob(
@@ -272,6 +306,7 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
                 journal,
                 lambda run, interrupt: _batch_body(job, run, interrupt),
                 publish,
+                journal_wait=wait,
             )
     finally:
         if journal is not None:

@@ -11,12 +11,32 @@ from typing import Final
 EXIT_OK: Final = 0
 """The generation is done and its image saved (or the server stopped cleanly)."""
 EXIT_FAILED: Final = 1
-"""The generation failed (the reason is on stderr), or the image could not be saved."""
+"""The generation failed (the reason is on stderr)."""
 EXIT_USAGE: Final = 2
 """Bad usage, or an invalid configuration or request (the message names the field)."""
+EXIT_UNSAVED: Final = 3
+"""Done on the server (paid for) but the image could not be saved: the result line keeps its
+``url`` (``"saved": false``); ``hybridgen download URL --out PATH`` or ``resume`` saves it
+without a new job."""
+EXIT_INCOMPLETE: Final = 4
+"""Every item ended as reported, but not everything is accounted for: the journal could not
+record some writes (another process held its lock too long, a full disk), or ``resume`` left
+entries another live process holds. Nothing failed; look again later (``resume``)."""
 EXIT_INTERRUPTED: Final = 130
 """Interrupted by Ctrl-C (SIGINT); the generation was cancelled cleanly."""
 
 
 class UsageError(Exception):
     """Bad usage the parser cannot see (e.g. emulator options while ``SUPERDUPERAI_URL`` is set)."""
+
+
+def worst_exit(*, interrupted: bool, failed: bool, unsaved: bool, incomplete: bool) -> int:
+    """The exit code of a run from what happened, the worst first: interrupted, a failure, a
+    result not saved, an incomplete journal, else 0."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if failed:
+        return EXIT_FAILED
+    if unsaved:
+        return EXIT_UNSAVED
+    return EXIT_INCOMPLETE if incomplete else EXIT_OK

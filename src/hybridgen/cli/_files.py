@@ -10,6 +10,7 @@ suffix when it has none. Errors become a reason (saves) or a
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import tempfile
@@ -96,6 +97,23 @@ def _is_postgres(path: str) -> bool:
     return path.startswith(("postgresql://", "postgres://"))
 
 
+JOURNAL_WAIT: Final = 30.0
+"""How long the end of a run waits, by default (``--journal-wait``), for journal writes still
+queued (e.g. behind another process's lock) before it gives up on them and says so."""
+JOURNAL_FLUSH: Final = 1.0
+"""How long the client's own end waits for them first (the command then waits the rest, and
+says it waits)."""
+
+
+def _journal_wait(value: float | None) -> float:
+    """``--journal-wait`` checked: seconds >= 0 (default :data:`JOURNAL_WAIT`)."""
+    if value is None:
+        return JOURNAL_WAIT
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError("--journal-wait", f"must be a number of seconds >= 0, got {value!r}")
+    return value
+
+
 def _open_journal(path: str, *, create: bool, lease: float | None = None) -> CliJournal:
     """The journal ``path`` names: a SQLite file, or a ``postgresql://`` database."""
     if _is_postgres(path):
@@ -117,14 +135,9 @@ def _open_journal(path: str, *, create: bool, lease: float | None = None) -> Cli
     try:
         if create:
             target.parent.mkdir(parents=True, exist_ok=True)
-        return SQLiteJournal(target)
+        return SQLiteJournal(target, flush_timeout=JOURNAL_FLUSH)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError("--journal", f"cannot open {path} as a journal: {exc}") from None
-
-
-JOURNAL_CLOSE_TIMEOUT: Final = 1.0
-"""How long closing the journal waits for writes still queued (the run already waited for them
-within the journal's ``flush_timeout`` as its client ended)."""
 
 
 def _journal_name(journal: CliJournal) -> str:
@@ -133,11 +146,25 @@ def _journal_name(journal: CliJournal) -> str:
     return str(path) if path is not None else str(getattr(journal, "where", "the journal"))
 
 
-def _close_journal(journal: CliJournal) -> None:
-    """Close the journal; say on stderr how many writes it could not record."""
-    lost = journal.close(timeout=JOURNAL_CLOSE_TIMEOUT)
+def _close_journal(journal: CliJournal, wait: float = JOURNAL_WAIT) -> int:
+    """Close the journal, waiting up to ``wait`` s for writes still queued (saying so on stderr
+    when there are some); say how many writes it could not record; return that number.
+    Closing it again says nothing more."""
+    if getattr(journal, "closed", False):
+        return journal.lost
+    if not journal.flush(timeout=0):
+        _say(
+            f"journal: waiting up to {wait:g} s for writes to {_journal_name(journal)} "
+            "(another process may hold its lock; --journal-wait sets the bound)"
+        )
+    try:
+        lost = journal.close(timeout=wait)
+    except KeyboardInterrupt:  # the user stops waiting: what is still queued is lost
+        lost = journal.lost + getattr(journal, "queued", 0)
     if lost:
         _say(
             f"journal: {lost} write(s) to {_journal_name(journal)} were not recorded (see the "
-            "journal warnings above); the generations themselves were not affected"
+            "journal warnings above): the journal is incomplete; the generations themselves were "
+            "not affected"
         )
+    return lost

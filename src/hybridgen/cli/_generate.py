@@ -33,13 +33,14 @@ from ..video import (
     media_of,
     source_of,
 )
-from ._batch import _cmd_batch
-from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ._batch import _cmd_batch, _record_delivery
+from ._exit import UsageError, worst_exit
 from ._files import (
     _check_out,
     _close_journal,
     _journal_arg,
     _journal_meta,
+    _journal_wait,
     _open_journal,
     _save,
 )
@@ -130,8 +131,6 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
             result = gen.result()
             if result.state is State.DONE and result.url:
                 saved, problem = await _save(client, result.url, job.out, media=media_of(request))
-                if saved is not None and job.journal is not None:
-                    job.journal.delivered(gen.id, saved)
         interrupt.scope = None
         if gen is None:
             return Outcome(
@@ -140,6 +139,8 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
         result = gen.result()
         if result.state is State.DONE and saved is None and not problem:
             problem = _not_saved(interrupt.signal_name)
+        if job.journal is not None and result.state is State.DONE:
+            _record_delivery(job.journal, gen.id, saved, problem)
         return Outcome.of(gen, saved, problem, keep_path=True)
 
 
@@ -267,6 +268,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("--out", f"cannot create the directory {out.parent}: {exc}") from None
+    wait = _journal_wait(args.journal_wait)
     where = _journal_arg(args.journal)
     journal = _open_journal(where, create=True) if where else None
     with inspecting(args.inspect, args.inspect_linger) as publish:
@@ -284,22 +286,28 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         )
         reporter = _pick_reporter(args.json)
         reporter.begin()
-        try:  # the result line comes before the journal closes: a slow journal cannot delay it
+        try:
             try:
                 outcome, interrupted = trio.run(_generate, job, reporter)
             finally:
                 reporter.end()
+            # the journal closes (within --journal-wait) before the result line, which says
+            # whether it is complete
+            lost = None if journal is None else _close_journal(journal, wait)
             trace = None
             if args.trace:
                 from ..diagram import render_path
 
                 trace = render_path(outcome.history, outcome.started)
-            reporter.finish(outcome, trace)
+            reporter.finish(outcome, trace, lost)
             if publish is not None:
-                publish(outcome_json(outcome))
+                publish(outcome_json(outcome, journal_lost=lost))
         finally:
             if journal is not None:
-                _close_journal(journal)
-    if interrupted or outcome.state == State.CANCELLED:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if outcome.path is not None else EXIT_FAILED
+                _close_journal(journal, wait)
+    return worst_exit(
+        interrupted=interrupted or outcome.state == State.CANCELLED,
+        failed=outcome.state == State.FAILED,
+        unsaved=outcome.unsaved,
+        incomplete=bool(lost),
+    )

@@ -12,7 +12,6 @@ import contextlib
 import math
 import queue
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +22,7 @@ import trio
 
 from ..errors import ConfigError
 from ..jsonevents import event_json
-from ._output import _SECRETS
+from ._output import _SECRETS, _say
 
 if TYPE_CHECKING:
     from ..driver import Client
@@ -110,7 +109,7 @@ class _Server:
 def inspecting(address: str | None, linger: float | None) -> Iterator[Publish | None]:
     """Serve the inspector for the block (``None`` address: yield ``None``, serve nothing).
 
-    Prints ``inspector: URL`` on stderr before the block runs; after it, keeps serving
+    Prints ``hybridgen: inspector: URL`` on stderr before the block runs; after it, keeps serving
     ``linger`` seconds (Ctrl-C ends that wait early), then stops.
     """
     if address is None:
@@ -126,8 +125,7 @@ def inspecting(address: str | None, linger: float | None) -> Iterator[Publish | 
     inspector = Inspector(secrets=_SECRETS)  # the set is read at every publish
     server = _Server(inspector, host, port)
     url = server.start()
-    sys.stderr.write(f"inspector: {url}\n")
-    sys.stderr.flush()
+    _say(f"inspector: {url}")  # "hybridgen: inspector: URL", like every other remark
     try:
         yield inspector.publish
     finally:

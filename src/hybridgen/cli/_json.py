@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..events import Event
@@ -21,8 +22,11 @@ if TYPE_CHECKING:
     from ._batch import _Item
 
 
-def outcome_json(outcome: Outcome, item: _Item | None = None) -> dict[str, Any]:
-    """The ``result`` object of a generation (of a batch ``item``: with its index and prompt)."""
+def outcome_json(
+    outcome: Outcome, item: _Item | None = None, journal_lost: int | None = None
+) -> dict[str, Any]:
+    """The ``result`` object of a generation (of a batch ``item``: with its index and prompt;
+    ``journal_lost``: with a journal, how many of its writes were not recorded)."""
     return result_json(
         generation_id=outcome.generation_id,
         state=outcome.state,
@@ -33,12 +37,15 @@ def outcome_json(outcome: Outcome, item: _Item | None = None) -> dict[str, Any]:
         reason=outcome.reason,
         index=None if item is None else item.index,
         prompt=None if item is None else item.prompt,
+        saved=outcome.saved,
+        journal_lost=journal_lost,
     )
 
 
-def batch_json(tally: dict[str, int], elapsed: float) -> dict[str, Any]:
-    """The ``batch`` object that ends a batch: the totals."""
-    return {"event": "batch", **tally, "elapsed": number(elapsed)}
+def batch_json(tally: dict[str, int], elapsed: float, **extra: int) -> dict[str, Any]:
+    """The ``batch`` object that ends a batch: the totals (``extra``: e.g. ``journal_lost``,
+    ``skipped``, after them)."""
+    return {"event": "batch", **tally, "elapsed": number(elapsed), **extra}
 
 
 class JsonReporter(Reporter):
@@ -48,9 +55,9 @@ class JsonReporter(Reporter):
         """Print a transition, progress or retry line."""
         _out(json.dumps(event_json(event, self.at(event))))
 
-    def finish(self, outcome: Outcome, trace: str | None) -> None:
+    def finish(self, outcome: Outcome, trace: str | None, journal_lost: int | None = None) -> None:
         """Print the result line (the last on stdout); the trace goes to stderr."""
-        _out(json.dumps(outcome_json(outcome)))
+        _out(json.dumps(outcome_json(outcome, journal_lost=journal_lost)))
         _explain(outcome)
         if trace is not None:
             sys.stderr.write(trace)
@@ -74,6 +81,8 @@ class _JsonBatchReporter(_BatchReporter):
         if outcome.path is None:
             _say(f"[{item.index}] {_item_explanation(outcome)}")
 
-    def summary(self, tally: dict[str, int], elapsed: float) -> None:
-        """Print the last line: the totals."""
-        _out(json.dumps(batch_json(tally, elapsed)))
+    def summary(
+        self, tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
+    ) -> None:
+        """Print the last line: the totals (and ``extra``'s counts)."""
+        _out(json.dumps(batch_json(tally, elapsed, **(extra or {}))))

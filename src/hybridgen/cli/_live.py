@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from ..errors import MissingExtra
@@ -21,6 +22,7 @@ from ._report import (
     _explain,
     _item_explanation,
     _journal_line,
+    _summary_line,
     _tally,
 )
 
@@ -189,7 +191,7 @@ class RichReporter(_LiveView, Reporter):
         elif isinstance(event, JournalWarning):
             self._journal(event)
 
-    def finish(self, outcome: Outcome, trace: str | None) -> None:
+    def finish(self, outcome: Outcome, trace: str | None, journal_lost: int | None = None) -> None:
         """A final line naming the saved path (and the path on stdout when it is not a terminal)."""
         if outcome.path is not None:
             self.console.print(
@@ -269,11 +271,12 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
             text = f"[{item.index}] {_item_explanation(outcome)}"
             self.console.print(_redact(text), style="red", markup=False, highlight=False)
 
-    def summary(self, tally: dict[str, int], elapsed: float) -> None:
+    def summary(
+        self, tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
+    ) -> None:
         """The totals."""
         self.console.print(
-            f"{tally['done']} done, {tally['failed']} failed, {tally['cancelled']} cancelled "
-            f"in {elapsed:.2f}s",
+            _summary_line(tally, elapsed, extra),
             markup=False,
             highlight=False,
         )

@@ -8,7 +8,7 @@ events and outcomes: it must not change the run.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -35,6 +35,16 @@ class Outcome:
     reason: str = ""
     history: list[Transition] = attrs.field(factory=list)
     started: float | None = None
+
+    @property
+    def saved(self) -> bool:
+        """Whether the image was written (``path`` is where)."""
+        return self.path is not None
+
+    @property
+    def unsaved(self) -> bool:
+        """Done on the server (paid for) but not saved: ``url`` is kept for a later download."""
+        return self.state == State.DONE and self.path is None
 
     @classmethod
     def of(
@@ -92,8 +102,9 @@ class Reporter:
     def end(self) -> None:
         """Called once after the run, before :meth:`finish` (also on errors)."""
 
-    def finish(self, outcome: Outcome, trace: str | None) -> None:
-        """Show the outcome: the saved path on stdout, a failure's reason on stderr."""
+    def finish(self, outcome: Outcome, trace: str | None, journal_lost: int | None = None) -> None:
+        """Show the outcome: the saved path on stdout, a failure's reason on stderr
+        (``journal_lost``: with a journal, its writes not recorded, said by the caller)."""
         if outcome.path is not None:
             _out(outcome.path)
         _explain(outcome)
@@ -108,7 +119,15 @@ def _explain(outcome: Outcome) -> None:
     elif outcome.state == State.CANCELLED:
         _say(f"cancelled: {outcome.reason}")
     elif outcome.path is None:
-        _say(f"the result was not saved: {outcome.reason}")
+        _say(_unsaved_explanation(outcome))
+
+
+def _unsaved_explanation(outcome: Outcome) -> str:
+    """Why a done result is not on disk, and how to get it without a new job."""
+    text = f"done but not saved: {outcome.reason}"
+    if outcome.url:
+        text += f"; it is still at {outcome.url} (hybridgen download URL --out PATH saves it)"
+    return text
 
 
 def _journal_line(event: JournalWarning) -> str:
@@ -123,14 +142,34 @@ def _item_explanation(outcome: Outcome) -> str:
         return f"failed: {outcome.reason}"
     if outcome.state == State.CANCELLED:
         return f"cancelled: {outcome.reason}"
-    return f"the result was not saved: {outcome.reason}"
+    return _unsaved_explanation(outcome)
 
 
 def _tally(outcomes: Sequence[Outcome]) -> dict[str, int]:
-    """Items done (and saved), failed (or done but not saved) and cancelled."""
-    done = sum(1 for o in outcomes if o.state == State.DONE and o.path is not None)
+    """Items done (and saved), failed, cancelled, and done but not saved (``unsaved``)."""
+    done = sum(1 for o in outcomes if o.saved and o.state == State.DONE)
+    unsaved = sum(1 for o in outcomes if o.unsaved)
     cancelled = sum(1 for o in outcomes if o.state == State.CANCELLED)
-    return {"done": done, "failed": len(outcomes) - done - cancelled, "cancelled": cancelled}
+    failed = len(outcomes) - done - unsaved - cancelled
+    return {"done": done, "failed": failed, "cancelled": cancelled, "unsaved": unsaved}
+
+
+def _summary_line(
+    tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
+) -> str:
+    """The totals in words (``not saved``, ``skipped`` and an incomplete journal only when
+    there are some)."""
+    extra = extra or {}
+    unsaved = f", {tally['unsaved']} not saved" if tally.get("unsaved") else ""
+    text = (
+        f"{tally['done']} done{unsaved}, {tally['failed']} failed, {tally['cancelled']} "
+        f"cancelled in {elapsed:.2f}s"
+    )
+    if extra.get("skipped"):
+        text += f"; {extra['skipped']} skipped (another process holds them)"
+    if extra.get("journal_lost"):
+        text += f"; the journal is incomplete ({extra['journal_lost']} write(s) not recorded)"
+    return text
 
 
 class _BatchReporter:
@@ -140,10 +179,20 @@ class _BatchReporter:
         self.total = total
         self.t0: dict[str, float] = {}
         self.index_of: dict[str, int] = {}
+        self._expected: set[str] = set()
+
+    def expect(self, index: int, gen_id: str, t0: float) -> None:
+        """Item ``index`` is about to run as ``gen_id`` (a resumed entry, whose id is known
+        before its first event): its events are tagged with ``index`` and count from ``t0``."""
+        self.index_of[gen_id] = index
+        self.t0[gen_id] = t0
+        self._expected.add(gen_id)
 
     def started(self, index: int, gen: Generation) -> None:
-        """Item ``index`` runs as ``gen``."""
-        self.t0[gen.id] = gen.core.started
+        """Item ``index`` runs as ``gen`` (times count from its start request unless
+        :meth:`expect` said otherwise)."""
+        if gen.id not in self._expected:
+            self.t0[gen.id] = gen.core.started
         self.index_of[gen.id] = index
 
     def at(self, event: Event) -> float:
@@ -182,9 +231,8 @@ class _BatchReporter:
     def end(self) -> None:
         """Called once after the run (also on errors)."""
 
-    def summary(self, tally: dict[str, int], elapsed: float) -> None:
-        """The totals, on stderr."""
-        _say(
-            f"{tally['done']} done, {tally['failed']} failed, {tally['cancelled']} cancelled "
-            f"in {elapsed:.2f}s"
-        )
+    def summary(
+        self, tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
+    ) -> None:
+        """The totals, on stderr (``extra``: ``skipped``, ``journal_lost``)."""
+        _say(_summary_line(tally, elapsed, extra))
