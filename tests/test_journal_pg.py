@@ -14,7 +14,7 @@ from hybridgen.errors import ConfigError, JournalError
 from hybridgen.journal import JournalFailure
 from hybridgen.journal_pg import LEASE_LOST, SCHEMA_VERSION, PostgresJournal
 from hybridgen.machine import Trigger
-from pg_support import Cluster
+from pg_support import Cluster, eventually
 from test_journal_contract import DONE, START, step
 
 
@@ -169,3 +169,21 @@ def test_claim_after_release_takes_a_new_fence(opener: Any) -> None:
     assert first.flush()
     entry = second.claim(gen_id)
     assert entry.owner == second.owner and second.holds(gen_id) and not first.holds(gen_id)
+
+
+def test_a_transaction_left_open_by_a_stopped_process_does_not_hide_its_rows(
+    opener: Any,
+) -> None:
+    stopped, other = opener(lease=1), opener()
+    (gen_id,) = submit(stopped, 1)
+    with stopped._pool.connection() as conn:  # as if SIGSTOPped inside a heartbeat
+        conn.execute("BEGIN")
+        conn.execute(
+            f"SELECT 1 FROM {opener.schema}.generations WHERE id = %s FOR UPDATE", (gen_id,)
+        )
+        assert other.lease_next() == []  # skipped while the lock is held
+        leased: list[Any] = []
+        eventually(lambda: leased.extend(other.lease_next()) or leased, 10, "the row freed")
+        assert [e.id for e in leased] == [gen_id]
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            conn.execute("SELECT 1")  # the server ended the idle transaction's session

@@ -81,6 +81,12 @@ _NEEDS_WORK: Final = f"({_NOT_ENDED} OR (state = 'done' AND delivered_to IS NULL
 _NOW: Final = "extract(epoch FROM clock_timestamp())"
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _CLOSED: Final = "the journal closed before this write was done"
+_SESSION_LOST: Final[tuple[type[Exception], ...]] = (
+    psycopg.OperationalError,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+    psycopg_pool.PoolTimeout,
+)
+"""The server or the connection went away (a restart, a stop past the idle timeout): retry."""
 
 _MIGRATIONS: Final = (
     # version 1
@@ -209,6 +215,7 @@ class PostgresJournal:
             max_size=max(2, pool_size),
             kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
             check=psycopg_pool.ConnectionPool.check_connection,
+            configure=self._configure,
             timeout=connect_timeout,
             name="hybridgen-journal",
             open=False,
@@ -230,6 +237,12 @@ class PostgresJournal:
         self._thread = threading.Thread(target=self._run, name="hybridgen-journal", daemon=True)
         self._thread.start()
         self._finalizer = weakref.finalize(self, PostgresJournal._stop_writer, self._queue)
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # A process stopped inside a transaction (SIGSTOP) would keep its rows locked, and the
+        # workers' SKIP LOCKED would skip them for ever: the server ends such a session instead.
+        idle = max(500, round(self.lease * 500))
+        conn.execute(f"SET idle_in_transaction_session_timeout = {idle}")
 
     def __repr__(self) -> str:
         return f"<PostgresJournal {self.where} schema={self.schema}>"
@@ -396,7 +409,7 @@ class PostgresJournal:
                     result = run(conn.cursor(), attempt > 0)
                 self._behind = False
                 return result
-            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            except _SESSION_LOST as exc:
                 if time.monotonic() + delay >= give_up:
                     raise JournalError(f"the {self.where} is unreachable: {exc}") from None
                 if not told:
