@@ -36,7 +36,7 @@ from hybridgen.errors import (
     TransientError,
     VideoRefused,
 )
-from hybridgen.events import Progress, Transition
+from hybridgen.events import Progress, Retry, Transition
 from hybridgen.files import SavedFile, save, sniff, sniff_video
 from hybridgen.journal import SQLiteJournal
 from hybridgen.machine import State, Trigger
@@ -568,16 +568,19 @@ class _NoRange:
         return self.inner.fetch(url, limit=limit)
 
 
-async def test_without_range_a_broken_download_fails_as_a_connection_error(
-    tmp_path: Path,
-) -> None:
+async def test_without_range_a_broken_download_is_downloaded_again(tmp_path: Path) -> None:
     model = ServerModel(Faults(gen_time=1, sse_mode="normal", file_cuts=1), token=TOKEN)
+    events: list[object] = []
     async with Client(_NoRange(MemoryTransport(model, token=TOKEN))) as client:  # type: ignore[arg-type]
         result = await client.generate_video("waves", model="azure-openai/sora")
-        with pytest.raises(DownloadError) as caught:
-            await client.download(result, tmp_path / "waves.mp4", media="video")
-    assert caught.value.kind == "connection" and model.counts["download"] == 1
-    assert not list(await trio.Path(tmp_path).iterdir())
+        saved = await client.download(
+            result, tmp_path / "waves.mp4", media="video", on_event=events.append
+        )
+    # no range to resume from: the whole file again, as the download's second attempt
+    assert saved.content_type == "video/mp4" and model.counts["download"] == 2
+    (retry,) = events
+    assert isinstance(retry, Retry) and retry.what == "download"
+    assert "connection failed" in retry.reason
 
 
 async def test_hundreds_of_megabytes_stream_to_disk_within_the_memory_bound(
