@@ -8,37 +8,45 @@ code. Imported lazily, with the transport.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
-from ..api import FileStatus, ImageRequest, ModelInfo
+from ..api import FileStatus, ModelInfo
 from ..errors import AuthError
 from ..transport import SuperDuperTransport
+from ..video import StartRequest
 from ._exit import TOKEN_REJECTED
+
+
+@contextlib.contextmanager
+def _noting() -> Iterator[None]:
+    """Note an :class:`AuthError` raised inside, and let it go on."""
+    try:
+        yield
+    except AuthError as exc:
+        TOKEN_REJECTED.append(str(exc))
+        raise
 
 
 class WatchedTransport(SuperDuperTransport):
     """A :class:`SuperDuperTransport` that notes every :class:`AuthError` it raises."""
 
-    async def start(self, request: ImageRequest) -> FileStatus:
+    async def start(self, request: StartRequest) -> FileStatus:
         """As :meth:`SuperDuperTransport.start`; a rejected token is noted."""
-        try:
+        with _noting():
             return await super().start(request)
-        except AuthError as exc:
-            TOKEN_REJECTED.append(str(exc))
-            raise
+
+    async def upload(self, data: bytes, *, filename: str, content_type: str) -> str:
+        """As :meth:`SuperDuperTransport.upload`; a rejected token is noted."""
+        with _noting():
+            return await super().upload(data, filename=filename, content_type=content_type)
 
     async def poll(self, file_id: str) -> FileStatus:
         """As :meth:`SuperDuperTransport.poll`; a rejected token is noted."""
-        try:
+        with _noting():
             return await super().poll(file_id)
-        except AuthError as exc:
-            TOKEN_REJECTED.append(str(exc))
-            raise
 
     async def models(self, types: Sequence[str] = ()) -> list[ModelInfo]:
         """As :meth:`SuperDuperTransport.models`; a rejected token is noted."""
-        try:
+        with _noting():
             return await super().models(types)
-        except AuthError as exc:
-            TOKEN_REJECTED.append(str(exc))
-            raise
