@@ -53,6 +53,29 @@ def run(
     )
 
 
+_EVENT_LINE = re.compile(r"\s*\d+\.\d\ds  ")
+
+
+def flat(text: str) -> str:
+    """``text`` with every run of white space (the 80-column wrapping's too) one space."""
+    return " ".join(text.split())
+
+
+def unwrap(text: str) -> list[str]:
+    """The lines the command meant, its plain-mode wrapping (at 80 columns) undone.
+
+    A line indented by two spaces or more continues the one before, unless it is an event line
+    (``"   1.23s  ..."``, whose own indent aligns its time).
+    """
+    lines: list[str] = []
+    for line in text.splitlines():
+        if lines and line.startswith("  ") and line.strip() and not _EVENT_LINE.match(line):
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
 def emulator_stats(url: str, token: str) -> dict[str, int]:
     """The request counters of a ``hybridgen serve --token TOKEN`` at ``url``."""
     reply = httpx.get(

@@ -7,6 +7,7 @@ need rather than sleeping.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from cli_support import (
     Running,
     assert_png,
     clean_env,
+    flat,
     json_lines,
     needs_command,
     run,
@@ -39,7 +41,7 @@ pytestmark = needs_command
 
 
 def test_generate_json_embedded_saves_a_png(tmp_path: Path) -> None:
-    out = tmp_path / "new" / "dir" / "fox.png"
+    out = tmp_path / "fox.png"
     # Polling only after 2 s (an explicit, unscaled timing): the push (at 0.5 s) must win. The
     # embedded emulator plays today's API: a silent legacy socket, pushes on SSE (which opens
     # once the start reply names the file, so the job must not be ready before that).
@@ -158,23 +160,32 @@ def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["a fox", "--policy", "nope"], "--policy"),
-        (["a fox", "--deadline", "-1"], "deadline"),
-        (["a fox", "--deadline", "1", "--ws-timeout", "2"], "deadline"),
-        (["a fox", "--poll-interval", "0"], "poll_interval"),
-        (["a fox", "--time-scale", "-2"], "time_scale"),
-        (["a fox", "--gen-time", "-1"], "gen_time"),
-        (["   "], "prompt"),
-        ([""], "prompt"),
+        (["a fox", "--policy", "nope"], "argument --policy: invalid choice"),
+        (["a fox", "--deadline", "-1"], "--deadline must be"),
+        (["a fox", "--deadline", "1", "--ws-timeout", "2"], "--deadline must be longer than --ws"),
+        (["a fox", "--poll-interval", "0"], "--poll-interval must be"),
+        (["a fox", "--time-scale", "-2"], "--time-scale must be"),
+        (["a fox", "--gen-time", "-1"], "--gen-time must be"),
+        (["   "], "the prompt is empty"),
+        ([""], "the prompt is empty"),
     ],
 )
-def test_usage_errors_exit_2_naming_the_field(tmp_path: Path, args: list[str], named: str) -> None:
+def test_usage_errors_exit_2_naming_the_flag(tmp_path: Path, args: list[str], named: str) -> None:
+    """Each error is a sentence naming what the user typed (the flag), not a library field."""
     out = tmp_path / "never.png"
     proc = run("generate", *args, "--out", str(out), "--json")
     assert proc.returncode == 2, proc.stderr
-    assert named in proc.stderr
+    assert named in " ".join(proc.stderr.split())
+    assert not re.search(r"\b(ws_timeout|poll_interval|time_scale|gen_time|prompt):", proc.stderr)
     assert proc.stdout == ""
     assert not out.exists()
+
+
+def test_an_unset_token_reads_as_a_sentence(tmp_path: Path) -> None:
+    env = clean_env(SUPERDUPERAI_URL="http://127.0.0.1:9")
+    proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: SUPERDUPERAI_TOKEN is not set; set it to" in proc.stderr
 
 
 def test_emulator_options_need_the_embedded_emulator(tmp_path: Path) -> None:
@@ -203,7 +214,7 @@ def test_bad_url_is_refused_before_any_request(tmp_path: Path, url: str, words: 
     env = clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN="x" * 12)
     proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), "--json", env=env)
     assert proc.returncode == 2
-    assert "SUPERDUPERAI_URL" in proc.stderr and words in proc.stderr
+    assert "SUPERDUPERAI_URL" in proc.stderr and words in flat(proc.stderr)
     assert "allow_insecure=True" not in proc.stderr
     assert proc.stdout == ""
 
@@ -227,10 +238,11 @@ def test_wrong_token_fails_fast_without_showing_it(
     env = clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN=WRONG_TOKEN, HYBRIDGEN_LOG="DEBUG")
     t0 = time.monotonic()
     proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), "--json", env=env)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # bad configuration, as --help says
     assert time.monotonic() - t0 < 10
     assert "SUPERDUPERAI_TOKEN" in proc.stderr
     result = json_lines(proc.stdout)[-1]
+    assert result["reason"].count("start request") == 1, result["reason"]
     assert (result["state"], result["path"]) == ("failed", None)
     for text in (proc.stdout, proc.stderr):
         assert WRONG_TOKEN not in text

@@ -23,6 +23,7 @@ from cli_support import (
     assert_png,
     clean_env,
     emulator_stats,
+    flat,
     is_start,
     json_lines,
     needs_command,
@@ -143,7 +144,7 @@ def test_other_invalid_lines_in_process(
     out = tmp_path / "out"
     assert cli.main(["generate", "--batch", str(tmp_path / "p.txt"), "--out", str(out)]) == 2
     captured = capsys.readouterr()
-    assert "line 3: prompt:" in captured.err and captured.out == ""
+    assert "line 3: the prompt " in flat(captured.err) and captured.out == ""
     assert not out.exists()
 
 

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from cli_support import Running, clean_env, emulator_stats, json_lines, needs_command, run
+from cli_support import (
+    Running,
+    clean_env,
+    emulator_stats,
+    json_lines,
+    needs_command,
+    run,
+    run_on_terminal,
+    unwrap,
+)
 
 pytestmark = needs_command
 
@@ -50,7 +59,7 @@ def free_port() -> int:
 def test_everything_works_against_the_embedded_emulator() -> None:
     proc = run("check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = unwrap(proc.stdout)
     assert [line.split()[1] for line in lines] == STEPS
     assert [line.split()[0] for line in lines] == ["ok", "ok", "ok", "skipped", "ok", "ok", "ok"]
     assert "embedded emulator" in proc.stderr
@@ -110,8 +119,9 @@ def test_check_generate_reports_each_way_against_the_embedded_emulator() -> None
     proc = run("check", "--generate", "--json", "--time-scale", "0.05", timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ways = {s["step"]: s for s in json_lines(proc.stdout) if "channel" in s}
-    assert list(ways) == ["polling", "websocket only", "sse only", "hybrid"]
-    assert {name: (w["verdict"], w["channel"]) for name, w in list(ways.items())[:3]} == {
+    assert set(ways) == {"polling", "websocket only", "sse only", "hybrid"}  # as each ends
+    assert list(ways)[-1] == "websocket only"  # the push-only wait makes it end last
+    assert {n: (w["verdict"], w["channel"]) for n, w in ways.items() if n != "hybrid"} == {
         "polling": ("ok", "polling"),
         "websocket only": ("warning", "polling"),  # today's socket is silent
         "sse only": ("ok", "sse"),
@@ -160,3 +170,36 @@ def test_a_bad_url_fails_the_configuration_step() -> None:
     assert code == 1
     assert [s["verdict"] for s in steps] == ["failed"]
     assert "SUPERDUPERAI_URL" in steps[0]["detail"] and "SUPERDUPERAI_URL" in steps[0]["fix"]
+
+
+def test_check_prints_each_step_as_it_finishes() -> None:
+    """The steps and the first ways are out while the slowest way still runs (it waits most of
+    the deadline for a push that never comes)."""
+    process = Running("check", "--generate", "--time-scale", "0.05", env=clean_env())
+    try:
+        seen = [process.line(timeout=30) for _ in range(STEPS.index("sse") + 1)]
+        assert [line.split()[1] for line in unwrap("\n".join(seen))][:3] == STEPS[:3]
+        while "sse only" not in (line := process.line(timeout=30)):
+            pass
+        assert line.split()[0] == "ok"
+        assert process.proc.poll() is None  # "websocket only" has not ended yet
+        assert process.finish(timeout=60) == 0
+    finally:
+        process.kill()
+    assert "websocket only" in "".join(process.stdout).split("sse only", 1)[1]
+
+
+def test_check_shows_a_live_line_while_the_ways_run() -> None:
+    code, _, terminal = run_on_terminal("check", "--generate", "--time-scale", "0.05", columns=100)
+    assert code == 0, terminal
+    assert "generating" in terminal
+    assert "websocket only: awaiting_ws" in terminal  # its state, shown while it runs
+    assert "warning  websocket only" in terminal  # the outcome, above the live line
+
+
+@pytest.mark.parametrize("columns", ["100", "200"])
+def test_check_lines_fit_in_80_columns(columns: str) -> None:
+    proc = run("check", env=clean_env(COLUMNS=columns))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for line in (proc.stdout + proc.stderr).splitlines():
+        assert len(line) <= 80, line

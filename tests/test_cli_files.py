@@ -19,6 +19,7 @@ from PIL import Image
 from cli_support import (
     assert_png,
     clean_env,
+    flat,
     json_lines,
     needs_command,
     run,
@@ -98,5 +99,5 @@ def test_an_html_page_is_not_saved_and_the_url_is_kept(tmp_path: Path, html_serv
     assert result["url"].startswith("http://127.0.0.1:") and not result["url"].startswith(
         html_server
     )
-    assert "not an image" in proc.stderr and "HTML" in proc.stderr
+    assert "not an image" in flat(proc.stderr) and "HTML" in proc.stderr
     assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import Running, clean_env, json_lines, needs_command, run
+from cli_support import Running, clean_env, json_lines, needs_command, run, unwrap
 from hybridgen.cli import policy_from_options
 from hybridgen.emulator.model import Faults
 from hybridgen.machine import Trigger
@@ -89,11 +89,13 @@ def test_the_fallback_to_polling_reads_as_progress(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     ws_timeout = Policy.default().ws_timeout * SCALE
-    line = next(line for line in proc.stderr.splitlines() if "(ws_timeout)" in line)
-    assert line.endswith(f"no push yet after {ws_timeout:g} s; polling too, still listening")
+    line = next(line for line in unwrap(proc.stderr) if "(ws_timeout)" in line)
+    assert line.endswith(
+        f"no result by push after {ws_timeout:g} s; polling too, still listening on sse"
+    )
 
 
 def test_the_seed_fallback_says_the_socket_closed() -> None:
     trace = run_scenario(Scenario(faults=Faults(ws_mode="silent"), policy=Policy.seed()))
     (fallback,) = [t for t in trace.transitions if t.trigger is Trigger.WS_TIMEOUT]
-    assert fallback.detail == "no push yet after 30 s; polling instead, socket closed"
+    assert fallback.detail == "no result by push after 30 s; polling instead, websocket closed"

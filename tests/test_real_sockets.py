@@ -323,7 +323,7 @@ async def test_start_answered_422_fails_with_a_readable_reason(emulator: Emulato
     result, retries = await start_fault_run(emulator, "422", DEFAULT.replace(deadline=5.0))
     assert result.state is State.FAILED and retries == []
     assert result.reason == (
-        "the start request failed: start request: HTTP 422 from the server (Unprocessable "
+        "the start request failed: HTTP 422 from the server (Unprocessable "
         "Entity): config.generation_config_name: unknown generation config (emulated)"
     )
 

@@ -268,11 +268,19 @@ class Core:
                 Trigger.DEADLINE, now, f"no result within the {self.policy.deadline:g} s deadline"
             )
         elif self.state is State.AWAITING_WS and now >= self.ws_timeout_at:
-            waited = f"no push yet after {self.policy.ws_timeout:g} s"
+            waited = f"no result by push after {self.policy.ws_timeout:g} s"
+            listening = " and ".join(n for n, c in self._channels.items() if c.connected)
             if not self.policy.keep_ws_open:
-                self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling instead, socket closed")
+                closed = f"{listening} closed" if listening else "push closed"
+                self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling instead, {closed}")
+            elif listening:
+                self._go(
+                    Trigger.WS_TIMEOUT,
+                    now,
+                    f"{waited}; polling too, still listening on {listening}",
+                )
             else:
-                self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling too, still listening")
+                self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling too, push not connected yet")
             self._enter_polling(now)
             if self._trusted_listening() or self._lively(now):
                 # the safety net starts one sparse interval (or the job's expected end) later
@@ -480,7 +488,7 @@ class Core:
         self.next_start = None
         if self.terminal:
             return
-        reason = f"the start request failed: {error}"
+        reason = f"the start request failed: {str(error).removeprefix('start request: ')}"
         policy = self.policy
         if not isinstance(error, TransientError):
             self._fail(now, reason)

@@ -20,12 +20,14 @@ class HybridgenError(Exception):
 class ConfigError(HybridgenError, ValueError):
     """A configuration value (environment variable, policy field, option) is invalid.
 
-    ``field`` names the offending setting, e.g. ``"SUPERDUPERAI_URL"`` or ``"poll_interval"``.
+    ``field`` names the offending setting, e.g. ``"SUPERDUPERAI_URL"`` or ``"poll_interval"``;
+    ``message`` is what is wrong with it, without the name (``"is not set; ..."``).
     """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 class MissingExtra(ConfigError, ImportError):
@@ -59,11 +61,15 @@ _DISTRIBUTIONS = {"PIL": "Pillow"}
 
 
 class RequestError(HybridgenError, ValueError):
-    """A generation request (prompt, size, seed, ...) is invalid; raised before any network I/O."""
+    """A generation request (prompt, size, seed, ...) is invalid; raised before any network I/O.
+
+    ``field`` names the request's field, ``message`` what is wrong with it (without the name).
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 class VideoRefused(RequestError):
@@ -136,6 +142,16 @@ class PermanentError(TransportError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Unreachable(PermanentError):
+    """No server answers at the configured URL, on first contact: the name does not resolve or
+    the connection is refused, before the server ever replied.
+
+    Raised only for requests that create nothing (a start, the model list) before any reply from
+    that server; once a server has answered, a refused connection is a
+    :class:`TransientError` (it may be restarting: a running job is never given up for it).
+    """
 
 
 class AuthError(PermanentError):

@@ -19,6 +19,7 @@ have reached the server (a start that was not sent can be sent again safely).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import ipaddress
 import logging
@@ -56,13 +57,18 @@ class HTTPFailure(Exception):
 
     ``sent`` is False only when nothing of the request can have reached the server (the
     connection could not be made), so the request is safe to send again; ``timed_out`` says
-    that a timeout of the HTTP client (not hybridgen's deadline) ended it.
+    that a timeout of the HTTP client (not hybridgen's deadline) ended it. ``unreachable`` says,
+    in words, why no connection could be made when nothing answered at all (``"connection
+    refused"``, ``"the name ... does not resolve"``), else it is empty.
     """
 
-    def __init__(self, message: str, *, sent: bool, timed_out: bool = False) -> None:
+    def __init__(
+        self, message: str, *, sent: bool, timed_out: bool = False, unreachable: str = ""
+    ) -> None:
         super().__init__(message)
         self.sent = sent
         self.timed_out = timed_out
+        self.unreachable = unreachable
 
 
 class Response:
@@ -280,7 +286,7 @@ class Pool:
             stream: trio.abc.Stream = await connect_tcp(host, port)
         except OSError as exc:
             log.debug("connect to %s:%d failed: %s", host, port, exc)
-            raise HTTPFailure(_why(exc), sent=False) from None
+            raise HTTPFailure(_why(exc), sent=False, unreachable=unreachable(exc, host)) from None
         log.debug("connected to %s:%d", host, port)
         if scheme == "https":
             tls = self._tls or _default_tls()
@@ -395,11 +401,26 @@ async def connect_tcp(host: str, port: int) -> trio.SocketStream:
         sock.close()
         where = f"[{host}]:{port}" if version == 6 else f"{host}:{port}"
         why = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise OSError(f"connect to {where}: {why}") from None
+        failure = OSError(f"connect to {where}: {why}")
+        failure.errno = exc.errno  # what failed stays readable (see unreachable)
+        raise failure from None
     except BaseException:
         sock.close()
         raise
     return trio.SocketStream(sock)
+
+
+def unreachable(exc: OSError, host: str) -> str:
+    """Why no connection to ``host`` could be made, in words, when nothing answered at all: the
+    name does not resolve, or every address refused the connection; else ``""`` (a timeout, an
+    unreachable network: a server may still be there)."""
+    if isinstance(exc, socket.gaierror):
+        return f"the name {host} does not resolve"
+    cause = exc.__cause__
+    tried = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [exc]
+    if tried and all(getattr(e, "errno", None) == errno.ECONNREFUSED for e in tried):
+        return "connection refused"
+    return ""
 
 
 _ORIGIN: Final = re.compile(r"([^:/?#]+://[^/?#]*)(.*)", re.DOTALL)

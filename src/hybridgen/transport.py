@@ -60,6 +60,7 @@ from .errors import (
     RedirectError,
     TransientError,
     TransportError,
+    Unreachable,
 )
 from .sse import PUSH_MAX_MESSAGE, sse_messages
 from .video import (
@@ -172,7 +173,11 @@ class SuperDuperTransport:
     are mapped to :class:`~hybridgen.errors.AuthError` (401/403),
     :class:`~hybridgen.errors.PermanentError` (400/404/405/422 and other 4xx) and
     :class:`~hybridgen.errors.TransientError` (408/425/429, 5xx, timeouts, connection errors,
-    malformed replies). No message ever holds the token.
+    malformed replies). A start or model list sent before the server ever replied, to a name that
+    does not resolve or an address that refuses the connection, raises
+    :class:`~hybridgen.errors.Unreachable` (hybridgen's own HTTP client only; through httpx it is
+    a ``TransientError``): nothing answers there, and no job can exist. No message ever holds the
+    token.
     """
 
     def __init__(
@@ -186,6 +191,7 @@ class SuperDuperTransport:
         self.max_push_message = max_push_message
         self.http = http
         """The caller's ``httpx.AsyncClient``, if one was given (it is not closed here)."""
+        self._answered = False  # the API server has replied (any status) at least once
         self._http: _HTTP
         if http is not None:
             self._http = _Httpx(http, owned=False)
@@ -204,7 +210,8 @@ class SuperDuperTransport:
         a video's reply is one object)."""
         body = json.dumps(request.to_json()).encode()
         path = GENERATE_VIDEO if isinstance(request, VideoRequest) else GENERATE_IMAGE
-        raw = await self._exchange("start request", "POST", self.config.api_url(path), body)
+        url = self.config.api_url(path)
+        raw = await self._exchange("start request", "POST", url, body, first_contact=True)
         return parse_start_reply(raw)
 
     async def upload(self, data: bytes, *, filename: str, content_type: str) -> str:
@@ -225,7 +232,7 @@ class SuperDuperTransport:
         url = self.config.api_url(GENERATION_CONFIGS)
         if types:
             url += "?" + urlencode({"type": ",".join(types)})
-        raw = await self._exchange("model list", "GET", url)
+        raw = await self._exchange("model list", "GET", url, first_contact=True)
         return parse_generation_configs(load_json("model list", raw))
 
     @contextlib.asynccontextmanager
@@ -330,6 +337,7 @@ class SuperDuperTransport:
         what = "SSE connect"
         try:
             async with self._http.request("GET", url, headers.items()) as response:
+                self._answered = True
                 if not 200 <= response.status < 300:
                     body = await _read_body(response, 4096, what, cut=True)
                     raise self._status_error(what, response.status, response.headers, body)
@@ -369,11 +377,16 @@ class SuperDuperTransport:
         body: bytes | None = None,
         *,
         content_type: str | None = None,
+        first_contact: bool = False,
     ) -> bytes:
         """Send one API request; its reply body, read up to ``Config.max_reply_bytes``.
 
         A ``GET`` follows redirects (:meth:`_get`); a ``POST`` never does (a start sent again
         elsewhere could make a second, billed job): its redirect is an error status.
+
+        With ``first_contact`` (a request that creates nothing yet), a server that never answered
+        and cannot be reached (the name does not resolve, the connection is refused) raises
+        :class:`~hybridgen.errors.Unreachable` at once.
         """
         headers = {**self.config.headers(), "Accept-Encoding": "gzip, deflate"}
         if content_type is not None:
@@ -386,9 +399,19 @@ class SuperDuperTransport:
             async with self._http.request(method, url, headers.items(), body) as response:
                 return await self._reply_body(what, response, url, True)
         except http1.HTTPFailure as exc:
+            if first_contact and exc.unreachable and not self._answered:
+                fix = (
+                    "check the spelling of SUPERDUPERAI_URL, then your network (DNS, VPN)"
+                    if exc.unreachable.endswith("does not resolve")
+                    else "is the server running? check SUPERDUPERAI_URL"
+                )
+                raise Unreachable(
+                    f"cannot connect to {self.config.url} ({exc.unreachable}): {fix}"
+                ) from None
             raise self._connection_error(what, exc) from None
 
     async def _reply_body(self, what: str, response: _Reply, url: str, token_sent: bool) -> bytes:
+        self._answered = True
         if not 200 <= response.status < 300:
             content = await _read_body(response, _ERROR_BODY_BYTES, what, cut=True)
             raise self._status_error(

@@ -16,10 +16,17 @@ from collections.abc import Callable, Sequence
 from .._version import __version__
 from ..api import BODY_FORMS
 from ..emulator.model import FILE_MODES, POLL_FAULTS, SSE_MODES, START_FAULTS, WS_MODES
-from ..errors import ConfigError, HybridgenError, MissingExtra, RequestError
+from ..errors import AuthError, ConfigError, HybridgenError, MissingExtra, RequestError
 from ..policy import PRESETS
-from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-from ._options import EMULATOR_GEN_TIME
+from ._exit import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    TOKEN_REJECTED,
+    UsageError,
+    sentence,
+)
+from ._options import EMULATOR_GEN_TIME, EMULATOR_SSE_MODE, EMULATOR_WS_MODE
 from ._output import _note_secret, _say
 
 
@@ -70,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hybridgen`` command."""
     parser = argparse.ArgumentParser(
         prog="hybridgen",
-        description="Get the result of a remote image generation by WebSocket push and polling.",
+        description=(
+            "Get the result of a remote image generation by push (Server-Sent Events, or the "
+            "legacy WebSocket) and polling at once: whichever knows first delivers it."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"hybridgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -218,12 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--ws-mode",
         choices=WS_MODES,
-        help="embedded emulator: legacy WebSocket behaviour (default silent, as today's API)",
+        help=f"embedded emulator: legacy WebSocket behaviour (default {EMULATOR_WS_MODE}, as "
+        "today's API)",
     )
     gen.add_argument(
         "--sse-mode",
         choices=SSE_MODES,
-        help="embedded emulator: SSE behaviour (default normal, as today's API)",
+        help=f"embedded emulator: SSE behaviour (default {EMULATOR_SSE_MODE}, as today's API)",
     )
     gen.add_argument(
         "--trace",
@@ -420,9 +431,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
-    serve.add_argument("--ws-mode", choices=WS_MODES, default="normal", help="WebSocket behaviour")
     serve.add_argument(
-        "--sse-mode", choices=SSE_MODES, default="normal", help="SSE (events/file.{id}) behaviour"
+        "--ws-mode",
+        choices=WS_MODES,
+        default=EMULATOR_WS_MODE,
+        help="legacy WebSocket behaviour (default %(default)s, as today's API: it accepts the "
+        "subscription and never sends the result)",
+    )
+    serve.add_argument(
+        "--sse-mode",
+        choices=SSE_MODES,
+        default=EMULATOR_SSE_MODE,
+        help="SSE (events/file.{id}) behaviour (default %(default)s, as today's API)",
     )
     serve.add_argument(
         "--gen-time",
@@ -566,10 +586,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ._interrupt import _signals_as_sigint
 
+    TOKEN_REJECTED.clear()
     try:
         with _signals_as_sigint():
-            return int(args.func(args))
-    except (UsageError, ConfigError, RequestError) as exc:
+            code = int(args.func(args))
+    except (ConfigError, RequestError) as exc:
+        message = getattr(exc, "message", None)  # a MissingExtra has no message of its own
+        _say(f"error: {exc if message is None else sentence(exc.field, message)}")
+        return EXIT_USAGE
+    except (UsageError, AuthError) as exc:  # a rejected token is bad configuration
         _say(f"error: {exc}")
         return EXIT_USAGE
     except (HybridgenError, OSError) as exc:
@@ -580,3 +605,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say("interrupted")
             return EXIT_INTERRUPTED
         raise
+    return EXIT_USAGE if code == EXIT_FAILED and TOKEN_REJECTED else code

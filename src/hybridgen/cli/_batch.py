@@ -30,7 +30,7 @@ from ..events import LoggingSubscriber
 from ..machine import State
 from ..policy import Policy
 from ..video import media_of
-from ._exit import UsageError, worst_exit
+from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, sentence, worst_exit
 from ._files import (
     JOURNAL_WAIT,
     _close_journal,
@@ -89,14 +89,17 @@ def _read_batch(
         try:
             text = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise UsageError(f"--batch {label} line {number}: prompt: is not UTF-8 text") from None
+            raise UsageError(
+                f"--batch {label} line {number}: the prompt is not UTF-8 text"
+            ) from None
         if not text:
             continue
         try:
             request = ImageRequest(prompt=text, body_form=body_form)
             requests.append(request if model is None else attrs.evolve(request, model=model))
         except RequestError as exc:
-            raise UsageError(f"--batch {label} line {number}: {exc}") from None
+            why = sentence(exc.field, exc.message)
+            raise UsageError(f"--batch {label} line {number}: {why}") from None
     if not requests:
         raise UsageError(f"--batch {label}: no prompts (every line is empty)")
     width = max(3, len(str(len(requests))))
@@ -180,12 +183,12 @@ class _BatchJob:
 async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
     from ..batch import run_batch
     from ..driver import Client
-    from ..transport import SuperDuperTransport
+    from ._watch import WatchedTransport
 
     reporter = run.reporter
     async with contextlib.AsyncExitStack() as stack:
         config = await _open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
-        transport = SuperDuperTransport(config)  # one connection pool for every item
+        transport = WatchedTransport(config)  # one connection pool for every item
         client = await stack.enter_async_context(
             Client(transport, policy=job.policy, journal=job.journal)
         )
@@ -280,8 +283,12 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
     if concurrency < 1:
         raise ConfigError("--concurrency", f"must be a whole number >= 1, got {concurrency}")
     items = _read_batch(args.batch, out_dir, args.model, args.body_form)
+    if not out_dir.parent.is_dir():
+        raise ConfigError(
+            "--out", f"names a directory in {out_dir.parent}, which does not exist; create it first"
+        )
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(exist_ok=True)  # the batch's own directory; never the folders above it
     except OSError as exc:
         raise ConfigError("--out", f"cannot create the directory {out_dir}: {exc}") from None
     wait = _journal_wait(args.journal_wait)

@@ -17,9 +17,10 @@ import json
 import os
 import secrets
 import ssl
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 import attrs
@@ -27,10 +28,15 @@ import trio
 
 from ..api import USER_AGENT, Config, sse_path
 from ..errors import AuthError, ConfigError, HybridgenError, PermanentError
-from ._check_ways import Way, run_ways, summary
+from ._check_ways import Way, policies, run_ways, summary
 from ._exit import EXIT_FAILED, EXIT_OK
-from ._options import EMULATOR_GEN_TIME, _faults, _scale
-from ._output import _note_secret, _out, _redact, _say, _setup_logging
+from ._options import EMULATOR_GEN_TIME, EMULATOR_SSE_MODE, EMULATOR_WS_MODE, _faults, _scale
+from ._output import _fit, _note_secret, _out, _redact, _say, _setup_logging
+
+if TYPE_CHECKING:
+    from ..emulator.model import ServerModel
+    from ..events import Event
+    from ._live import _LiveWays
 
 STEP_TIMEOUT: Final = 10.0
 """The longest one step may take (seconds)."""
@@ -38,6 +44,8 @@ KEEP_OPEN: Final = 1.0
 """How long a subscribed socket must stay open to count as a kept subscription (seconds)."""
 
 Verdict = Literal["ok", "failed", "warning", "skipped"]
+_FIX_INDENT: Final = " " * 9
+"""Continuation lines (and ``fix:``) start under the step's name."""
 
 
 @attrs.frozen
@@ -115,13 +123,26 @@ async def _timed(name: str, body: Callable[[], Awaitable[str]], *, warn: bool = 
     return Step(name, "ok", trio.current_time() - t0, detail)
 
 
-async def _walk(config: Config) -> list[Step]:
+class _Steps(list[Step]):
+    """The steps so far; each is shown as soon as it is added."""
+
+    def __init__(self, show: Callable[[Step | Way], None]) -> None:
+        super().__init__()
+        self.show = show
+
+    def append(self, step: Step) -> None:
+        """Add ``step`` and show it."""
+        super().append(step)
+        self.show(step)
+
+
+async def _walk(config: Config, show: Callable[[Step | Way], None]) -> list[Step]:
     from ..transport import SuperDuperTransport
 
     parts = urlsplit(config.url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    steps: list[Step] = []
+    steps = _Steps(show)
 
     async def dns() -> str:
         try:
@@ -243,24 +264,80 @@ async def _probe_sse(config: Config) -> str:
     raise _Failed(f"GET {sse_path(SSE_PROBE)}: HTTP {status} ({shown})", FIX_SSE)
 
 
-async def _check(config: Config | None, generate: bool, time_scale: float) -> list[Step | Way]:
+async def _check(
+    config: Config | None, generate: bool, time_scale: float, view: _View
+) -> list[Step | Way]:
     if config is not None:
-        steps: list[Step | Way] = [*await _walk(config)]
+        steps: list[Step | Way] = [*await _walk(config, view.show)]
         if generate and _works(steps):
-            steps += await run_ways(config, time_scale, None)
+            steps += await _ways(config, time_scale, None, view)
         return steps
     from ..emulator import running
 
     token = secrets.token_urlsafe(24)
     _note_secret(token)
-    faults = _faults(gen_time=EMULATOR_GEN_TIME, ws_mode="silent", sse_mode="normal")
+    faults = _faults(
+        gen_time=EMULATOR_GEN_TIME, ws_mode=EMULATOR_WS_MODE, sse_mode=EMULATOR_SSE_MODE
+    )
     async with running(faults, time_scale=time_scale, token=token) as emulator:
-        _say(f"SUPERDUPERAI_URL is not set; checking the embedded emulator at {emulator.url}")
+        _say(f"SUPERDUPERAI_URL unset: checking the embedded emulator at {emulator.url}")
         config = Config(url=emulator.url, token=token)
-        steps = [*await _walk(config)]
+        steps = [*await _walk(config, view.show)]
         if generate and _works(steps):
-            steps += await run_ways(config, time_scale, emulator.model)
+            steps += await _ways(config, time_scale, emulator.model, view)
         return steps
+
+
+async def _ways(
+    config: Config, time_scale: float, model: ServerModel | None, view: _View
+) -> list[Way]:
+    view.begin(list(policies(time_scale)))
+    try:
+        return await run_ways(config, time_scale, model, on_way=view.show, on_event=view.event)
+    finally:
+        view.end()
+
+
+class _View:
+    """How ``check`` shows its steps as they finish: lines on stdout (JSON with ``--json``);
+    on a terminal, a live line on stderr while the ``--generate`` ways run."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.live: _LiveWays | None = None
+
+    def show(self, step: Step | Way) -> None:
+        """One step's (or way's) outcome, now."""
+        if self.as_json:
+            _out(json.dumps({**attrs.asdict(step), "seconds": round(step.seconds, 6)}))
+            return
+        line = f"{step.verdict:<8} {step.step:<15} {step.seconds * 1000:8.1f} ms  {step.detail}"
+        text = _fit(_redact(line.rstrip()), _FIX_INDENT)
+        if step.fix:
+            text += "\n" + _fit(_redact(f"{_FIX_INDENT}fix: {step.fix}"), _FIX_INDENT + "     ")
+        if self.live is not None:
+            self.live.print(text)
+        else:
+            _out(text)
+
+    def begin(self, names: list[str]) -> None:
+        """The ways ``names`` start: a live line on a terminal (stderr)."""
+        if not self.as_json and sys.stderr.isatty():
+            from ._live import _LiveWays as live
+
+            self.live = live(names)
+            self.live.begin()
+
+    def event(self, name: str, event: Event) -> None:
+        """One event of way ``name``'s generation."""
+        if self.live is not None:
+            self.live.event(name, event)
+
+    def end(self) -> None:
+        """The ways ended: the live line goes."""
+        if self.live is not None:
+            self.live.end()
+            self.live = None
 
 
 def _works(steps: list[Step | Way]) -> bool:
@@ -282,18 +359,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     scale = _scale(args.time_scale)
     first, config = _configuration()
+    view = _View(args.json)
+    view.show(first)
     steps: list[Step | Way] = [first]
     if first.verdict == "ok":
-        steps += trio.run(_check, config, args.generate, scale)
-    for step in steps:
-        if args.json:
-            _out(json.dumps({**attrs.asdict(step), "seconds": round(step.seconds, 6)}))
-            continue
-        line = f"{step.verdict:<8} {step.step:<15} {step.seconds * 1000:8.1f} ms  {step.detail}"
-        _out(line.rstrip())
-        if step.fix:
-            _out(_redact(f"{'':<8} fix: {step.fix}"))
+        steps += trio.run(_check, config, args.generate, scale, view)
     ways = [step for step in steps if isinstance(step, Way)]
     if ways and not args.json:
-        _out(summary(ways))
+        _out(_fit(summary(ways), _FIX_INDENT))
     return EXIT_OK if _works(steps) else EXIT_FAILED

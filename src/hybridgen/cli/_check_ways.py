@@ -19,9 +19,12 @@ from ..machine import State
 from ..policy import Policy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..core import Result
     from ..driver import Generation
     from ..emulator.model import ServerModel
+    from ..events import Event
     from ._check import Verdict
 
 PUSH_ONLY_WAIT: Final = 0.75
@@ -83,31 +86,48 @@ def _judge(name: str, policy: Policy, result: Result, after_ready: float | None)
     return Way(name, verdict, result.elapsed, detail, fix, result.channel, after_ready)
 
 
-async def run_ways(config: Config, time_scale: float, model: ServerModel | None) -> list[Way]:
-    """Run every way at once against ``config`` (``model``: the embedded emulator's, if any)."""
+async def run_ways(
+    config: Config,
+    time_scale: float,
+    model: ServerModel | None,
+    *,
+    on_way: Callable[[Way], None] | None = None,
+    on_event: Callable[[str, Event], None] | None = None,
+) -> list[Way]:
+    """Run every way at once against ``config`` (``model``: the embedded emulator's, if any).
+
+    ``on_way`` is called with each way's outcome as soon as its generation ends, ``on_event``
+    with every event of a way's generation (with the way's name); the list comes in way order.
+    """
     from ..driver import Client
     from ..transport import SuperDuperTransport
 
     ways = policies(time_scale)
-    gens: dict[str, Generation] = {}
+    judged: dict[str, Way] = {}
+
+    async def judge(name: str, gen: Generation) -> None:
+        result = await gen.wait()
+        after_ready = None
+        job = model.jobs.get(result.file_id or "") if model is not None else None
+        if job is not None and result.state is State.DONE:
+            after_ready = max(0.0, gen.core.started + result.elapsed - job.ready_at)
+        judged[name] = _judge(name, ways[name], result, after_ready)
+        if on_way is not None:
+            on_way(judged[name])
+
     transport = SuperDuperTransport(config)
     try:
         async with Client(transport) as client, trio.open_nursery() as nursery:
             for name, policy in ways.items():
                 request = ImageRequest(prompt=f"{PROMPT} ({name})")
                 start = functools.partial(client.start, request, policy=policy)
-                gens[name] = await nursery.start(start)
+                gen = await nursery.start(start)
+                if on_event is not None:
+                    gen.subscribe(functools.partial(on_event, name))
+                nursery.start_soon(judge, name, gen)
     finally:
         await transport.aclose()
-    out = []
-    for name, gen in gens.items():
-        result = gen.result()
-        after_ready = None
-        job = model.jobs.get(result.file_id or "") if model is not None else None
-        if job is not None and result.state is State.DONE:
-            after_ready = max(0.0, gen.core.started + result.elapsed - job.ready_at)
-        out.append(_judge(name, ways[name], result, after_ready))
-    return out
+    return [judged[name] for name in ways]
 
 
 def summary(ways: list[Way]) -> str:

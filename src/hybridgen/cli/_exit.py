@@ -6,6 +6,7 @@ it must not call ``sys.exit``.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 EXIT_OK: Final = 0
@@ -26,6 +27,11 @@ EXIT_INTERRUPTED: Final = 130
 """Interrupted by Ctrl-C (SIGINT); the generation was cancelled cleanly."""
 
 
+TOKEN_REJECTED: Final[list[str]] = []
+"""The errors of this run's requests whose token the server rejected (401/403): however the run
+ends, a rejected token is bad configuration (exit 2)."""
+
+
 class UsageError(Exception):
     """Bad usage the parser cannot see (e.g. emulator options while ``SUPERDUPERAI_URL`` is set)."""
 
@@ -40,3 +46,51 @@ def worst_exit(*, interrupted: bool, failed: bool, unsaved: bool, incomplete: bo
     if unsaved:
         return EXIT_UNSAVED
     return EXIT_INCOMPLETE if incomplete else EXIT_OK
+
+
+FLAGS: Final = {
+    "ws_timeout": "--ws-timeout",
+    "poll_interval": "--poll-interval",
+    "deadline": "--deadline",
+    "request_timeout": "--request-timeout",
+    "time_scale": "--time-scale",
+    "gen_time": "--gen-time",
+    "retry_after": "--retry-after",
+    "push": "--push",
+    "policy": "--policy",
+    "model": "--model",
+    "body_form": "--body-form",
+    "out": "--out",
+    "format": "--format",
+    "prompt": "the prompt",
+}
+"""What the command line calls a library field in its messages (a flag, or words)."""
+_IN_MESSAGE: Final = re.compile(r"\b(?:ws_timeout|poll_interval|request_timeout|time_scale)\b")
+_VERBS: Final = frozenset(
+    (
+        "is",
+        "are",
+        "must",
+        "has",
+        "have",
+        "contains",
+        "cannot",
+        "goes",
+        "uses",
+        "names",
+        "needs",
+        "ends",
+    )
+)
+
+
+def sentence(field: str, message: str) -> str:
+    """``field``'s problem as a sentence naming what the user typed or set.
+
+    ``("poll_interval", "must be ...")`` reads ``--poll-interval must be ...``; a message that
+    does not start with a verb keeps a colon after the name (``--push: unknown channel ...``).
+    """
+    name = FLAGS.get(field, field)
+    message = _IN_MESSAGE.sub(lambda m: FLAGS[m[0]], message)
+    first = message.split(" ", 1)[0]
+    return f"{name} {message}" if first in _VERBS else f"{name}: {message}"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError, HybridgenError
-from ..files import Media, check_destination, convert_target, format_for_suffix
+from ..files import CONVERT_FORMATS, Media, check_destination, convert_target, format_for_suffix
 from ._output import _say
 
 if TYPE_CHECKING:
@@ -68,18 +68,36 @@ async def _save(
     return saved.path, ""
 
 
-def _check_out(value: str) -> Path:
+def _check_out(value: str, *, video: bool = False) -> Path:
     """``--out`` as a path to a regular file (new or existing), checked before any I/O.
 
-    A directory, a device (``/dev/full``), a FIFO or a socket is a usage error (exit 2).
+    A directory, a device (``/dev/full``), a FIFO or a socket, a suffix that names no format
+    hybridgen writes (``t.txt``; a ``video``'s suffixes are checked with its request), or a folder
+    that does not exist is a usage error (exit 2): nothing is created but the file itself.
     """
     out = Path(value)
     try:
         check_destination(out)
     except ConfigError as exc:
-        raise ConfigError("--out", str(exc).removeprefix("out: ")) from None
+        raise ConfigError("--out", exc.message) from None
+    suffix = out.suffix
+    if suffix and not video and format_for_suffix(out) is None:
+        allowed = ", ".join(f".{name}" for name in CONVERT_FORMATS)
+        raise ConfigError(
+            "--out",
+            f"ends in {suffix!r}, which names no image format; use {allowed}, or no suffix "
+            "to keep the file's own format (its suffix is added)",
+        )
     convert_target(format_for_suffix(out))  # a format to convert to needs Pillow
+    _check_folder(out.parent, "--out")
     return out
+
+
+def _check_folder(folder: Path, flag: str) -> None:
+    """Raise :class:`ConfigError` naming ``flag`` unless ``folder`` is an existing directory."""
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise ConfigError(flag, f"names a file in {folder}, which {what}; create it first")
 
 
 def _journal_meta(out: Path) -> dict[str, str]:

@@ -51,6 +51,8 @@ from ._live import RichReporter
 from ._models import check_model, server_models
 from ._options import (
     EMULATOR_GEN_TIME,
+    EMULATOR_SSE_MODE,
+    EMULATOR_WS_MODE,
     _absolute,
     _external_scale_note,
     _faults,
@@ -100,11 +102,11 @@ async def _generate(job: _Job, reporter: Reporter) -> tuple[Outcome, bool]:
 
 async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -> Outcome:
     from ..driver import Client
-    from ..transport import SuperDuperTransport
+    from ._watch import WatchedTransport
 
     async with contextlib.AsyncExitStack() as stack:
         config = await _open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
-        transport = SuperDuperTransport(config)
+        transport = WatchedTransport(config)
         client = await stack.enter_async_context(
             Client(transport, policy=job.policy, journal=job.journal)
         )
@@ -195,11 +197,12 @@ class _Video:
     source: Path | None
 
 
-def _pick_reporter(as_json: bool) -> Reporter:
+def _pick_reporter(as_json: bool, policy: Policy) -> Reporter:
     if as_json:
         return JsonReporter()
     if sys.stderr.isatty():
-        return RichReporter()
+        together = policy.push and not policy.push_fallback  # all open at once, else in turn
+        return RichReporter(["+".join(policy.push)] if together else policy.push)
     return Reporter()
 
 
@@ -214,7 +217,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError("--trace draws one generation's path; it cannot be used with --batch")
     if args.inspect is not None:
         parse_address(args.inspect)  # a bad address is bad usage, found before any work
-    out = Path(args.out) if batch else _check_out(args.out)  # before any I/O
+    out = Path(args.out) if batch else _check_out(args.out, video=args.video)  # before any I/O
     embedded = "SUPERDUPERAI_URL" not in os.environ
     if not embedded and (
         args.gen_time is not None or args.ws_mode is not None or args.sse_mode is not None
@@ -256,18 +259,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         gen_time = _absolute("gen_time", args.gen_time, scale)
         faults = _faults(  # today's API unless told otherwise: silent socket, working SSE
             gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time,
-            ws_mode=args.ws_mode or "silent",
-            sse_mode=args.sse_mode or "normal",
+            ws_mode=args.ws_mode or EMULATOR_WS_MODE,
+            sse_mode=args.sse_mode or EMULATOR_SSE_MODE,
         )
     elif args.time_scale is not None:
         _say(_external_scale_note(scale, policy))
     if request is None:
         base = _Job(ImageRequest(prompt="-"), policy, config, faults, scale, out, log_events=False)
         return _cmd_batch(args, level, base)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError("--out", f"cannot create the directory {out.parent}: {exc}") from None
     wait = _journal_wait(args.journal_wait)
     where = _journal_arg(args.journal)
     journal = _open_journal(where, create=True) if where else None
@@ -284,7 +283,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             publish=publish,
             source=None if video is None else video.source,
         )
-        reporter = _pick_reporter(args.json)
+        reporter = _pick_reporter(args.json, policy)
         reporter.begin()
         try:
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ..errors import MissingExtra
@@ -19,6 +19,7 @@ from ._report import (
     Outcome,
     Reporter,
     _BatchReporter,
+    _event_line,
     _explain,
     _item_explanation,
     _journal_line,
@@ -31,13 +32,6 @@ if TYPE_CHECKING:
     from rich.live import Live
 
     from ._batch import _Item
-
-
-_CHANNEL_OF_STATE: Final = {
-    State.REQUESTED: "-",
-    State.AWAITING_WS: "websocket",
-    State.POLLING: "polling",
-}
 
 
 def _one_line(console: Console, *cells: RenderableType) -> RenderableType:
@@ -120,18 +114,36 @@ class _LiveView:
 
 
 class RichReporter(_LiveView, Reporter):
-    """A live status line on the terminal (stderr): state, channel, elapsed, progress, retries."""
+    """A live status line on the terminal (stderr): state, the channels listening (or the one
+    that delivered), elapsed, progress, retries.
 
-    def __init__(self) -> None:
+    ``push`` names the push channels the policy listens on, first the one opened first (the
+    others stand by while it works, with ``Policy.push_fallback``).
+    """
+
+    def __init__(self, push: Sequence[str] = ()) -> None:
         super().__init__()
         self._init_live()
+        self.push = tuple(push)
         self.state = str(State.REQUESTED)
-        self.channel = "-"
         self.fraction: float | None = None
+        self.heard: str | None = None
+        self.delivered: str | None = None
         self.retries = 0
         self.stopped: float | None = None
         self.left: tuple[float, float] | None = None
         """The server's progress as ``(seconds left, when it said so)`` (``time.monotonic``)."""
+
+    def channels(self) -> str:
+        """Who is listening now, or who delivered: ``listening sse``, ``heard sse``, ``via sse``."""
+        if self.delivered is not None:
+            return f"via {self.delivered}"
+        if self.heard is not None:
+            return f"heard {self.heard}"
+        if self.state == State.REQUESTED:
+            return "starting"
+        listening = f"listening {self.push[0]}" if self.push else "push off"
+        return f"polling, {listening}" if self.state == State.POLLING else listening
 
     def __rich__(self) -> RenderableType:
         from rich.progress_bar import ProgressBar
@@ -144,7 +156,7 @@ class RichReporter(_LiveView, Reporter):
             self.console,
             Spinner("dots", style="cyan"),
             Text(f"{self.state:<11}", style="bold"),
-            Text.assemble("channel ", (f"{self.channel:<9}", "cyan")),
+            Text(f"{self.channels():<20}", style="cyan"),
             f"{now - self.clock0:6.1f}s",
             ProgressBar(
                 total=None if self.fraction is None else 1.0,
@@ -168,26 +180,26 @@ class RichReporter(_LiveView, Reporter):
         """Update the live line; print transitions above it."""
         if isinstance(event, Transition):
             self.state = str(event.dest)
-            self.channel = event.channel or _CHANNEL_OF_STATE.get(event.dest, self.channel)
+            if event.channel is not None:
+                self.delivered = event.channel
             if event.terminal:
                 self.stopped = time.monotonic()
                 if event.dest is State.DONE:
                     self.fraction = 1.0
-            detail = f": {event.detail}" if event.detail else ""
-            self.console.print(
-                _redact(
-                    f"{self.at(event):7.2f}s  {event.source} -> {event.dest} "
-                    f"({event.trigger}){detail}"
-                ),
-                markup=False,
-                highlight=False,
-            )
         elif isinstance(event, Progress):
             self.fraction = event.fraction
+            if event.via != "polling":
+                self.heard = event.via
             if event.remaining is not None:
                 self.left = (event.remaining, time.monotonic())
         elif isinstance(event, Retry):
             self.retries += 1
+        if isinstance(event, Transition | Retry):
+            self.console.print(
+                _redact(f"{self.at(event):7.2f}s  {_event_line(event)}"),
+                markup=False,
+                highlight=False,
+            )
         elif isinstance(event, JournalWarning):
             self._journal(event)
 
@@ -280,3 +292,41 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
             markup=False,
             highlight=False,
         )
+
+
+class _LiveWays(_LiveView):
+    """``check --generate`` on a terminal: one live line of every way's state while they run;
+    each way's outcome line prints above it as the way ends."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._init_live()
+        self.states = dict.fromkeys(names, str(State.REQUESTED))
+        self.fractions: dict[str, float] = {}
+
+    def __rich__(self) -> RenderableType:
+        from rich.spinner import Spinner
+
+        cells = []
+        for name, state in self.states.items():
+            fraction = self.fractions.get(name)
+            percent = "" if fraction is None or state == State.DONE else f" {fraction:.0%}"
+            cells.append(f"{name}: {state}{percent}")
+        return _one_line(
+            self.console,
+            Spinner("dots", style="cyan"),
+            f"generating {time.monotonic() - self.clock0:5.1f}s",
+            "; ".join(cells),  # last: the one cell cut short (…) on a narrow terminal
+        )
+
+    def event(self, name: str, event: Event) -> None:
+        """One event of way ``name``'s generation: its state and progress."""
+        if isinstance(event, Transition):
+            self.states[name] = str(event.dest)
+        elif isinstance(event, Progress):
+            self.fractions[name] = event.fraction
+
+    def print(self, text: str) -> None:
+        """A finished way's lines above the live line (and on stdout when it is not a terminal)."""
+        self.console.print(text, markup=False, highlight=False)
+        if not sys.stdout.isatty():
+            _out(text)

@@ -12,6 +12,7 @@ import difflib
 import json
 import os
 from collections.abc import Sequence
+from typing import Final
 
 import attrs
 import trio
@@ -24,12 +25,16 @@ from ._output import _out, _say, _setup_logging
 
 MODELS_TIMEOUT = 30.0
 """The longest fetching the model list may take (seconds)."""
+MODEL_TYPES: Final = ("text_to_image", "image_to_image", *VIDEO_KINDS)
+"""The generation config types the API documents (a server may list others too)."""
+IMAGE_TYPES: Final = ("text_to_image",)
+"""The types ``generate`` can run: a prompt alone in, an image out (edit models need a source)."""
 
 
 async def _fetch(config: Config, types: Sequence[str]) -> list[ModelInfo]:
-    from ..transport import SuperDuperTransport
+    from ._watch import WatchedTransport
 
-    transport = SuperDuperTransport(config)
+    transport = WatchedTransport(config)
     try:
         with trio.fail_after(MODELS_TIMEOUT):
             return await transport.models(types)
@@ -51,15 +56,44 @@ def server_models(config: Config | None, types: Sequence[str] = ()) -> list[Mode
         ) from None
 
 
-def check_model(name: str, models: Sequence[ModelInfo]) -> None:
-    """Raise :class:`ConfigError` naming ``--model`` and close matches if ``name`` is unknown."""
+def check_model(name: str, models: Sequence[ModelInfo], kinds: Sequence[str] = IMAGE_TYPES) -> None:
+    """Raise :class:`ConfigError` naming ``--model`` and close matches if ``name`` is unknown,
+    or the right command if its type is none of ``kinds`` (a server that gives no type passes)."""
     names = [m.name for m in models]
     if name in names:
-        return
+        kind = next(m.type for m in models if m.name == name)
+        if not kind or kind in kinds:
+            return
+        if kind in VIDEO_KINDS:
+            fix = "for a video, run hybridgen generate --video"
+        elif kind == "image_to_image":
+            fix = (
+                "it edits a source image, which generate does not send; for an image from a "
+                "prompt, pick a text_to_image model (hybridgen models --type text_to_image)"
+            )
+        else:
+            fix = f"generate runs {' or '.join(kinds)} models (hybridgen models lists them)"
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError("--model", f"names {name!r}, {article} {kind} model: {fix}")
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(names[:10])}"
     raise ConfigError(
         "--model", f"the server has no model {name!r}; {hint} (hybridgen models lists them)"
+    )
+
+
+def _check_types(types: Sequence[str], found: Sequence[ModelInfo], config: Config | None) -> None:
+    """Raise :class:`ConfigError` naming ``--type`` and the valid types if one is unknown (not
+    documented, and not a type of any model the server lists)."""
+    listed = {m.type for m in found}
+    unknown = [t for t in types if t not in MODEL_TYPES and t not in listed]
+    if not unknown:
+        return
+    valid = dict.fromkeys([*MODEL_TYPES, *(m.type for m in server_models(config) if m.type)])
+    raise ConfigError(
+        "--type",
+        f"names {unknown[0]!r}, which is not a model type; valid types: {', '.join(valid)} "
+        "(video: every video type)",
     )
 
 
@@ -82,6 +116,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if video:  # every video kind
         types = [t for t in types if t != "video"] + [t for t in VIDEO_KINDS if t not in types]
     models = server_models(config, types)
+    _check_types(types, models, config)
     if args.json:
         for m in models:
             _out(json.dumps(attrs.asdict(m)))

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 EMULATOR_GEN_TIME: Final = 35.0
 """How long an emulator job takes (seconds, before ``--time-scale``), for ``serve`` and for the
 embedded emulator of ``generate`` alike: about what a real job takes."""
+EMULATOR_WS_MODE: Final = "silent"
+"""The emulator's legacy WebSocket unless ``--ws-mode`` says otherwise, for ``serve``, ``check``
+and the embedded emulator of ``generate`` alike: today's API accepts the subscription and then
+never sends the result (DESIGN.md §6, docs/api-today.md)."""
+EMULATOR_SSE_MODE: Final = "normal"
+"""The emulator's SSE stream unless ``--sse-mode`` says otherwise: today's documented push."""
 SERVER_BOUNDS: Final = ("deadline", "request_timeout")
 """The policy's durations that bound the server's job and replies: with ``SUPERDUPERAI_URL`` set,
 ``--time-scale`` leaves them alone (a real server does not get faster)."""
@@ -135,5 +141,5 @@ async def _open_config(
     token = secrets.token_urlsafe(24)
     _note_secret(token)
     emulator = await stack.enter_async_context(running(faults, time_scale=time_scale, token=token))
-    note(f"SUPERDUPERAI_URL is not set; using the embedded emulator at {emulator.url}")
+    note(f"SUPERDUPERAI_URL unset: embedded emulator at {emulator.url}")
     return Config(url=emulator.url, token=token)

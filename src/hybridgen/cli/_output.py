@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import textwrap
+from typing import Final
 
 from ..errors import ConfigError
 
@@ -29,9 +31,36 @@ def _note_secret(value: str | None) -> None:
         _SECRETS.add(value.strip())
 
 
+WIDTH: Final = 80
+"""The columns a plain-mode line of text fits in (longer ones are wrapped at spaces)."""
+
+
+def _fit(text: str, indent: str = "  ") -> str:
+    """``text`` wrapped at :data:`WIDTH` columns, continuation lines indented by ``indent``.
+
+    Words are never split, so a path or URL longer than a whole line stays whole (and longer).
+    """
+    return "\n".join(
+        textwrap.fill(
+            line,
+            WIDTH,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        or line
+        for line in text.split("\n")
+    )
+
+
 def _say(message: str) -> None:
-    """One line on stderr, prefixed with the program name, secrets cut out."""
-    sys.stderr.write(_redact(f"hybridgen: {message}") + "\n")
+    """A remark on stderr, prefixed with the program name, secrets cut out, wrapped at 80."""
+    _err(f"hybridgen: {message}")
+
+
+def _err(text: str, indent: str = "  ") -> None:
+    """``text`` on stderr, secrets cut out (before wrapping), wrapped at :data:`WIDTH`."""
+    sys.stderr.write(_fit(_redact(text), indent) + "\n")
     sys.stderr.flush()
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from ..events import Event, JournalWarning, Transition
+from ..events import Event, JournalWarning, Retry, Transition
 from ..machine import State
-from ._output import _out, _redact, _say
+from ._output import _err, _out, _say
 
 if TYPE_CHECKING:
     from ..driver import Generation
@@ -86,16 +86,9 @@ class Reporter:
         _say(message)
 
     def event(self, event: Event) -> None:
-        """One event of the generation."""
-        if isinstance(event, Transition):
-            detail = f": {event.detail}" if event.detail else ""
-            sys.stderr.write(
-                _redact(
-                    f"{self.at(event):7.2f}s  {event.source} -> {event.dest} "
-                    f"({event.trigger}){detail}\n"
-                )
-            )
-            sys.stderr.flush()
+        """One event of the generation: its transitions and retries, as they happen."""
+        if isinstance(event, Transition | Retry):
+            _err(f"{self.at(event):7.2f}s  {_event_line(event)}", _INDENT)
         elif isinstance(event, JournalWarning):
             _say(_journal_line(event))
 
@@ -111,6 +104,27 @@ class Reporter:
         if trace is not None:
             sys.stdout.write(trace)
             sys.stdout.flush()
+
+
+_INDENT: Final = " " * 10
+"""Continuation lines of an event line start under its text (after ``"   1.23s  "``)."""
+
+
+_AGAIN: Final = {
+    "start": "sent again",
+    "poll": "polled again",
+    "sse": "SSE reconnects",
+    "websocket": "WebSocket reconnects",
+}
+
+
+def _event_line(event: Transition | Retry) -> str:
+    """A transition (``source -> dest (trigger): detail``) or a retry, in words."""
+    if isinstance(event, Retry):
+        again = _AGAIN.get(event.what, f"{event.what} again")
+        return f"{event.reason}; {again} in {event.delay:.2f}s (retry {event.attempt})"
+    detail = f": {event.detail}" if event.detail else ""
+    return f"{event.source} -> {event.dest} ({event.trigger}){detail}"
 
 
 def _explain(outcome: Outcome) -> None:
@@ -207,17 +221,10 @@ class _BatchReporter:
         _say(message)
 
     def event(self, event: Event) -> None:
-        """One event of one item: its transitions on stderr."""
-        if isinstance(event, Transition):
+        """One event of one item: its transitions and retries on stderr."""
+        if isinstance(event, Transition | Retry):
             index = self.index_of.get(event.generation_id, "?")
-            detail = f": {event.detail}" if event.detail else ""
-            sys.stderr.write(
-                _redact(
-                    f"{self.at(event):7.2f}s  [{index}] {event.source} -> {event.dest} "
-                    f"({event.trigger}){detail}\n"
-                )
-            )
-            sys.stderr.flush()
+            _err(f"{self.at(event):7.2f}s  [{index}] {_event_line(event)}", _INDENT)
         elif isinstance(event, JournalWarning):
             _say(_journal_line(event))
 
