@@ -30,7 +30,7 @@ from ..events import LoggingSubscriber
 from ..machine import State
 from ..policy import Policy
 from ..video import media_of
-from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, sentence, worst_exit
+from ._exit import UsageError, sentence, worst_exit
 from ._files import (
     JOURNAL_WAIT,
     _close_journal,
