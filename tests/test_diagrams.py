@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import flat
 from hybridgen.cli import EXIT_OK, EXIT_USAGE, main
 from hybridgen.diagram import (
     FORMATS,
@@ -171,7 +172,7 @@ def test_command_writes_the_format_its_output_suffix_names(
     target = tmp_path / name
     assert main(["diagram", "-o", str(target)]) == EXIT_OK
     assert target.read_text() == render(fmt)
-    assert f"wrote {target}" in capsys.readouterr().err
+    assert f"wrote {target}" in flat(capsys.readouterr().err)
 
 
 def test_command_svg_or_exit_2_with_install_hints(
@@ -184,7 +185,7 @@ def test_command_svg_or_exit_2_with_install_hints(
         assert svg_shape(target.read_text()) == svg_shape(render("svg"))
     else:
         assert code == EXIT_USAGE
-        assert "apt-get install graphviz" in capsys.readouterr().err
+        assert "apt-get install graphviz" in flat(capsys.readouterr().err)
         assert not target.exists()
 
 
@@ -194,7 +195,7 @@ def test_command_exit_2_when_graphviz_is_missing(
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no dot on PATH
     target = tmp_path / "machine.svg"
     assert main(["diagram", "-o", str(target)]) == EXIT_USAGE
-    err = capsys.readouterr().err
+    err = flat(capsys.readouterr().err)
     assert "brew install graphviz" in err
     assert "--format mermaid" in err
     assert not target.exists()

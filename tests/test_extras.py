@@ -14,6 +14,8 @@ from typing import Final
 
 import pytest
 
+from cli_support import unwrap
+
 TIMEOUT: Final = 120.0
 
 BLOCK: Final = """
@@ -152,7 +154,7 @@ def test_the_command_without_the_cli_extra_says_what_to_install(tmp_path: object
         blocked=EXTRA_MODULES,
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
+    lines = unwrap(done.stderr.strip())  # one message, wrapped at 80 columns
     assert len(lines) == 1, done.stderr
     assert "pip install 'hybridgen[emulator]'" in lines[0]
 
