@@ -15,7 +15,17 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..api import BODY_FORMS
-from ..emulator.model import FILE_MODES, POLL_FAULTS, SSE_MODES, START_FAULTS, WS_MODES
+from ..emulator.model import (
+    FILE_FAULTS,
+    FILE_MODES,
+    FILE_REDIRECTS,
+    POLL_FAULTS,
+    POLL_REDIRECTS,
+    REDIRECT_TARGETS,
+    SSE_MODES,
+    START_FAULTS,
+    WS_MODES,
+)
 from ..errors import AuthError, ConfigError, HybridgenError, MissingExtra, RequestError
 from ..policy import PRESETS
 from ._exit import (
@@ -459,7 +469,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-faults", type=int, metavar="N", help="only the first N polls of each job fault"
     )
     serve.add_argument(
-        "--retry-after", type=float, metavar="S", help="Retry-After sent with 429/503 faults"
+        "--poll-fault-rate",
+        type=float,
+        metavar="P",
+        help="with --poll-fault: each of those polls faults with probability P (default 1)",
+    )
+    serve.add_argument(
+        "--poll-redirect",
+        choices=POLL_REDIRECTS,
+        help="redirect every poll once with this status to the same URL plus ?via=redirect "
+        "(loop: back and forth for ever)",
+    )
+    serve.add_argument(
+        "--retry-after",
+        type=float,
+        metavar="S",
+        help="Retry-After sent with 429/503 faults (polls, starts, result files)",
     )
     serve.add_argument(
         "--start-fault", choices=START_FAULTS, help="what start requests get instead of a job"
@@ -494,6 +519,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="break the first N downloads of each result file off halfway (Range resumes them)",
+    )
+    serve.add_argument(
+        "--file-fault",
+        choices=FILE_FAULTS,
+        help="what the first requests of each result file get, as a CDN that does not have it "
+        "everywhere yet: 403/404 (a storage CDN's XML error), 429/503 (with --retry-after), 500",
+    )
+    serve.add_argument(
+        "--file-faults",
+        type=int,
+        metavar="N",
+        help="with --file-fault: how many requests of each result file get it (default 1)",
+    )
+    serve.add_argument(
+        "--file-redirect",
+        choices=FILE_REDIRECTS,
+        help="redirect requests for result files with this status",
+    )
+    serve.add_argument(
+        "--file-redirect-to",
+        choices=REDIRECT_TARGETS,
+        help="with --file-redirect: path (/files/x to /stored/x on the files origin, the "
+        "default), origin (result URLs name the API's origin, which redirects to the files "
+        "origin) or loop (/files/x and /stored/x send to each other)",
+    )
+    serve.add_argument(
+        "--file-redirect-hops",
+        type=int,
+        metavar="N",
+        help="with --file-redirect-to path: N redirects in a row (default 1)",
     )
     serve.set_defaults(func=_cmd_serve)
 

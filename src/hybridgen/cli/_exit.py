@@ -63,6 +63,19 @@ FLAGS: Final = {
     "out": "--out",
     "format": "--format",
     "prompt": "the prompt",
+    **{
+        name: "--" + name.replace("_", "-")
+        for name in (
+            "poll_faults",
+            "poll_fault_rate",
+            "start_faults",
+            "file_cuts",
+            "file_faults",
+            "file_redirect_hops",
+            "fail_status",
+            "fail_reason",
+        )
+    },
 }
 """What the command line calls a library field in its messages (a flag, or words)."""
 _IN_MESSAGE: Final = re.compile(r"\b(?:ws_timeout|poll_interval|request_timeout|time_scale)\b")

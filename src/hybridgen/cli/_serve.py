@@ -12,12 +12,67 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._exit import EXIT_OK
+from ._exit import EXIT_OK, UsageError
 from ._options import EMULATOR_GEN_TIME, _absolute, _faults, _scale
 from ._output import _note_secret, _out, _say, _setup_logging
 
 if TYPE_CHECKING:
     from ..emulator.model import Faults
+
+_NEEDS: tuple[tuple[str, str, str | None], ...] = (
+    ("poll_faults", "poll_fault", None),
+    ("poll_fault_rate", "poll_fault", None),
+    ("file_faults", "file_fault", None),
+    ("file_redirect_to", "file_redirect", None),
+    ("file_redirect_hops", "file_redirect", None),
+    ("file_redirect_hops", "file_redirect_to", "path"),
+)
+"""Options that mean something only beside another: (option, the one it needs, its value if
+that one must have a given value)."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_pairs(args: argparse.Namespace) -> None:
+    """A switch given without the one it qualifies is refused, not silently ignored."""
+    for option, needed, value in _NEEDS:
+        if getattr(args, option) is None:
+            continue
+        given = getattr(args, needed)
+        if value is None and given is None:
+            raise UsageError(f"{_flag(option)} goes with {_flag(needed)}; add {_flag(needed)}")
+        if value is not None and given not in (None, value):
+            raise UsageError(
+                f"{_flag(option)} counts the hops of {_flag(needed)} {value}, not of "
+                f"{_flag(needed)} {given}; drop {_flag(option)}"
+            )
+
+
+def _switches(faults: Faults) -> str:
+    """The fault switches set, as serve's options (empty when none is)."""
+    groups = (
+        ("poll_fault", "poll_faults", "poll_fault_rate"),
+        ("poll_redirect",),
+        ("start_fault", "start_faults"),
+        ("file_fault", "file_faults"),
+        ("file_redirect", "file_redirect_to", "file_redirect_hops"),
+    )
+    words = [
+        " ".join(
+            f"{_flag(name)} {getattr(faults, name):g}"
+            if isinstance(getattr(faults, name), float)
+            else f"{_flag(name)} {getattr(faults, name)}"
+            for name in group
+            if getattr(faults, name) is not None
+        )
+        for group in groups
+        if getattr(faults, group[0]) is not None
+    ]
+    if faults.file_cuts:
+        words.append(f"--file-cuts {faults.file_cuts}")
+    return f"; faults: {', '.join(words)}" if words else ""
 
 
 async def _serve(faults: Faults, scale: float, token: str | None, host: str, port: int) -> int:
@@ -31,7 +86,7 @@ async def _serve(faults: Faults, scale: float, token: str | None, host: str, por
                 f"emulator serving at {emulator.url}, result files ({faults.file_mode}) at "
                 f"{emulator.files_url} (ws-mode {faults.ws_mode}, sse-mode {faults.sse_mode}, "
                 f"generation "
-                f"{faults.gen_time * scale:g} s, {auth}); Ctrl-C stops it"
+                f"{faults.gen_time * scale:g} s, {auth}){_switches(faults)}; Ctrl-C stops it"
             )
             async for signum in signals:
                 _say(f"{signal.Signals(signum).name}: stopping")
@@ -41,6 +96,7 @@ async def _serve(faults: Faults, scale: float, token: str | None, host: str, por
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
+    _check_pairs(args)
     token = args.token or None
     _note_secret(token)
     scale = _scale(args.time_scale)
@@ -51,11 +107,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         sse_mode=args.sse_mode,
         poll_fault=args.poll_fault,
         poll_faults=args.poll_faults,
+        poll_fault_rate=args.poll_fault_rate,
+        poll_redirect=args.poll_redirect,
         retry_after=_absolute("retry_after", args.retry_after, scale),
         start_fault=args.start_fault,
         start_faults=args.start_faults,
         file_mode=args.file_mode,
         file_cuts=args.file_cuts,
+        file_fault=args.file_fault,
+        file_faults=args.file_faults,
+        file_redirect=args.file_redirect,
+        file_redirect_to=args.file_redirect_to,
+        file_redirect_hops=args.file_redirect_hops,
         job_fails=args.job_fails or args.fail_status is not None or None,
         fail_status=args.fail_status,
         fail_reason=args.fail_reason,
