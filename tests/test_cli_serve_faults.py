@@ -63,7 +63,7 @@ def test_redirected_polls_and_path_hops_are_followed(tmp_path: Path, spawn: Any)
 
 
 def test_a_redirect_loop_on_the_file_ends_done_but_unsaved(tmp_path: Path, spawn: Any) -> None:
-    url, env = serve_emulator(
+    _, env = serve_emulator(
         spawn, TOKEN, "--file-redirect", "302", "--file-redirect-to", "loop", *FAST
     )
     proc = run("generate", "a fox", "--out", str(tmp_path / "f.png"), "--json", *FAST, env=env)
