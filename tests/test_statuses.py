@@ -12,7 +12,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridgen import api
+from hybridgen import parse
 from hybridgen.api import (
     TASK_STATUSES,
     Config,
@@ -54,7 +54,7 @@ def push(kind: str, **obj: object) -> Push | None:
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "_warned", set())
+    monkeypatch.setattr(parse, "_warned", set())
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_a_flood_of_unknown_words_is_warned_about_boundedly(
     with caplog.at_level(logging.WARNING, logger="hybridgen.api"):
         for n in range(1000):
             status_meaning(f"word{n}")
-    assert len(caplog.records) <= api._WARN_LIMIT + 1
+    assert len(caplog.records) <= parse._WARN_LIMIT + 1
     assert "no more are logged" in caplog.records[-1].getMessage()
 
 

@@ -26,8 +26,8 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .aio import AsyncioClient
-    from .api import Config, FileStatus, ImageRequest, ModelInfo
     from .batch import run_batch
+    from .config import Config
     from .core import Result
     from .driver import Client, Generation
     from .errors import (
@@ -65,13 +65,14 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .transport import SuperDuperTransport, Transport
     from .video import VideoRequest
+    from .wire import FileStatus, ImageRequest, ModelInfo
 
 _HOMES: dict[str, str] = {
     "AsyncioClient": "aio",
-    "Config": "api",
-    "FileStatus": "api",
-    "ImageRequest": "api",
-    "ModelInfo": "api",
+    "Config": "config",
+    "FileStatus": "wire",
+    "ImageRequest": "wire",
+    "ModelInfo": "wire",
     "run_batch": "batch",
     "Result": "core",
     "Client": "driver",

@@ -69,7 +69,7 @@ class AsyncioClient:
         :data:`os.environ`) is read now, so a :class:`~hybridgen.errors.ConfigError` is raised
         here, on the asyncio side; the transport is made on the trio side when the client starts.
         """
-        from .api import Config
+        from .config import Config
 
         config = Config.from_env(env)
 

@@ -10,11 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import trio
 
-from .api import ImageRequest
 from .core import Result
 from .driver import Client, Generation
 from .machine import State
 from .policy import Policy
+from .wire import ImageRequest
 
 __all__ = ["run_batch"]
 

@@ -17,11 +17,12 @@ from collections.abc import Callable
 
 import attrs
 
-from .api import FileStatus, Push, failure_reason
 from .errors import PermanentError, TransientError
 from .events import Event, Progress, Retry, Transition
 from .machine import TERMINAL, State, Trigger, fire
+from .parse import failure_reason
 from .policy import Policy
+from .wire import FileStatus, Push
 
 __all__ = ["Core", "Result"]
 

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Final, Unpack, cast
 import attrs
 import trio
 
-from .api import VIDEO_KINDS, FileStatus, ImageRequest, ModelInfo, parse_push
 from .core import Core, Result
 from .errors import (
     ConfigError,
@@ -56,6 +55,7 @@ from .files import (
 )
 from .journal import Journal, JournalFailure
 from .machine import State
+from .parse import parse_push
 from .policy import Policy
 from .video import (
     DEFAULT_VIDEO_MODEL,
@@ -67,6 +67,7 @@ from .video import (
     check_video,
     source_of,
 )
+from .wire import VIDEO_KINDS, FileStatus, ImageRequest, ModelInfo
 
 if TYPE_CHECKING:  # the transports (httpx, trio-websocket) load when a client makes one
     from .transport import Transport
@@ -322,7 +323,7 @@ class Client:
                 result = await client.generate("a red fox")
                 await client.download(result, "fox.webp")
         """
-        from .api import Config
+        from .config import Config
         from .transport import SuperDuperTransport
 
         config = Config.from_env(env)

@@ -11,8 +11,8 @@ from typing import Any, Final
 
 import attrs
 
-from .api import PUSH_CHANNELS
 from .errors import ConfigError
+from .wire import PUSH_CHANNELS
 
 __all__ = ["PRESETS", "Policy"]
 

@@ -35,24 +35,7 @@ import trio_websocket
 import wsproto.utilities
 
 from . import http1
-from .api import (
-    GENERATE_IMAGE,
-    GENERATION_CONFIGS,
-    USER_AGENT,
-    Config,
-    FileStatus,
-    ModelInfo,
-    error_reason,
-    file_path,
-    load_json,
-    parse_generation_configs,
-    parse_poll_reply,
-    parse_start_reply,
-    sse_path,
-    status_phrase,
-    subscribe_message,
-    ws_path,
-)
+from .config import USER_AGENT, Config
 from .errors import (
     AuthError,
     DownloadError,
@@ -62,6 +45,14 @@ from .errors import (
     TransportError,
     Unreachable,
 )
+from .parse import (
+    error_reason,
+    load_json,
+    parse_generation_configs,
+    parse_poll_reply,
+    parse_start_reply,
+    status_phrase,
+)
 from .sse import PUSH_MAX_MESSAGE, sse_messages
 from .video import (
     GENERATE_VIDEO,
@@ -70,6 +61,16 @@ from .video import (
     VideoRequest,
     multipart_body,
     parse_upload_reply,
+)
+from .wire import (
+    GENERATE_IMAGE,
+    GENERATION_CONFIGS,
+    FileStatus,
+    ModelInfo,
+    file_path,
+    sse_path,
+    subscribe_message,
+    ws_path,
 )
 
 __all__ = [

@@ -34,17 +34,16 @@ from typing import Any, ClassVar, Final, Literal, TypedDict
 
 import attrs
 
-from .api import (
+from .errors import RequestError, TransientError, VideoRefused
+from .parse import load_json, parse_file_list
+from .wire import (
     ImageRequest,
     ModelInfo,
     _validate_aspect,
     _validate_project,
     _validate_prompt,
     _validate_seed,
-    load_json,
-    parse_file_list,
 )
-from .errors import RequestError, TransientError, VideoRefused
 
 __all__ = [
     "DEFAULT_VIDEO_MODEL",

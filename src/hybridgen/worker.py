@@ -32,13 +32,13 @@ from typing import Final, Protocol
 import attrs
 import trio
 
-from .api import ImageRequest
 from .driver import Client
 from .errors import HybridgenError, JournalError
 from .files import format_for_suffix
 from .journal import Entry, Journal
 from .machine import State
 from .policy import Policy
+from .wire import ImageRequest
 
 __all__ = ["JobOutcome", "QueueJournal", "Worker", "WorkerSummary"]
 

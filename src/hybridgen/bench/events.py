@@ -15,11 +15,11 @@ import time
 import trio
 import trio.testing
 
-from ..api import FileStatus
 from ..core import Core
 from ..events import Event, EventStream, Hub
 from ..machine import State
 from ..policy import Policy
+from ..wire import FileStatus
 from ._report import Figure, figure
 
 __all__ = ["run"]

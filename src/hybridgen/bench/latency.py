@@ -35,7 +35,7 @@ from typing import Final
 import attrs
 import trio
 
-from ..api import Config, ImageRequest
+from ..config import Config
 from ..driver import Client, Generation
 from ..emulator import running
 from ..emulator.model import TODAYS_API, Faults, Job, ServerModel
@@ -44,6 +44,7 @@ from ..policy import Policy
 from ..testing import MemoryTransport, run_virtual
 from ..transport import SuperDuperTransport
 from ..video import StartRequest, VideoRequest
+from ..wire import ImageRequest
 from ._report import Figure, figure, percentile
 
 __all__ = [

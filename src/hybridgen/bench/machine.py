@@ -17,10 +17,10 @@ from typing import Any
 
 from transitions import Machine
 
-from ..api import FileStatus
 from ..core import Core
 from ..machine import INITIAL, TRANSITIONS, State, _plain
 from ..policy import Policy
+from ..wire import FileStatus
 from ._report import Figure, figure
 
 __all__ = ["per_object", "ours", "run"]

@@ -98,11 +98,12 @@ def _outcome(state: str, reason: str) -> str:
 
 
 async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
-    from ..api import Config, ImageRequest
+    from ..config import Config
     from ..driver import Client, Generation
     from ..events import Event
     from ..policy import PRESETS
     from ..transport import SuperDuperTransport
+    from ..wire import ImageRequest
 
     config = Config(url=url, token="bench", allow_insecure=True)
     gens: list[Generation] = []

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable, Sequence
 
 from .._version import __version__
-from ..api import BODY_FORMS
 from ..emulator.model import (
     FILE_FAULTS,
     FILE_MODES,
@@ -28,6 +27,7 @@ from ..emulator.model import (
 )
 from ..errors import AuthError, ConfigError, HybridgenError, MissingExtra, RequestError
 from ..policy import PRESETS
+from ..wire import BODY_FORMS
 from ._exit import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

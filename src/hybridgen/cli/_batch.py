@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..api import BodyForm, Config, ImageRequest
+from ..config import Config
 from ..errors import ConfigError, RequestError
 from ..events import LoggingSubscriber
 from ..machine import State
 from ..policy import Policy
 from ..video import media_of
+from ..wire import BodyForm, ImageRequest
 from ._exit import UsageError, sentence, worst_exit
 from ._files import (
     JOURNAL_WAIT,

@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from ..api import USER_AGENT, Config, sse_path
+from ..config import USER_AGENT, Config
 from ..errors import AuthError, ConfigError, HybridgenError, PermanentError
+from ..wire import sse_path
 from ._check_ways import Way, policies, run_ways, summary
 from ._exit import EXIT_FAILED, EXIT_OK
 from ._options import EMULATOR_GEN_TIME, EMULATOR_SSE_MODE, EMULATOR_WS_MODE, _faults, _scale

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from ..api import PUSH_CHANNELS, Config, ImageRequest
+from ..config import Config
 from ..machine import State
 from ..policy import Policy
+from ..wire import PUSH_CHANNELS, ImageRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable

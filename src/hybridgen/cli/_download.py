@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ..api import Config
+from ..config import Config
 from ..errors import ConfigError, HybridgenError, TransportError
 from ..machine import State
 from ..policy import Policy

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from ..api import VIDEO_KINDS, Config, ImageRequest
+from ..config import Config
 from ..errors import ConfigError, HybridgenError
 from ..events import LoggingSubscriber
 from ..machine import State
@@ -33,6 +33,7 @@ from ..video import (
     media_of,
     source_of,
 )
+from ..wire import VIDEO_KINDS, ImageRequest
 from ._batch import _cmd_batch, _record_delivery
 from ._exit import UsageError, worst_exit
 from ._files import (

@@ -17,9 +17,11 @@ from typing import Final
 import attrs
 import trio
 
-from ..api import VIDEO_KINDS, Config, ModelInfo, parse_generation_configs
+from ..config import Config
 from ..emulator.model import GENERATION_CONFIGS
 from ..errors import ConfigError
+from ..parse import parse_generation_configs
+from ..wire import VIDEO_KINDS, ModelInfo
 from ._exit import EXIT_OK
 from ._output import _out, _say, _setup_logging
 

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ..api import Config
+from ..config import Config
 from ..errors import ConfigError
 from ..policy import DURATIONS, PRESETS, Policy
 from ._output import _note_secret

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..api import Config, ImageRequest
+from ..config import Config
 from ..errors import ConfigError, JournalError
 from ..machine import TERMINAL, State
+from ..wire import ImageRequest
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
 from ._files import JOURNAL_ENV, _close_journal, _is_postgres, _journal_arg, _open_journal
 from ._options import policy_from_options

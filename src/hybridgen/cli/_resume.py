@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ..api import Config
+from ..config import Config
 from ..errors import ConfigError, JournalError
 from ..events import LoggingSubscriber
 from ..machine import State

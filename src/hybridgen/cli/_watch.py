@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-from ..api import FileStatus, ModelInfo
 from ..errors import AuthError
 from ..transport import SuperDuperTransport
 from ..video import StartRequest
+from ..wire import FileStatus, ModelInfo
 from ._exit import TOKEN_REJECTED
 
 

@@ -49,7 +49,7 @@ except ModuleNotFoundError as exc:
     raise MissingExtra.of(exc, "the inspector", extra="inspector") from None
 
 from .._hypercorn import hypercorn_config, is_loopback
-from ..api import Secret
+from ..config import Secret
 from ..events import Event, Subscriber, Transition
 from ..jsonevents import event_json, result_json
 from ..machine import State

@@ -14,14 +14,6 @@ from urllib.parse import quote, urlsplit
 
 import trio
 
-from ..api import (
-    FileStatus,
-    ModelInfo,
-    error_reason,
-    parse_generation_configs,
-    parse_poll_reply,
-    parse_start_reply,
-)
 from ..emulator.model import (
     GARBAGE_BODY,
     ErrorReply,
@@ -37,6 +29,7 @@ from ..emulator.model import (
     sse_frame,
 )
 from ..errors import DownloadError, TransientError, TransportError
+from ..parse import error_reason, parse_generation_configs, parse_poll_reply, parse_start_reply
 from ..sse import PUSH_MAX_MESSAGE, sse_messages
 from ..transport import (
     REDIRECT_STATUSES,
@@ -46,6 +39,7 @@ from ..transport import (
     same_origin,
 )
 from ..video import StartRequest, VideoRequest, parse_upload_reply
+from ..wire import FileStatus, ModelInfo
 
 __all__ = ["MemoryTransport"]
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ..api import Config
+    from ..config import Config
     from ..emulator import Emulator, Faults
     from ..transport import SuperDuperTransport
 
@@ -73,7 +73,7 @@ async def hybridgen_emulator(
 @pytest.fixture
 def hybridgen_config(hybridgen_emulator: Emulator, hybridgen_token: str) -> Config:
     """A :class:`~hybridgen.api.Config` for the emulator."""
-    from ..api import Config
+    from ..config import Config
 
     return Config(url=hybridgen_emulator.url, token=hybridgen_token)
 

@@ -22,9 +22,9 @@ except ImportError as exc:  # installed without the extra
         name=exc.name,
     ) from exc
 
-from ..api import PUSH_CHANNELS
 from ..emulator.model import POLL_FAULTS, SSE_MODES, WS_MODES, Faults
 from ..policy import Policy
+from ..wire import PUSH_CHANNELS
 from .scenario import Scenario
 
 __all__ = ["faults", "policies", "scenarios", "seconds"]
