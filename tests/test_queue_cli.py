@@ -27,12 +27,12 @@ pytestmark = pytest.mark.slow
 
 
 def submit_many(
-    dsn: str, count: int, tmp_path: Path, env: dict[str, str], *extra: str
+    dsn: str, count: int, tmp_path: Path, env: dict[str, str], *extra: str, scale: str = SCALE
 ) -> list[str]:
     batch = tmp_path / "prompts.txt"
     batch.write_text("".join(f"a fox number {i}\n" for i in range(count)))
     done = run(
-        "submit", "--journal", dsn, "--batch", str(batch), "--time-scale", SCALE, *extra, env=env
+        "submit", "--journal", dsn, "--batch", str(batch), "--time-scale", scale, *extra, env=env
     )
     assert done.returncode == 0, done.stderr
     lines = json_lines(done.stdout)
@@ -95,22 +95,71 @@ def test_submit_queues_and_status_counts(dsn: str, tmp_path: Path) -> None:
     assert human.returncode == 0 and "queued     4" in human.stdout
 
 
-def test_a_sqlite_journal_has_no_queue_but_has_a_status(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite"
-    done = run("submit", "--journal", str(path), "a fox")
-    assert done.returncode == 2 and "needs a queue: a PostgreSQL journal" in done.stderr
-    generated = run("generate", "a fox", "--out", str(tmp_path / "fox.png"), "--journal",
-                    str(path), "--time-scale", SCALE)  # fmt: skip
+def test_a_sqlite_journal_is_a_queue_for_workers_on_one_machine(
+    tmp_path: Path, spawn: Callable[..., Running]
+) -> None:
+    path = str(tmp_path / "queue.sqlite")
+    url, env = serve_emulator(spawn, TOKEN, "--time-scale", SCALE)
+    keys = submit_many(path, 12, tmp_path, env)
+    out = tmp_path / "out"
+    workers = [
+        start_worker(spawn, path, out, env, "--concurrency", "3", "--exit-when-idle")
+        for _ in range(2)
+    ]
+    for worker in workers:
+        assert worker.finish(timeout=60) == 0, "".join(worker.stderr)
+    ran = [o["key"] for w in workers for o in outcomes(w) if o["state"] == "done"]
+    assert sorted(ran) == sorted(keys)  # each job done once, by one of them
+    assert emulator_stats(url, TOKEN)["start"] == 12
+    assert sorted(p.stem for p in saved_images(out)) == sorted(keys)
+    assert status(path)["done"] == 12
+    generated = run("generate", "a fox", "--out", str(tmp_path / "fox.png"), "--journal", path,
+                    "--time-scale", SCALE)  # fmt: skip
     assert generated.returncode == 0, generated.stderr
-    assert status(str(path))["done"] == 1
+    assert status(path)["done"] == 13
+
+
+def test_status_says_which_worker_holds_what(tmp_path: Path) -> None:
+    from hybridgen import ImageRequest, Policy
+    from hybridgen.journal import SQLiteJournal
+
+    path = tmp_path / "queue.sqlite"
+    with_leases = SQLiteJournal(path, lease=600)  # a live worker: this process
+    try:
+        for i in range(3):
+            with_leases.submit(ImageRequest(prompt=f"fox {i}"), Policy.default())
+        held = [entry.id for entry in with_leases.lease_next(2)]
+        done = run("status", "--journal", str(path), "--json")
+        assert done.returncode == 0, done.stderr
+        *leases, holder, counts = json_lines(done.stdout)
+        assert counts == {
+            "queued": 1, "running": 2, "abandoned": 0, "done": 0, "unsaved": 0, "failed": 0,
+            "cancelled": 0,
+        }  # fmt: skip
+        assert [lease["key"] for lease in leases] == held
+        for lease in leases:
+            assert lease["worker"] == with_leases.owner.id and lease["pid"] == os.getpid()
+            assert lease["state"] == "requested" and 0 < lease["lease_left"] <= 600
+        assert holder["worker"] == with_leases.owner.id and holder["jobs"] == 2
+        human = run("status", "--journal", str(path))
+        assert f"held by process {os.getpid()} on " in human.stdout
+        assert f"({with_leases.owner.id}): 2 job(s)" in human.stdout
+        for gen_id in held:
+            assert f"  {gen_id}  requested, lease ends in " in human.stdout
+    finally:
+        with_leases.close()
+    after = run("status", "--journal", str(path), "--json")  # released: nobody holds them
+    assert json_lines(after.stdout) == [json_lines(after.stdout)[-1]]
+    assert json_lines(after.stdout)[-1]["running"] == 0
 
 
 def test_three_workers_one_killed_every_job_done_once(
     dsn: str, tmp_path: Path, spawn: Callable[..., Running]
 ) -> None:
-    jobs = 90  # 300 in the issue; 90 keeps the suite's time on this 2-core machine modest
+    jobs = 300  # as in the issue: 17.6 s here, 11 s more than 90 jobs (6.3 s)
     url, env = serve_emulator(spawn, TOKEN, "--time-scale", SCALE)
-    keys = submit_many(dsn, jobs, tmp_path, env)
+    # the client's timings at 0.1: a 0.2 s request timeout (0.02) times starts out under load
+    keys = submit_many(dsn, jobs, tmp_path, env, scale="0.1")
     assert emulator_stats(url, TOKEN).get("start", 0) == 0
     out = tmp_path / "out"
     workers = [
@@ -123,7 +172,11 @@ def test_three_workers_one_killed_every_job_done_once(
     victim.until(lambda line: line.get("state") == "done", timeout=60)  # it is mid-run
     victim.proc.send_signal(signal.SIGKILL)
     for worker in workers[1:]:
-        assert worker.finish(timeout=120) == 0, "".join(worker.stderr)
+        code = worker.finish(timeout=120)
+        failed = [o for o in outcomes(worker) if o["state"] in ("failed", "unsaved")]
+        # exit 1 only for the victim's starts that may have left: failed, never sent again
+        assert code == (1 if failed else 0), "".join(worker.stderr)
+        assert all(o["reason"] == UNSAFE_START for o in failed), failed
     counts = status(dsn)
     unsafe = [o for w in workers[1:] for o in outcomes(w) if o["reason"] == UNSAFE_START]
     assert counts["done"] + counts["failed"] == jobs and counts["failed"] == len(unsafe)

@@ -1,4 +1,4 @@
-"""Worker: jobs queued in PostgreSQL, run on a real emulator over loopback sockets."""
+"""Worker: jobs queued in PostgreSQL or SQLite, run on a real emulator over loopback sockets."""
 
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ from pg_support import Cluster
 POLICY = Policy.default().scaled(0.02)
 
 
-@pytest.fixture
-def journal(postgres: Cluster) -> Any:
-    opened = PostgresJournal(postgres.dsn, schema=postgres.schema(), lease=5)
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "sqlite":
+        opened: Any = SQLiteJournal(tmp_path / "queue.sqlite", lease=5)
+    else:
+        postgres: Cluster = request.getfixturevalue("postgres")
+        opened = PostgresJournal(postgres.dsn, schema=postgres.schema(), lease=5)
     yield opened
     opened.close(timeout=1.0)
 
@@ -73,10 +77,12 @@ async def test_a_start_that_may_have_left_is_not_sent_again(
 
 
 async def test_a_worker_needs_a_queue(tmp_path: Path, real_transport: SuperDuperTransport) -> None:
-    journal = SQLiteJournal(tmp_path / "j.sqlite")
-    client = Client(real_transport, journal=journal)
+    from hybridgen.bench.journal import OnTheLoop  # a journal that is not a queue
+
+    path = tmp_path / "j.sqlite"
+    SQLiteJournal(path).close()
+    client = Client(real_transport, journal=OnTheLoop(path))
     with pytest.raises(JournalError, match="needs a journal that is a queue"):
         Worker(client)
     with pytest.raises(JournalError, match="needs a journal that is a queue"):
         await client.submit(ImageRequest(prompt="x"))
-    journal.close()

@@ -76,7 +76,16 @@ from .machine import TERMINAL, State
 from .policy import Policy
 from .video import StartRequest, request_from_record, request_record
 
-__all__ = ["Entry", "Journal", "JournalFailure", "Owner", "SQLiteJournal"]
+__all__ = [
+    "LEASE_LOST",
+    "QUEUE_KINDS",
+    "Entry",
+    "Journal",
+    "JournalFailure",
+    "Lease",
+    "Owner",
+    "SQLiteJournal",
+]
 
 log: Final = logging.getLogger("hybridgen.journal")
 
@@ -84,6 +93,15 @@ _ENDED: Final = tuple(sorted(str(state) for state in TERMINAL))
 _NOT_ENDED_SQL: Final = f"state NOT IN ({', '.join(repr(s) for s in _ENDED)})"
 _NEEDS_WORK_SQL: Final = f"({_NOT_ENDED_SQL} OR (state = 'done' AND delivered_to IS NULL))"
 _CLOSED: Final = "the journal closed before this write was done"
+
+LEASE_LOST: Final = "lease lost"
+"""How the reason of a :class:`JournalFailure` begins when another process took the job over:
+this process must stop working on it."""
+
+QUEUE_KINDS: Final = ("queued", "running", "abandoned", "done", "unsaved", "failed", "cancelled")
+"""What a queue journal's ``counts()`` counts: ``queued`` (never started), ``running`` (a live
+lease), ``abandoned`` (started, no live holder: the next worker takes it), ``done``, ``unsaved``
+(done, its result not delivered), ``failed``, ``cancelled``."""
 
 
 @attrs.frozen
@@ -188,6 +206,82 @@ FailureCallback = Callable[[JournalFailure], object]
 """Receives a :class:`JournalFailure`; may be called from the journal's writer thread."""
 
 
+@attrs.frozen
+class Lease:
+    """A live lease: which worker holds which job, until when (``status`` prints these)."""
+
+    generation_id: str
+    owner: Owner
+    expires: float
+    """Unix time the lease ends unless renewed (by the journal's clock: the database's for
+    PostgreSQL)."""
+    state: str
+    """The job's state (``done``: its result being saved)."""
+    remaining: float
+    """Seconds until it ends unless renewed, by the journal's clock when asked."""
+
+
+class _Leases:
+    """The leases one journal object holds, with their fences, and who to tell when one is lost.
+
+    Thread-safe: the writer thread and the callers' threads both use it.
+    """
+
+    def __init__(self, report: Callable[[JournalFailure], None]) -> None:
+        self._report = report
+        self._fences: dict[str, int] = {}
+        self._taken: set[str] = set()  # the jobs another process took over from this journal
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[str], object]] = []
+
+    def hold(self, gen_id: str, fence: int) -> None:
+        with self._lock:
+            self._fences[gen_id] = fence
+            self._taken.discard(gen_id)
+
+    def fence(self, gen_id: str) -> int | None:
+        with self._lock:
+            return self._fences.get(gen_id)
+
+    def drop(self, gen_id: str) -> int | None:
+        """Forget ``gen_id`` (released); its fence, if it was held."""
+        with self._lock:
+            return self._fences.pop(gen_id, None)
+
+    def held(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._fences)
+
+    def taken(self, gen_id: str) -> bool:
+        """Whether another process took ``gen_id`` over from this journal."""
+        with self._lock:
+            return gen_id in self._taken
+
+    def watch(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        self._callbacks.append(callback)
+
+        def unwatch() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unwatch
+
+    def lost(self, gen_id: str, operation: str) -> None:
+        """Another process took ``gen_id`` over: forget it, report it, tell the callbacks."""
+        with self._lock:
+            known = self._fences.pop(gen_id, None) is not None
+            self._taken.add(gen_id)
+        if not known:
+            return
+        reason = f"{LEASE_LOST}: another process took {gen_id} over; this one stops on it"
+        self._report(JournalFailure(operation, reason, gen_id, lost=True))
+        for callback in tuple(self._callbacks):
+            try:
+                callback(gen_id)
+            except Exception:
+                log.exception("lease-lost callback %r raised", callback)
+
+
 class Journal(Protocol):
     """What :class:`~hybridgen.driver.Client` needs from a journal (see the module docstring).
 
@@ -266,6 +360,13 @@ _LEASE_COLUMNS: Final = {
     "owner_host": "TEXT",
     "lease_expires": "REAL NOT NULL DEFAULT 0",
 }
+_QUEUE_COLUMNS: Final = {
+    # bumped at every lease taken: the fence of the queue's calls
+    "fence": "INTEGER NOT NULL DEFAULT 0",
+    # the fence under which the start was sent (NULL: submitted, never sent)
+    "sending_fence": "INTEGER",
+    "download_fence": "INTEGER",
+}
 _OLD_ONE_TERMINAL: Final = "one_terminal_transition"
 """The index of journals before reopening existed (it counted superseded ends too)."""
 _ONE_TERMINAL: Final = (
@@ -275,7 +376,7 @@ _ONE_TERMINAL: Final = (
 _TERMINAL_DESTS_SQL: Final = f"dest IN ({', '.join(repr(s) for s in _ENDED)})"
 _COLUMNS: Final = (
     "id, request, policy, meta, state, started_wall, file_id, url, channel, reason, "
-    "delivered_to, owner, owner_pid, owner_host, lease_expires"
+    "delivered_to, owner, owner_pid, owner_host, lease_expires, sending_fence, fence"
 )
 
 
@@ -338,6 +439,7 @@ class _Writer:
         self.give_up_at = math.inf
         self.waiting = False  # a wait for the lock was reported; cleared by the next success
         self.behind = False  # a caller gave up waiting for a write; cleared by the next success
+        self.leases = _Leases(self.report)
         self.thread = threading.Thread(target=self._run, name="hybridgen-journal", daemon=True)
         self.thread.start()
 
@@ -454,9 +556,19 @@ class _Writer:
 
     def _heartbeat(self, db: sqlite3.Connection) -> None:
         db.execute(
-            f"UPDATE generations SET lease_expires = ? WHERE owner = ? AND {_NEEDS_WORK_SQL}",
+            "UPDATE generations SET lease_expires = ? "
+            f"WHERE owner = ? AND lease_expires > 0 AND {_NEEDS_WORK_SQL}",
             (time.time() + self.lease, self.owner.id),
         )
+        held = list(self.leases.held())
+        if held:  # the leases another process took over meanwhile
+            rows = db.execute(
+                f"SELECT id FROM generations WHERE id IN ({', '.join('?' * len(held))}) "
+                "AND (owner IS NULL OR owner != ?)",
+                (*held, self.owner.id),
+            ).fetchall()
+            for (gen_id,) in rows:
+                self.leases.lost(gen_id, "heartbeat")
 
     def _release(self, db: sqlite3.Connection) -> None:
         db.execute("UPDATE generations SET lease_expires = 0 WHERE owner = ?", (self.owner.id,))
@@ -499,9 +611,11 @@ class SQLiteJournal:
         max_queue: int = 10_000,
         flush_timeout: float = 5.0,
         durable_wait: float = 0.25,
+        retry_for: float = 30.0,
     ) -> None:
         self.path = Path(path)
         self.lease = lease
+        self.retry_for = retry_for
         self.flush_timeout = flush_timeout
         self.durable_wait = durable_wait
         self.owner = Owner.here()
@@ -516,6 +630,7 @@ class SQLiteJournal:
         self._writer = _Writer(
             _connect(self.path, busy_timeout), self.owner, lease, busy_timeout, max_queue
         )
+        self._leases = self._writer.leases
         self._closed = False
         # a journal dropped without close() still releases its leases and stops its thread
         self._finalizer = weakref.finalize(self, self._writer.stop, 1.0)
@@ -525,12 +640,9 @@ class SQLiteJournal:
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
-        for name, kind in _LEASE_COLUMNS.items():
-            if name not in columns:  # a journal written by an older version
-                db.execute(f"ALTER TABLE generations ADD COLUMN {name} {kind}")
-        if "superseded" not in {row[1] for row in db.execute("PRAGMA table_info(transitions)")}:
-            db.execute("ALTER TABLE transitions ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
+        if self._add_columns(db, check=True):  # an older journal: one process migrates it
+            with _immediate(db):
+                self._add_columns(db)
         old = db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (_OLD_ONE_TERMINAL,)
         ).fetchone()
@@ -540,6 +652,25 @@ class SQLiteJournal:
             db.execute(_ONE_TERMINAL)
         except sqlite3.IntegrityError:  # an old journal already has a double: updates still guard
             log.warning("%s has a generation with two terminal transitions", self.path)
+
+    @staticmethod
+    def _add_columns(db: sqlite3.Connection, *, check: bool = False) -> bool:
+        """Add the columns a journal written by an older version lacks (``check``: only say
+        whether some are missing)."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
+        missing = [(n, k) for n, k in (_LEASE_COLUMNS | _QUEUE_COLUMNS).items() if n not in columns]
+        old_transitions = "superseded" not in {
+            row[1] for row in db.execute("PRAGMA table_info(transitions)")
+        }
+        if check:
+            return bool(missing) or old_transitions
+        for name, kind in missing:
+            db.execute(f"ALTER TABLE generations ADD COLUMN {name} {kind}")
+        if "sending_fence" not in columns:  # every older entry was begun: its start may be out
+            db.execute("UPDATE generations SET sending_fence = 0")
+        if old_transitions:
+            db.execute("ALTER TABLE transitions ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
+        return True
 
     @property
     def lost(self) -> int:
@@ -610,10 +741,11 @@ class SQLiteJournal:
         def run(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO generations (id, request, policy, meta, state, started_wall, "
-                "lease_expires, owner, owner_pid, owner_host) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "lease_expires, owner, owner_pid, owner_host, fence, sending_fence) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
                 row + self._mine(),
             )
+            self._leases.hold(gen_id, 1)
 
         self._writer.submit(_Write("begin", gen_id, run))
 
@@ -640,7 +772,7 @@ class SQLiteJournal:
                 ),
             ).rowcount
             if changed != 1:
-                return _refusal(db, gen_id, f"{event.source} -> {event.dest}")
+                return self._refused(db, gen_id, f"{event.source} -> {event.dest}", "record")
             db.execute(
                 "INSERT INTO transitions (generation_id, source, dest, trigger, wall, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -661,15 +793,22 @@ class SQLiteJournal:
             self._writer.wait_for(write, self.durable_wait)
 
     def delivered(self, gen_id: str, where: str) -> None:
-        """Queue: a done generation's result was delivered to ``where`` (the first one counts)."""
+        """Queue: a done generation's result was delivered to ``where`` (the first one counts;
+        refused when this journal held the job and another process took it over)."""
+        owner = self.owner.id
 
         def run(db: sqlite3.Connection) -> str | None:
+            if self._leases.taken(gen_id):
+                return None  # reported when the lease was lost
+            held = self._leases.fence(gen_id) is not None
             changed = db.execute(
-                "UPDATE generations SET delivered_to = ? "
-                "WHERE id = ? AND state = 'done' AND delivered_to IS NULL",
-                (where, gen_id),
+                "UPDATE generations SET delivered_to = ? WHERE id = ? AND state = 'done' "
+                "AND (delivered_to IS NULL OR delivered_to = ?) AND (? OR owner = ?)",
+                (where, gen_id, where, not held, owner),
             ).rowcount
-            return None if changed == 1 else f"{gen_id} is not done, or already delivered"
+            if changed == 1 or (held and self._lost_to_other(db, gen_id, "delivered")):
+                return None
+            return f"{gen_id} is not done, already delivered, or held by another process"
 
         self._writer.submit(_Write("delivered", gen_id, run))
 
@@ -698,9 +837,209 @@ class SQLiteJournal:
                 f"WHERE id = ? AND owner = ? AND {_NOT_ENDED_SQL}",
                 (str(State.FAILED), reason, gen_id, owner),
             ).rowcount
-            return None if changed == 1 else _refusal(db, gen_id, "failed")
+            return None if changed == 1 else self._refused(db, gen_id, "failed", "fail")
 
         self._writer.submit(_Write("fail", gen_id, run))
+
+    def _lost_to_other(self, db: sqlite3.Connection, gen_id: str, operation: str) -> bool:
+        """True (and the lease reported lost) when another owner took ``gen_id`` over from
+        this journal."""
+        if self._leases.fence(gen_id) is None:
+            return False
+        row = db.execute("SELECT owner FROM generations WHERE id = ?", (gen_id,)).fetchone()
+        if row is None or row[0] == self.owner.id:
+            return False
+        self._leases.lost(gen_id, operation)
+        return True
+
+    def _refused(
+        self, db: sqlite3.Connection, gen_id: str, what: str, operation: str
+    ) -> str | None:
+        """Why a conditional write about ``gen_id`` changed nothing (``None``: the lease was
+        lost, which is reported as such)."""
+        if self._lost_to_other(db, gen_id, operation):
+            return None
+        row = db.execute(
+            "SELECT state, owner_pid, owner_host FROM generations WHERE id = ?", (gen_id,)
+        ).fetchone()
+        if row is None:
+            return f"not recorded ({what}): {gen_id} is not in the journal"
+        if row[0] in _ENDED:
+            return f"not recorded ({what}): {gen_id} has already ended ({row[0]})"
+        return f"not recorded ({what}): {gen_id} is now held by process {row[1]} on {row[2]}"
+
+    def _answer(self, what: str, call: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A call that answers: ``call(db)`` in one write transaction, again while another
+        process holds the file's lock (within :attr:`retry_for`)."""
+        give_up = time.monotonic() + self.retry_for
+        while True:
+            try:
+                with self._lock, _immediate(self._db) as db:
+                    return call(db)
+            except sqlite3.Error as exc:
+                if _is_lock(exc) and time.monotonic() < give_up:
+                    continue  # the connection's busy timeout has waited already
+                raise JournalError(f"cannot {what} in the journal {self.path} now: {exc}") from None
+
+    # -- the queue: worker processes on one machine share the file ---------------------------
+
+    def submit(
+        self,
+        request: StartRequest,
+        policy: Policy,
+        meta: Mapping[str, str] | None = None,
+        *,
+        gen_id: str | None = None,
+    ) -> str:
+        """Queue a job (nothing is sent); its generation id. Blocks until it is stored."""
+        new_id = gen_id or uuid.uuid4().hex[:16]
+        values = (
+            new_id,
+            request_record(request),
+            json.dumps(attrs.asdict(policy)),
+            json.dumps(dict(meta or {})),
+            str(State.REQUESTED),
+            time.time(),
+        )
+
+        def run(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT INTO generations (id, request, policy, meta, state, started_wall) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+            except sqlite3.IntegrityError:
+                raise JournalError(f"generation {new_id} is already in the journal") from None
+
+        self._answer("queue a job", run)
+        return new_id
+
+    def lease_next(self, limit: int = 1) -> list[Entry]:
+        """Lease up to ``limit`` jobs that need work and that no live process holds, oldest
+        first (one write transaction: two workers never lease the same job)."""
+
+        def run(db: sqlite3.Connection) -> list[tuple[Entry, int]]:
+            now = time.time()
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM generations WHERE {_NEEDS_WORK_SQL} "
+                "AND (lease_expires < ? OR owner_host = ?) ORDER BY rowid",
+                (now, self.owner.host),
+            )
+            expires, owner, pid, host = self._mine()
+            leased: list[tuple[Entry, int]] = []
+            for row in rows.fetchall():
+                entry = _entry(row)
+                if entry.held_by_other(self.owner, now) or self._leases.fence(entry.id) is not None:
+                    continue
+                leased.append((entry, self._fence_of(row) + 1))
+                if len(leased) == limit:
+                    break
+            for entry, fence in leased:
+                db.execute(
+                    "UPDATE generations SET owner = ?, owner_pid = ?, owner_host = ?, "
+                    "lease_expires = ?, fence = ? WHERE id = ?",
+                    (owner, pid, host, expires, fence, entry.id),
+                )
+            return [
+                (attrs.evolve(entry, owner=self.owner, lease_expires=expires), fence)
+                for entry, fence in leased
+            ]
+
+        leased: list[tuple[Entry, int]] = self._answer("lease a job", run)
+        for entry, fence in leased:
+            self._leases.hold(entry.id, fence)
+        return [entry for entry, _ in leased]
+
+    def _fenced_now(self, gen_id: str, what: str, sql: str, args: tuple[Any, ...]) -> bool:
+        """A fenced write that answers: ``sql`` ends with ``id = ? AND fence = ? AND owner = ?``;
+        whether it changed the row (a refusal because of another owner is a lost lease)."""
+        fence = self._leases.fence(gen_id)
+        if fence is None:
+            return False
+
+        def run(db: sqlite3.Connection) -> bool:
+            if db.execute(sql, (*args, gen_id, fence, self.owner.id)).rowcount == 1:
+                return True
+            self._lost_to_other(db, gen_id, what)
+            return False
+
+        try:
+            done: bool = self._answer(what, run)
+        except JournalError as exc:
+            self._writer.report(JournalFailure(what, str(exc), gen_id, lost=False))
+            return False
+        return done
+
+    def mark_sending(self, gen_id: str, *, again: bool = False) -> bool:
+        """Record that ``gen_id``'s start request is about to leave (blocks until stored).
+
+        True when it may be sent: this journal still holds the job and it is in ``requested``
+        with no start sent under another lease (``again``: even so, for a policy with
+        ``retry_unsafe_starts``). False: do not send it.
+        """
+        return self._fenced_now(
+            gen_id,
+            "sending",
+            "UPDATE generations SET sending_fence = fence, started_wall = ?, lease_expires = ? "
+            "WHERE (? OR sending_fence IS NULL OR sending_fence = fence) AND state = 'requested' "
+            "AND id = ? AND fence = ? AND owner = ?",
+            (time.time(), time.time() + self.lease, again),
+        )
+
+    def begin_download(self, gen_id: str) -> bool:
+        """Whether this journal may download ``gen_id``'s result now (blocks): it still holds the
+        job, which has not failed and is not delivered; the lease is renewed for the download."""
+        return self._fenced_now(
+            gen_id,
+            "download",
+            "UPDATE generations SET download_fence = fence, lease_expires = ? "
+            "WHERE state NOT IN ('failed', 'cancelled') AND delivered_to IS NULL "
+            "AND id = ? AND fence = ? AND owner = ?",
+            (time.time() + self.lease,),
+        )
+
+    def release(self, gen_id: str) -> None:
+        """Queue: give ``gen_id``'s lease up (another worker may take it at once); this journal
+        writes nothing more about it."""
+        owner = self.owner.id
+
+        def run(db: sqlite3.Connection) -> None:
+            fence = self._leases.drop(gen_id)  # the writes queued before this one used it
+            if fence is not None:
+                db.execute(
+                    "UPDATE generations SET lease_expires = 0 "
+                    "WHERE id = ? AND fence = ? AND owner = ?",
+                    (gen_id, fence, owner),
+                )
+
+        self._writer.submit(_Write("release", gen_id, run))
+
+    def holds(self, gen_id: str) -> bool:
+        """Whether this journal holds ``gen_id``'s lease (as far as it knows)."""
+        return self._leases.fence(gen_id) is not None
+
+    def on_lease_lost(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``callback(generation_id)`` when another process took a job of this journal's
+        over (from the writer thread, or the thread that called); returns an unwatcher."""
+        return self._leases.watch(callback)
+
+    def needs_work(self) -> int:
+        """How many jobs are not ended, or done and not delivered (held or not)."""
+        self.flush()
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT count(*) FROM generations WHERE {_NEEDS_WORK_SQL}"
+            ).fetchone()
+        return int(row[0])
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each of :data:`QUEUE_KINDS`."""
+        return _queue_counts(self.entries(), time.time())
+
+    def leases(self) -> list[Lease]:
+        """The live leases of jobs that need work, oldest job first."""
+        return _live_leases(self.entries(), time.time())
 
     def claim(self, gen_id: str, *, reopen: bool = False) -> Entry:
         """Take the lease of ``gen_id`` for this journal, in one write transaction.
@@ -727,7 +1066,7 @@ class SQLiteJournal:
                 expires, owner, pid, host = self._mine()
                 db.execute(
                     "UPDATE generations SET owner = ?, owner_pid = ?, owner_host = ?, "
-                    "lease_expires = ? WHERE id = ?",
+                    "lease_expires = ?, fence = fence + 1 WHERE id = ?",
                     (owner, pid, host, expires, gen_id),
                 )
                 if reopening:
@@ -743,7 +1082,12 @@ class SQLiteJournal:
                     entry = attrs.evolve(entry, state=State.REQUESTED, reason="")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot take generation {gen_id} over now: {exc}") from None
+        self._leases.hold(gen_id, self._fence_of(found) + 1)
         return attrs.evolve(entry, owner=self.owner, lease_expires=expires)
+
+    @staticmethod
+    def _fence_of(row: tuple[Any, ...]) -> int:
+        return int(row[16] or 0)
 
     def entries(self) -> list[Entry]:
         """Every journalled generation, oldest first (this journal's queued writes done first,
@@ -772,18 +1116,6 @@ class SQLiteJournal:
         return [(r[0], r[1], r[2]) for r in rows]
 
 
-def _refusal(db: sqlite3.Connection, gen_id: str, what: str) -> str:
-    """Why a conditional write about ``gen_id`` changed nothing."""
-    row = db.execute(
-        "SELECT state, owner_pid, owner_host FROM generations WHERE id = ?", (gen_id,)
-    ).fetchone()
-    if row is None:
-        return f"not recorded ({what}): {gen_id} is not in the journal"
-    if row[0] in _ENDED:
-        return f"not recorded ({what}): {gen_id} has already ended ({row[0]})"
-    return f"not recorded ({what}): {gen_id} is now held by process {row[1]} on {row[2]}"
-
-
 def _entry(row: tuple[Any, ...]) -> Entry:
     owner = None if row[11] is None else Owner(row[11], row[12], row[13])
     return Entry(
@@ -800,4 +1132,34 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         delivered_to=row[10],
         owner=owner,
         lease_expires=row[14] or 0.0,
+        queued=row[15] is None and row[4] == str(State.REQUESTED) and row[6] is None,
     )
+
+
+def _queue_counts(entries: list[Entry], now: float) -> dict[str, int]:
+    """How many of ``entries`` are in each of :data:`QUEUE_KINDS` at Unix time ``now``."""
+    counts = dict.fromkeys(QUEUE_KINDS, 0)
+    for entry in entries:
+        live = entry.lease_expires > now and entry.owner is not None and not entry.owner.gone()
+        if entry.state is State.DONE:
+            kind = "done" if entry.delivered_to else "running" if live else "unsaved"
+        elif entry.state in TERMINAL:
+            kind = str(entry.state)
+        else:
+            kind = "running" if live else "queued" if entry.queued else "abandoned"
+        counts[kind] += 1
+    return counts
+
+
+def _live_leases(entries: list[Entry], now: float) -> list[Lease]:
+    """The live leases among ``entries`` that need work, in their order."""
+    return [
+        Lease(
+            entry.id, entry.owner, entry.lease_expires, str(entry.state), entry.lease_expires - now
+        )
+        for entry in entries
+        if entry.needs_work
+        and entry.owner is not None
+        and entry.lease_expires > now
+        and not entry.owner.gone()
+    ]

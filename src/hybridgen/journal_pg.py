@@ -51,7 +51,7 @@ import attrs
 
 from .errors import ConfigError, JournalError, LeaseHeld, MissingExtra
 from .events import Transition
-from .journal import Entry, FailureCallback, JournalFailure, Owner
+from .journal import LEASE_LOST, QUEUE_KINDS, Entry, FailureCallback, JournalFailure, Lease, Owner
 from .machine import TERMINAL, State
 from .policy import Policy
 from .video import StartRequest, request_from_record, request_record
@@ -69,10 +69,6 @@ log: Final = logging.getLogger("hybridgen.journal")
 
 SCHEMA_VERSION: Final = 1
 """The schema version this hybridgen writes (``schema_version`` table)."""
-
-LEASE_LOST: Final = "lease lost"
-"""How the reason of a :class:`~hybridgen.journal.JournalFailure` begins when another process
-took the job over: this process must stop working on it."""
 
 _ENDED: Final = tuple(sorted(str(state) for state in TERMINAL))
 _ENDED_SQL: Final = f"({', '.join(repr(s) for s in _ENDED)})"
@@ -935,8 +931,22 @@ class PostgresJournal:
             return {row[0]: int(row[1]) for row in rows}
 
         found: dict[str, int] = self._now(run, "counts")
-        kinds = ("queued", "running", "abandoned", "done", "unsaved", "failed", "cancelled")
-        return {kind: found.get(kind, 0) for kind in kinds}
+        return {kind: found.get(kind, 0) for kind in QUEUE_KINDS}
+
+    def leases(self) -> list[Lease]:
+        """The live leases of jobs that need work, oldest job first (``remaining`` by the
+        database's clock)."""
+
+        def run(cur: psycopg.Cursor[Any], retrying: bool) -> list[Lease]:
+            rows = cur.execute(
+                f"SELECT id, owner, owner_pid, owner_host, lease_expires, state, n "
+                f"FROM {self.schema}.generations, (SELECT {_NOW} AS n) AS now "
+                f"WHERE {_NEEDS_WORK} AND lease_expires > n ORDER BY seq"
+            ).fetchall()
+            return [Lease(r[0], Owner(r[1], r[2], r[3]), r[4], r[5], r[4] - r[6]) for r in rows]
+
+        result: list[Lease] = self._now(run, "leases")
+        return result
 
     def holders(self) -> list[tuple[str, int, list[str]]]:
         """Who holds live leases: ``(owner, how many, up to 5 generation ids)`` per owner."""

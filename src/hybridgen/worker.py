@@ -1,8 +1,9 @@
 """A worker: takes jobs from a shared queue journal, runs them, saves their files.
 
 ``await Worker(client, journal).run()`` leases the oldest job that needs work and that no live
-process holds (:meth:`~hybridgen.journal_pg.PostgresJournal.lease_next`), up to ``concurrency``
-at a time, and finishes each as far as it got:
+process holds (:meth:`~hybridgen.journal_pg.PostgresJournal.lease_next`; a
+:class:`~hybridgen.journal.SQLiteJournal` is a queue too, for processes on one machine), up to
+``concurrency`` at a time, and finishes each as far as it got:
 
 - a queued job: its start is marked as being sent (a fenced, durable write), then sent;
 - a job whose start may have reached the server but whose file id was never recorded (its worker
@@ -52,8 +53,10 @@ UNSAFE_START: Final = (
 
 
 class QueueJournal(Journal, Protocol):
-    """A :class:`~hybridgen.journal.Journal` that is also a job queue shared by workers
-    (:class:`~hybridgen.journal_pg.PostgresJournal`). The blocking calls are run in threads."""
+    """A :class:`~hybridgen.journal.Journal` that is also a job queue shared by workers:
+    :class:`~hybridgen.journal_pg.PostgresJournal` (many machines) or
+    :class:`~hybridgen.journal.SQLiteJournal` (processes on one machine). The blocking calls
+    are run in threads."""
 
     def submit(
         self, request: ImageRequest, policy: Policy, meta: Mapping[str, str] | None = None
@@ -132,7 +135,8 @@ class Worker:
         chosen = journal if journal is not None else client.journal
         if chosen is None or not hasattr(chosen, "lease_next"):
             raise JournalError(
-                f"a Worker needs a journal that is a queue (a PostgresJournal); got {chosen!r}"
+                "a Worker needs a journal that is a queue (a SQLiteJournal or a PostgresJournal); "
+                f"got {chosen!r}"
             )
         if client.journal is None:
             client.journal = chosen

@@ -153,7 +153,9 @@ def _open_journal(path: str, *, create: bool, lease: float | None = None) -> Cli
     try:
         if create:
             target.parent.mkdir(parents=True, exist_ok=True)
-        return SQLiteJournal(target, flush_timeout=JOURNAL_FLUSH)
+        if lease is None:
+            return SQLiteJournal(target, flush_timeout=JOURNAL_FLUSH)
+        return SQLiteJournal(target, flush_timeout=JOURNAL_FLUSH, lease=lease)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError("--journal", f"cannot open {path} as a journal: {exc}") from None
 

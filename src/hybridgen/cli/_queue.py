@@ -4,7 +4,8 @@
 ``worker`` runs queued and abandoned jobs with :class:`hybridgen.worker.Worker` until SIGTERM
 (drain: no new job, the running ones finish; a second signal gives them back) or, with
 ``--exit-when-idle``, until none needs work; ``status`` counts the jobs per state and says who
-holds what. The queue is a PostgreSQL journal; ``status`` reads a SQLite journal too.
+holds what (per running job: its worker and when its lease ends). The queue is a PostgreSQL
+journal (workers on many machines) or a SQLite file (worker processes on one machine).
 """
 
 from __future__ import annotations
@@ -22,19 +23,18 @@ import trio
 
 from ..config import Config
 from ..errors import ConfigError, JournalError
-from ..machine import TERMINAL, State
+from ..journal import QUEUE_KINDS, Lease
 from ..wire import ImageRequest
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
-from ._files import JOURNAL_ENV, _close_journal, _is_postgres, _journal_arg, _open_journal
+from ._files import JOURNAL_ENV, _close_journal, _journal_arg, _open_journal
 from ._options import policy_from_options
 from ._output import _out, _say, _setup_logging
 
 if TYPE_CHECKING:
-    from ..journal import Entry
-    from ..journal_pg import PostgresJournal
     from ..worker import JobOutcome
+    from ._files import CliJournal
 
-STATES = ("queued", "running", "abandoned", "done", "unsaved", "failed", "cancelled")
+STATES = QUEUE_KINDS
 """The kinds ``status`` counts (``unsaved``: done, its file not saved yet)."""
 
 
@@ -47,17 +47,8 @@ def _where(args: argparse.Namespace) -> str:
     return where
 
 
-def _queue(args: argparse.Namespace, command: str, lease: float | None = None) -> PostgresJournal:
-    where = _where(args)
-    if not _is_postgres(where):
-        raise ConfigError(
-            "--journal",
-            f"{command} needs a queue: a PostgreSQL journal (postgresql://...); a SQLite journal "
-            "records one process's generations (see: hybridgen generate --journal, resume)",
-        )
-    journal = _open_journal(where, create=True, lease=lease)
-    assert hasattr(journal, "lease_next")
-    return journal  # type: ignore[return-value]
+def _queue(args: argparse.Namespace, lease: float | None = None) -> CliJournal:
+    return _open_journal(_where(args), create=True, lease=lease)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -78,7 +69,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     if args.retry_unsafe_starts:
         policy = policy.replace(retry_unsafe_starts=True)
     meta = {} if args.out is None else {"out": os.path.abspath(args.out)}
-    journal = _queue(args, "submit")
+    journal = _queue(args)
     try:
         for request in requests:
             key = journal.submit(request, policy, meta)
@@ -93,7 +84,7 @@ def _outcome_json(outcome: JobOutcome) -> dict[str, Any]:
     return {"key": fields.pop("generation_id"), **fields}
 
 
-async def _work(args: argparse.Namespace, journal: PostgresJournal) -> dict[str, Any]:
+async def _work(args: argparse.Namespace, journal: CliJournal) -> dict[str, Any]:
     from ..driver import Client
     from ..transport import SuperDuperTransport
     from ..worker import Worker
@@ -159,7 +150,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("--out-dir", f"cannot create {args.out_dir}: {exc}") from None
-    journal = _queue(args, "worker", lease=args.lease)
+    journal = _queue(args, lease=args.lease)
     try:
         summary = trio.run(_work, args, journal)
     finally:
@@ -173,53 +164,52 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_FAILED if bad else EXIT_OK
 
 
-def _counts_of(entries: list[Entry], now: float) -> dict[str, int]:
-    """``status`` counts of a journal without a queue of its own (SQLite)."""
-    counts = dict.fromkeys(STATES, 0)
-    for entry in entries:
-        live = entry.lease_expires > now and entry.owner is not None and not entry.owner.gone()
-        if entry.state is State.DONE:
-            kind = "done" if entry.delivered_to else "running" if live else "unsaved"
-        elif entry.state in TERMINAL:
-            kind = str(entry.state)
-        else:
-            kind = "running" if live else "queued" if entry.queued else "abandoned"
-        counts[kind] += 1
-    return counts
+def _holders(leases: list[Lease]) -> list[tuple[str, list[Lease]]]:
+    """The leases grouped by their holder (``process PID on HOST (ID)``), in holder order."""
+    held: dict[str, list[Lease]] = {}
+    for lease in leases:
+        held.setdefault(f"{lease.owner} ({lease.owner.id})", []).append(lease)
+    return sorted(held.items())
+
+
+def _lease_json(lease: Lease) -> dict[str, Any]:
+    owner = lease.owner
+    return {
+        "key": lease.generation_id,
+        "state": lease.state,
+        "worker": owner.id,
+        "pid": owner.pid,
+        "host": owner.host,
+        "lease_expires": round(lease.expires, 3),
+        "lease_left": round(lease.remaining, 1),
+    }
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
-    where = _where(args)
-    journal = _open_journal(where, create=False)
+    journal = _open_journal(_where(args), create=False)
     try:
-        if _is_postgres(where):
-            from ..journal_pg import PostgresJournal
-
-            assert isinstance(journal, PostgresJournal)
-            counts = journal.counts()
-            holders = journal.holders()
-        else:
-            entries = journal.entries()
-            now = time.time()
-            counts = _counts_of(entries, now)
-            held: dict[str, list[str]] = {}
-            for entry in entries:
-                if entry.needs_work and entry.owner is not None and entry.lease_expires > now:
-                    held.setdefault(f"{entry.owner} ({entry.owner.id})", []).append(entry.id)
-            holders = [(who, len(ids), ids[:5]) for who, ids in sorted(held.items())]
+        counts = journal.counts()
+        leases = journal.leases()
     except JournalError as exc:
         raise ConfigError("--journal", str(exc)) from None
     finally:
         _close_journal(journal)
+    holders = _holders(leases)
     if args.json:
-        for who, count, ids in holders:
-            _out(json.dumps({"holder": who, "jobs": count, "some": ids}))
+        for lease in leases:
+            _out(json.dumps(_lease_json(lease)))
+        for who, held in holders:
+            some = [lease.generation_id for lease in held[:5]]
+            _out(json.dumps({"holder": who, "worker": held[0].owner.id, "jobs": len(held),
+                             "some": some}))  # fmt: skip
         _out(json.dumps(counts))
         return EXIT_OK
     width = max(len(kind) for kind in counts)
     for kind, count in counts.items():
         _out(f"{kind:<{width}}  {count}")
-    for who, count, ids in holders:
-        _out(f"held by {who}: {count} job(s), e.g. {', '.join(ids)}")
+    for who, held in holders:
+        _out(f"held by {who}: {len(held)} job(s)")
+        for lease in held:
+            _out(f"  {lease.generation_id}  {lease.state}, lease ends in {lease.remaining:.1f} s")
     return EXIT_OK
