@@ -16,7 +16,7 @@ from hybridgen import Client, ImageRequest, Policy, State
 from hybridgen.emulator.model import Faults, ServerModel
 from hybridgen.errors import JournalError, LeaseHeld
 from hybridgen.events import Transition
-from hybridgen.journal import SQLiteJournal
+from hybridgen.journal import LEASE_LOST, SQLiteJournal
 from hybridgen.machine import Trigger
 from hybridgen.testing import MemoryTransport
 from hybridgen.video import VideoRequest
@@ -254,3 +254,78 @@ def test_a_cancelled_entry_is_reopened_and_ends_again(backend: Backend) -> None:
     other.record("g1", step("g1", State.REQUESTED, State.DONE, Trigger.POLL_RESULT), "f1")
     assert other.flush() and other.lost == 0
     assert [d for _, _, d in other.path_of("g1")] == ["awaiting_ws", "cancelled", "done"]
+
+
+# -- the queue: workers share the journal (PostgreSQL: many machines; SQLite: one) -----------------
+
+
+def submit(journal: Any, count: int) -> list[str]:
+    return [journal.submit(ImageRequest(prompt=f"fox {i}"), Policy.default()) for i in range(count)]
+
+
+def test_submitted_jobs_are_leased_once_each_and_counted(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    ids = submit(a, 5)
+    assert a.counts()["queued"] == 5 and a.leases() == []
+    first = a.lease_next(2)
+    second = b.lease_next(10)
+    assert [e.id for e in first] == ids[:2] and [e.id for e in second] == ids[2:]
+    assert all(e.queued and e.state is State.REQUESTED for e in first + second)
+    assert a.lease_next(10) == [] and b.lease_next(10) == []
+    counts = b.counts()
+    assert counts["running"] == 5 and counts["queued"] == 0 and sum(counts.values()) == 5
+    leases = a.leases()
+    assert [lease.generation_id for lease in leases] == ids
+    assert [lease.owner for lease in leases] == [a.owner] * 2 + [b.owner] * 3
+    assert all(0 < lease.remaining <= a.lease and lease.state == "requested" for lease in leases)
+    a.release(ids[0])
+    assert a.flush()
+    (again,) = b.lease_next(10)  # released: free at once
+    assert again.id == ids[0] and again.owner == b.owner
+
+
+def test_a_start_is_marked_sending_once_per_lease(backend: Backend) -> None:
+    journal = backend.open()
+    (gen_id,) = submit(journal, 1)
+    assert not journal.mark_sending(gen_id)  # not leased: must not be sent
+    journal.lease_next()
+    assert journal.mark_sending(gen_id) and journal.mark_sending(gen_id)
+    journal.release(gen_id)
+    assert journal.flush()
+    (again,) = backend.open().lease_next()
+    assert again.id == gen_id and not again.queued  # its start may have reached the server
+    assert not journal.mark_sending(gen_id)
+
+
+def test_a_stalled_workers_writes_and_download_are_refused(backend: Backend) -> None:
+    stalled = backend.open(lease=3600)
+    failures = Failures(stalled)
+    lost: list[str] = []
+    stalled.on_lease_lost(lost.append)
+    (gen_id,) = submit(stalled, 1)
+    stalled.lease_next()
+    assert stalled.mark_sending(gen_id)
+    stalled.record(gen_id, START(gen_id), "f1")
+    assert stalled.flush()
+    backend.execute("UPDATE generations SET lease_expires = 1")  # it stalled past its lease
+    taker = backend.open()
+    (taken,) = taker.lease_next()
+    assert taken.file_id == "f1" and not taken.queued and taken.state is State.AWAITING_WS
+    taker.record(gen_id, DONE(gen_id), None)
+    assert taker.flush()
+    # the stalled one wakes up: it can neither record, nor download, nor deliver
+    stalled.record(gen_id, DONE(gen_id), None)
+    assert stalled.flush()
+    assert lost == [gen_id] and failures.seen[-1].reason.startswith(LEASE_LOST)
+    assert not stalled.begin_download(gen_id) and not stalled.holds(gen_id)
+    stalled.delivered(gen_id, "stalled.png")
+    assert stalled.flush()
+    assert taker.begin_download(gen_id)
+    taker.delivered(gen_id, "taker.png")
+    assert taker.flush()
+    (entry,) = taker.entries()
+    assert entry.delivered_to == "taker.png"
+    assert taker.path_of(gen_id) == [
+        ("requested", "start", "awaiting_ws"),
+        ("polling", "poll_result", "done"),
+    ]

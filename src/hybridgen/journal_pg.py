@@ -940,7 +940,7 @@ class PostgresJournal:
         def run(cur: psycopg.Cursor[Any], retrying: bool) -> list[Lease]:
             rows = cur.execute(
                 f"SELECT id, owner, owner_pid, owner_host, lease_expires, state, n "
-                f"FROM {self.schema}.generations, (SELECT {_NOW} AS n) AS now "
+                f"FROM {self.schema}.generations, (SELECT {_NOW}::float8 AS n) AS now "
                 f"WHERE {_NEEDS_WORK} AND lease_expires > n ORDER BY seq"
             ).fetchall()
             return [Lease(r[0], Owner(r[1], r[2], r[3]), r[4], r[5], r[4] - r[6]) for r in rows]
