@@ -67,6 +67,22 @@ def public_names(module: types.ModuleType) -> list[str]:
     )
 
 
+def internal_bases(cls: type) -> list[type]:
+    """The bases of ``cls`` that their modules do not export (parts of one class split across
+    modules): their members are documented as the class's own."""
+    found: list[type] = []
+    for base in cls.__mro__[1:]:
+        module = sys.modules.get(base.__module__)
+        if (
+            module is None
+            or not base.__module__.startswith(f"{PACKAGE}.")
+            or base.__name__ in public_names(module)
+        ):
+            break
+        found.append(base)
+    return found
+
+
 def home_of(name: str, value: object, modules: dict[str, types.ModuleType]) -> str | None:
     """The module whose section documents ``value``: where it is defined, if that lists it."""
     defined_in = getattr(value, "__module__", None)
@@ -387,7 +403,8 @@ class Reference:
 
     def klass(self, dotted: str, cls: type) -> Iterator[str]:
         module_name = cls.__module__
-        bases = [b for b in cls.__bases__ if b is not object]
+        internal = internal_bases(cls)
+        bases = [b for b in cls.__bases__ if b is not object and b not in internal]
         kind = "class"
         if issubclass(cls, enum.Enum):
             kind = "enum"
@@ -456,13 +473,18 @@ class Reference:
         return cls.__qualname__ if dotted in self.linker.anchors else dotted
 
     def members(self, cls: type) -> Iterator[tuple[str, object]]:
-        for name, member in vars(cls).items():
-            if name.startswith("_") and name not in ("__call__", "__aenter__", "__aiter__"):
-                continue
-            if isinstance(member, property | classmethod | staticmethod) or inspect.isfunction(
-                member
-            ):
-                yield name, member
+        seen: set[str] = set()
+        for owner in (cls, *internal_bases(cls)):
+            for name, member in vars(owner).items():
+                if name in seen or (
+                    name.startswith("_") and name not in ("__call__", "__aenter__", "__aiter__")
+                ):
+                    continue
+                if isinstance(member, property | classmethod | staticmethod) or inspect.isfunction(
+                    member
+                ):
+                    seen.add(name)
+                    yield name, member
 
     def member(self, cls: type, name: str, member: object, module_name: str) -> Iterator[str]:
         if isinstance(member, property):
