@@ -39,8 +39,10 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import tomllib
+import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -261,9 +263,7 @@ class Shell:
 
     def checkout(self) -> Path:
         """A fresh directory that looks like a checkout of the project."""
-        index = len(list(self.root.glob("run-*")))
-        where = self.root / f"run-{index}"
-        where.mkdir()
+        where = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))  # blocks run side by side
         for name in CHECKOUT:
             (where / name).symlink_to(ROOT / name)
         return where
@@ -493,6 +493,13 @@ def first_line(process: subprocess.Popen[bytes]) -> str:
 
 
 def run_block(block: Block, shell: Shell) -> Outcome:
+    try:
+        return run_block_unguarded(block, shell)
+    except Exception:  # one block's error is its test's failure, not the fixture's
+        return Outcome(problems=[traceback.format_exc()])
+
+
+def run_block_unguarded(block: Block, shell: Shell) -> Outcome:
     if block.needs:
         return checked_only(block)
     if block.lang == "console":
