@@ -149,3 +149,20 @@ def test_the_table_states_each_figures_direction() -> None:
     assert "ratio (above 1: ours is better)" in header
     assert lower.split() == ["time.t", "2", "6", "s", "lower", "3x"]
     assert higher.split() == ["rate.r", "2", "6", "1/s", "higher", "0.333x"]
+
+
+def test_scale_summary_sets_drain_requests_and_flatness_beside_the_loop() -> None:
+    from hybridgen.bench.scale import summary
+
+    figures = []
+    for n, ours, base in ((1000, 2.0, 2.5), (5000, 2.2, 2.4)):
+        key = f"scale.silent.n{n}"
+        figures += [
+            figure(f"{key}.client_cpu_per_generation", ours, "ms", base),
+            figure(f"{key}.drain", 10.0 * n / 1000, "s", 8.0 * n / 1000),
+            figure(f"{key}.requests_per_generation", 3.0, "requests", 2.5),
+        ]
+    text = summary(figures)
+    assert "scale.silent.n1000: 0.80x, drain 10s / 8s (1.25x), requests/gen 3 / 2.5" in text
+    assert "scale.silent.n5000: 0.92x, drain 50s / 40s (1.25x)" in text
+    assert "flat in N (silent): hybridgen CPU/gen at N=5000 ÷ at N=1000: 1.10x" in text
