@@ -781,10 +781,14 @@ class Client:
                 try:
                     limiter.acquire_nowait()
                 except trio.WouldBlock:
-                    with trio.fail_at(deadline):
+                    # plain scopes, not trio.fail_at (a generator-based context manager each)
+                    with trio.CancelScope(deadline=deadline):
                         await limiter.acquire()
-                held.append(limiter)
-            # a plain scope, not trio.fail_at (a generator-based context manager per request)
+                        held.append(limiter)
+                    if limiter not in held:
+                        raise trio.TooSlowError from None
+                else:
+                    held.append(limiter)
             with trio.CancelScope(deadline=min(deadline, trio.current_time() + request_timeout)):
                 return await request()
             raise trio.TooSlowError  # reached only when the scope cancelled the request

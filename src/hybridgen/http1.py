@@ -29,6 +29,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Final
 from urllib.parse import quote, urlsplit
 
@@ -85,14 +86,28 @@ class Response:
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes, chunk by chunk, until its end; a failure raises ``HTTPFailure``."""
-        conn = self._conn
-        while True:
-            event = await conn.next_event()
-            if not isinstance(event, h11.Data):  # EndOfMessage, or the body was read already
-                return
-            yield bytes(event.data)
+        return _Body(self._conn)
+
+
+class _Body:
+    """A reply's body as an async iterator; a class, not an async generator (trio hooks the
+    start and end of every async generator: a cost per request at thousands of requests)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        event = await self._conn.next_event()
+        if not isinstance(event, h11.Data):  # EndOfMessage, or the body was read already
+            raise StopAsyncIteration
+        return bytes(event.data)
 
 
 class _Connection:
@@ -203,14 +218,13 @@ class Pool:
         idle = sum(len(conns) for conns in self._idle.values())
         return f"<Pool {idle} idle connections>"
 
-    @contextlib.asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         url: str,
         headers: Iterable[tuple[str, str]],
         body: bytes | None = None,
-    ) -> AsyncIterator[Response]:
+    ) -> AbstractAsyncContextManager[Response]:
         """Send a request and enter with its :class:`Response` (the head read, the body not).
 
         The connection goes back to the pool if the body was read to its end; otherwise it is
@@ -220,24 +234,7 @@ class Pool:
         """
         origin, target, host = _split(url)
         message = _message(self._heads, method, target, (("Host", host), *headers), body)
-        conn, reused = await self._take(origin)
-        try:
-            try:
-                response = await self._exchange(conn, method, message)
-            except HTTPFailure:
-                if not (reused and method == "GET" and conn.h11.their_state is h11.SEND_RESPONSE):
-                    raise
-                conn.close()
-                conn = await self._connect(origin)
-                response = await self._exchange(conn, method, message)
-            yield response
-        except BaseException:
-            conn.close()
-            raise
-        if conn.reusable() and not self._closed:
-            self._give_back(origin, conn)
-        else:
-            conn.close()
+        return _Exchange(self, origin, method, message)
 
     async def aclose(self) -> None:
         """Close every idle connection (requests in flight close theirs when they end)."""
@@ -310,6 +307,47 @@ class Pool:
         idle.append(conn)
         if len(idle) > self.max_idle:
             idle.pop(0).close()  # the oldest makes room
+
+
+class _Exchange:
+    """One request of a :class:`Pool` as an async context manager; a class, not
+    ``contextlib.asynccontextmanager`` (an async generator, hooked by trio, per request)."""
+
+    __slots__ = ("_conn", "_message", "_method", "_origin", "_pool")
+
+    def __init__(self, pool: Pool, origin: Origin, method: str, message: _Message) -> None:
+        self._pool = pool
+        self._origin = origin
+        self._method = method
+        self._message = message
+        self._conn: _Connection | None = None
+
+    async def __aenter__(self) -> Response:
+        pool, origin, method, message = self._pool, self._origin, self._method, self._message
+        conn, reused = await pool._take(origin)
+        try:
+            try:
+                response = await pool._exchange(conn, method, message)
+            except HTTPFailure:
+                if not (reused and method == "GET" and conn.h11.their_state is h11.SEND_RESPONSE):
+                    raise
+                conn.close()
+                conn = await pool._connect(origin)
+                response = await pool._exchange(conn, method, message)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return response
+
+    async def __aexit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        conn = self._conn
+        assert conn is not None  # entered
+        self._conn = None
+        if kind is None and conn.reusable() and not self._pool._closed:
+            self._pool._give_back(self._origin, conn)
+        else:
+            conn.close()
 
 
 class _Message:

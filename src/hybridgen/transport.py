@@ -431,11 +431,16 @@ class SuperDuperTransport:
         port); a redirect's body is read (at most 64 KiB, to keep the connection) and dropped.
         Raises :class:`~hybridgen.errors.RedirectError` for a redirect not followed.
         """
-        api = _origin(self.config.url)
+        base = self.config.api_url("")  # the API's own URLs: no parsing per request
+        api = None
         token = {"Authorization": f"Bearer {self.config.token.reveal()}"}
         chain = [url]
         while True:
-            token_sent = _origin(url) == api
+            if url.startswith(base):
+                token_sent = True
+            else:
+                api = api or _origin(self.config.url)
+                token_sent = _origin(url) == api
             sent = {**headers, **token} if token_sent else headers
             async with self._http.request("GET", url, sent.items()) as response:
                 if response.status not in REDIRECT_STATUSES:

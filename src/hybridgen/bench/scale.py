@@ -352,7 +352,8 @@ def summary(figures: Sequence[Figure]) -> str:
     ]
     lines = [
         f"# hybridgen CPU/gen ÷ aiohttp CPU/gen (lower is better; goal ≤ {CPU_GOAL_RATIO:g}), "
-        f"drain hybridgen / aiohttp (goal ≤ {DRAIN_GOAL_RATIO:g}x), requests/gen hybridgen / aiohttp"
+        f"drain hybridgen / aiohttp (goal ≤ {DRAIN_GOAL_RATIO:g}x), "
+        "requests/gen hybridgen / aiohttp"
     ]
     for cell in cells:
         cpu, drain = by[f"{cell}.client_cpu_per_generation"], by.get(f"{cell}.drain")
@@ -364,20 +365,19 @@ def summary(figures: Sequence[Figure]) -> str:
             words.append(f"requests/gen {_pair(requests, '')}")
         lines.append(", ".join(words))
     for mode in dict.fromkeys(cell.split(".")[1] for cell in cells):
-        cpu = {
-            int(cell.rsplit(".n", 1)[1]): by[f"{cell}.client_cpu_per_generation"]["value"]
-            for cell in cells
-            if cell.split(".")[1] == mode
-        }
-        if len(cpu) < 2:
+        per_n: dict[int, float] = {}
+        for cell in cells:
+            value = by[f"{cell}.client_cpu_per_generation"]["value"]
+            if cell.split(".")[1] == mode and value:
+                per_n[int(cell.rsplit(".n", 1)[1])] = value
+        if len(per_n) < 2:
             continue
-        top = max(cpu)
-        low = 1000 if 1000 in cpu and top != 1000 else min(cpu)
-        if cpu[top] and cpu[low]:
-            lines.append(
-                f"flat in N ({mode}): hybridgen CPU/gen at N={top} ÷ at N={low}: "
-                f"{cpu[top] / cpu[low]:.2f}x (goal ≤ {FLAT_GOAL_RATIO:g})"
-            )
+        top = max(per_n)
+        low = 1000 if 1000 in per_n and top != 1000 else min(per_n)
+        lines.append(
+            f"flat in N ({mode}): hybridgen CPU/gen at N={top} ÷ at N={low}: "
+            f"{per_n[top] / per_n[low]:.2f}x (goal ≤ {FLAT_GOAL_RATIO:g})"
+        )
     return "\n".join(lines)
 
 
@@ -397,8 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", help="comma-separated N values")
     parser.add_argument(
         "--modes",
-        help=f"comma-separated push modes: {', '.join(MODES)} (default: {', '.join(DEFAULT_MODES)}; "
-        "--smoke: all)",
+        help=f"comma-separated push modes: {', '.join(MODES)} "
+        f"(default: {', '.join(DEFAULT_MODES)}; --smoke: all)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per client; medians reported")
     parser.add_argument("--gen-time", type=float, help="emulated generation time, seconds")
