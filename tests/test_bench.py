@@ -38,7 +38,10 @@ PREFIXES = {
     "events": ("events.sync.", "events.async."),
     "virtual": ("virtual.",),
     "journal": ("journal.lock.",),
+    "queue": ("queue.",),
 }
+GENERIC = [name for name in BENCHMARKS if name != "queue"]
+"""queue needs a PostgreSQL: tests/test_bench_queue.py runs it against the tests' server."""
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,7 +72,7 @@ def figures_of(stdout: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(BENCHMARKS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) -> None:
     plot = tmp_path / f"{name}.png"
     extra = ["--plot", str(plot)] if name in ("latency", "scale") else []

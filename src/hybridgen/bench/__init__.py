@@ -27,17 +27,23 @@ BENCHMARKS: Final = {
     "events": "figure 5: transitions/s through the subscriber fan-out",
     "virtual": "virtual time: real ms per scenario, property examples per second",
     "journal": "journal under a lock held by another process: longest event-loop stall",
+    "queue": "job queue: jobs/s, journal CPU and round trips per job, 1/2/4 workers, PG vs SQLite",
 }
 """Benchmark names and what each measures, in the order they run."""
 
 
-def run(name: str, *, smoke: bool = False, plot: str | None = None) -> list[Figure]:
-    """Run the benchmark ``name`` and return its figures (``plot``: latency's or scale's PNG)."""
+def run(
+    name: str, *, smoke: bool = False, plot: str | None = None, dsn: str | None = None
+) -> list[Figure]:
+    """Run the benchmark ``name`` and return its figures (``plot``: latency's or scale's PNG;
+    ``dsn``: queue's PostgreSQL database)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     module = importlib.import_module(f"{__name__}.{name}")
     if name in ("latency", "scale"):
         return list(module.run(smoke=smoke, plot=plot))
+    if name == "queue":
+        return list(module.run(smoke=smoke, dsn=dsn))
     return list(module.run(smoke=smoke))
 
 
@@ -57,9 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PNG",
         help="latency, scale: also draw the plot to this file (scale's gets -scale with both)",
     )
+    parser.add_argument(
+        "--dsn",
+        metavar="URL",
+        help="queue: the PostgreSQL database (default: HYBRIDGEN_TEST_POSTGRES, else a "
+        "throwaway cluster in a temporary directory)",
+    )
 
 
-def run_names(names: Sequence[str], smoke: bool, plot: str | None) -> int:
+def run_names(names: Sequence[str], smoke: bool, plot: str | None, dsn: str | None = None) -> int:
     """Run ``names`` (all when empty), printing each benchmark's figures as it ends.
 
     Raises ``ValueError`` naming an unknown benchmark before anything runs.
@@ -72,7 +84,7 @@ def run_names(names: Sequence[str], smoke: bool, plot: str | None) -> int:
         path = plot
         if plot is not None and name == "scale" and "latency" in names:
             path = str(Path(plot).with_name(f"{Path(plot).stem}-scale{Path(plot).suffix}"))
-        figures = run(name, smoke=smoke, plot=path)
+        figures = run(name, smoke=smoke, plot=path, dsn=dsn)
         emit(figures, title=f"# {name}: {BENCHMARKS[name]}")
         summary = getattr(importlib.import_module(f"{__name__}.{name}"), "summary", None)
         if summary is not None:  # a benchmark's own reading of its figures
@@ -88,4 +100,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
-    return run_names(args.names, args.smoke, args.plot)
+    return run_names(args.names, args.smoke, args.plot, args.dsn)

@@ -45,4 +45,4 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         raise UsageError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
-    return run_names(args.names, args.smoke, args.plot)
+    return run_names(args.names, args.smoke, args.plot, args.dsn)
