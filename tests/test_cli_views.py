@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from cli_support import needs_command, run_on_terminal
-from hybridgen.cli._live import RichReporter, _RichBatchReporter
+from hybridgen.cli._live import RichBatchReporter, RichReporter
 from hybridgen.cli._report import Outcome
 from hybridgen.events import Progress, Retry, Transition
 from hybridgen.machine import State, Trigger
@@ -26,7 +26,7 @@ def recording(width: int) -> Console:
     return Console(record=True, width=width, file=io.StringIO(), force_terminal=True)
 
 
-def frames(view: RichReporter | _RichBatchReporter, width: int) -> list[str]:
+def frames(view: RichReporter | RichBatchReporter, width: int) -> list[str]:
     """The view rendered as the live display renders it: with and without markup parsing."""
     view.console = recording(width)
     view.console.print(view)
@@ -44,8 +44,8 @@ def single(state: State = State.POLLING) -> RichReporter:
     return view
 
 
-def batch() -> _RichBatchReporter:
-    view = _RichBatchReporter(12)
+def batch() -> RichBatchReporter:
+    view = RichBatchReporter(12)
     for n, state in enumerate([State.AWAITING_WS, State.POLLING, State.POLLING, State.DONE]):
         view.event(Transition(f"g{n}", State.REQUESTED, state, Trigger.START, 1.0, 0.0))
     view.ended.append(Outcome(str(State.DONE), "g3", path="/tmp/x.png"))

@@ -37,7 +37,7 @@ from ._exit import (
     sentence,
 )
 from ._options import EMULATOR_GEN_TIME, EMULATOR_SSE_MODE, EMULATOR_WS_MODE
-from ._output import _note_secret, _say
+from ._output import note_secret, say
 
 
 def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -637,27 +637,27 @@ def _only_interrupts(exc: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (argparse exits with 2 on bad usage itself)."""
-    _note_secret(os.environ.get("SUPERDUPERAI_TOKEN"))
+    note_secret(os.environ.get("SUPERDUPERAI_TOKEN"))
     args = build_parser().parse_args(argv)
-    from ._interrupt import _signals_as_sigint
+    from ._interrupt import signals_as_sigint
 
     TOKEN_REJECTED.clear()
     try:
-        with _signals_as_sigint():
+        with signals_as_sigint():
             code = int(args.func(args))
     except (ConfigError, RequestError) as exc:
         message = getattr(exc, "message", None)  # a MissingExtra has no message of its own
-        _say(f"error: {exc if message is None else sentence(exc.field, message)}")
+        say(f"error: {exc if message is None else sentence(exc.field, message)}")
         return EXIT_USAGE
     except (UsageError, AuthError) as exc:  # a rejected token is bad configuration
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return EXIT_USAGE
     except (HybridgenError, OSError) as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return EXIT_FAILED
     except BaseException as exc:
         if _only_interrupts(exc):
-            _say("interrupted")
+            say("interrupted")
             return EXIT_INTERRUPTED
         raise
     return EXIT_USAGE if code == EXIT_FAILED and TOKEN_REJECTED else code

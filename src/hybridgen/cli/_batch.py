@@ -1,8 +1,8 @@
 """``hybridgen generate --batch FILE``: many prompts, one client, one image file per prompt.
 
 Reads and checks the prompts, names each item's file, runs them with
-:func:`hybridgen.batch.run_batch` and reports each item as it ends; :class:`_Run` and
-:func:`_run_items` are shared with ``resume``. Concurrency and fail-fast are decided by
+:func:`hybridgen.batch.run_batch` and reports each item as it ends; :class:`BatchRun` and
+:func:`run_items` are shared with ``resume``. Concurrency and fail-fast are decided by
 :mod:`hybridgen.batch`, not here.
 """
 
@@ -34,26 +34,26 @@ from ..wire import BodyForm, ImageRequest
 from ._exit import UsageError, sentence, worst_exit
 from ._files import (
     JOURNAL_WAIT,
-    _close_journal,
-    _journal_arg,
-    _journal_meta,
-    _journal_wait,
-    _open_journal,
-    _save,
+    checked_journal_wait,
+    close_journal,
+    journal_arg,
+    journal_meta,
+    open_journal,
+    save_result,
 )
 from ._inspect import Publish, follow, inspecting
-from ._interrupt import _Interrupt, _not_run, _not_saved, _with_signals
-from ._json import _JsonBatchReporter, batch_json, outcome_json
-from ._live import _RichBatchReporter
-from ._options import _open_config
-from ._report import Outcome, _BatchReporter, _tally
+from ._interrupt import Interrupt, not_run, not_saved, with_signals
+from ._json import JsonBatchReporter, batch_json, outcome_json
+from ._live import RichBatchReporter
+from ._options import open_config
+from ._report import BatchReporter, Outcome, count_outcomes
 
 if TYPE_CHECKING:
     from ..driver import Client, Generation
     from ..emulator.model import Faults
     from ..journal import Entry, Journal
     from ._files import CliJournal
-    from ._generate import _Job
+    from ._generate import GenerateJob
 
 
 def _slug(prompt: str, limit: int = 40) -> str:
@@ -64,7 +64,7 @@ def _slug(prompt: str, limit: int = 40) -> str:
 
 
 @attrs.frozen
-class _Item:
+class BatchItem:
     """One prompt of a batch (or one journal entry to resume)."""
 
     index: int
@@ -76,9 +76,9 @@ class _Item:
     entry: Entry | None = None
 
 
-def _read_batch(
+def read_batch(
     source: str, out_dir: Path, model: str | None = None, body_form: BodyForm = "config"
-) -> list[_Item]:
+) -> list[BatchItem]:
     """Every non-empty line of ``source`` (``-``: stdin) as a checked request; ``UsageError``."""
     label = "stdin" if source == "-" else source
     try:
@@ -105,51 +105,51 @@ def _read_batch(
         raise UsageError(f"--batch {label}: no prompts (every line is empty)")
     width = max(3, len(str(len(requests))))
     return [
-        _Item(i, r.prompt, out_dir / f"{i:0{width}d}-{_slug(r.prompt)}.png", request=r)
+        BatchItem(i, r.prompt, out_dir / f"{i:0{width}d}-{_slug(r.prompt)}.png", request=r)
         for i, r in enumerate(requests, start=1)
     ]
 
 
-def _pick_batch_reporter(as_json: bool, total: int) -> _BatchReporter:
+def pick_batch_reporter(as_json: bool, total: int) -> BatchReporter:
     if as_json:
-        return _JsonBatchReporter(total)
+        return JsonBatchReporter(total)
     if sys.stderr.isatty():
-        return _RichBatchReporter(total)
-    return _BatchReporter(total)
+        return RichBatchReporter(total)
+    return BatchReporter(total)
 
 
 @attrs.define
-class _Run:
+class BatchRun:
     """The state of a batch or resume run: what each item ended as, shared with the reporter."""
 
-    items: list[_Item]
-    reporter: _BatchReporter
+    items: list[BatchItem]
+    reporter: BatchReporter
     journal: CliJournal | None
     outcomes: dict[int, Outcome] = attrs.field(factory=dict)
     gens: dict[int, Generation] = attrs.field(factory=dict)
     publish: Publish | None = None
 
-    def started(self, item: _Item, gen: Generation, interrupt: _Interrupt) -> None:
+    def started(self, item: BatchItem, gen: Generation, interrupt: Interrupt) -> None:
         self.gens[item.index] = gen
         interrupt.gens.append(gen)
         self.reporter.started(item.index, gen)
 
-    def ended(self, item: _Item, outcome: Outcome) -> None:
+    def ended(self, item: BatchItem, outcome: Outcome) -> None:
         if item.index not in self.outcomes:
             self.outcomes[item.index] = outcome
             self.reporter.item(item, outcome)
             if self.publish is not None:
                 self.publish(outcome_json(outcome, item))
 
-    async def deliver(self, client: Client, item: _Item, gen: Generation) -> None:
+    async def deliver(self, client: Client, item: BatchItem, gen: Generation) -> None:
         """Wait for ``gen``, save its image to the item's path, report the item."""
         result = await gen.wait()
         saved, problem = None, "the journal does not say where to save it (no 'out')"
         if result.state is State.DONE and result.url and item.out is not None:
             media = "image" if item.entry is None else media_of(item.entry.request)
-            saved, problem = await _save(client, result.url, item.out, gen.core.policy, media)
+            saved, problem = await save_result(client, result.url, item.out, gen.core.policy, media)
         if self.journal is not None and result.state is State.DONE:
-            _record_delivery(self.journal, gen.id, saved, problem)
+            record_delivery(self.journal, gen.id, saved, problem)
         self.ended(item, _outcome_of(gen, saved, problem))
 
     def close(self, signal_name: str | None) -> list[Outcome]:
@@ -158,9 +158,9 @@ class _Run:
         for item in self.items:
             gen = self.gens.get(item.index)
             if gen is not None:
-                self.ended(item, _outcome_of(gen, None, _not_saved(signal_name)))
+                self.ended(item, _outcome_of(gen, None, not_saved(signal_name)))
             else:
-                self.ended(item, Outcome(state=str(State.CANCELLED), reason=_not_run(signal_name)))
+                self.ended(item, Outcome(state=str(State.CANCELLED), reason=not_run(signal_name)))
         return [self.outcomes[item.index] for item in self.items]
 
 
@@ -170,7 +170,7 @@ def _outcome_of(gen: Generation, saved: str | None, problem: str) -> Outcome:
 
 @attrs.frozen
 class _BatchJob:
-    items: list[_Item]
+    items: list[BatchItem]
     policy: Policy
     config: Config | None
     faults: Faults | None
@@ -181,14 +181,14 @@ class _BatchJob:
     journal: CliJournal | None = None
 
 
-async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
+async def _batch_body(job: _BatchJob, run: BatchRun, interrupt: Interrupt) -> None:
     from ..batch import run_batch
     from ..driver import Client
     from ._watch import WatchedTransport
 
     reporter = run.reporter
     async with contextlib.AsyncExitStack() as stack:
-        config = await _open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
+        config = await open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
         transport = WatchedTransport(config)  # one connection pool for every item
         client = await stack.enter_async_context(
             Client(transport, policy=job.policy, journal=job.journal)
@@ -199,7 +199,7 @@ async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
             client.subscribe(LoggingSubscriber())
         metas = None
         if job.journal is not None:
-            metas = [_journal_meta(item.out) for item in job.items if item.out is not None]
+            metas = [journal_meta(item.out) for item in job.items if item.out is not None]
         with trio.CancelScope() as work:
             interrupt.scope = work
             async with trio.open_nursery() as savers:
@@ -223,7 +223,7 @@ async def _batch_body(job: _BatchJob, run: _Run, interrupt: _Interrupt) -> None:
         interrupt.scope = None
 
 
-def _record_delivery(journal: Journal, gen_id: str, saved: str | None, problem: str) -> None:
+def record_delivery(journal: Journal, gen_id: str, saved: str | None, problem: str) -> None:
     """Tell the journal where a done generation's image went, or why it is not saved (the
     entry then stays pending with its URL: ``resume`` downloads it again, no new job)."""
     if saved is not None:
@@ -233,7 +233,7 @@ def _record_delivery(journal: Journal, gen_id: str, saved: str | None, problem: 
 
 
 def _batch_exit(outcomes: Sequence[Outcome], interrupted: bool, incomplete: bool) -> int:
-    tally = _tally(outcomes)
+    tally = count_outcomes(outcomes)
     return worst_exit(
         interrupted=interrupted,
         failed=tally["failed"] + tally["cancelled"] > 0,
@@ -242,11 +242,11 @@ def _batch_exit(outcomes: Sequence[Outcome], interrupted: bool, incomplete: bool
     )
 
 
-def _run_items(
-    items: list[_Item],
-    reporter: _BatchReporter,
+def run_items(
+    items: list[BatchItem],
+    reporter: BatchReporter,
     journal: CliJournal | None,
-    body: Callable[[_Run, _Interrupt], Any],
+    body: Callable[[BatchRun, Interrupt], Any],
     publish: Publish | None = None,
     *,
     journal_wait: float = JOURNAL_WAIT,
@@ -255,11 +255,11 @@ def _run_items(
     """Run ``body`` over ``items``, report each and the totals, close the journal before the
     totals (so that they say whether it is complete); the exit code. ``skipped``: with
     ``resume``, how many entries another process holds (counted in the totals)."""
-    run = _Run(items, reporter, journal, publish=publish)
+    run = BatchRun(items, reporter, journal, publish=publish)
     t0 = time.monotonic()
     reporter.begin()
     try:
-        signal_name = trio.run(_with_signals, functools.partial(body, run))
+        signal_name = trio.run(with_signals, functools.partial(body, run))
         outcomes = run.close(signal_name)
     finally:
         reporter.end()
@@ -268,22 +268,22 @@ def _run_items(
     if skipped is not None:
         extra["skipped"] = skipped
     if journal is not None:
-        extra["journal_lost"] = _close_journal(journal, journal_wait)
-    reporter.summary(_tally(outcomes), elapsed, extra)
+        extra["journal_lost"] = close_journal(journal, journal_wait)
+    reporter.summary(count_outcomes(outcomes), elapsed, extra)
     if publish is not None:
-        publish(batch_json(_tally(outcomes), elapsed, **extra))
+        publish(batch_json(count_outcomes(outcomes), elapsed, **extra))
     incomplete = bool(extra.get("skipped") or extra.get("journal_lost"))
     return _batch_exit(outcomes, signal_name is not None, incomplete)
 
 
-def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
+def cmd_batch(args: argparse.Namespace, level: int, base: GenerateJob) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("--out", f"{args.out} is not a directory; with --batch, give one")
     concurrency = 4 if args.concurrency is None else args.concurrency
     if concurrency < 1:
         raise ConfigError("--concurrency", f"must be a whole number >= 1, got {concurrency}")
-    items = _read_batch(args.batch, out_dir, args.model, args.body_form)
+    items = read_batch(args.batch, out_dir, args.model, args.body_form)
     if not out_dir.parent.is_dir():
         raise ConfigError(
             "--out", f"names a directory in {out_dir.parent}, which does not exist; create it first"
@@ -292,9 +292,9 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
         out_dir.mkdir(exist_ok=True)  # the batch's own directory; never the folders above it
     except OSError as exc:
         raise ConfigError("--out", f"cannot create the directory {out_dir}: {exc}") from None
-    wait = _journal_wait(args.journal_wait)
-    where = _journal_arg(args.journal)
-    journal = _open_journal(where, create=True) if where else None
+    wait = checked_journal_wait(args.journal_wait)
+    where = journal_arg(args.journal)
+    journal = open_journal(where, create=True) if where else None
     job = _BatchJob(
         items,
         base.policy,
@@ -308,9 +308,9 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
     )
     try:
         with inspecting(args.inspect, args.inspect_linger) as publish:
-            return _run_items(
+            return run_items(
                 items,
-                _pick_batch_reporter(args.json, len(items)),
+                pick_batch_reporter(args.json, len(items)),
                 journal,
                 lambda run, interrupt: _batch_body(job, run, interrupt),
                 publish,
@@ -318,4 +318,4 @@ def _cmd_batch(args: argparse.Namespace, level: int, base: _Job) -> int:
             )
     finally:
         if journal is not None:
-            _close_journal(journal)
+            close_journal(journal)

@@ -31,13 +31,19 @@ from ..errors import AuthError, ConfigError, HybridgenError, PermanentError
 from ..wire import sse_path
 from ._check_ways import Way, policies, run_ways, summary
 from ._exit import EXIT_FAILED, EXIT_OK
-from ._options import EMULATOR_GEN_TIME, EMULATOR_SSE_MODE, EMULATOR_WS_MODE, _faults, _scale
-from ._output import _fit, _note_secret, _out, _redact, _say, _setup_logging
+from ._options import (
+    EMULATOR_GEN_TIME,
+    EMULATOR_SSE_MODE,
+    EMULATOR_WS_MODE,
+    make_faults,
+    time_scale_of,
+)
+from ._output import fit, note_secret, redact, say, setup_logging, write_out
 
 if TYPE_CHECKING:
     from ..emulator.model import ServerModel
     from ..events import Event
-    from ._live import _LiveWays
+    from ._live import LiveWays
 
 STEP_TIMEOUT: Final = 10.0
 """The longest one step may take (seconds)."""
@@ -276,12 +282,12 @@ async def _check(
     from ..emulator import running
 
     token = secrets.token_urlsafe(24)
-    _note_secret(token)
-    faults = _faults(
+    note_secret(token)
+    faults = make_faults(
         gen_time=EMULATOR_GEN_TIME, ws_mode=EMULATOR_WS_MODE, sse_mode=EMULATOR_SSE_MODE
     )
     async with running(faults, time_scale=time_scale, token=token) as emulator:
-        _say(f"SUPERDUPERAI_URL unset: checking the embedded emulator at {emulator.url}")
+        say(f"SUPERDUPERAI_URL unset: checking the embedded emulator at {emulator.url}")
         config = Config(url=emulator.url, token=token)
         steps = [*await _walk(config, view.show)]
         if generate and _works(steps):
@@ -305,26 +311,26 @@ class _View:
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.live: _LiveWays | None = None
+        self.live: LiveWays | None = None
 
     def show(self, step: Step | Way) -> None:
         """One step's (or way's) outcome, now."""
         if self.as_json:
-            _out(json.dumps({**attrs.asdict(step), "seconds": round(step.seconds, 6)}))
+            write_out(json.dumps({**attrs.asdict(step), "seconds": round(step.seconds, 6)}))
             return
         line = f"{step.verdict:<8} {step.step:<15} {step.seconds * 1000:8.1f} ms  {step.detail}"
-        text = _fit(_redact(line.rstrip()), _FIX_INDENT)
+        text = fit(redact(line.rstrip()), _FIX_INDENT)
         if step.fix:
-            text += "\n" + _fit(_redact(f"{_FIX_INDENT}fix: {step.fix}"), _FIX_INDENT + "     ")
+            text += "\n" + fit(redact(f"{_FIX_INDENT}fix: {step.fix}"), _FIX_INDENT + "     ")
         if self.live is not None:
             self.live.print(text)
         else:
-            _out(text)
+            write_out(text)
 
     def begin(self, names: list[str]) -> None:
         """The ways ``names`` start: a live line on a terminal (stderr)."""
         if not self.as_json and sys.stderr.isatty():
-            from ._live import _LiveWays as live
+            from ._live import LiveWays as live
 
             self.live = live(names)
             self.live.begin()
@@ -357,8 +363,8 @@ def _configuration() -> tuple[Step, Config | None]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
-    scale = _scale(args.time_scale)
+    setup_logging(args.verbose)
+    scale = time_scale_of(args.time_scale)
     first, config = _configuration()
     view = _View(args.json)
     view.show(first)
@@ -367,5 +373,5 @@ def _cmd_check(args: argparse.Namespace) -> int:
         steps += trio.run(_check, config, args.generate, scale, view)
     ways = [step for step in steps if isinstance(step, Way)]
     if ways and not args.json:
-        _out(_fit(summary(ways), _FIX_INDENT))
+        write_out(fit(summary(ways), _FIX_INDENT))
     return EXIT_OK if _works(steps) else EXIT_FAILED

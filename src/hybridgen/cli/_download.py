@@ -21,10 +21,10 @@ from ..errors import ConfigError, HybridgenError, TransportError
 from ..machine import State
 from ..policy import Policy
 from ._exit import EXIT_FAILED, EXIT_OK, EXIT_UNSAVED, UsageError
-from ._files import _check_out, _save
+from ._files import check_out, save_result
 from ._json import outcome_json
-from ._output import _out, _setup_logging
-from ._report import Outcome, _explain
+from ._output import setup_logging, write_out
+from ._report import Outcome, explain
 
 if TYPE_CHECKING:
     from ..driver import Client
@@ -75,7 +75,7 @@ async def _download(config: Config, target: str, out_path: str, policy: Policy) 
             url = target if file_id is None else await _result_url(client, target, policy)
         except _NotReady as exc:
             return Outcome(str(State.FAILED), file_id, reason=str(exc))
-        saved, problem = await _save(client, url, Path(out_path), policy)
+        saved, problem = await save_result(client, url, Path(out_path), policy)
     return Outcome(
         str(State.DONE),
         file_id,
@@ -87,11 +87,11 @@ async def _download(config: Config, target: str, out_path: str, policy: Policy) 
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     target = args.target.strip()
     if not target:
         raise UsageError("give a file id or a result URL")
-    _check_out(args.out)  # before any I/O
+    check_out(args.out)  # before any I/O
     if any(c.isspace() for c in target):
         raise ConfigError("FILE_ID", f"has white space in it: {target!r}")
     if "SUPERDUPERAI_URL" in os.environ:
@@ -105,10 +105,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
         )
     outcome = trio.run(_download, config, target, args.out, Policy.default())
     if args.json:
-        _out(json.dumps(outcome_json(outcome)))
+        write_out(json.dumps(outcome_json(outcome)))
     elif outcome.path is not None:
-        _out(outcome.path)
-    _explain(outcome)
+        write_out(outcome.path)
+    explain(outcome)
     if outcome.state == State.FAILED:
         return EXIT_FAILED
     return EXIT_UNSAVED if outcome.unsaved else EXIT_OK

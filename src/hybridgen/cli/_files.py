@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError, HybridgenError
 from ..files import CONVERT_FORMATS, Media, check_destination, convert_target, format_for_suffix
-from ._output import _say
+from ._output import say
 
 if TYPE_CHECKING:
     from ..driver import Client
@@ -34,7 +34,7 @@ JOURNAL_ENV: Final = "HYBRIDGEN_JOURNAL"
 """The environment variable that gives ``--journal`` when it is not on the command line."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -51,7 +51,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-async def _save(
+async def save_result(
     client: Client, url: str, out: Path, policy: Policy | None = None, media: Media = "image"
 ) -> tuple[str | None, str]:
     """Save the file at ``url`` as ``out`` asks: ``(real path, "")``, or ``(None, why not)``.
@@ -68,7 +68,7 @@ async def _save(
     return saved.path, ""
 
 
-def _check_out(value: str, *, video: bool = False) -> Path:
+def check_out(value: str, *, video: bool = False) -> Path:
     """``--out`` as a path to a regular file (new or existing), checked before any I/O.
 
     A directory, a device (``/dev/full``), a FIFO or a socket, a suffix that names no format
@@ -100,18 +100,18 @@ def _check_folder(folder: Path, flag: str) -> None:
         raise ConfigError(flag, f"names a file in {folder}, which {what}; create it first")
 
 
-def _journal_meta(out: Path) -> dict[str, str]:
+def journal_meta(out: Path) -> dict[str, str]:
     return {"out": os.path.abspath(out)}
 
 
-def _journal_arg(value: str | None) -> str | None:
+def journal_arg(value: str | None) -> str | None:
     """``--journal``, else ``HYBRIDGEN_JOURNAL`` (``None``: neither is set)."""
     if value:
         return value
     return os.environ.get(JOURNAL_ENV, "").strip() or None
 
 
-def _is_postgres(path: str) -> bool:
+def is_postgres(path: str) -> bool:
     return path.startswith(("postgresql://", "postgres://"))
 
 
@@ -123,7 +123,7 @@ JOURNAL_FLUSH: Final = 1.0
 says it waits)."""
 
 
-def _journal_wait(value: float | None) -> float:
+def checked_journal_wait(value: float | None) -> float:
     """``--journal-wait`` checked: seconds >= 0 (default :data:`JOURNAL_WAIT`)."""
     if value is None:
         return JOURNAL_WAIT
@@ -132,9 +132,9 @@ def _journal_wait(value: float | None) -> float:
     return value
 
 
-def _open_journal(path: str, *, create: bool, lease: float | None = None) -> CliJournal:
+def open_journal(path: str, *, create: bool, lease: float | None = None) -> CliJournal:
     """The journal ``path`` names: a SQLite file, or a ``postgresql://`` database."""
-    if _is_postgres(path):
+    if is_postgres(path):
         try:
             from ..journal_pg import PostgresJournal
         except ImportError as exc:
@@ -160,21 +160,21 @@ def _open_journal(path: str, *, create: bool, lease: float | None = None) -> Cli
         raise ConfigError("--journal", f"cannot open {path} as a journal: {exc}") from None
 
 
-def _journal_name(journal: CliJournal) -> str:
+def journal_name(journal: CliJournal) -> str:
     """Where a journal is, for messages (never a password)."""
     path = getattr(journal, "path", None)
     return str(path) if path is not None else str(getattr(journal, "where", "the journal"))
 
 
-def _close_journal(journal: CliJournal, wait: float = JOURNAL_WAIT) -> int:
+def close_journal(journal: CliJournal, wait: float = JOURNAL_WAIT) -> int:
     """Close the journal, waiting up to ``wait`` s for writes still queued (saying so on stderr
     when there are some); say how many writes it could not record; return that number.
     Closing it again says nothing more."""
     if getattr(journal, "closed", False):
         return journal.lost
     if not journal.flush(timeout=0):
-        _say(
-            f"journal: waiting up to {wait:g} s for writes to {_journal_name(journal)} "
+        say(
+            f"journal: waiting up to {wait:g} s for writes to {journal_name(journal)} "
             "(another process may hold its lock; --journal-wait sets the bound)"
         )
     try:
@@ -182,8 +182,8 @@ def _close_journal(journal: CliJournal, wait: float = JOURNAL_WAIT) -> int:
     except KeyboardInterrupt:  # the user stops waiting: what is still queued is lost
         lost = journal.lost + getattr(journal, "queued", 0)
     if lost:
-        _say(
-            f"journal: {lost} write(s) to {_journal_name(journal)} were not recorded (see the "
+        say(
+            f"journal: {lost} write(s) to {journal_name(journal)} were not recorded (see the "
             "journal warnings above): the journal is incomplete; the generations themselves were "
             "not affected"
         )

@@ -34,19 +34,19 @@ from ..video import (
     source_of,
 )
 from ..wire import VIDEO_KINDS, ImageRequest
-from ._batch import _cmd_batch, _record_delivery
+from ._batch import cmd_batch, record_delivery
 from ._exit import UsageError, worst_exit
 from ._files import (
-    _check_out,
-    _close_journal,
-    _journal_arg,
-    _journal_meta,
-    _journal_wait,
-    _open_journal,
-    _save,
+    check_out,
+    checked_journal_wait,
+    close_journal,
+    journal_arg,
+    journal_meta,
+    open_journal,
+    save_result,
 )
 from ._inspect import Publish, follow, inspecting, parse_address
-from ._interrupt import _early_interrupt, _Interrupt, _not_saved, _watch_signals
+from ._interrupt import Interrupt, early_interrupt, not_saved, watch_signals
 from ._json import JsonReporter, outcome_json
 from ._live import RichReporter
 from ._models import check_model, server_models
@@ -54,14 +54,14 @@ from ._options import (
     EMULATOR_GEN_TIME,
     EMULATOR_SSE_MODE,
     EMULATOR_WS_MODE,
-    _absolute,
-    _external_scale_note,
-    _faults,
-    _open_config,
-    _scale,
+    absolute_seconds,
+    external_scale_note,
+    make_faults,
+    open_config,
     policy_from_options,
+    time_scale_of,
 )
-from ._output import _say, _setup_logging
+from ._output import say, setup_logging
 from ._report import Outcome, Reporter
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
 
 @attrs.frozen
-class _Job:
+class GenerateJob:
     request: StartRequest
     policy: Policy
     config: Config | None
@@ -85,28 +85,26 @@ class _Job:
     """A video's local source file, uploaded before the start (``--image FILE``)."""
 
 
-async def _generate(job: _Job, reporter: Reporter) -> tuple[Outcome, bool]:
+async def _generate(job: GenerateJob, reporter: Reporter) -> tuple[Outcome, bool]:
     outcome: Outcome | None = None
     async with trio.open_nursery() as watchers:
-        interrupt = _Interrupt(watchers.cancel_scope)
-        await watchers.start(_watch_signals, interrupt)
+        interrupt = Interrupt(watchers.cancel_scope)
+        await watchers.start(watch_signals, interrupt)
         try:
             outcome = await _generate_body(job, reporter, interrupt)
         finally:
             watchers.cancel_scope.cancel()
     if outcome is None:
-        outcome = Outcome(
-            state=str(State.CANCELLED), reason=_early_interrupt(interrupt.signal_name)
-        )
+        outcome = Outcome(state=str(State.CANCELLED), reason=early_interrupt(interrupt.signal_name))
     return outcome, interrupt.hit
 
 
-async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -> Outcome:
+async def _generate_body(job: GenerateJob, reporter: Reporter, interrupt: Interrupt) -> Outcome:
     from ..driver import Client
     from ._watch import WatchedTransport
 
     async with contextlib.AsyncExitStack() as stack:
-        config = await _open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
+        config = await open_config(job.config, job.faults, job.time_scale, stack, reporter.note)
         transport = WatchedTransport(config)
         client = await stack.enter_async_context(
             Client(transport, policy=job.policy, journal=job.journal)
@@ -127,23 +125,25 @@ async def _generate_body(job: _Job, reporter: Reporter, interrupt: _Interrupt) -
                 except HybridgenError as exc:
                     return Outcome(state=str(State.FAILED), reason=f"the upload failed: {exc}")
             async with trio.open_nursery() as nursery:
-                meta = _journal_meta(job.out) if job.journal is not None else None
+                meta = journal_meta(job.out) if job.journal is not None else None
                 gen = await nursery.start(functools.partial(client.start, meta=meta), request)
                 interrupt.gen = gen
                 reporter.t0 = gen.core.started
             result = gen.result()
             if result.state is State.DONE and result.url:
-                saved, problem = await _save(client, result.url, job.out, media=media_of(request))
+                saved, problem = await save_result(
+                    client, result.url, job.out, media=media_of(request)
+                )
         interrupt.scope = None
         if gen is None:
             return Outcome(
-                state=str(State.CANCELLED), reason=_early_interrupt(interrupt.signal_name)
+                state=str(State.CANCELLED), reason=early_interrupt(interrupt.signal_name)
             )
         result = gen.result()
         if result.state is State.DONE and saved is None and not problem:
-            problem = _not_saved(interrupt.signal_name)
+            problem = not_saved(interrupt.signal_name)
         if job.journal is not None and result.state is State.DONE:
-            _record_delivery(job.journal, gen.id, saved, problem)
+            record_delivery(job.journal, gen.id, saved, problem)
         return Outcome.of(gen, saved, problem, keep_path=True)
 
 
@@ -188,7 +188,7 @@ def _video_request(args: argparse.Namespace, config: Config | None, out: Path) -
     cost = check_cost(model, request.duration, args.max_cost, field="--max-cost")
     per_second = "" if model.price_per_second is None else f" at ${model.price_per_second:g}/s"
     price = "unknown (the model list gives none)" if cost is None else f"${cost:.2f}"
-    _say(f"price: {price} ({model.name}, {request.duration} s{per_second})")
+    say(f"price: {price} ({model.name}, {request.duration} s{per_second})")
     return _Video(request, source if isinstance(source, Path) else None)
 
 
@@ -208,7 +208,7 @@ def _pick_reporter(as_json: bool, policy: Policy) -> Reporter:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    level = _setup_logging(args.verbose)
+    level = setup_logging(args.verbose)
     batch = args.batch is not None
     if batch == (args.prompt is not None):
         raise UsageError("give exactly one of PROMPT or --batch FILE")
@@ -218,7 +218,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError("--trace draws one generation's path; it cannot be used with --batch")
     if args.inspect is not None:
         parse_address(args.inspect)  # a bad address is bad usage, found before any work
-    out = Path(args.out) if batch else _check_out(args.out, video=args.video)  # before any I/O
+    out = Path(args.out) if batch else check_out(args.out, video=args.video)  # before any I/O
     embedded = "SUPERDUPERAI_URL" not in os.environ
     if not embedded and (
         args.gen_time is not None or args.ws_mode is not None or args.sse_mode is not None
@@ -254,25 +254,27 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     if args.retry_unsafe_starts:
         policy = policy.replace(retry_unsafe_starts=True)
-    scale = _scale(args.time_scale)
+    scale = time_scale_of(args.time_scale)
     faults = None
     if embedded:
-        gen_time = _absolute("gen_time", args.gen_time, scale)
-        faults = _faults(  # today's API unless told otherwise: silent socket, working SSE
+        gen_time = absolute_seconds("gen_time", args.gen_time, scale)
+        faults = make_faults(  # today's API unless told otherwise: silent socket, working SSE
             gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time,
             ws_mode=args.ws_mode or EMULATOR_WS_MODE,
             sse_mode=args.sse_mode or EMULATOR_SSE_MODE,
         )
     elif args.time_scale is not None:
-        _say(_external_scale_note(scale, policy))
+        say(external_scale_note(scale, policy))
     if request is None:
-        base = _Job(ImageRequest(prompt="-"), policy, config, faults, scale, out, log_events=False)
-        return _cmd_batch(args, level, base)
-    wait = _journal_wait(args.journal_wait)
-    where = _journal_arg(args.journal)
-    journal = _open_journal(where, create=True) if where else None
+        base = GenerateJob(
+            ImageRequest(prompt="-"), policy, config, faults, scale, out, log_events=False
+        )
+        return cmd_batch(args, level, base)
+    wait = checked_journal_wait(args.journal_wait)
+    where = journal_arg(args.journal)
+    journal = open_journal(where, create=True) if where else None
     with inspecting(args.inspect, args.inspect_linger) as publish:
-        job = _Job(
+        job = GenerateJob(
             request,
             policy,
             config,
@@ -293,7 +295,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 reporter.end()
             # the journal closes (within --journal-wait) before the result line, which says
             # whether it is complete
-            lost = None if journal is None else _close_journal(journal, wait)
+            lost = None if journal is None else close_journal(journal, wait)
             trace = None
             if args.trace:
                 from ..diagram import render_path
@@ -304,7 +306,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 publish(outcome_json(outcome, journal_lost=lost))
         finally:
             if journal is not None:
-                _close_journal(journal, wait)
+                close_journal(journal, wait)
     return worst_exit(
         interrupted=interrupted or outcome.state == State.CANCELLED,
         failed=outcome.state == State.FAILED,

@@ -22,7 +22,7 @@ import trio
 
 from ..errors import ConfigError
 from ..jsonevents import event_json
-from ._output import _SECRETS, _say
+from ._output import SECRETS, say
 
 if TYPE_CHECKING:
     from ..driver import Client
@@ -122,10 +122,10 @@ def inspecting(address: str | None, linger: float | None) -> Iterator[Publish | 
     from ..inspector import Inspector
 
     host, port = parse_address(address)
-    inspector = Inspector(secrets=_SECRETS)  # the set is read at every publish
+    inspector = Inspector(secrets=SECRETS)  # the set is read at every publish
     server = _Server(inspector, host, port)
     url = server.start()
-    _say(f"inspector: {url}")  # "hybridgen: inspector: URL", like every other remark
+    say(f"inspector: {url}")  # "hybridgen: inspector: URL", like every other remark
     try:
         yield inspector.publish
     finally:

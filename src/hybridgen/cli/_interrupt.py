@@ -1,8 +1,8 @@
 """Ctrl-C, SIGTERM and SIGHUP: what they cancel (the generations, then the work in progress).
 
-The commands run their trio work under :func:`_with_signals` (or :func:`_watch_signals`); each of
+The commands run their trio work under :func:`with_signals` (or :func:`watch_signals`); each of
 the three signals ends the run the same way, and the reason names the signal that came
-(``interrupted (SIGTERM)``). Outside the trio run, :func:`_signals_as_sigint` makes SIGTERM and
+(``interrupted (SIGTERM)``). Outside the trio run, :func:`signals_as_sigint` makes SIGTERM and
 SIGHUP act like Ctrl-C too. The exit code for an interruption is decided by the command, not here.
 """
 
@@ -27,7 +27,7 @@ SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @attrs.define
-class _Interrupt:
+class Interrupt:
     """What a signal cancels: the generation, and the scope of the work in progress."""
 
     outer: trio.CancelScope
@@ -53,22 +53,22 @@ def _reason(signal_name: str | None) -> str:
     return f"interrupted ({signal_name or 'SIGINT'})"
 
 
-def _early_interrupt(signal_name: str | None) -> str:
+def early_interrupt(signal_name: str | None) -> str:
     """The reason of a generation interrupted before it started."""
     return f"{_reason(signal_name)} before the generation started"
 
 
-def _not_saved(signal_name: str | None) -> str:
+def not_saved(signal_name: str | None) -> str:
     """The reason of a done generation interrupted during its download."""
     return f"{_reason(signal_name)} during the download"
 
 
-def _not_run(signal_name: str | None) -> str:
+def not_run(signal_name: str | None) -> str:
     """The reason of a batch item that never started because the run was interrupted."""
     return f"not run: {_reason(signal_name)}"
 
 
-async def _watch_signals(interrupt: _Interrupt, *, task_status: trio.TaskStatus[None]) -> None:
+async def watch_signals(interrupt: Interrupt, *, task_status: trio.TaskStatus[None]) -> None:
     with trio.open_signal_receiver(*SIGNALS) as signals:
         task_status.started()
         async for signum in signals:
@@ -80,11 +80,11 @@ async def _watch_signals(interrupt: _Interrupt, *, task_status: trio.TaskStatus[
             (interrupt.scope or interrupt.outer).cancel()
 
 
-async def _with_signals(body: Callable[[_Interrupt], Any]) -> str | None:
+async def with_signals(body: Callable[[Interrupt], Any]) -> str | None:
     """Run ``body(interrupt)`` with the signals cancelling its generations; which signal came."""
     async with trio.open_nursery() as watchers:
-        interrupt = _Interrupt(watchers.cancel_scope)
-        await watchers.start(_watch_signals, interrupt)
+        interrupt = Interrupt(watchers.cancel_scope)
+        await watchers.start(watch_signals, interrupt)
         try:
             await body(interrupt)
         finally:
@@ -101,7 +101,7 @@ def _like_sigint(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def _signals_as_sigint() -> Iterator[None]:
+def signals_as_sigint() -> Iterator[None]:
     """While the command runs, SIGTERM and SIGHUP do what SIGINT does (outside trio's receiver)."""
     if threading.current_thread() is not threading.main_thread():
         yield

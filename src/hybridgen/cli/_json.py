@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import Event
 from ..jsonevents import event_json, number, result_json
-from ._output import _out, _say
-from ._report import Outcome, Reporter, _BatchReporter, _explain, _item_explanation
+from ._output import say, write_out
+from ._report import BatchReporter, Outcome, Reporter, explain, item_explanation
 
 if TYPE_CHECKING:
-    from ._batch import _Item
+    from ._batch import BatchItem
 
 
 def outcome_json(
-    outcome: Outcome, item: _Item | None = None, journal_lost: int | None = None
+    outcome: Outcome, item: BatchItem | None = None, journal_lost: int | None = None
 ) -> dict[str, Any]:
     """The ``result`` object of a generation (of a batch ``item``: with its index and prompt;
     ``journal_lost``: with a journal, how many of its writes were not recorded)."""
@@ -53,36 +53,36 @@ class JsonReporter(Reporter):
 
     def event(self, event: Event) -> None:
         """Print a transition, progress or retry line."""
-        _out(json.dumps(event_json(event, self.at(event))))
+        write_out(json.dumps(event_json(event, self.at(event))))
 
     def finish(self, outcome: Outcome, trace: str | None, journal_lost: int | None = None) -> None:
         """Print the result line (the last on stdout); the trace goes to stderr."""
-        _out(json.dumps(outcome_json(outcome, journal_lost=journal_lost)))
-        _explain(outcome)
+        write_out(json.dumps(outcome_json(outcome, journal_lost=journal_lost)))
+        explain(outcome)
         if trace is not None:
             sys.stderr.write(trace)
             sys.stderr.flush()
 
 
-class _JsonBatchReporter(_BatchReporter):
+class JsonBatchReporter(BatchReporter):
     """``--json``: event lines, a result line per item as it ends, a last ``batch`` line."""
 
     def note(self, message: str) -> None:
         """A side remark, on stderr."""
-        _say(message)
+        say(message)
 
     def event(self, event: Event) -> None:
         """Print a transition, progress or retry line (with the item's ``id``)."""
-        _out(json.dumps(event_json(event, self.at(event))))
+        write_out(json.dumps(event_json(event, self.at(event))))
 
-    def item(self, item: _Item, outcome: Outcome) -> None:
+    def item(self, item: BatchItem, outcome: Outcome) -> None:
         """Print the item's result line; a failure's reason also on stderr."""
-        _out(json.dumps(outcome_json(outcome, item)))
+        write_out(json.dumps(outcome_json(outcome, item)))
         if outcome.path is None:
-            _say(f"[{item.index}] {_item_explanation(outcome)}")
+            say(f"[{item.index}] {item_explanation(outcome)}")
 
     def summary(
         self, tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
     ) -> None:
         """Print the last line: the totals (and ``extra``'s counts)."""
-        _out(json.dumps(batch_json(tally, elapsed, **(extra or {}))))
+        write_out(json.dumps(batch_json(tally, elapsed, **(extra or {}))))

@@ -14,24 +14,24 @@ from typing import TYPE_CHECKING
 from ..errors import MissingExtra
 from ..events import Event, JournalWarning, Progress, Retry, Transition
 from ..machine import State
-from ._output import _out, _redact
+from ._output import redact, write_out
 from ._report import (
+    BatchReporter,
     Outcome,
     Reporter,
-    _BatchReporter,
-    _event_line,
-    _explain,
-    _item_explanation,
-    _journal_line,
-    _summary_line,
-    _tally,
+    count_outcomes,
+    event_line,
+    explain,
+    item_explanation,
+    journal_line,
+    summary_line,
 )
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-    from ._batch import _Item
+    from ._batch import BatchItem
 
 
 def _one_line(console: Console, *cells: RenderableType) -> RenderableType:
@@ -98,12 +98,12 @@ class _LiveView:
 
     def note(self, message: str) -> None:
         """A dim remark above the live view."""
-        text = _redact(f"hybridgen: {message}")
+        text = redact(f"hybridgen: {message}")
         self.console.print(text, style="dim", markup=False, highlight=False)
 
     def _journal(self, event: JournalWarning) -> None:
         """A journal warning above the live view (yellow: the generation goes on)."""
-        text = _redact(_journal_line(event))
+        text = redact(journal_line(event))
         self.console.print(text, style="yellow", markup=False, highlight=False)
 
     def end(self) -> None:
@@ -196,7 +196,7 @@ class RichReporter(_LiveView, Reporter):
             self.retries += 1
         if isinstance(event, Transition | Retry):
             self.console.print(
-                _redact(f"{self.at(event):7.2f}s  {_event_line(event)}"),
+                redact(f"{self.at(event):7.2f}s  {event_line(event)}"),
                 markup=False,
                 highlight=False,
             )
@@ -208,19 +208,19 @@ class RichReporter(_LiveView, Reporter):
         if outcome.path is not None:
             self.console.print(
                 f"[green]done[/] via {outcome.channel} in {outcome.elapsed:.2f}s; "
-                f"saved [bold]{_redact(outcome.path)}[/]",
+                f"saved [bold]{redact(outcome.path)}[/]",
                 highlight=False,
             )
             if not sys.stdout.isatty():
-                _out(outcome.path)
+                write_out(outcome.path)
         else:
-            _explain(outcome)
+            explain(outcome)
         if trace is not None:
             sys.stdout.write(trace)
             sys.stdout.flush()
 
 
-class _RichBatchReporter(_LiveView, _BatchReporter):
+class RichBatchReporter(_LiveView, BatchReporter):
     """On a terminal: a live aggregate view (items per state, progress, retries) on stderr."""
 
     def __init__(self, total: int) -> None:
@@ -239,7 +239,7 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
         for state in self.states.values():
             if state not in (State.DONE, State.FAILED, State.CANCELLED):
                 running[state] = running.get(state, 0) + 1
-        tally = _tally(self.ended)
+        tally = count_outcomes(self.ended)
         queued = self.total - len(self.states) - sum(1 for o in self.ended if not o.generation_id)
         live = " ".join(f"{state} {n}" for state, n in sorted(running.items())) or "-"
         return _one_line(
@@ -268,7 +268,7 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
         elif isinstance(event, JournalWarning):
             self._journal(event)
 
-    def item(self, item: _Item, outcome: Outcome) -> None:
+    def item(self, item: BatchItem, outcome: Outcome) -> None:
         """One line above the live view (and the path on stdout when it is not a terminal)."""
         self.ended.append(outcome)
         if outcome.path is not None:
@@ -276,25 +276,25 @@ class _RichBatchReporter(_LiveView, _BatchReporter):
                 f"[{item.index}] done via {outcome.channel} in {outcome.elapsed:.2f}s; "
                 f"saved {outcome.path}"
             )
-            self.console.print(_redact(text), style="green", markup=False, highlight=False)
+            self.console.print(redact(text), style="green", markup=False, highlight=False)
             if not sys.stdout.isatty():
-                _out(outcome.path)
+                write_out(outcome.path)
         else:
-            text = f"[{item.index}] {_item_explanation(outcome)}"
-            self.console.print(_redact(text), style="red", markup=False, highlight=False)
+            text = f"[{item.index}] {item_explanation(outcome)}"
+            self.console.print(redact(text), style="red", markup=False, highlight=False)
 
     def summary(
         self, tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
     ) -> None:
         """The totals."""
         self.console.print(
-            _summary_line(tally, elapsed, extra),
+            summary_line(tally, elapsed, extra),
             markup=False,
             highlight=False,
         )
 
 
-class _LiveWays(_LiveView):
+class LiveWays(_LiveView):
     """``check --generate`` on a terminal: one live line of every way's state while they run;
     each way's outcome line prints above it as the way ends."""
 
@@ -329,4 +329,4 @@ class _LiveWays(_LiveView):
         """A finished way's lines above the live line (and on stdout when it is not a terminal)."""
         self.console.print(text, markup=False, highlight=False)
         if not sys.stdout.isatty():
-            _out(text)
+            write_out(text)

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..parse import parse_generation_configs
 from ..wire import VIDEO_KINDS, ModelInfo
 from ._exit import EXIT_OK
-from ._output import _out, _say, _setup_logging
+from ._output import say, setup_logging, write_out
 
 MODELS_TIMEOUT = 30.0
 """The longest fetching the model list may take (seconds)."""
@@ -111,7 +111,7 @@ def _durations(model: ModelInfo) -> str:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     config = Config.from_env() if "SUPERDUPERAI_URL" in os.environ else None
     types = [t.strip() for t in (args.type or "").split(",") if t.strip()]
     video = "video" in types
@@ -121,10 +121,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     _check_types(types, models, config)
     if args.json:
         for m in models:
-            _out(json.dumps(attrs.asdict(m)))
+            write_out(json.dumps(attrs.asdict(m)))
         return EXIT_OK
     if config is None:
-        _say("SUPERDUPERAI_URL is not set; these are the embedded emulator's models")
+        say("SUPERDUPERAI_URL is not set; these are the embedded emulator's models")
     rows = [("NAME", "LABEL", "TYPE", "PRICE", "VIP")]
     rows += [(m.name, m.label, m.type, _price(m.price), "yes" if m.vip else "") for m in models]
     if video:
@@ -135,7 +135,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
         ]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        write_out(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     if not models:
-        _say(f"no models of type {args.type}" if types else "the server lists no models")
+        say(f"no models of type {args.type}" if types else "the server lists no models")
     return EXIT_OK

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..config import Config
 from ..errors import ConfigError
 from ..policy import DURATIONS, PRESETS, Policy
-from ._output import _note_secret
+from ._output import note_secret
 
 if TYPE_CHECKING:
     from ..emulator.model import Faults
@@ -85,7 +85,7 @@ def policy_from_options(
     return policy.replace(**explicit)
 
 
-def _external_scale_note(time_scale: float, policy: Policy) -> str:
+def external_scale_note(time_scale: float, policy: Policy) -> str:
     """What ``--time-scale`` did against ``SUPERDUPERAI_URL``: the waits scaled, the bounds kept."""
     waits = ", ".join(
         f"{name} {getattr(policy, name):g} s"
@@ -100,7 +100,7 @@ def _external_scale_note(time_scale: float, policy: Policy) -> str:
     )
 
 
-def _scale(value: float | None) -> float:
+def time_scale_of(value: float | None) -> float:
     if value is None:
         return 1.0
     if not (math.isfinite(value) and value > 0):
@@ -108,7 +108,7 @@ def _scale(value: float | None) -> float:
     return value
 
 
-def _absolute(name: str, value: float | None, scale: float) -> float | None:
+def absolute_seconds(name: str, value: float | None, scale: float) -> float | None:
     """An explicit emulator duration, pre-divided so that the model's scaling gives it back."""
     if value is None:
         return None
@@ -117,7 +117,7 @@ def _absolute(name: str, value: float | None, scale: float) -> float | None:
     return value / scale
 
 
-def _faults(**switches: Any) -> Faults:
+def make_faults(**switches: Any) -> Faults:
     from ..emulator.model import BadRequest, Faults
 
     try:
@@ -126,7 +126,7 @@ def _faults(**switches: Any) -> Faults:
         raise ConfigError(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
 
 
-async def _open_config(
+async def open_config(
     config: Config | None,
     faults: Faults | None,
     time_scale: float,
@@ -139,7 +139,7 @@ async def _open_config(
     from ..emulator import running
 
     token = secrets.token_urlsafe(24)
-    _note_secret(token)
+    note_secret(token)
     emulator = await stack.enter_async_context(running(faults, time_scale=time_scale, token=token))
     note(f"SUPERDUPERAI_URL unset: embedded emulator at {emulator.url}")
     return Config(url=emulator.url, token=token)

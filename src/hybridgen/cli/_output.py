@@ -1,7 +1,7 @@
 """Where the command writes, with the token cut out: stderr remarks, stdout lines, logging.
 
-Everything the command prints goes through :func:`_say`, :func:`_out` or the redacting log
-handler, so that a secret noted with :func:`_note_secret` never reaches a terminal, a pipe or a
+Everything the command prints goes through :func:`say`, :func:`write_out` or the redacting log
+handler, so that a secret noted with :func:`note_secret` never reaches a terminal, a pipe or a
 log. This file decides nothing about what is printed.
 """
 
@@ -15,27 +15,27 @@ from typing import Final
 
 from ..errors import ConfigError
 
-_SECRETS: set[str] = set()
+SECRETS: set[str] = set()
 """Texts (tokens) cut out of everything the command writes to stderr or stdout."""
 
 
-def _redact(text: str) -> str:
-    for secret in _SECRETS:
+def redact(text: str) -> str:
+    for secret in SECRETS:
         text = text.replace(secret, "***")
     return text
 
 
-def _note_secret(value: str | None) -> None:
+def note_secret(value: str | None) -> None:
     if value and len(value.strip()) >= 4:
-        _SECRETS.add(value)
-        _SECRETS.add(value.strip())
+        SECRETS.add(value)
+        SECRETS.add(value.strip())
 
 
 WIDTH: Final = 80
 """The columns a plain-mode line of text fits in (longer ones are wrapped at spaces)."""
 
 
-def _fit(text: str, indent: str = "  ") -> str:
+def fit(text: str, indent: str = "  ") -> str:
     """``text`` wrapped at :data:`WIDTH` columns, continuation lines indented by ``indent``.
 
     Words are never split, so a path or URL longer than a whole line stays whole (and longer).
@@ -53,25 +53,25 @@ def _fit(text: str, indent: str = "  ") -> str:
     )
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     """A remark on stderr, prefixed with the program name, secrets cut out, wrapped at 80."""
-    _err(f"hybridgen: {message}")
+    write_err(f"hybridgen: {message}")
 
 
-def _err(text: str, indent: str = "  ") -> None:
+def write_err(text: str, indent: str = "  ") -> None:
     """``text`` on stderr, secrets cut out (before wrapping), wrapped at :data:`WIDTH`."""
-    sys.stderr.write(_fit(_redact(text), indent) + "\n")
+    sys.stderr.write(fit(redact(text), indent) + "\n")
     sys.stderr.flush()
 
 
-def _out(line: str) -> None:
-    sys.stdout.write(_redact(line) + "\n")
+def write_out(line: str) -> None:
+    sys.stdout.write(redact(line) + "\n")
     sys.stdout.flush()
 
 
 class _RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return _redact(super().format(record))
+        return redact(super().format(record))
 
 
 class _Stderr:
@@ -84,7 +84,7 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def _setup_logging(verbose: bool) -> int:
+def setup_logging(verbose: bool) -> int:
     """Log to stderr at DEBUG with ``-v`` or at ``HYBRIDGEN_LOG``'s level, else WARNING."""
     level = logging.WARNING
     raw = os.environ.get("HYBRIDGEN_LOG", "").strip()

@@ -26,9 +26,9 @@ from ..errors import ConfigError, JournalError
 from ..journal import QUEUE_KINDS, Lease
 from ..wire import ImageRequest
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
-from ._files import JOURNAL_ENV, _close_journal, _journal_arg, _open_journal
+from ._files import JOURNAL_ENV, close_journal, journal_arg, open_journal
 from ._options import policy_from_options
-from ._output import _out, _say, _setup_logging
+from ._output import say, setup_logging, write_out
 
 if TYPE_CHECKING:
     from ..worker import JobOutcome
@@ -39,7 +39,7 @@ STATES = QUEUE_KINDS
 
 
 def _where(args: argparse.Namespace) -> str:
-    where = _journal_arg(args.journal)
+    where = journal_arg(args.journal)
     if where is None:
         raise UsageError(
             f"give --journal DSN (a postgresql:// URL or a path), or set {JOURNAL_ENV}"
@@ -48,19 +48,19 @@ def _where(args: argparse.Namespace) -> str:
 
 
 def _queue(args: argparse.Namespace, lease: float | None = None) -> CliJournal:
-    return _open_journal(_where(args), create=True, lease=lease)
+    return open_journal(_where(args), create=True, lease=lease)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     if (args.batch is None) == (args.prompt is None):
         raise UsageError("give exactly one of PROMPT or --batch FILE")
     if args.out is not None and args.batch is not None:
         raise UsageError("--out names one job's file; with --batch the worker's --out-dir decides")
     if args.batch is not None:
-        from ._batch import _read_batch
+        from ._batch import read_batch
 
-        items = _read_batch(args.batch, Path("."), args.model)
+        items = read_batch(args.batch, Path("."), args.model)
         requests = [item.request for item in items if item.request is not None]
     else:
         request = ImageRequest(prompt=args.prompt)
@@ -73,9 +73,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     try:
         for request in requests:
             key = journal.submit(request, policy, meta)
-            _out(json.dumps({"key": key, "state": "queued", "prompt": request.prompt}))
+            write_out(json.dumps({"key": key, "state": "queued", "prompt": request.prompt}))
     finally:
-        _close_journal(journal)
+        close_journal(journal)
     return EXIT_OK
 
 
@@ -91,11 +91,11 @@ async def _work(args: argparse.Namespace, journal: CliJournal) -> dict[str, Any]
 
     def report(outcome: JobOutcome) -> None:
         if args.json:
-            _out(json.dumps(_outcome_json(outcome)))
+            write_out(json.dumps(_outcome_json(outcome)))
         else:
             where = f" -> {outcome.saved}" if outcome.saved else ""
             why = f" ({outcome.reason})" if outcome.reason and not outcome.saved else ""
-            _say(f"job {outcome.generation_id}: {outcome.state}{where}{why}")
+            say(f"job {outcome.generation_id}: {outcome.state}{where}{why}")
 
     config = Config.from_env()
     async with Client(SuperDuperTransport(config), journal=journal) as client:
@@ -115,10 +115,10 @@ async def _work(args: argparse.Namespace, journal: CliJournal) -> dict[str, Any]
                     async for signum in signals:
                         name = signal.Signals(signum).name
                         if worker.draining:
-                            _say(f"{name} again: giving the running jobs back")
+                            say(f"{name} again: giving the running jobs back")
                             worker.abort()
                         else:
-                            _say(f"{name}: draining (no new job; the running ones finish)")
+                            say(f"{name}: draining (no new job; the running ones finish)")
                             worker.drain()
 
                 nursery.start_soon(on_signals)
@@ -133,7 +133,7 @@ async def _work(args: argparse.Namespace, journal: CliJournal) -> dict[str, Any]
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     if args.concurrency < 1:
         raise ConfigError("--concurrency", f"must be a whole number >= 1, got {args.concurrency}")
     if not args.lease > 0:
@@ -154,12 +154,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     try:
         summary = trio.run(_work, args, journal)
     finally:
-        _close_journal(journal)
+        close_journal(journal)
     if args.json:
-        _out(json.dumps(summary))
+        write_out(json.dumps(summary))
     else:
         done = ", ".join(f"{n} {k}" for k, n in sorted(summary["outcomes"].items())) or "no job"
-        _say(f"worker {summary['worker']} stopped: {done}")
+        say(f"worker {summary['worker']} stopped: {done}")
     bad = {"failed", "unsaved"} & set(summary["outcomes"])
     return EXIT_FAILED if bad else EXIT_OK
 
@@ -186,30 +186,32 @@ def _lease_json(lease: Lease) -> dict[str, Any]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
-    journal = _open_journal(_where(args), create=False)
+    setup_logging(args.verbose)
+    journal = open_journal(_where(args), create=False)
     try:
         counts = journal.counts()
         leases = journal.leases()
     except JournalError as exc:
         raise ConfigError("--journal", str(exc)) from None
     finally:
-        _close_journal(journal)
+        close_journal(journal)
     holders = _holders(leases)
     if args.json:
         for lease in leases:
-            _out(json.dumps(_lease_json(lease)))
+            write_out(json.dumps(_lease_json(lease)))
         for who, held in holders:
             some = [lease.generation_id for lease in held[:5]]
-            _out(json.dumps({"holder": who, "worker": held[0].owner.id, "jobs": len(held),
+            write_out(json.dumps({"holder": who, "worker": held[0].owner.id, "jobs": len(held),
                              "some": some}))  # fmt: skip
-        _out(json.dumps(counts))
+        write_out(json.dumps(counts))
         return EXIT_OK
     width = max(len(kind) for kind in counts)
     for kind, count in counts.items():
-        _out(f"{kind:<{width}}  {count}")
+        write_out(f"{kind:<{width}}  {count}")
     for who, held in holders:
-        _out(f"held by {who}: {len(held)} job(s)")
+        write_out(f"held by {who}: {len(held)} job(s)")
         for lease in held:
-            _out(f"  {lease.generation_id}  {lease.state}, lease ends in {lease.remaining:.1f} s")
+            write_out(
+                f"  {lease.generation_id}  {lease.state}, lease ends in {lease.remaining:.1f} s"
+            )
     return EXIT_OK

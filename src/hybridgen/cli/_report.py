@@ -1,6 +1,6 @@
 """How a run is shown, as an interface, and its plainest form: lines on stderr, paths on stdout.
 
-:class:`Reporter` (one generation) and :class:`_BatchReporter` (many) are what the commands call;
+:class:`Reporter` (one generation) and :class:`BatchReporter` (many) are what the commands call;
 the JSON (:mod:`._json`) and live (:mod:`._live`) views subclass them. A reporter only shows
 events and outcomes: it must not change the run.
 """
@@ -15,11 +15,11 @@ import attrs
 
 from ..events import Event, JournalWarning, Retry, Transition
 from ..machine import State
-from ._output import _err, _out, _say
+from ._output import say, write_err, write_out
 
 if TYPE_CHECKING:
     from ..driver import Generation
-    from ._batch import _Item
+    from ._batch import BatchItem
 
 
 @attrs.define
@@ -83,14 +83,14 @@ class Reporter:
 
     def note(self, message: str) -> None:
         """A side remark (e.g. the embedded emulator's URL), on stderr."""
-        _say(message)
+        say(message)
 
     def event(self, event: Event) -> None:
         """One event of the generation: its transitions and retries, as they happen."""
         if isinstance(event, Transition | Retry):
-            _err(f"{self.at(event):7.2f}s  {_event_line(event)}", _INDENT)
+            write_err(f"{self.at(event):7.2f}s  {event_line(event)}", _INDENT)
         elif isinstance(event, JournalWarning):
-            _say(_journal_line(event))
+            say(journal_line(event))
 
     def end(self) -> None:
         """Called once after the run, before :meth:`finish` (also on errors)."""
@@ -99,8 +99,8 @@ class Reporter:
         """Show the outcome: the saved path on stdout, a failure's reason on stderr
         (``journal_lost``: with a journal, its writes not recorded, said by the caller)."""
         if outcome.path is not None:
-            _out(outcome.path)
-        _explain(outcome)
+            write_out(outcome.path)
+        explain(outcome)
         if trace is not None:
             sys.stdout.write(trace)
             sys.stdout.flush()
@@ -118,7 +118,7 @@ _AGAIN: Final = {
 }
 
 
-def _event_line(event: Transition | Retry) -> str:
+def event_line(event: Transition | Retry) -> str:
     """A transition (``source -> dest (trigger): detail``) or a retry, in words."""
     if isinstance(event, Retry):
         again = _AGAIN.get(event.what, f"{event.what} again")
@@ -127,13 +127,13 @@ def _event_line(event: Transition | Retry) -> str:
     return f"{event.source} -> {event.dest} ({event.trigger}){detail}"
 
 
-def _explain(outcome: Outcome) -> None:
+def explain(outcome: Outcome) -> None:
     if outcome.state == State.FAILED:
-        _say(f"failed: {outcome.reason}")
+        say(f"failed: {outcome.reason}")
     elif outcome.state == State.CANCELLED:
-        _say(f"cancelled: {outcome.reason}")
+        say(f"cancelled: {outcome.reason}")
     elif outcome.path is None:
-        _say(_unsaved_explanation(outcome))
+        say(_unsaved_explanation(outcome))
 
 
 def _unsaved_explanation(outcome: Outcome) -> str:
@@ -144,14 +144,14 @@ def _unsaved_explanation(outcome: Outcome) -> str:
     return text
 
 
-def _journal_line(event: JournalWarning) -> str:
+def journal_line(event: JournalWarning) -> str:
     """A journal warning in words (the generation goes on either way)."""
     what = "lost a write" if event.lost else "waits"
     about = f" of {event.generation_id}" if event.generation_id else ""
     return f"journal {what} ({event.operation}{about}): {event.reason}"
 
 
-def _item_explanation(outcome: Outcome) -> str:
+def item_explanation(outcome: Outcome) -> str:
     if outcome.state == State.FAILED:
         return f"failed: {outcome.reason}"
     if outcome.state == State.CANCELLED:
@@ -159,7 +159,7 @@ def _item_explanation(outcome: Outcome) -> str:
     return _unsaved_explanation(outcome)
 
 
-def _tally(outcomes: Sequence[Outcome]) -> dict[str, int]:
+def count_outcomes(outcomes: Sequence[Outcome]) -> dict[str, int]:
     """Items done (and saved), failed, cancelled, and done but not saved (``unsaved``)."""
     done = sum(1 for o in outcomes if o.saved and o.state == State.DONE)
     unsaved = sum(1 for o in outcomes if o.unsaved)
@@ -168,7 +168,7 @@ def _tally(outcomes: Sequence[Outcome]) -> dict[str, int]:
     return {"done": done, "failed": failed, "cancelled": cancelled, "unsaved": unsaved}
 
 
-def _summary_line(
+def summary_line(
     tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
 ) -> str:
     """The totals in words (``not saved``, ``skipped`` and an incomplete journal only when
@@ -186,7 +186,7 @@ def _summary_line(
     return text
 
 
-class _BatchReporter:
+class BatchReporter:
     """Shows the events of many generations, each item's outcome and the totals (plain lines)."""
 
     def __init__(self, total: int) -> None:
@@ -218,22 +218,22 @@ class _BatchReporter:
 
     def note(self, message: str) -> None:
         """A side remark, on stderr."""
-        _say(message)
+        say(message)
 
     def event(self, event: Event) -> None:
         """One event of one item: its transitions and retries on stderr."""
         if isinstance(event, Transition | Retry):
             index = self.index_of.get(event.generation_id, "?")
-            _err(f"{self.at(event):7.2f}s  [{index}] {_event_line(event)}", _INDENT)
+            write_err(f"{self.at(event):7.2f}s  [{index}] {event_line(event)}", _INDENT)
         elif isinstance(event, JournalWarning):
-            _say(_journal_line(event))
+            say(journal_line(event))
 
-    def item(self, item: _Item, outcome: Outcome) -> None:
+    def item(self, item: BatchItem, outcome: Outcome) -> None:
         """One item ended: its saved path on stdout, or why not on stderr."""
         if outcome.path is not None:
-            _out(outcome.path)
+            write_out(outcome.path)
         else:
-            _say(f"[{item.index}] {_item_explanation(outcome)}")
+            say(f"[{item.index}] {item_explanation(outcome)}")
 
     def end(self) -> None:
         """Called once after the run (also on errors)."""
@@ -242,4 +242,4 @@ class _BatchReporter:
         self, tally: dict[str, int], elapsed: float, extra: Mapping[str, int] | None = None
     ) -> None:
         """The totals, on stderr (``extra``: ``skipped``, ``journal_lost``)."""
-        _say(_summary_line(tally, elapsed, extra))
+        say(summary_line(tally, elapsed, extra))

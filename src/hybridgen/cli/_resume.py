@@ -28,19 +28,19 @@ from ..errors import ConfigError, JournalError
 from ..events import LoggingSubscriber
 from ..machine import State
 from ..video import media_of
-from ._batch import _Item, _pick_batch_reporter, _record_delivery, _Run, _run_items
+from ._batch import BatchItem, BatchRun, pick_batch_reporter, record_delivery, run_items
 from ._exit import UsageError
 from ._files import (
     JOURNAL_ENV,
-    _close_journal,
-    _journal_arg,
-    _journal_name,
-    _journal_wait,
-    _open_journal,
-    _save,
+    checked_journal_wait,
+    close_journal,
+    journal_arg,
+    journal_name,
+    open_journal,
+    save_result,
 )
-from ._interrupt import _Interrupt
-from ._output import _setup_logging
+from ._interrupt import Interrupt
+from ._output import setup_logging
 from ._report import Outcome
 
 if TYPE_CHECKING:
@@ -99,8 +99,8 @@ async def _resume_body(
     journal: CliJournal,
     concurrency: int,
     log_events: bool,
-    run: _Run,
-    interrupt: _Interrupt,
+    run: BatchRun,
+    interrupt: Interrupt,
 ) -> None:
     from ..driver import Client
     from ..transport import SuperDuperTransport
@@ -112,17 +112,17 @@ async def _resume_body(
         if log_events:
             client.subscribe(LoggingSubscriber())
 
-        async def finish(item: _Item, entry: Entry) -> None:
+        async def finish(item: BatchItem, entry: Entry) -> None:
             async with limiter:
                 if entry.state is State.DONE:  # done, not delivered: save it
                     saved, problem = None, "the journal has no result URL for it"
                     if item.out is None:
                         problem = "the journal does not say where to save it (no 'out')"
                     elif entry.url:
-                        saved, problem = await _save(
+                        saved, problem = await save_result(
                             client, entry.url, item.out, entry.policy, media_of(entry.request)
                         )
-                    _record_delivery(journal, entry.id, saved, problem)
+                    record_delivery(journal, entry.id, saved, problem)
                     outcome = Outcome(
                         state=str(State.DONE),
                         generation_id=entry.id,
@@ -168,7 +168,7 @@ async def _resume_body(
         interrupt.scope = None
 
 
-def _without_file_id(journal: CliJournal, entry: Entry, item: _Item, server: str) -> Outcome:
+def _without_file_id(journal: CliJournal, entry: Entry, item: BatchItem, server: str) -> Outcome:
     """An unfinished entry the server never named (as far as the journal knows): ended in the
     journal, never started again; reported saved when its image is on disk after all."""
     found = _found_on_disk(entry, item.out)
@@ -209,7 +209,7 @@ def _cancelled_note(cancelled: list[Entry], journal: str) -> str:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    level = _setup_logging(args.verbose)
+    level = setup_logging(args.verbose)
     if "SUPERDUPERAI_URL" not in os.environ:
         raise UsageError(
             "resume needs SUPERDUPERAI_URL (and SUPERDUPERAI_TOKEN): the jobs to finish are on "
@@ -218,34 +218,34 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     config = Config.from_env()
     if args.concurrency < 1:
         raise ConfigError("--concurrency", f"must be a whole number >= 1, got {args.concurrency}")
-    wait = _journal_wait(args.journal_wait)
-    where = _journal_arg(args.journal)
+    wait = checked_journal_wait(args.journal_wait)
+    where = journal_arg(args.journal)
     if where is None:
         raise UsageError(f"give --journal PATH (or a postgresql:// URL), or set {JOURNAL_ENV}")
-    journal = _open_journal(where, create=False)
+    journal = open_journal(where, create=False)
     try:
         try:
             entries = journal.pending(cancelled=True)
         except (sqlite3.Error, JournalError, ValueError, TypeError, KeyError) as exc:
-            raise ConfigError("--journal", f"cannot read {_journal_name(journal)}: {exc}") from None
+            raise ConfigError("--journal", f"cannot read {journal_name(journal)}: {exc}") from None
         cancelled = [e for e in entries if e.reopenable]
         if not args.include_cancelled:
             entries = [e for e in entries if not e.reopenable]
         claimed, skipped = _claim(journal, entries)
-        items: list[_Item] = []
+        items: list[BatchItem] = []
         for index, entry in enumerate(claimed, start=1):
             out = entry.meta.get("out")
             path = None if out is None else _shown(out)
-            items.append(_Item(index, entry.request.prompt, path, entry=entry))
-        reporter = _pick_batch_reporter(args.json, len(items))
+            items.append(BatchItem(index, entry.request.prompt, path, entry=entry))
+        reporter = pick_batch_reporter(args.json, len(items))
         for why in skipped:
             reporter.note(f"skipped: {why}")
         if cancelled and not args.include_cancelled:
             reporter.note(_cancelled_note(cancelled, where))
         if not items:
             held = f" ({len(skipped)} held by another process)" if skipped else ""
-            reporter.note(f"nothing to resume in {_journal_name(journal)} now{held}")
-        return _run_items(
+            reporter.note(f"nothing to resume in {journal_name(journal)} now{held}")
+        return run_items(
             items,
             reporter,
             journal,
@@ -256,4 +256,4 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             skipped=len(skipped),
         )
     finally:
-        _close_journal(journal, wait)
+        close_journal(journal, wait)

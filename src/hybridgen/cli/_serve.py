@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._exit import EXIT_OK, UsageError
-from ._options import EMULATOR_GEN_TIME, _absolute, _faults, _scale
-from ._output import _note_secret, _out, _say, _setup_logging
+from ._options import EMULATOR_GEN_TIME, absolute_seconds, make_faults, time_scale_of
+from ._output import note_secret, say, setup_logging, write_out
 
 if TYPE_CHECKING:
     from ..emulator.model import Faults
@@ -80,28 +80,28 @@ async def _serve(faults: Faults, scale: float, token: str | None, host: str, por
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with running(faults, time_scale=scale, token=token, host=host, port=port) as emulator:
-            _out(emulator.url)
+            write_out(emulator.url)
             auth = "requires a bearer token" if token else "accepts any token"
-            _say(
+            say(
                 f"emulator serving at {emulator.url}, result files ({faults.file_mode}) at "
                 f"{emulator.files_url} (ws-mode {faults.ws_mode}, sse-mode {faults.sse_mode}, "
                 f"generation "
                 f"{faults.gen_time * scale:g} s, {auth}){_switches(faults)}; Ctrl-C stops it"
             )
             async for signum in signals:
-                _say(f"{signal.Signals(signum).name}: stopping")
+                say(f"{signal.Signals(signum).name}: stopping")
                 break
     return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     _check_pairs(args)
     token = args.token or None
-    _note_secret(token)
-    scale = _scale(args.time_scale)
-    gen_time = _absolute("gen_time", args.gen_time, scale)
-    faults = _faults(
+    note_secret(token)
+    scale = time_scale_of(args.time_scale)
+    gen_time = absolute_seconds("gen_time", args.gen_time, scale)
+    faults = make_faults(
         gen_time=EMULATOR_GEN_TIME if gen_time is None else gen_time,
         ws_mode=args.ws_mode,
         sse_mode=args.sse_mode,
@@ -109,7 +109,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         poll_faults=args.poll_faults,
         poll_fault_rate=args.poll_fault_rate,
         poll_redirect=args.poll_redirect,
-        retry_after=_absolute("retry_after", args.retry_after, scale),
+        retry_after=absolute_seconds("retry_after", args.retry_after, scale),
         start_fault=args.start_fault,
         start_faults=args.start_faults,
         file_mode=args.file_mode,

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from ._files import _write_atomic
-from ._output import _say
+from ._files import write_atomic
+from ._output import say
 
 
 def _cmd_diagram(args: argparse.Namespace) -> int:
@@ -25,17 +25,17 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
     try:
         text = render(fmt)
     except GraphvizNotFound as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return EXIT_USAGE
     except DiagramError as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return EXIT_FAILED
     if args.output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        _write_atomic(Path(args.output), text.encode("utf-8"))
-        _say(f"wrote {args.output}")
+        write_atomic(Path(args.output), text.encode("utf-8"))
+        say(f"wrote {args.output}")
     return EXIT_OK
 
 
