@@ -79,6 +79,8 @@ def test_every_exported_name_is_its_module_s_own() -> None:
 def test_the_front_door_names_are_exported() -> None:
     needed = {"Client", "AsyncioClient", "SuperDuperTransport", "SQLiteJournal", "run_batch"}
     needed |= {"Config", "Policy", "Result", "Transition", "MissingExtra", "HybridgenError"}
+    needed |= {"Unreachable", "RedirectError", "AuthError", "TransientError", "PermanentError"}
+    needed |= {"Secret", "Worker"}
     assert needed <= set(hybridgen.__all__)
 
 

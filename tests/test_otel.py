@@ -3,6 +3,7 @@ in-memory exporters, on trio's virtual clock (and once over real sockets, for th
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from hybridgen import Client, Config, ImageRequest, Policy, State, SuperDuperTransport
+from hybridgen.aio import AsyncioClient
 from hybridgen.emulator import Emulator, Faults, ServerModel
 from hybridgen.otel import Telemetry
 from hybridgen.testing import MemoryTransport, run_virtual
@@ -205,6 +207,36 @@ def test_stopping_follows_no_new_generation(recorded: Recorded) -> None:
 
     run_virtual(main)
     assert len(recorded.spans()) == 1
+
+
+def test_an_asyncio_client_is_followed_like_a_client(recorded: Recorded) -> None:
+    """Instrumented before it starts or while it runs; stopped like a Client's."""
+    model = ServerModel(Faults(gen_time=0.05))
+
+    class Configured(MemoryTransport):
+        config = Config(url="https://editor.example.com:8443", token=TOKEN)
+
+    async def main() -> None:
+        client = AsyncioClient(lambda: Configured(model))
+        stop = recorded.telemetry().instrument(client)  # before it starts
+        async with client:
+            await client.generate("followed")
+            stop()
+            await client.generate("not followed")
+            stop_later = recorded.telemetry().instrument(client)  # while it runs
+            await client.generate("followed again")
+            stop_later()
+            await client.generate("not followed either")
+
+    asyncio.run(main())
+    spans = recorded.spans()
+    assert [dict(s.attributes or {})["hybridgen.generation.state"] for s in spans] == ["done"] * 2
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        assert attrs["server.address"] == "editor.example.com" and attrs["server.port"] == 8443
+        names = [event.name for event in span.events]
+        assert names[0].startswith("requested -> ") and names[-1].endswith(" -> done"), names
+    assert TOKEN not in recorded.text()
 
 
 async def test_over_real_sockets_the_token_is_never_recorded(

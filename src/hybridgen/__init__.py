@@ -27,7 +27,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .aio import AsyncioClient
     from .batch import run_batch
-    from .config import Config
+    from .config import Config, Secret
     from .core import Result
     from .driver import Client, Generation
     from .errors import (
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         RequestError,
         TransientError,
         TransportError,
+        Unreachable,
         VideoRefused,
     )
     from .events import (
@@ -66,10 +67,12 @@ if TYPE_CHECKING:
     from .transport import SuperDuperTransport, Transport
     from .video import VideoRequest
     from .wire import FileStatus, ImageRequest, ModelInfo
+    from .worker import Worker
 
 _HOMES: dict[str, str] = {
     "AsyncioClient": "aio",
     "Config": "config",
+    "Secret": "config",
     "FileStatus": "wire",
     "ImageRequest": "wire",
     "ModelInfo": "wire",
@@ -93,6 +96,7 @@ _HOMES: dict[str, str] = {
     "RequestError": "errors",
     "TransientError": "errors",
     "TransportError": "errors",
+    "Unreachable": "errors",
     "VideoRefused": "errors",
     "Event": "events",
     "EventStream": "events",
@@ -112,6 +116,7 @@ _HOMES: dict[str, str] = {
     "SuperDuperTransport": "transport",
     "Transport": "transport",
     "VideoRequest": "video",
+    "Worker": "worker",
 }
 """Where each exported name lives (its module under ``hybridgen``)."""
 
@@ -149,6 +154,7 @@ __all__ = [
     "Retry",
     "SQLiteJournal",
     "SavedFile",
+    "Secret",
     "State",
     "Subscriber",
     "SuperDuperTransport",
@@ -157,8 +163,10 @@ __all__ = [
     "Transport",
     "TransportError",
     "Trigger",
+    "Unreachable",
     "VideoRefused",
     "VideoRequest",
+    "Worker",
     "run_batch",
     "__version__",
 ]

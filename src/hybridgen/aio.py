@@ -58,6 +58,8 @@ class AsyncioClient:
         self._nursery: trio.Nursery | None = None
         self._client: Client | None = None
         self._finished: asyncio.Future[outcome.Outcome[None]] | None = None
+        self._observers: list[tuple[Callable[[Generation], object], list[Callable[[], None]]]] = []
+        """Observers given before the client started, with their stops once attached."""
 
     @classmethod
     def from_env(
@@ -92,6 +94,8 @@ class AsyncioClient:
                 self._nursery = nursery
                 self._token = trio.lowlevel.current_trio_token()
                 async with Client(self._factory(), policy=self._policy) as client:
+                    for callback, stops in self._observers:
+                        stops.append(client.observe(callback))
                     self._client = client
                     loop.call_soon(_settle, ready, None)
                     await trio.sleep_forever()
@@ -153,6 +157,33 @@ class AsyncioClient:
                 self._run(lambda: [stop() for stop in unsubscribe])
 
         return detach
+
+    def observe(self, callback: Callable[[Generation], object]) -> Callable[[], None]:
+        """Call ``callback(generation)`` with each new generation, as :meth:`Client.observe`.
+
+        It may be called before the client starts (the callback is attached when it does) or
+        while it runs; the callback runs on the trio side, as the generation is made, before its
+        first event, so it may :meth:`~hybridgen.driver.Generation.subscribe` and miss nothing:
+        :meth:`Telemetry.instrument <hybridgen.otel.Telemetry.instrument>` follows an
+        ``AsyncioClient`` so. Returns a function that stops the calls.
+        """
+        if self._client is not None:  # the trio side is idle while asyncio code runs: no race
+            return self._client.observe(callback)
+        entry: tuple[Callable[[Generation], object], list[Callable[[], None]]] = (callback, [])
+        self._observers.append(entry)
+
+        def stop() -> None:
+            if entry in self._observers:
+                self._observers.remove(entry)
+            for stop_attached in entry[1]:
+                stop_attached()
+
+        return stop
+
+    @property
+    def transport(self) -> Transport | None:
+        """The transport of the trio-side client once it has started (``None`` before)."""
+        return None if self._client is None else self._client.transport
 
     async def generate(
         self, request: StartRequest | str, *, policy: Policy | None = None

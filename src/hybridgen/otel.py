@@ -1,6 +1,7 @@
 """OpenTelemetry for hybridgen: one span per generation and its metrics (``hybridgen[otel]``).
 
-:class:`Telemetry` follows a :class:`~hybridgen.driver.Client` (:meth:`Telemetry.instrument`)
+:class:`Telemetry` follows a :class:`~hybridgen.driver.Client` or an
+:class:`~hybridgen.aio.AsyncioClient` (:meth:`Telemetry.instrument`)
 through the OpenTelemetry *API*: your application picks the SDK, the exporters and the providers
 (by default the global ones). Each generation is one span (kind ``CLIENT``) from the moment it is
 created to its terminal state; each transition is a span event, and so is each retry. Names follow
@@ -43,6 +44,7 @@ except ModuleNotFoundError as exc:
     raise MissingExtra.of(exc, "hybridgen.otel", extra="otel") from None
 
 if TYPE_CHECKING:
+    from .aio import AsyncioClient
     from .driver import Client, Generation
 
 __all__ = ["INSTRUMENTATION", "PROVIDER", "Telemetry"]
@@ -105,20 +107,34 @@ class Telemetry:
             description="Generations ended, by state and by the channel that delivered",
         )
 
-    def instrument(self, client: Client) -> Callable[[], None]:
+    def instrument(self, client: Client | AsyncioClient) -> Callable[[], None]:
         """Follow every generation ``client`` creates from now on; returns a function that stops.
 
-        A generation already followed is followed to its end.
+        ``client`` is a :class:`~hybridgen.driver.Client` or an
+        :class:`~hybridgen.aio.AsyncioClient` (before or after it starts). A generation already
+        followed is followed to its end.
         """
-        server: dict[str, AttributeValue] = {}
-        config = getattr(client.transport, "config", None)
-        url = getattr(config, "url", None)
-        if isinstance(url, str):
-            parts = urlsplit(url)
-            if parts.hostname:
-                server["server.address"] = parts.hostname
-            server["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
-        return client.observe(lambda gen: _Followed(self, gen, server).follow())
+        server: dict[str, AttributeValue] | None = None
+
+        def follow(gen: Generation) -> None:
+            nonlocal server
+            if server is None:  # an AsyncioClient has its transport once it has started
+                server = _server_attributes(client.transport)
+            _Followed(self, gen, server).follow()
+
+        return client.observe(follow)
+
+
+def _server_attributes(transport: object) -> dict[str, AttributeValue]:
+    """``server.address`` and ``server.port`` of a transport with a configured URL."""
+    server: dict[str, AttributeValue] = {}
+    url = getattr(getattr(transport, "config", None), "url", None)
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        if parts.hostname:
+            server["server.address"] = parts.hostname
+        server["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+    return server
 
 
 class _Followed:
