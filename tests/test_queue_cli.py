@@ -242,3 +242,35 @@ def test_workers_ride_out_a_database_restart(
     assert status(dsn)["done"] == jobs
     assert emulator_stats(url, TOKEN)["start"] == jobs
     assert len(saved_images(out)) == jobs
+
+
+def test_the_inspector_follows_a_worker(tmp_path: Path, spawn: Callable[..., Running]) -> None:
+    from test_inspector import inspector_url, sse_after_the_run
+
+    path = str(tmp_path / "queue.sqlite")
+    url, env = serve_emulator(spawn, TOKEN, "--time-scale", SCALE)
+    keys = submit_many(path, 3, tmp_path, env)
+    worker = start_worker(
+        spawn, path, tmp_path / "out", env, "--exit-when-idle", "--inspect", "0",
+        "--inspect-linger", "120",
+    )  # fmt: skip
+    page = inspector_url(worker)  # the first line on stderr, before any job
+    ended = [json.loads(worker.line()) for _ in keys]
+    assert sorted(o["key"] for o in ended) == sorted(keys)
+    assert "outcomes" in json.loads(worker.line())  # the summary, printed before the lingering
+    sent = sse_after_the_run(page)
+    results = {obj["id"]: obj for obj in sent if obj["event"] == "result"}
+    assert sorted(results) == sorted(keys)
+    for outcome in ended:
+        result = results[outcome["key"]]
+        assert result["state"] == "done" and result["saved"] is True
+        assert result["path"] == outcome["saved"]
+    for key in keys:  # each job's way through the machine, from its start to done
+        moves = [
+            (o["from"], o["to"]) for o in sent if o["event"] == "transition" and o["id"] == key
+        ]
+        assert moves[0][0] == "requested" and moves[-1][1] == "done", moves
+    assert emulator_stats(url, TOKEN)["start"] == 3
+    assert worker.proc.poll() is None  # lingering: the page is still up
+    worker.proc.send_signal(signal.SIGINT)
+    assert worker.finish(timeout=30) == 0

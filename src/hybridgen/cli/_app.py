@@ -340,9 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[verbose],
         help="run the jobs of a shared journal until SIGTERM",
         description=(
-            "Take queued and abandoned jobs from a PostgreSQL journal, run them on "
+            "Take queued and abandoned jobs from a shared journal, run them on "
             "SUPERDUPERAI_URL and save their files. Many workers on many machines share one "
-            "journal; each job runs in one of them at a time (leases with fencing). SIGTERM "
+            "PostgreSQL journal (worker processes on one machine: a SQLite file too); each job "
+            "runs in one of them at a time (leases with fencing). SIGTERM "
             "drains (no new job, the running ones finish); a second one gives them back. "
             "Exit 0, 1 when a job failed or its file could not be saved, 2 bad usage."
         ),
@@ -381,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="one JSON object per job on stdout; the last is the worker's summary",
+    )
+    worker.add_argument(
+        "--inspect",
+        metavar="PORT",
+        help="serve the live inspector page of this worker's jobs on 127.0.0.1:PORT (0: a free "
+        "port; or HOST:PORT)",
+    )
+    worker.add_argument(
+        "--inspect-linger",
+        type=float,
+        metavar="S",
+        help="with --inspect: keep the page up S seconds after the worker stops",
     )
     worker.set_defaults(func=_cmd_worker)
 

@@ -27,10 +27,12 @@ from ..journal import QUEUE_KINDS, Lease
 from ..wire import ImageRequest
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
 from ._files import JOURNAL_ENV, close_journal, journal_arg, open_journal
+from ._inspect import Publish, follow, inspecting, parse_address
 from ._options import policy_from_options
 from ._output import say, setup_logging, write_out
 
 if TYPE_CHECKING:
+    from ..events import Event
     from ..worker import JobOutcome
     from ._files import CliJournal
 
@@ -84,12 +86,39 @@ def _outcome_json(outcome: JobOutcome) -> dict[str, Any]:
     return {"key": fields.pop("generation_id"), **fields}
 
 
-async def _work(args: argparse.Namespace, journal: CliJournal) -> dict[str, Any]:
+def _outcome_result(outcome: JobOutcome, elapsed: float) -> dict[str, Any]:
+    """A job's end as the inspector's ``result`` object (a job taken over or given back is shown
+    cancelled, with why)."""
+    from ..jsonevents import result_json
+
+    state = outcome.state
+    shown = "done" if state in ("done", "unsaved") else state
+    if state in ("lost", "released"):
+        shown = "cancelled"
+    return result_json(
+        generation_id=outcome.generation_id, state=shown, channel=None, url=None,
+        path=outcome.saved, elapsed=elapsed, reason=outcome.reason,
+        saved=outcome.saved is not None if shown == "done" else None,
+    )  # fmt: skip
+
+
+async def _work(
+    args: argparse.Namespace, journal: CliJournal, publish: Publish | None = None
+) -> dict[str, Any]:
     from ..driver import Client
     from ..transport import SuperDuperTransport
     from ..worker import Worker
 
+    started: dict[str, float] = {}
+
+    def at(event: Event) -> float:  # seconds since the job's first event in this worker
+        return event.monotonic - started.setdefault(event.generation_id or "", event.monotonic)
+
     def report(outcome: JobOutcome) -> None:
+        if publish is not None:
+            t0 = started.pop(outcome.generation_id, None)
+            elapsed = 0.0 if t0 is None else trio.current_time() - t0
+            publish(_outcome_result(outcome, elapsed))
         if args.json:
             write_out(json.dumps(_outcome_json(outcome)))
         else:
@@ -99,6 +128,7 @@ async def _work(args: argparse.Namespace, journal: CliJournal) -> dict[str, Any]
 
     config = Config.from_env()
     async with Client(SuperDuperTransport(config), journal=journal) as client:
+        follow(client, at, publish)
         worker = Worker(
             client,
             out_dir=args.out_dir,
@@ -146,20 +176,23 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             "sends its jobs to"
         )
     Config.from_env()  # a bad URL or token is bad usage, found before the journal opens
+    if args.inspect is not None:
+        parse_address(args.inspect)
     try:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("--out-dir", f"cannot create {args.out_dir}: {exc}") from None
-    journal = _queue(args, lease=args.lease)
-    try:
-        summary = trio.run(_work, args, journal)
-    finally:
-        close_journal(journal)
-    if args.json:
-        write_out(json.dumps(summary))
-    else:
-        done = ", ".join(f"{n} {k}" for k, n in sorted(summary["outcomes"].items())) or "no job"
-        say(f"worker {summary['worker']} stopped: {done}")
+    with inspecting(args.inspect, args.inspect_linger) as publish:
+        journal = _queue(args, lease=args.lease)
+        try:
+            summary = trio.run(_work, args, journal, publish)
+        finally:
+            close_journal(journal)
+        if args.json:  # before the page's lingering
+            write_out(json.dumps(summary))
+        else:
+            done = ", ".join(f"{n} {k}" for k, n in sorted(summary["outcomes"].items()))
+            say(f"worker {summary['worker']} stopped: {done or 'no job'}")
     bad = {"failed", "unsaved"} & set(summary["outcomes"])
     return EXIT_FAILED if bad else EXIT_OK
 
