@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,81 @@ async def test_a_worker_needs_a_queue(tmp_path: Path, real_transport: SuperDuper
         Worker(client)
     with pytest.raises(JournalError, match="needs a journal that is a queue"):
         await client.submit(ImageRequest(prompt="x"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Opens journals on one store, as worker processes would, and runs SQL under them."""
+    opened: list[Any] = []
+    if request.param == "sqlite":
+        path = tmp_path / "queue.sqlite"
+
+        def open_journal() -> Any:
+            opened.append(SQLiteJournal(path, lease=5))
+            return opened[-1]
+
+        def execute(sql: str) -> None:
+            db = sqlite3.connect(path, isolation_level=None)
+            db.execute(sql)
+            db.close()
+    else:
+        postgres: Cluster = request.getfixturevalue("postgres")
+        schema = postgres.schema()
+
+        def open_journal() -> Any:
+            opened.append(PostgresJournal(postgres.dsn, schema=schema, lease=5))
+            return opened[-1]
+
+        def execute(sql: str) -> None:
+            import psycopg
+
+            with psycopg.connect(postgres.dsn, autocommit=True) as db:
+                db.execute(sql.replace("generations", f"{schema}.generations"))
+
+    yield open_journal, execute
+    for journal in opened:
+        journal.close(timeout=1.0)
+
+
+async def test_a_worker_taken_over_before_its_download_neither_downloads_nor_saves(
+    store: Any, emulator: Emulator, real_transport: SuperDuperTransport, tmp_path: Path
+) -> None:
+    open_journal, execute = store
+    first_journal, taker_journal = open_journal(), open_journal()
+    gen_id = await trio.to_thread.run_sync(
+        lambda: first_journal.submit(ImageRequest(prompt="a fox"), POLICY)
+    )
+    may_download = first_journal.begin_download
+
+    def taken_over_first(job: str) -> bool:
+        # done on the server, not downloaded yet: the first worker stalls past its lease here
+        # and another takes the job over (and lets it go, so its own worker leases it again)
+        assert first_journal.flush()
+        execute("UPDATE generations SET lease_expires = 1")
+        assert [e.id for e in taker_journal.lease_next()] == [job]
+        taker_journal.release(job)
+        assert taker_journal.flush()
+        return bool(may_download(job))  # the first worker wakes up and asks: refused
+
+    first_journal.begin_download = taken_over_first
+    seen: list[JobOutcome] = []
+    first = Worker(Client(real_transport, journal=first_journal), out_dir=tmp_path / "first",
+                   on_outcome=lambda o: (seen.append(o), first.drain()))  # fmt: skip
+    with trio.fail_after(30):
+        await first.run()
+    (lost,) = seen
+    assert lost.generation_id == gen_id
+    assert lost.state == "lost" and lost.saved is None  # refused by the fence: not downloaded
+    assert emulator.model.counts["start"] == 1 and emulator.model.counts["download"] == 0
+    assert not (tmp_path / "first").exists() or list((tmp_path / "first").iterdir()) == []
+    taker_seen: list[JobOutcome] = []
+    taker = Worker(Client(real_transport, journal=taker_journal), out_dir=tmp_path / "taker",
+                   exit_when_idle=True, on_outcome=taker_seen.append)  # fmt: skip
+    with trio.fail_after(30):
+        await taker.run()
+    (done,) = taker_seen
+    assert done.state == "done" and Path(done.saved or "").parent == tmp_path / "taker"
+    assert emulator.model.counts["start"] == 1  # the done job was not started again
+    assert emulator.model.counts["download"] == 1  # exactly one download across the workers
+    (entry,) = await trio.to_thread.run_sync(taker_journal.entries)
+    assert entry.state is State.DONE and entry.delivered_to == done.saved
