@@ -176,7 +176,8 @@ def test_usage_errors_exit_2_naming_the_flag(tmp_path: Path, args: list[str], na
     proc = run("generate", *args, "--out", str(out), "--json")
     assert proc.returncode == 2, proc.stderr
     assert named in " ".join(proc.stderr.split())
-    assert not re.search(r"\b(ws_timeout|poll_interval|time_scale|gen_time|prompt):", proc.stderr)
+    fields = r"\b(push_timeout|ws_timeout|poll_interval|time_scale|gen_time|prompt):"
+    assert not re.search(fields, proc.stderr)
     assert proc.stdout == ""
     assert not out.exists()
 

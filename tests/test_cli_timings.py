@@ -25,7 +25,7 @@ def test_keep_bounds_scales_the_waits_but_not_the_deadline() -> None:
     kept = policy_from_options("default", time_scale=0.1, keep_bounds=True)
     assert kept.deadline == preset.deadline
     assert kept.request_timeout == preset.request_timeout
-    assert kept.ws_timeout == pytest.approx(preset.ws_timeout * 0.1)
+    assert kept.push_timeout == pytest.approx(preset.push_timeout * 0.1)
     assert kept.poll_interval == pytest.approx(preset.poll_interval * 0.1)
     scaled = policy_from_options("default", time_scale=0.1)
     assert scaled.deadline == pytest.approx(preset.deadline * 0.1)
@@ -71,7 +71,7 @@ def test_time_scale_against_a_server_says_what_it_scaled(
     assert proc.returncode == 0, proc.stderr
     preset = Policy.default()
     note = " ".join(proc.stderr.split())
-    assert f"ws_timeout {preset.ws_timeout * 0.1:g} s" in note
+    assert f"push_timeout {preset.push_timeout * 0.1:g} s" in note
     assert f"deadline {preset.deadline:g} s and request_timeout" in note
     assert "not scaled" in note and "--deadline" in note
     # without --time-scale there is nothing to explain
@@ -88,7 +88,7 @@ def test_the_fallback_to_polling_reads_as_progress(tmp_path: Path) -> None:
         *("--time-scale", str(SCALE)),
     )
     assert proc.returncode == 0, proc.stderr
-    ws_timeout = Policy.default().ws_timeout * SCALE
+    ws_timeout = Policy.default().push_timeout * SCALE
     line = next(line for line in unwrap(proc.stderr) if "(ws_timeout)" in line)
     assert line.endswith(
         f"no result by push after {ws_timeout:g} s; polling too, still listening on sse"

@@ -6,7 +6,7 @@ import pytest
 
 from hybridgen import FileStatus, Policy, State
 from hybridgen.api import Push
-from hybridgen.core import Core
+from hybridgen.core import Core, push_from_file
 from hybridgen.errors import AuthError, PermanentError, TransientError
 from hybridgen.events import Event, Progress, Retry, Transition
 
@@ -15,6 +15,11 @@ def make(policy: Policy | None = None) -> tuple[Core, list[Event]]:
     events: list[Event] = []
     core = Core("g1", policy or Policy.default().replace(jitter=0.0), events.append, 100.0)
     return core, events
+
+
+def ws_message(core: Core, file: FileStatus, now: float) -> None:
+    """A WebSocket message about ``file``, as the driver hands it over."""
+    core.push("websocket", push_from_file(file), now)
 
 
 def transitions(events: list[Event]) -> list[tuple[str, str, str]]:
@@ -50,11 +55,11 @@ def test_ws_timeout_then_poll_result() -> None:
 def test_nothing_happens_after_the_terminal_state() -> None:
     core, events = make()
     core.accepted(FileStatus("f1"), 100.0)
-    core.ws_message(FileStatus("f1", url="u"), 101.0)
+    ws_message(core, FileStatus("f1", url="u"), 101.0)
     n = len(events)
-    core.ws_message(FileStatus("f1", url="other"), 101.5)
+    ws_message(core, FileStatus("f1", url="other"), 101.5)
     core.advance(1000.0)
-    core.ws_down("gone", 1001.0)
+    core.push_down("websocket", "gone", 1001.0)
     core.poll_error(AuthError("no"), 1002.0)
     core.cancel("late", 1003.0)
     core.fail("late", 1003.0)
@@ -63,8 +68,8 @@ def test_nothing_happens_after_the_terminal_state() -> None:
 
 def test_push_before_the_file_id_is_known_is_kept() -> None:
     core, _ = make()
-    core.ws_message(FileStatus("f1", url="u1"), 100.05)
-    core.ws_message(FileStatus("other", url="u2"), 100.06)
+    ws_message(core, FileStatus("f1", url="u1"), 100.05)
+    ws_message(core, FileStatus("other", url="u2"), 100.06)
     core.accepted(FileStatus("f1"), 100.1)
     assert core.state is State.DONE and core.url == "u1" and core.channel == "websocket"
 
@@ -72,9 +77,9 @@ def test_push_before_the_file_id_is_known_is_kept() -> None:
 def test_messages_for_other_files_are_ignored_and_progress_reported() -> None:
     core, events = make()
     core.accepted(FileStatus("f1"), 100.0)
-    core.ws_message(FileStatus("f2", url="u2"), 101.0)
-    core.ws_message(FileStatus("f1", progress=0.5), 101.0)
-    core.ws_message(FileStatus("f1", progress=0.5), 101.1)
+    ws_message(core, FileStatus("f2", url="u2"), 101.0)
+    ws_message(core, FileStatus("f1", progress=0.5), 101.0)
+    ws_message(core, FileStatus("f1", progress=0.5), 101.1)
     assert core.state is State.AWAITING_WS
     progress = [e for e in events if isinstance(e, Progress)]
     assert [(p.fraction, p.via) for p in progress] == [(0.5, "websocket")]
@@ -90,20 +95,20 @@ def test_ws_failure_falls_back_at_once_and_reconnects_with_backoff() -> None:
     )
     core, events = make(policy)
     core.accepted(FileStatus("f1"), 100.0)
-    core.ws_up(100.0)
-    core.ws_down("dropped", 100.5)
+    core.push_up("websocket", 100.0)
+    core.push_down("websocket", "dropped", 100.5)
     assert core.state is State.POLLING and core.poll_due(100.5)
-    assert core.ws_connect_at == pytest.approx(102.5)
-    core.ws_down("refused", 102.5)
-    assert core.ws_connect_at == pytest.approx(106.5)
-    core.ws_up(106.5)  # connected, but it brings nothing new: the backoff goes on growing
+    assert core.connect_at("websocket") == pytest.approx(102.5)
+    core.push_down("websocket", "refused", 102.5)
+    assert core.connect_at("websocket") == pytest.approx(106.5)
+    core.push_up("websocket", 106.5)  # connected, but it brings nothing new: the backoff grows on
     core.push("websocket", Push("other-file", "progress", progress=0.5), 107.0)
-    core.ws_down("the server closed the WebSocket", 107.0)
-    assert core.ws_connect_at == pytest.approx(112.0)  # capped at 5 s
-    core.ws_up(112.0)
+    core.push_down("websocket", "the server closed the WebSocket", 107.0)
+    assert core.connect_at("websocket") == pytest.approx(112.0)  # capped at 5 s
+    core.push_up("websocket", 112.0)
     core.push("websocket", Push("f1", "progress", progress=0.5), 113.0)  # news: count again
-    core.ws_down("the server closed the WebSocket", 113.5)
-    assert core.ws_connect_at == pytest.approx(115.5)
+    core.push_down("websocket", "the server closed the WebSocket", 113.5)
+    assert core.connect_at("websocket") == pytest.approx(115.5)
     retries = [e for e in events if isinstance(e, Retry)]
     assert [(r.what, r.attempt, r.delay) for r in retries] == [
         ("websocket", 1, 2.0),
@@ -139,14 +144,15 @@ def test_polling_begins_early_only_when_no_push_channel_can_deliver() -> None:
 def test_seed_closes_the_socket_at_fallback() -> None:
     core, _ = make(Policy.seed())
     core.accepted(FileStatus("f1"), 100.0)
-    assert core.wants_ws
+    assert core.wants("websocket")
     core.advance(130.0)
-    assert core.state is State.POLLING and not core.wants_ws and core.ws_connect_at is None
+    assert core.state is State.POLLING and not core.wants("websocket")
+    assert core.connect_at("websocket") is None
 
 
 def test_ws_failure_before_acceptance_polls_from_acceptance() -> None:
     core, events = make(Policy.seed())
-    core.ws_down("refused", 100.01)
+    core.push_down("websocket", "refused", 100.01)
     assert core.state is State.REQUESTED
     core.accepted(FileStatus("f1"), 100.2)
     # the start reply has just said "not ready": the first poll comes one interval later
@@ -167,29 +173,29 @@ def test_a_quiet_sse_stream_opens_the_socket_beside_it_until_it_speaks() -> None
     core, _ = make()  # the default: SSE first, push_quiet 15 s
     core.accepted(FileStatus("f1"), 100.0)
     core.push_up("sse", 100.5)
-    assert core.wants("sse") and not core.wants_ws
+    assert core.wants("sse") and not core.wants("websocket")
     core.advance(102.0)  # polling begins; the socket is still not wanted
-    assert core.state is State.POLLING and not core.wants_ws
+    assert core.state is State.POLLING and not core.wants("websocket")
     assert core.next_timer() == 115.5  # the quiet moment, before the deadline
     core.advance(115.4)
-    assert not core.wants_ws
+    assert not core.wants("websocket")
     core.advance(115.5)
-    assert core.wants_ws and core.ws_connect_at is not None
+    assert core.wants("websocket") and core.connect_at("websocket") is not None
     core.push("sse", Push("f1", "progress", progress=0.4), 116.0)
-    assert not core.wants_ws and core.next_timer() == core.deadline_at
+    assert not core.wants("websocket") and core.next_timer() == core.deadline_at
     # it brought news: a gap before its reconnect opens nothing
     core.push_down("sse", "the server ended the SSE stream", 117.0)
-    assert not core.wants_ws
+    assert not core.wants("websocket")
     core.push_up("sse", 118.0)  # a new connection is given its own quiet time
-    assert not core.wants_ws and core.next_timer() == 133.0
+    assert not core.wants("websocket") and core.next_timer() == 133.0
     # a stream that ends without news: SSE counts as unavailable, the socket opens...
     core.push("sse", Push("f1", "progress", progress=0.4), 118.5)  # a repeat is no news
     core.push_down("sse", "the server ended the SSE stream", 119.0)
-    assert core.wants_ws
+    assert core.wants("websocket")
     core.push_up("sse", 121.0)
-    assert core.wants_ws  # ... and stays open while SSE only reconnects
+    assert core.wants("websocket")  # ... and stays open while SSE only reconnects
     core.push("sse", Push("f1", "progress", progress=0.6), 122.0)
-    assert not core.wants_ws  # news on SSE: the socket closes again
+    assert not core.wants("websocket")  # news on SSE: the socket closes again
 
 
 def test_transient_poll_errors_wait_one_interval_honour_retry_after_and_spend_the_budget() -> None:
@@ -235,7 +241,7 @@ def test_permanent_poll_error_fails_at_once() -> None:
 def test_server_reported_failure_fails() -> None:
     core, _ = make()
     core.accepted(FileStatus("f1"), 100.0)
-    core.ws_message(FileStatus("f1", failed=True, error="GPU on fire"), 105.0)
+    ws_message(core, FileStatus("f1", failed=True, error="GPU on fire"), 105.0)
     assert core.state is State.FAILED and "GPU on fire" in core.reason
 
 
@@ -278,7 +284,7 @@ def test_adaptive_trusts_the_jobs_own_progress_over_history() -> None:
     core, _ = make(policy)
     core.expected = 100.0
     core.accepted(FileStatus("f1"), 100.0)
-    core.ws_message(FileStatus("f1", progress=0.5), 110.0)  # half done after 10 s
+    ws_message(core, FileStatus("f1", progress=0.5), 110.0)  # half done after 10 s
     # a whole-percent report may be half a percent behind: the predicted end is never late
     assert core.expected == pytest.approx(10.0 / 0.505)
 
@@ -386,8 +392,8 @@ def test_adaptive_schedule_wins_over_a_live_socket_near_the_expected_moment() ->
     core, _ = make(Policy(jitter=0.0, adaptive=True))
     core.expected = 35.0
     core.accepted(FileStatus("f1"), 100.0)
-    core.ws_up(100.0)
-    core.ws_message(FileStatus("f1", progress=0.5), 117.5)  # alive, and half done at 17.5 s
+    core.push_up("websocket", 100.0)
+    ws_message(core, FileStatus("f1", progress=0.5), 117.5)  # alive, and half done at 17.5 s
     core.advance(131.0)
     core.poll_sent(131.0)
     core.poll_reply(FileStatus("f1"), 131.0)

@@ -168,7 +168,7 @@ def test_policy_table_is_generated_from_the_code() -> None:
     for field in attrs.fields(Policy):
         assert f"| `{field.name}` |" in table
     assert "| field | `Policy.default()` | `Policy.seed()` |" in table
-    assert "| `ws_timeout` | 2 s | 30 s |" in table
+    assert "| `push_timeout` | 2 s | 30 s |" in table
 
 
 def test_every_public_name_is_in_the_api_reference() -> None:

@@ -95,7 +95,7 @@ async def test_handle_cancel_raises_generation_cancelled(
         gens[0].subscribe(cancel_on_polling)
         result = await gens[0].wait()
     assert result.state is State.CANCELLED and result.reason == "user pressed stop"
-    assert result.elapsed == pytest.approx(Policy.default().ws_timeout)
+    assert result.elapsed == pytest.approx(Policy.default().push_timeout)
 
 
 async def test_trio_cancellation_moves_to_cancelled_and_propagates(

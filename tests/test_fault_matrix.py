@@ -54,12 +54,12 @@ Bound = Callable[[Policy], tuple[float, float]]
 
 
 def _first_poll(p: Policy) -> float:
-    return p.ws_timeout
+    return p.push_timeout
 
 
 def _polled(p: Policy) -> float:
     """When a poll surely finds a ready result on a clean server."""
-    return max(READY, p.ws_timeout) + p.poll_interval * (1 + p.jitter)
+    return max(READY, p.push_timeout) + p.poll_interval * (1 + p.jitter)
 
 
 def _after_errors(n: int, retry_after: float = 0.0) -> Bound:
@@ -73,10 +73,10 @@ def _after_errors(n: int, retry_after: float = 0.0) -> Bound:
             )
             for k in range(1, n + 1)
         )
-        low = p.ws_timeout * (1 - p.jitter)
+        low = p.push_timeout * (1 - p.jitter)
         if p.honour_retry_after:
             low += n * retry_after
-        return low, max(READY, p.ws_timeout) + waits + p.poll_interval + SLACK
+        return low, max(READY, p.push_timeout) + waits + p.poll_interval + SLACK
 
     return bound
 
@@ -98,7 +98,7 @@ def _after_start_retries(n: int, retry_after: float | None = None, ready: bool =
 
 
 BOUNDS: dict[str, Bound] = {
-    "at once": lambda p: (0.0, min(p.poll_interval, p.ws_timeout) + SLACK),
+    "at once": lambda p: (0.0, min(p.poll_interval, p.push_timeout) + SLACK),
     "at its first poll": lambda p: (_first_poll(p) * (1 - p.jitter), _first_poll(p) + SLACK),
     "when ready": lambda p: (READY, READY + SLACK),
     "ready + 1 poll": lambda p: (READY, _polled(p) + SLACK),

@@ -143,7 +143,11 @@ async def test_the_page_follows_a_batch_to_done_in_chromium(
     config = Config(url=emulator.url, token=str(model.token))
     # quick polls, but requests as patient as by default (the machine may be busy)
     policy = Policy.default().replace(
-        ws_timeout=0.05, poll_interval=0.1, backoff_cap=0.5, sparse_interval=0.1, deadline=LIMIT * 3
+        push_timeout=0.05,
+        poll_interval=0.1,
+        backoff_cap=0.5,
+        sparse_interval=0.1,
+        deadline=LIMIT * 3,
     )
     prompts = ["a red fox", "a lighthouse", "a paper boat", "an owl"]
     inspector = Inspector(secrets=[config.token])

@@ -49,22 +49,22 @@ def test_every_live_state_can_fail_and_be_cancelled() -> None:
 
 def test_seed_preset_is_the_seed() -> None:
     seed = Policy.seed()
-    assert (seed.ws_timeout, seed.poll_interval, seed.deadline) == (30.0, 2.0, 150.0)
-    assert not seed.keep_ws_open and seed.jitter == 0 and seed.backoff_factor == 1
+    assert (seed.push_timeout, seed.poll_interval, seed.deadline) == (30.0, 2.0, 150.0)
+    assert not seed.keep_push_open and seed.jitter == 0 and seed.backoff_factor == 1
     assert PRESETS["seed"]() == seed and PRESETS["default"]() == Policy()
 
 
 def test_default_preset_listens_while_polling_from_one_interval() -> None:
     default = Policy.default()
-    assert default.keep_ws_open and default.ws_reconnect
-    assert default.ws_timeout <= default.poll_interval
+    assert default.keep_push_open and default.push_reconnect
+    assert default.push_timeout <= default.poll_interval
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("ws_timeout", 0),
-        ("ws_timeout", -1.0),
+        ("push_timeout", 0),
+        ("push_timeout", -1.0),
         ("poll_interval", float("nan")),
         ("deadline", float("inf")),
         ("jitter", 1.0),
@@ -72,7 +72,7 @@ def test_default_preset_listens_while_polling_from_one_interval() -> None:
         ("backoff_factor", 0.5),
         ("retry_budget", -1),
         ("retry_budget", 1.5),
-        ("keep_ws_open", "yes"),
+        ("keep_push_open", "yes"),
         ("request_timeout", 0),
         ("push_quiet", 0),
         ("push_quiet", float("nan")),
@@ -87,8 +87,8 @@ def test_invalid_policy_fields_are_named(field: str, value: object) -> None:
 
 
 def test_deadline_must_exceed_ws_timeout() -> None:
-    with pytest.raises(ConfigError, match="deadline.*ws_timeout"):
-        Policy(ws_timeout=30, deadline=20)
+    with pytest.raises(ConfigError, match="deadline.*push_timeout"):
+        Policy(push_timeout=30, deadline=20)
 
 
 def test_backoff_cap_at_least_interval() -> None:
@@ -102,7 +102,7 @@ def test_scaled_multiplies_every_duration_only() -> None:
     fast = seed.scaled(0.05)
     for name in DURATIONS:
         assert getattr(fast, name) == pytest.approx(getattr(seed, name) * 0.05)
-    assert fast.jitter == seed.jitter and fast.keep_ws_open == seed.keep_ws_open
+    assert fast.jitter == seed.jitter and fast.keep_push_open == seed.keep_push_open
     assert Policy.lean().scaled(0.05).push_quiet is None  # "never" stays never
     with pytest.raises(ConfigError, match="time_scale"):
         seed.scaled(0)
@@ -122,7 +122,7 @@ def test_polling_preset_opens_no_push_channel_and_polls_every_interval() -> None
     kinds = [what for _, what in trace.calls]
     assert "ws_connect" not in kinds and "sse_connect" not in kinds
     polls = [at for at, what in trace.calls if what == "poll"]
-    assert polls[0] == pytest.approx(policy.ws_timeout, abs=0.01)
+    assert polls[0] == pytest.approx(policy.push_timeout, abs=0.01)
     assert all(
         b - a >= policy.poll_interval * (1 - policy.jitter) for a, b in itertools.pairwise(polls)
     )

@@ -105,17 +105,17 @@ def test_seed_preset_replays_the_seed_timeline(gen_time: float, ws_mode: str) ->
     if ready == 0:  # the start reply already carries the url: no need to wait at all
         assert result.state is State.DONE and result.elapsed == 0 and trace.polls == []
         return
-    if ws_mode == "normal" and ready < seed.ws_timeout:
+    if ws_mode == "normal" and ready < seed.push_timeout:
         assert result.state is State.DONE and result.channel == "websocket"
         assert math.isclose(result.elapsed, ready, abs_tol=EPSILON)
         assert trace.polls == []
         return
     polls = trace.polls
-    expected = [seed.ws_timeout + 2.0 * k for k in range(len(polls))]
+    expected = [seed.push_timeout + 2.0 * k for k in range(len(polls))]
     assert polls == pytest.approx(expected, abs=1e-6)
     # the socket was opened once and closed at the fallback: no push after 30 s
     assert [what for _, what in trace.calls].count("ws_connect") == 1
-    learned = seed.ws_timeout + 2.0 * math.ceil(max(ready - seed.ws_timeout, 0.0) / 2.0 - 1e-9)
+    learned = seed.push_timeout + 2.0 * math.ceil(max(ready - seed.push_timeout, 0.0) / 2.0 - 1e-9)
     if learned < seed.deadline - EPSILON:
         assert result.state is State.DONE and result.channel == "polling"
         assert math.isclose(result.elapsed, learned, abs_tol=1e-6)
@@ -139,7 +139,7 @@ def test_default_preset_silent_socket_costs_about_one_poll_interval(
     )
     assert trace.result.state is State.DONE
     assert trace.result.channel == "polling"
-    cost = trace.result.elapsed - max(gen_time, policy.ws_timeout)
+    cost = trace.result.elapsed - max(gen_time, policy.push_timeout)
     assert cost <= policy.poll_interval * (1 + jitter) + EPSILON
 
 
@@ -156,7 +156,7 @@ def test_working_push_delivers_at_once_while_listening(
     trace = run_scenario(Scenario(faults=faults, policy=policy))
     # with push_fallback, the first channel connects (silent or not) and keeps the others closed
     opened = channel in policy.push and (not policy.push_fallback or policy.push[0] == channel)
-    listening = opened and (policy.keep_ws_open or gen_time < policy.ws_timeout)
+    listening = opened and (policy.keep_push_open or gen_time < policy.push_timeout)
     if gen_time < policy.deadline and listening:
         assert trace.result.state is State.DONE
         assert trace.result.elapsed == pytest.approx(gen_time, abs=EPSILON)
@@ -275,7 +275,7 @@ def test_an_untrusted_channel_never_delays_a_result_by_more_than_one_poll_interv
             assert result.channel in policy.push
         if trusted & set(policy.push):
             continue  # trust was earned: polls may be a sparse safety net
-        bound = max(ready, policy.ws_timeout) + policy.poll_interval * (1 + policy.jitter)
+        bound = max(ready, policy.push_timeout) + policy.poll_interval * (1 + policy.jitter)
         if bound < policy.deadline - 1e-3:
             assert result.state is State.DONE, result
             assert result.elapsed <= bound + EPSILON, (result, ready, bound)
@@ -313,7 +313,7 @@ def test_lean_opens_one_channel_while_sse_is_up(gen_time: float, sse_mode: str) 
         assert trace.result.channel == "polling"
         assert (
             trace.result.elapsed
-            <= max(gen_time, policy.ws_timeout)
+            <= max(gen_time, policy.push_timeout)
             + policy.poll_interval * (1 + policy.jitter)
             + EPSILON
         )

@@ -60,7 +60,7 @@ async def generate(emulator: Emulator, faults: Faults, policy: Policy) -> tuple[
 async def test_push_delivers_the_result(emulator: Emulator, tmp_path: Path) -> None:
     ready_in = 0.3
     # No poll before 3 s: only the socket can deliver.
-    policy = EAGER.replace(ws_timeout=3.0, deadline=4.0)
+    policy = EAGER.replace(push_timeout=3.0, deadline=4.0)
     emulator.model.faults = Faults(gen_time=gen_time(emulator, ready_in))
     async with client_for(emulator) as client:
         with trio.fail_after(LIMIT):
@@ -94,7 +94,7 @@ async def test_silent_socket_seed_waits_for_its_ws_timeout(emulator: Emulator) -
     )
     assert result.channel == "polling"
     # The seed polls only after its fixed socket wait, long after the result was ready.
-    assert SEED.ws_timeout <= elapsed <= SEED.ws_timeout + SEED.poll_interval + SLACK
+    assert SEED.push_timeout <= elapsed <= SEED.push_timeout + SEED.poll_interval + SLACK
 
 
 async def test_silent_socket_default_costs_about_one_poll_interval(emulator: Emulator) -> None:
@@ -105,14 +105,14 @@ async def test_silent_socket_default_costs_about_one_poll_interval(emulator: Emu
     assert result.channel == "polling"
     one_interval = DEFAULT.poll_interval * (1 + DEFAULT.jitter)
     assert ready_in <= elapsed <= ready_in + one_interval + SLACK
-    assert elapsed < SEED.ws_timeout  # far earlier than the seed on the same server
+    assert elapsed < SEED.push_timeout  # far earlier than the seed on the same server
 
 
 async def test_default_opens_the_socket_only_beside_a_quiet_sse_stream(
     emulator: Emulator,
 ) -> None:
     # The seed-era server: SSE connects and stays silent, the socket pushes. No poll before 3 s.
-    policy = DEFAULT.replace(ws_timeout=3.0, deadline=4.0)
+    policy = DEFAULT.replace(push_timeout=3.0, deadline=4.0)
     assert policy.push_quiet is not None
     ready_in = policy.push_quiet + 0.4
     faults = Faults(ws_mode="normal", sse_mode="silent", gen_time=gen_time(emulator, ready_in))
@@ -139,11 +139,11 @@ async def test_socket_dropped_midway_still_done(emulator: Emulator) -> None:
         gen_time=gen_time(emulator, ready_in),
     )
     # Polls only from 3 s on: the result must come from the reconnected socket.
-    policy = EAGER.replace(ws_timeout=3.0, deadline=4.0)
+    policy = EAGER.replace(push_timeout=3.0, deadline=4.0)
     elapsed, result = await generate(emulator, faults, policy)
     assert result.state is State.DONE
     assert result.channel == "websocket"
-    assert result.ws_failures >= 1
+    assert result.push_failures >= 1
     assert emulator.model.counts["ws_drop"] == 1
     assert emulator.model.counts["ws_connect"] >= 2
     assert ready_in <= elapsed <= ready_in + SLACK
@@ -152,7 +152,7 @@ async def test_socket_dropped_midway_still_done(emulator: Emulator) -> None:
 async def test_push_after_the_seeds_fallback(emulator: Emulator) -> None:
     # The job ends just after the seed's socket wait: the seed has closed its socket by then and
     # must poll; the default policy still listens and gets the push.
-    ready_in = SEED.ws_timeout + 0.2
+    ready_in = SEED.push_timeout + 0.2
     faults = Faults(gen_time=gen_time(emulator, ready_in))
     seed_elapsed, seed = await generate(emulator, faults, SEED)
     assert seed.channel == "polling"
@@ -213,7 +213,7 @@ async def test_server_errors_are_retried_then_done(
     if retry_after is not None:
         assert result.polls == 3
         # Two Retry-After waits before the good poll (one interval each: 0.2 s).
-        assert elapsed >= DEFAULT.ws_timeout * (1 - DEFAULT.jitter) + 2 * retry_after
+        assert elapsed >= DEFAULT.push_timeout * (1 - DEFAULT.jitter) + 2 * retry_after
     assert elapsed <= 4.0
 
 

@@ -337,7 +337,7 @@ def ipv6_loopback() -> bool:
 async def test_a_generation_over_ipv6_loopback() -> None:
     async with running(Faults(gen_time=GEN), time_scale=SCALE, token=SECRET, host="::1") as emu:
         assert emu.url.startswith("http://[::1]:")
-        policy = POLICY.replace(ws_timeout=2.0, deadline=3.0)  # only the socket can deliver
+        policy = POLICY.replace(push_timeout=2.0, deadline=3.0)  # only the socket can deliver
         async with Client(SuperDuperTransport(Config(url=emu.url, token=SECRET))) as client:
             with trio.fail_after(LIMIT):
                 result = await client.generate("a red fox", policy=policy)

@@ -232,7 +232,7 @@ def test_a_failure_status_in_push_or_poll_always_fails_at_once_with_the_servers_
     assert "deadline" not in result.reason
     # at once: when the failure is known, by the first poll after it at the latest
     assert trace.ready_at is not None
-    first_poll = max(trace.ready_at, policy.ws_timeout)
+    first_poll = max(trace.ready_at, policy.push_timeout)
     latest = first_poll + policy.poll_interval * (1 + policy.jitter) + 1e-6
     assert trace.ready_at - 1e-6 <= result.elapsed <= latest
     assert result.elapsed < policy.deadline

@@ -267,7 +267,7 @@ def _ffprobe(path: Path) -> dict[str, object]:
 def test_policy_video_waits_long_and_polls_sparsely() -> None:
     policy = Policy.video()
     assert policy.deadline >= 15 * 60 and policy.poll_interval >= 5
-    assert policy.push and policy.keep_ws_open
+    assert policy.push and policy.keep_push_open
     assert policy.download_timeout > Policy.default().download_timeout
 
 
@@ -445,7 +445,7 @@ async def test_the_start_goes_to_generate_video_and_failures_are_heard(sse_mode:
     with trio.fail_after(30):
         async with _real(faults) as (client, model):
             # pushed: polling would begin only after 5 s, so the push must bring the failure
-            policy = client.policy.replace(ws_timeout=5.0) if sse_mode == "normal" else None
+            policy = client.policy.replace(push_timeout=5.0) if sse_mode == "normal" else None
             with pytest.raises(GenerationFailed) as caught:
                 await client.generate_video(
                     "waves", model="azure-openai/sora", policy=policy or client.policy

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     )
     from .files import SavedFile
     from .journal import Entry, Journal, SQLiteJournal
-    from .machine import State, Trigger
+    from .machine import Channel, State, Trigger
     from .policy import Policy
     from .transport import SuperDuperTransport, Transport
     from .video import VideoRequest
@@ -110,6 +110,7 @@ _HOMES: dict[str, str] = {
     "Entry": "journal",
     "Journal": "journal",
     "SQLiteJournal": "journal",
+    "Channel": "machine",
     "State": "machine",
     "Trigger": "machine",
     "Policy": "policy",
@@ -123,6 +124,7 @@ _HOMES: dict[str, str] = {
 __all__ = [
     "AsyncioClient",
     "AuthError",
+    "Channel",
     "Client",
     "Config",
     "ConfigError",

@@ -87,5 +87,5 @@ def _not_started(stopped_by: list[int]) -> Result:
         elapsed=0.0,
         polls=0,
         poll_errors=0,
-        ws_failures=0,
+        push_failures=0,
     )

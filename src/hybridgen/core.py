@@ -1,7 +1,7 @@
 """The sans-IO heart of one generation: it decides, the drivers do the I/O.
 
-A :class:`Core` is fed what happened (the server accepted the job, a socket message, a poll reply,
-an error, the time) and says what to do next (:attr:`Core.wants_ws`, :attr:`Core.ws_connect_at`,
+A :class:`Core` is fed what happened (the server accepted the job, a push message, a poll reply,
+an error, the time) and says what to do next (:meth:`Core.wants`, :meth:`Core.connect_at`,
 :meth:`Core.poll_due`, :meth:`Core.next_timer`). It never sleeps, never touches a socket and never
 reads a clock: every method takes ``now`` (seconds on the caller's monotonic clock). Each state
 change goes through :func:`hybridgen.machine.fire` and is reported once, as a
@@ -17,40 +17,57 @@ from collections.abc import Callable
 
 import attrs
 
+from . import _deprecated
 from .errors import PermanentError, TransientError
 from .events import Event, Progress, Retry, Transition
-from .machine import TERMINAL, State, Trigger, fire
+from .machine import TERMINAL, Channel, State, Trigger, fire
 from .parse import failure_reason
 from .policy import Policy
 from .wire import FileStatus, Push
 
-__all__ = ["Core", "Result"]
+__all__ = ["Core", "Result", "push_from_file"]
 
 _EARLY_PUSHES = 16  # socket results buffered while the file id is still unknown
 _ROUNDING = 0.005  # progress reported in whole percents is up to half a percent behind
 _MAY_EXIST = "the job may exist on the server (it may have processed the request)"
 
 
+def push_from_file(file: FileStatus) -> Push:
+    """The push message a file object says (as the seed's WebSocket ``file`` messages carry one):
+    its result, its failure, or its progress."""
+    if file.ready:
+        return Push(file.id, "result", url=file.url)
+    if file.failed:
+        return Push(file.id, "failed", reason=file.error, status=file.status)
+    return Push(file.id, "progress", progress=file.progress)
+
+
 @attrs.frozen
 class Result:
     """How one generation ended.
 
-    ``state`` is terminal; ``url`` and ``channel`` (``"websocket"``, ``"sse"`` or ``"polling"``)
-    are set when it is ``done``; ``reason`` says why otherwise. ``elapsed`` is seconds from the
-    start request to the terminal state. ``ws_failures`` counts the push channels' failures
-    (failed connects, drops, ended streams), WebSocket and SSE together.
+    ``state`` is terminal; ``url`` and ``channel`` (a :class:`~hybridgen.machine.Channel`:
+    ``"sse"``, ``"websocket"`` or ``"polling"``) are set when it is ``done``; ``reason`` says why
+    otherwise. ``elapsed`` is seconds from the start request to the terminal state.
+    ``push_failures`` counts the push channels' failures (failed connects, drops, ended streams),
+    SSE and WebSocket together (was ``ws_failures``, a deprecated alias).
     """
 
     generation_id: str
     state: State
     file_id: str | None
     url: str | None
-    channel: str | None
+    channel: Channel | None
     reason: str
     elapsed: float
     polls: int
     poll_errors: int
-    ws_failures: int
+    push_failures: int
+
+    ws_failures = _deprecated.alias("ws_failures", "push_failures", "Result")
+
+
+_deprecated.accept_old_names(Result, {"ws_failures": "push_failures"})
 
 
 @attrs.define(slots=True, eq=False)
@@ -104,7 +121,7 @@ class Core:
     state: State = State.REQUESTED
     file_id: str | None = None
     url: str | None = None
-    channel: str | None = None
+    channel: Channel | None = None
     reason: str = ""
     ended: float | None = None
     next_poll: float | None = attrs.field(default=None, repr=False)
@@ -121,7 +138,7 @@ class Core:
     _poll_now: bool = attrs.field(default=False, repr=False)
     """A push said the job completed while a poll was in flight: poll again at its reply."""
     _channels: dict[str, _Channel] = attrs.field(factory=dict, repr=False)
-    _early: dict[str, tuple[str, str]] | None = attrs.field(default=None, repr=False)
+    _early: dict[str, tuple[str, Channel]] | None = attrs.field(default=None, repr=False)
     next_start: float | None = attrs.field(default=None, repr=False)
     """When to send the start request again after a failure (``None``: do not)."""
     start_errors: int = attrs.field(default=0, repr=False)
@@ -134,7 +151,7 @@ class Core:
     def __attrs_post_init__(self) -> None:
         for name in self.policy.push:
             # the socket is per project (open it at once); SSE is per file (after the start reply)
-            self._channels[name] = _Channel(self.started if name == "websocket" else None)
+            self._channels[name] = _Channel(self.started if name is Channel.WEBSOCKET else None)
 
     # -- what the driver asks -------------------------------------------------------------
 
@@ -149,13 +166,13 @@ class Core:
         return self.started + self.policy.deadline
 
     @property
-    def ws_timeout_at(self) -> float:
+    def push_timeout_at(self) -> float:
         """When the push-only phase ends and polling begins."""
-        return self.started + self.policy.ws_timeout
+        return self.started + self.policy.push_timeout
 
-    def wants(self, channel: str) -> bool:
-        """Whether push ``channel`` (``"websocket"`` or ``"sse"``) should be open now."""
-        if channel not in self._channels or (channel == "sse" and self.file_id is None):
+    def wants(self, channel: Channel | str) -> bool:
+        """Whether push ``channel`` (``"sse"`` or ``"websocket"``) should be open now."""
+        if channel not in self._channels or (channel == Channel.SSE and self.file_id is None):
             return False
         if (
             self.policy.push_fallback
@@ -165,23 +182,27 @@ class Core:
         ):
             return False
         if self.state is State.POLLING:
-            return self.policy.keep_ws_open
+            return self.policy.keep_push_open
         return self.state is State.REQUESTED or self.state is State.AWAITING_WS
 
-    def connect_at(self, channel: str) -> float | None:
+    def connect_at(self, channel: Channel | str) -> float | None:
         """When push ``channel`` should (re)connect (``None``: not now)."""
         state = self._channels.get(channel)
         return None if state is None else state.connect_at
 
     @property
     def wants_ws(self) -> bool:
-        """Whether the WebSocket should be open (or reopened) now."""
-        return self.wants("websocket")
+        """Deprecated: ``wants("websocket")`` (warns; goes in the next release)."""
+        _deprecated.warn("wants_ws", 'wants("websocket")', "Core")
+        return self.wants(Channel.WEBSOCKET)
 
     @property
     def ws_connect_at(self) -> float | None:
-        """When the WebSocket should (re)connect (``None``: not now)."""
-        return self.connect_at("websocket")
+        """Deprecated: ``connect_at("websocket")`` (warns; goes in the next release)."""
+        _deprecated.warn("ws_connect_at", 'connect_at("websocket")', "Core")
+        return self.connect_at(Channel.WEBSOCKET)
+
+    ws_timeout_at = _deprecated.alias("ws_timeout_at", "push_timeout_at", "Core")
 
     @property
     def push_failures(self) -> int:
@@ -194,7 +215,7 @@ class Core:
             return math.inf
         due = self.deadline_at
         if self.state is State.AWAITING_WS:
-            due = min(due, self.ws_timeout_at)
+            due = min(due, self.push_timeout_at)
         if self.policy.push_quiet is not None:
             for state in self._channels.values():
                 if state.quiet_at is not None and state.quiet_at < due:
@@ -225,7 +246,7 @@ class Core:
             elapsed=end - self.started,
             polls=self.polls,
             poll_errors=self.poll_errors,
-            ws_failures=self.push_failures,
+            push_failures=self.push_failures,
         )
 
     # -- what the driver tells ------------------------------------------------------------
@@ -237,12 +258,12 @@ class Core:
             return
         self.file_id = file.id
         self._go(Trigger.START, now, f"file {file.id}")
-        sse = self._channels.get("sse")
+        sse = self._channels.get(Channel.SSE)
         if sse is not None:
             sse.connect_at = now
         early, self._early = self._early, None
         if file.ready:  # the start reply itself carries the result
-            self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
+            self._done(Trigger.POLL_RESULT, now, file.url or "", Channel.POLLING)
         elif file.failed:  # the start reply says the job failed already (a refused prompt)
             self._fail(now, failure_reason(file.status, file.error))
         elif early and file.id in early:
@@ -268,10 +289,10 @@ class Core:
             self._go(
                 Trigger.DEADLINE, now, f"no result within the {self.policy.deadline:g} s deadline"
             )
-        elif self.state is State.AWAITING_WS and now >= self.ws_timeout_at:
-            waited = f"no result by push after {self.policy.ws_timeout:g} s"
+        elif self.state is State.AWAITING_WS and now >= self.push_timeout_at:
+            waited = f"no result by push after {self.policy.push_timeout:g} s"
             listening = " and ".join(n for n, c in self._channels.items() if c.connected)
-            if not self.policy.keep_ws_open:
+            if not self.policy.keep_push_open:
                 closed = f"{listening} closed" if listening else "push closed"
                 self._go(Trigger.WS_TIMEOUT, now, f"{waited}; polling instead, {closed}")
             elif listening:
@@ -297,7 +318,7 @@ class Core:
         if went_quiet:
             self._life_lost(now)
 
-    def push_up(self, channel: str, now: float) -> None:
+    def push_up(self, channel: Channel | str, now: float) -> None:
         """Push ``channel`` is connected (and subscribed)."""
         state = self._channels.get(channel)
         if state is not None:
@@ -309,7 +330,7 @@ class Core:
             if quiet is not None and self.policy.push_fallback and channel != self.policy.push[-1]:
                 state.quiet_at = now + quiet  # only a channel with another after it can be quiet
 
-    def push_closed(self, channel: str, now: float | None = None) -> None:
+    def push_closed(self, channel: Channel | str, now: float | None = None) -> None:
         """Push ``channel`` was closed because it is not wanted now (not a failure).
 
         With ``now``, a poll the channel's life had put off comes within one ``poll_interval``.
@@ -323,7 +344,9 @@ class Core:
             if was_alive and now is not None and not self.terminal:
                 self._life_lost(now)
 
-    def push_down(self, channel: str, reason: str, now: float, *, permanent: bool = False) -> None:
+    def push_down(
+        self, channel: Channel | str, reason: str, now: float, *, permanent: bool = False
+    ) -> None:
         """Push ``channel`` failed to connect, dropped, or its stream ended.
 
         ``permanent``: the server refused it for good (e.g. HTTP 404: no such channel), so it is
@@ -353,17 +376,19 @@ class Core:
             self.next_poll = min(self.next_poll, now + self._jitter(self.policy.poll_interval))
         elif was_alive:
             self._life_lost(now)
-        if self.wants(channel) and self.policy.ws_reconnect and not permanent:
+        if self.wants(channel) and self.policy.push_reconnect and not permanent:
             delay = self._reconnect_delay(state.streak)
             state.connect_at = now + delay
             self._emit_retry(channel, state.failures, delay, reason, now)
         else:
             state.connect_at = None
 
-    def push(self, channel: str, message: Push, now: float) -> None:
+    def push(self, channel: Channel | str, message: Push, now: float) -> None:
         """A push ``message`` arrived on ``channel``: a result, a failure, progress or "done"."""
         if self.terminal:
             return
+        if channel.__class__ is not Channel:
+            channel = Channel(channel)
         state = self._channels.get(channel)
         if state is not None:  # it speaks (a message about any file counts)
             state.not_quiet()
@@ -395,7 +420,7 @@ class Core:
         else:
             self._relax(now)
 
-    def push_heartbeat(self, channel: str, now: float) -> bool:
+    def push_heartbeat(self, channel: Channel | str, now: float) -> bool:
         """Push ``channel`` showed life without a message (an SSE keep-alive comment).
 
         Returns whether the poll schedule moved (the driver then moves its waits); a heartbeat
@@ -410,22 +435,21 @@ class Core:
         return self._relax(now)
 
     def ws_up(self, now: float) -> None:
-        """The WebSocket is connected and subscribed (``push_up("websocket", now)``)."""
-        self.push_up("websocket", now)
+        """Deprecated: ``push_up("websocket", now)`` (warns; goes in the next release)."""
+        _deprecated.warn("ws_up", 'push_up("websocket", now)', "Core")
+        self.push_up(Channel.WEBSOCKET, now)
 
     def ws_down(self, reason: str, now: float) -> None:
-        """The WebSocket failed to connect or closed (``push_down("websocket", ...)``)."""
-        self.push_down("websocket", reason, now)
+        """Deprecated: ``push_down("websocket", reason, now)`` (warns; goes in the next
+        release)."""
+        _deprecated.warn("ws_down", 'push_down("websocket", reason, now)', "Core")
+        self.push_down(Channel.WEBSOCKET, reason, now)
 
     def ws_message(self, file: FileStatus, now: float) -> None:
-        """A WebSocket message about ``file`` (a result, a failure or progress)."""
-        if file.ready:
-            message = Push(file.id, "result", url=file.url)
-        elif file.failed:
-            message = Push(file.id, "failed", reason=file.error, status=file.status)
-        else:
-            message = Push(file.id, "progress", progress=file.progress)
-        self.push("websocket", message, now)
+        """Deprecated: a WebSocket message about ``file`` (a result, a failure or progress); use
+        ``push("websocket", message, now)`` (warns; goes in the next release)."""
+        _deprecated.warn("ws_message", 'push("websocket", push_from_file(file), now)', "Core")
+        self.push(Channel.WEBSOCKET, push_from_file(file), now)
 
     def poll_sent(self, now: float) -> None:
         """A poll request is on its way (no new poll is due until its reply)."""
@@ -438,12 +462,12 @@ class Core:
             return
         self._error_streak = 0
         if file.ready:
-            self._done(Trigger.POLL_RESULT, now, file.url or "", "polling")
+            self._done(Trigger.POLL_RESULT, now, file.url or "", Channel.POLLING)
         elif file.failed:
             self._fail(now, failure_reason(file.status, file.error))
         else:
             if file.progress is not None:
-                self._progress(file.progress, "polling", now)
+                self._progress(file.progress, Channel.POLLING, now)
             delay = 0.0 if self._poll_now else self._poll_delay(now)
             self._poll_ref = None if self._poll_now else now
             self._poll_now = False
@@ -661,11 +685,11 @@ class Core:
         self.next_poll = now
         self._poll_ref = now
         self._poll_floor = -math.inf
-        if not self.policy.keep_ws_open:
+        if not self.policy.keep_push_open:
             for state in self._channels.values():
                 state.connect_at = None
 
-    def _completed(self, channel: str, now: float) -> None:
+    def _completed(self, channel: Channel, now: float) -> None:
         """A push said the job is done without its URL: poll at once."""
         self._poll_ref = None  # no life puts this poll off
         if self.state is State.AWAITING_WS:
@@ -677,7 +701,7 @@ class Core:
         else:
             self._poll_now = True  # a poll is in flight; poll again at its reply
 
-    def _progress(self, fraction: float, via: str, now: float) -> None:
+    def _progress(self, fraction: float, via: Channel, now: float) -> None:
         if fraction != self.progress:
             self.progress = fraction
             if fraction >= 0.05:  # the job's own estimate beats the history of others
@@ -692,7 +716,7 @@ class Core:
     def _emit_retry(self, what: str, attempt: int, delay: float, reason: str, now: float) -> None:
         self.sink(Retry(self.id, what, attempt, delay, reason, now, now + self.wall_offset))
 
-    def _done(self, trigger: Trigger, now: float, url: str, channel: str) -> None:
+    def _done(self, trigger: Trigger, now: float, url: str, channel: Channel) -> None:
         if trigger is Trigger.POLL_RESULT and self.state is State.POLLING:
             # a trusted channel that was listening missed the result: trust it no more; one
             # that showed life: its life relaxes polls no more
@@ -716,7 +740,7 @@ class Core:
         detail: str,
         *,
         url: str | None = None,
-        channel: str | None = None,
+        channel: Channel | None = None,
     ) -> None:
         source = self.state
         dest = fire(source, trigger)

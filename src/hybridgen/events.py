@@ -19,7 +19,7 @@ from typing import Final
 import attrs
 import trio
 
-from .machine import TERMINAL, State, Trigger
+from .machine import TERMINAL, Channel, State, Trigger
 
 __all__ = [
     "Event",
@@ -41,8 +41,8 @@ class Transition:
     """One generation moved from ``source`` to ``dest`` because of ``trigger``.
 
     ``monotonic`` is the trio clock (seconds), ``wall`` the Unix time. ``detail`` says why, in
-    words. When ``dest`` is ``done``, ``url`` is the result and ``channel`` says who delivered it
-    (``"websocket"`` or ``"polling"``).
+    words. When ``dest`` is ``done``, ``url`` is the result and ``channel`` says who delivered it:
+    a :class:`~hybridgen.machine.Channel` (``"sse"``, ``"websocket"`` or ``"polling"``).
     """
 
     generation_id: str
@@ -53,7 +53,7 @@ class Transition:
     wall: float
     detail: str = ""
     url: str | None = None
-    channel: str | None = None
+    channel: Channel | None = None
 
     @property
     def terminal(self) -> bool:
@@ -63,7 +63,8 @@ class Transition:
 
 @attrs.frozen
 class Progress:
-    """The server reported how far the job is: ``fraction`` in ``[0, 1]``, via channel ``via``.
+    """The server reported how far the job is: ``fraction`` in ``[0, 1]``, via channel ``via``
+    (a :class:`~hybridgen.machine.Channel`: ``"sse"``, ``"websocket"`` or ``"polling"``).
 
     ``remaining`` estimates the seconds left, from the time the job has taken to get this far
     (``None`` below 1 %, where it would be a guess).
@@ -71,7 +72,7 @@ class Progress:
 
     generation_id: str
     fraction: float
-    via: str
+    via: Channel
     monotonic: float
     wall: float
     remaining: float | None = None

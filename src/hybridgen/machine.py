@@ -1,4 +1,5 @@
-"""The generation state machine: its states, triggers and edges, defined once.
+"""The generation state machine: its states, triggers and edges, defined once, and the channels
+that deliver a result (:class:`Channel`).
 
 ``DEFINITION`` is a :class:`transitions.Machine` built once per process from :data:`TRANSITIONS`.
 Everything that draws, checks or drives a generation reads it: the diagrams
@@ -21,10 +22,12 @@ from .errors import InvalidTransition
 
 __all__ = [
     "DEFINITION",
+    "PUSH",
     "INITIAL",
     "TABLE",
     "TERMINAL",
     "TRANSITIONS",
+    "Channel",
     "State",
     "Trigger",
     "edges",
@@ -50,6 +53,26 @@ class State(enum.StrEnum):
     """The caller cancelled the generation. Terminal."""
 
 
+class Channel(enum.StrEnum):
+    """A way a result reaches hybridgen: a push channel (:attr:`SSE`, :attr:`WEBSOCKET`) or
+    :attr:`POLLING`.
+
+    A ``str`` enum: each member equals its value (``Channel.SSE == "sse"``) and prints and
+    serialises to JSON as it, so code and scripts that compare or read plain strings keep working.
+    """
+
+    SSE = "sse"
+    """The file's Server-Sent Events stream (``events/file.{id}``): today's push."""
+    WEBSOCKET = "websocket"
+    """The project's WebSocket (``ws/project.{id}``): the seed's (legacy) push."""
+    POLLING = "polling"
+    """An HTTP reply: a poll of the file, or the start reply itself."""
+
+
+PUSH: Final = (Channel.SSE, Channel.WEBSOCKET)
+"""The push channels (a :class:`~hybridgen.policy.Policy`'s ``push`` names some of them)."""
+
+
 class Trigger(enum.StrEnum):
     """What moves a generation from one state to the next."""
 
@@ -60,9 +83,11 @@ class Trigger(enum.StrEnum):
     PUSH_COMPLETED = "push_completed"
     """A push message said the job completed but carried no URL: poll for it now."""
     WS_TIMEOUT = "ws_timeout"
-    """The policy's push-only wait (``ws_timeout``) ran out without a result."""
+    """The policy's push-only wait (``push_timeout``) ran out without a result. The name is the
+    seed's (it means any push channel), kept for compatibility."""
     WS_FAILED = "ws_failed"
-    """A push channel could not connect, closed or ended before the wait ran out."""
+    """Every push channel could not connect, closed or ended before the wait ran out (the name
+    is the seed's, kept for compatibility)."""
     POLL_RESULT = "poll_result"
     """An HTTP reply (a poll, or the start reply itself) carried the result URL."""
     DEADLINE = "deadline"

@@ -211,7 +211,7 @@ class _Followed:
                 "hybridgen.generation.polls": result.polls,
                 "hybridgen.generation.poll_errors": result.poll_errors,
                 "hybridgen.generation.retries": self.retries,
-                "hybridgen.generation.push_failures": result.ws_failures,
+                "hybridgen.generation.push_failures": result.push_failures,
                 "hybridgen.generation.reason": result.reason,
             }
         )

@@ -1,7 +1,12 @@
 """Every timing hybridgen uses, in one place: the :class:`Policy` and its presets.
 
-All durations are seconds. The overall ``deadline`` and the ``ws_timeout`` count from the moment the
-start request is sent.
+All durations are seconds. The overall ``deadline`` and the ``push_timeout`` count from the moment
+the start request is sent.
+
+Renamed (the old names still work for one release, with a :class:`DeprecationWarning`):
+``ws_timeout`` is :attr:`Policy.push_timeout`, ``keep_ws_open`` is :attr:`Policy.keep_push_open`,
+``ws_reconnect`` is :attr:`Policy.push_reconnect`: they concern every push channel (SSE and the
+WebSocket), not the WebSocket alone.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from typing import Any, Final
 
 import attrs
 
+from . import _deprecated
 from .errors import ConfigError
-from .wire import PUSH_CHANNELS
+from .machine import PUSH, Channel
 
 __all__ = ["PRESETS", "Policy"]
 
@@ -39,20 +45,18 @@ def _count(inst: object, attribute: attrs.Attribute[Any], value: int | None) -> 
         raise ConfigError(attribute.name, f"must be a whole number >= 0, got {value!r}")
 
 
-def _channels(value: object) -> tuple[str, ...]:
+def _channels(value: object) -> tuple[Channel, ...]:
     if isinstance(value, str):  # "websocket,sse" as the command line and env give it
         value = tuple(part.strip() for part in value.split(",") if part.strip())
     if not isinstance(value, list | tuple | frozenset | set):
         raise ConfigError("push", f"must be a tuple of channel names, got {value!r}")
-    return tuple(value)
-
-
-def _push(inst: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    unknown = [name for name in value if name not in PUSH_CHANNELS]
+    unknown = [name for name in value if name not in PUSH]
     if unknown:
-        raise ConfigError(
-            "push", f"unknown channel {unknown[0]!r}; choose from {', '.join(PUSH_CHANNELS)}"
-        )
+        raise ConfigError("push", f"unknown channel {unknown[0]!r}; choose from websocket, sse")
+    return tuple(Channel(name) for name in value)
+
+
+def _push(inst: object, attribute: attrs.Attribute[Any], value: tuple[Channel, ...]) -> None:
     if len(set(value)) != len(value):
         raise ConfigError("push", f"names a channel twice: {value!r}")
 
@@ -79,8 +83,9 @@ class Policy:
     Invalid values raise :class:`~hybridgen.errors.ConfigError` (a ``ValueError``) naming the field.
     """
 
-    ws_timeout: float = attrs.field(default=2.0, validator=_positive)
-    """Seconds after the start request before polling begins (the WebSocket-only phase)."""
+    push_timeout: float = attrs.field(default=2.0, validator=_positive)
+    """Seconds after the start request before polling begins (the push-only phase, on every push
+    channel; the state ``awaiting_ws``). Was ``ws_timeout`` (deprecated alias)."""
     poll_interval: float = attrs.field(default=2.0, validator=_positive)
     """Seconds from one poll's reply to the next poll, and from the start request's reply to the
     first poll (that reply has just said the job is not ready)."""
@@ -97,13 +102,14 @@ class Policy:
     """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
     deadline: float = attrs.field(default=120.0, validator=_positive)
     """Seconds after the start request when the generation fails if no result arrived."""
-    push: tuple[str, ...] = attrs.field(
-        default=("sse", "websocket"), converter=_channels, validator=_push
+    push: tuple[Channel, ...] = attrs.field(
+        default=(Channel.SSE, Channel.WEBSOCKET), converter=_channels, validator=_push
     )
     """The push channels to open: ``"sse"`` (the file's Server-Sent Events, today's push, opened
     once the start reply names the file) and ``"websocket"`` (the project's legacy socket; without
     :attr:`push_fallback` opened before the start request). Empty: poll only. A comma-separated
-    string is accepted too. With :attr:`push_fallback` the order is the order of preference."""
+    string is accepted too; names become :class:`~hybridgen.machine.Channel` members. With
+    :attr:`push_fallback` the order is the order of preference."""
     push_fallback: bool = attrs.field(default=True, validator=_flag)
     """Open only the first channel of :attr:`push`, and a later one only while every channel
     before it is down after a failure (refused, e.g. HTTP 404 from a server without it, or
@@ -121,10 +127,12 @@ class Policy:
     single message counts as unavailable too, so the next channel opens beside it (a stream that
     connects and stays silent, as the seed-era API's SSE does). The first message on it closes
     the later channels again. ``None``: only a failure makes a channel unavailable."""
-    keep_ws_open: bool = attrs.field(default=True, validator=_flag)
-    """Keep listening on the push channels while polling (else close them when polling begins)."""
-    ws_reconnect: bool = attrs.field(default=True, validator=_flag)
-    """Reconnect a dropped push channel (with backoff) while it is still wanted."""
+    keep_push_open: bool = attrs.field(default=True, validator=_flag)
+    """Keep listening on the push channels while polling (else close them when polling begins).
+    Was ``keep_ws_open`` (deprecated alias)."""
+    push_reconnect: bool = attrs.field(default=True, validator=_flag)
+    """Reconnect a dropped push channel (with backoff) while it is still wanted. Was
+    ``ws_reconnect`` (deprecated alias)."""
     reconnect_delay: float = attrs.field(default=1.0, validator=_positive)
     """Seconds before a push channel's first reconnect after a failure (a refused or timed-out
     connect, a drop, a stream the server ended). Each further failure without news (a result,
@@ -196,10 +204,11 @@ class Policy:
     ``0``, they fail the download at once."""
 
     def __attrs_post_init__(self) -> None:
-        if self.deadline <= self.ws_timeout:
+        if self.deadline <= self.push_timeout:
             raise ConfigError(
                 "deadline",
-                f"must be longer than ws_timeout ({self.ws_timeout:g} s), got {self.deadline:g} s",
+                f"must be longer than push_timeout ({self.push_timeout:g} s), "
+                f"got {self.deadline:g} s",
             )
         if self.reconnect_cap < self.reconnect_delay:
             raise ConfigError(
@@ -225,15 +234,15 @@ class Policy:
         (401/403/404) still fail at once, and a failed start request is never sent again.
         """
         return cls(
-            ws_timeout=30.0,
+            push_timeout=30.0,
             poll_interval=2.0,
             backoff_factor=1.0,
             backoff_cap=2.0,
             jitter=0.0,
             deadline=150.0,
             push=("websocket",),
-            keep_ws_open=False,
-            ws_reconnect=False,
+            keep_push_open=False,
+            push_reconnect=False,
             retry_budget=None,
             honour_retry_after=False,
             trust_live_socket=False,
@@ -308,7 +317,7 @@ class Policy:
         15 minutes.
         """
         return cls(
-            ws_timeout=10.0,
+            push_timeout=10.0,
             poll_interval=10.0,
             backoff_cap=60.0,
             reconnect_cap=60.0,
@@ -322,8 +331,14 @@ class Policy:
             download_timeout=900.0,
         )
 
+    ws_timeout = _deprecated.alias("ws_timeout", "push_timeout", "Policy")
+    keep_ws_open = _deprecated.alias("keep_ws_open", "keep_push_open", "Policy")
+    ws_reconnect = _deprecated.alias("ws_reconnect", "push_reconnect", "Policy")
+
     def replace(self, **changes: Any) -> Policy:
         """Return a copy with some fields changed (validated like a new policy)."""
+        if not RENAMED.keys().isdisjoint(changes):
+            changes = _deprecated.renamed(changes, RENAMED, "Policy")
         return attrs.evolve(self, **changes)
 
     def scaled(self, factor: float) -> Policy:
@@ -334,8 +349,17 @@ class Policy:
         return self.replace(**{k: v * factor for k, v in durations.items() if v is not None})
 
 
+RENAMED: Final = {
+    "ws_timeout": "push_timeout",
+    "keep_ws_open": "keep_push_open",
+    "ws_reconnect": "push_reconnect",
+}
+"""Old field names of :class:`Policy` and their new ones: ``Policy(ws_timeout=...)`` and
+``replace(ws_timeout=...)`` still work for one release, with a :class:`DeprecationWarning`."""
+_deprecated.accept_old_names(Policy, RENAMED)
+
 DURATIONS: Final = (
-    "ws_timeout",
+    "push_timeout",
     "poll_interval",
     "push_quiet",
     "backoff_cap",

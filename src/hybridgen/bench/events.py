@@ -35,7 +35,7 @@ BATCH = 64
 def _generation(hub: Hub) -> None:
     core = Core("g", POLICY, hub.emit, 0.0)
     core.accepted(FILE, 0.0)
-    core.advance(POLICY.ws_timeout)
+    core.advance(POLICY.push_timeout)
     core.poll_sent(2.0)
     core.poll_reply(DONE, 2.1)
 

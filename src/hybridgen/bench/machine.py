@@ -38,7 +38,7 @@ def ours() -> object:
     """One generation's machine, ours: build it and run start, ws_timeout, poll_result."""
     core = Core("g", POLICY, _sink, 0.0)
     core.accepted(FILE, 0.0)
-    core.advance(POLICY.ws_timeout)
+    core.advance(POLICY.push_timeout)
     core.poll_sent(2.0)
     core.poll_reply(DONE, 2.1)
     assert core.state is State.DONE

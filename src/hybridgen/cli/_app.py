@@ -208,7 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send a start again even if the server may have made the job (may bill twice)",
     )
-    gen.add_argument("--ws-timeout", type=float, metavar="S", help="seconds before polling starts")
+    gen.add_argument(
+        "--ws-timeout",
+        "--push-timeout",
+        dest="push_timeout",
+        type=float,
+        metavar="S",
+        help="seconds before polling starts (the push-only wait, any push channel)",
+    )
     gen.add_argument("--poll-interval", type=float, metavar="S", help="seconds between polls")
     gen.add_argument("--deadline", type=float, metavar="S", help="seconds before giving up")
     gen.add_argument(

@@ -58,7 +58,7 @@ def policies(time_scale: float) -> dict[str, Policy]:
     ways = {"polling": scaled(Policy.polling())}
     for channel in PUSH_CHANNELS:
         ways[f"{channel} only"] = hybrid.replace(
-            push=(channel,), ws_timeout=hybrid.deadline * PUSH_ONLY_WAIT
+            push=(channel,), push_timeout=hybrid.deadline * PUSH_ONLY_WAIT
         )
     ways["hybrid"] = hybrid
     return ways

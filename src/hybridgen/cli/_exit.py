@@ -49,6 +49,7 @@ def worst_exit(*, interrupted: bool, failed: bool, unsaved: bool, incomplete: bo
 
 
 FLAGS: Final = {
+    "push_timeout": "--ws-timeout",
     "ws_timeout": "--ws-timeout",
     "poll_interval": "--poll-interval",
     "deadline": "--deadline",
@@ -78,7 +79,9 @@ FLAGS: Final = {
     },
 }
 """What the command line calls a library field in its messages (a flag, or words)."""
-_IN_MESSAGE: Final = re.compile(r"\b(?:ws_timeout|poll_interval|request_timeout|time_scale)\b")
+_IN_MESSAGE: Final = re.compile(
+    r"\b(?:push_timeout|ws_timeout|poll_interval|request_timeout|time_scale)\b"
+)
 _VERBS: Final = frozenset(
     (
         "is",

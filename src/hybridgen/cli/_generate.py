@@ -245,7 +245,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     policy = policy_from_options(
         args.policy or ("video" if args.video else "default"),
         time_scale=args.time_scale,
-        ws_timeout=args.ws_timeout,
+        push_timeout=args.push_timeout,
         poll_interval=args.poll_interval,
         deadline=args.deadline,
         request_timeout=args.request_timeout,

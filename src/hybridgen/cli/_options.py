@@ -41,7 +41,7 @@ def policy_from_options(
     preset: str = "default",
     *,
     time_scale: float | None = None,
-    ws_timeout: float | None = None,
+    push_timeout: float | None = None,
     poll_interval: float | None = None,
     deadline: float | None = None,
     request_timeout: float | None = None,
@@ -71,7 +71,7 @@ def policy_from_options(
     explicit: dict[str, Any] = {
         name: value
         for name, value in (
-            ("ws_timeout", ws_timeout),
+            ("push_timeout", push_timeout),
             ("poll_interval", poll_interval),
             ("deadline", deadline),
             ("request_timeout", request_timeout),

@@ -89,7 +89,7 @@ def _resumed_elapsed(entry: Entry) -> float:
     room for a few polls (a job that outlived its deadline while nobody watched is asked once
     more, not failed unseen)."""
     policy = entry.policy
-    window = policy.ws_timeout + 2 * policy.poll_interval + policy.request_timeout
+    window = policy.push_timeout + 2 * policy.poll_interval + policy.request_timeout
     age = max(0.0, time.time() - entry.started_wall)
     return min(age, max(0.0, policy.deadline - window))
 

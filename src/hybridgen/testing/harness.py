@@ -224,10 +224,10 @@ def check_done_iff_learnable(trace: Trace) -> None:
     for channel, mode in (("websocket", f.ws_mode), ("sse", f.sse_mode)):
         if polls_cannot_kill and channel in opened and mode in ("normal", "late"):
             push = ready + (f.late_by if mode == "late" else 0.0)
-            if policy.keep_ws_open or push < policy.ws_timeout - EPSILON:
+            if policy.keep_push_open or push < policy.push_timeout - EPSILON:
                 sure = min(sure, push)
     if clean_polls:
-        start = max(ready, policy.ws_timeout)
+        start = max(ready, policy.push_timeout)
         relaxed = policy.adaptive or policy.trust_live_socket
         longest = (
             max(policy.sparse_interval, policy.poll_interval) if relaxed else policy.poll_interval

@@ -38,10 +38,10 @@ def seconds(low: float, high: float) -> st.SearchStrategy[float]:
 @st.composite
 def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
     """Any valid :class:`~hybridgen.policy.Policy`."""
-    ws_timeout = draw(seconds(0.1, 40.0))
+    push_timeout = draw(seconds(0.1, 40.0))
     poll_interval = draw(seconds(0.1, 10.0))
     return Policy(
-        ws_timeout=ws_timeout,
+        push_timeout=push_timeout,
         poll_interval=poll_interval,
         backoff_factor=draw(st.sampled_from([1.0, 1.5, 2.0, 3.0])),
         backoff_cap=poll_interval + draw(seconds(0.0, 20.0)),
@@ -49,12 +49,12 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
         reconnect_cap=reconnect_delay + draw(seconds(0.0, 40.0)),
         reconnect_jitter=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])),
         jitter=draw(st.sampled_from([0.0, 0.1, 0.25, 0.5])),
-        deadline=ws_timeout + draw(seconds(0.5, max_deadline)),
+        deadline=push_timeout + draw(seconds(0.5, max_deadline)),
         push=tuple(draw(st.permutations(PUSH_CHANNELS))[: draw(st.integers(0, 2))]),
         push_fallback=draw(st.booleans()),
         push_quiet=draw(st.none() | seconds(0.1, 60.0)),
-        keep_ws_open=draw(st.booleans()),
-        ws_reconnect=draw(st.booleans()),
+        keep_push_open=draw(st.booleans()),
+        push_reconnect=draw(st.booleans()),
         retry_budget=draw(st.none() | st.integers(0, 10)),
         honour_retry_after=draw(st.booleans()),
         request_timeout=draw(seconds(0.5, 20.0)),
