@@ -198,7 +198,7 @@ def test_a_quiet_sse_stream_opens_the_socket_beside_it_until_it_speaks() -> None
     assert not core.wants("websocket")  # news on SSE: the socket closes again
 
 
-def test_transient_poll_errors_wait_one_interval_honour_retry_after_and_spend_the_budget() -> None:
+def test_answered_poll_errors_wait_one_interval_and_only_unanswered_ones_spend_the_budget() -> None:
     policy = Policy(
         jitter=0.0, poll_interval=1.0, backoff_factor=2.0, backoff_cap=8, retry_budget=2
     )
@@ -211,11 +211,41 @@ def test_transient_poll_errors_wait_one_interval_honour_retry_after_and_spend_th
     assert core.next_poll == pytest.approx(103.0)
     core.poll_sent(103.0)
     core.poll_error(TransientError("429", status=429, retry_after=7.0), 103.0)
-    assert core.next_poll == pytest.approx(110.0)  # Retry-After asks for more
-    core.poll_sent(110.0)
-    core.poll_error(TransientError("500", status=500), 110.0)
+    # no push may deliver: Retry-After holds the poll back up to poll_retry_after_cap (2 s)
+    assert core.next_poll == pytest.approx(105.0)
+    now = 105.0
+    for _ in range(40):  # answered errors, far past the budget: polled through
+        core.poll_sent(now)
+        core.poll_error(TransientError("HTTP 500", status=500), now)
+        assert core.state is State.POLLING and core.next_poll == pytest.approx(now + 1.0)
+        now += 1.0
+    for _ in range(2):  # no answer: these spend the budget, backing off
+        core.poll_sent(now)
+        core.poll_error(TransientError("reset"), now)
+        assert core.state is State.POLLING
+        now = core.next_poll or now
+    core.poll_sent(now)
+    core.poll_error(TransientError("reset"), now)
     assert core.state is State.FAILED
-    assert "gave up after 3 failed polls" in core.reason and "500" in core.reason
+    assert "gave up after 3 polls without an answer" in core.reason and "reset" in core.reason
+    assert core.result().poll_errors == 45
+
+
+def test_a_storm_of_answered_errors_fails_at_the_deadline_naming_the_last_error() -> None:
+    core, _ = make(Policy(jitter=0.0))
+    core.accepted(FileStatus("f1"), 100.0)
+    now = 102.0
+    while now < core.deadline_at:
+        core.advance(now)
+        assert core.poll_due(now)
+        core.poll_sent(now)
+        core.poll_error(TransientError("poll: HTTP 503", status=503, retry_after=5.0), now)
+        now = core.next_poll or now
+    core.advance(core.deadline_at)
+    assert core.state is State.FAILED and core.ended == core.deadline_at
+    assert core.reason == (
+        "no result within the 120 s deadline; the last 59 polls failed (poll: HTTP 503)"
+    )
 
 
 def test_seed_ignores_retry_after_and_never_gives_up_on_transient_errors() -> None:
@@ -376,7 +406,8 @@ def test_push_messages_of_every_kind() -> None:
 
 
 def test_retry_after_is_followed_instead_of_backing_off() -> None:
-    core, _ = make(Policy(jitter=0.0, poll_interval=2.0, backoff_factor=2.0))
+    policy = Policy(jitter=0.0, poll_interval=2.0, backoff_factor=2.0, poll_retry_after_cap=None)
+    core, _ = make(policy)
     core.accepted(FileStatus("f1"), 100.0)
     core.advance(102.0)
     for k, now in enumerate((102.0, 105.0, 108.0)):

@@ -100,11 +100,15 @@ def test_a_failed_poll_waits_one_interval_or_retry_after_even_while_alive() -> N
     assert core.next_poll == pytest.approx(106.0)  # no backoff past the interval
     core.poll_sent(106.0)
     core.poll_error(TransientError("HTTP 429", status=429, retry_after=5.0), 106.0)
-    assert core.next_poll == pytest.approx(111.0)  # the server asks for more
+    # no push shows life: Retry-After holds the poll back up to poll_retry_after_cap (2 s)
+    assert core.next_poll == pytest.approx(108.0)
     core.push_heartbeat("sse", 107.0)  # life spaces it out, from the reply
     assert core.next_poll == pytest.approx(116.0)
-    core.push_down("sse", "dropped", 108.0)  # back, but never before Retry-After
-    assert core.next_poll == pytest.approx(111.0)
+    core.poll_sent(116.0)
+    core.poll_error(TransientError("HTTP 429", status=429, retry_after=25.0), 116.0)
+    assert core.next_poll == pytest.approx(141.0)  # alive: the server's word in full
+    core.push_down("sse", "dropped", 120.0)  # life lost, but never before Retry-After
+    assert core.next_poll == pytest.approx(141.0)
 
 
 async def _chunks(*parts: bytes):  # type: ignore[no-untyped-def]

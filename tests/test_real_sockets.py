@@ -192,10 +192,15 @@ async def test_wrong_token_fails_fast_without_retries(emulator: Emulator) -> Non
     assert stats["start"] == 0  # the start never got past the token check
 
 
-@pytest.mark.parametrize(("fault", "retry_after"), [("500", None), ("503", 0.5), ("429", 0.5)])
+@pytest.mark.parametrize(
+    ("fault", "retry_after", "cap"),
+    [("500", None, 0.1), ("503", 0.5, None), ("429", 0.5, None), ("429", 0.5, 0.1)],
+)
 async def test_server_errors_are_retried_then_done(
-    emulator: Emulator, fault: str, retry_after: float | None
+    emulator: Emulator, fault: str, retry_after: float | None, cap: float | None
 ) -> None:
+    """Answered poll errors are polled through; with ``poll_retry_after_cap`` None, Retry-After
+    is waited in full, with the (scaled) default cap one interval (no push can deliver)."""
     ready_in = 0.3
     faults = Faults(
         ws_mode="silent",
@@ -204,16 +209,19 @@ async def test_server_errors_are_retried_then_done(
         poll_faults=2,
         retry_after=None if retry_after is None else gen_time(emulator, retry_after),
     )
-    elapsed, result = await generate(emulator, faults, DEFAULT.replace(deadline=4.0))
+    policy = DEFAULT.replace(deadline=4.0, poll_retry_after_cap=cap)
+    elapsed, result = await generate(emulator, faults, policy)
     assert result.state is State.DONE
     assert result.channel == "polling"
     assert result.poll_errors == 2
     # no Retry-After: the polls go on one interval apart, so one may still find the job running
     assert emulator.model.counts["poll"] == result.polls >= 3
-    if retry_after is not None:
+    if retry_after is not None and cap is None:
         assert result.polls == 3
         # Two Retry-After waits before the good poll (one interval each: 0.2 s).
         assert elapsed >= DEFAULT.push_timeout * (1 - DEFAULT.jitter) + 2 * retry_after
+    elif retry_after is not None:  # capped: polled again one interval later, as the seed would
+        assert elapsed < DEFAULT.push_timeout + 2 * retry_after
     assert elapsed <= 4.0
 
 

@@ -128,6 +128,9 @@ class Core:
     polls: int = 0
     poll_errors: int = attrs.field(default=0, repr=False)
     _error_streak: int = attrs.field(default=0, repr=False)
+    _unanswered: int = attrs.field(default=0, repr=False)
+    """Polls the server did not answer (what ``Policy.retry_budget`` counts)."""
+    _last_poll_error: str = attrs.field(default="", repr=False)
     progress: float | None = attrs.field(default=None, repr=False)
     expected: float | None = attrs.field(default=None, repr=False)
     """Seconds after the start when the result is expected (adaptive polling), if known."""
@@ -286,9 +289,11 @@ class Core:
             return
         if now >= self.deadline_at:
             self.next_poll = None
-            self._go(
-                Trigger.DEADLINE, now, f"no result within the {self.policy.deadline:g} s deadline"
-            )
+            reason = f"no result within the {self.policy.deadline:g} s deadline"
+            if self._error_streak:
+                polls = "poll" if self._error_streak == 1 else f"{self._error_streak} polls"
+                reason += f"; the last {polls} failed ({self._last_poll_error})"
+            self._go(Trigger.DEADLINE, now, reason)
         elif self.state is State.AWAITING_WS and now >= self.push_timeout_at:
             waited = f"no result by push after {self.policy.push_timeout:g} s"
             listening = " and ".join(n for n, c in self._channels.items() if c.connected)
@@ -483,20 +488,29 @@ class Core:
             return
         self.poll_errors += 1
         self._error_streak += 1
-        budget = self.policy.retry_budget
-        if budget is not None and self.poll_errors > budget:
-            self._fail(now, f"gave up after {self.poll_errors} failed polls; last: {error}")
-            return
-        if error.status is None:  # no answer (refused, reset, timed out): the server is away
-            delay = self._delay(self.policy.poll_interval, self._error_streak)
+        self._last_poll_error = str(error)
+        policy = self.policy
+        answered = error.status is not None
+        if not answered:  # refused, reset, timed out, not the API's reply: the server is away
+            self._unanswered += 1
+            budget = policy.retry_budget
+            if budget is not None and self._unanswered > budget:
+                self._fail(
+                    now, f"gave up after {self._unanswered} polls without an answer; last: {error}"
+                )
+                return
+            delay = self._delay(policy.poll_interval, self._error_streak)
         else:
             # It answered (503, 429, 5xx): a fixed poller would poll again one interval later,
             # and a longer backoff would only make the result later.
-            delay = self._jitter(self.policy.poll_interval)
-        if error.retry_after is not None and self.policy.honour_retry_after:
-            delay = max(delay, error.retry_after)  # the server's word
+            delay = self._jitter(policy.poll_interval)
+        listening = self._lively(now) or self._trusted_listening()  # a push may deliver
+        if error.retry_after is not None and policy.honour_retry_after:
+            wait = error.retry_after  # the server's word, in full while a push may deliver
+            cap = policy.poll_retry_after_cap
+            delay = max(delay, wait if listening or cap is None else min(wait, cap))
         self._poll_floor = now + delay
-        if self._lively(now) or self._trusted_listening():
+        if listening:
             delay = max(delay, self._poll_delay(now))  # a push listens: polls stay a safety net
         self.next_poll = now + delay
         self._poll_ref = now

@@ -94,7 +94,7 @@ class Policy:
     multiplied by this, and so is the wait after each poll in a row that got no answer (refused,
     reset, timed out). A poll the server answered with an error (503, 429, another 5xx) is not
     backed off: the next comes one ``poll_interval`` later, as a fixed poller's would, or when
-    ``Retry-After`` says if that is later."""
+    ``Retry-After`` says if that is later (within :attr:`poll_retry_after_cap`)."""
     backoff_cap: float = attrs.field(default=16.0, validator=_positive)
     """The longest delay between start retries and unanswered polls (push reconnects have
     :attr:`reconnect_cap`)."""
@@ -148,10 +148,21 @@ class Policy:
     in ``[delay / 2, delay]``), so the channels of many generations that dropped together do not
     reconnect together; the cap stays a cap."""
     retry_budget: int | None = attrs.field(default=20, validator=_count)
-    """Transient poll errors tolerated per generation; one more fails it (``None``: no limit)."""
+    """Polls without an answer tolerated per generation (refused, reset, timed out, a reply
+    that is not the API's); one more fails it (``None``: no limit). A poll the server answered
+    with an error (429, 5xx) does not spend it: the server is there, so such polls go on until
+    the deadline, as a fixed poller's would (the deadline's reason then names the last error)."""
     honour_retry_after: bool = attrs.field(default=True, validator=_flag)
     """After a 429/503 with ``Retry-After``, wait what it says (at least ``poll_interval``): no
-    poll or start request is sent earlier."""
+    start request is sent earlier, and no poll, within :attr:`poll_retry_after_cap`."""
+    poll_retry_after_cap: float | None = attrs.field(default=2.0, validator=_optional_positive)
+    """The longest a poll's ``Retry-After`` holds the next poll back while no push channel may
+    deliver instead (none shows life, :attr:`push_alive`, and none has delivered on this
+    client): polls are then the only way to learn the result, and a wait past a fixed poller's
+    next poll finds it later. The wait is never shorter than ``poll_interval``, so the default
+    (2 s, the seed's interval) polls again one interval after a 429/503 whatever its
+    ``Retry-After``. While a push channel shows life or is trusted, ``Retry-After`` is honoured
+    in full (the push delivers meanwhile). ``None``: always in full (a strict rate limiter)."""
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds one HTTP request or WebSocket connect may take (always cut at the deadline)."""
     trust_live_socket: bool = attrs.field(default=True, validator=_flag)
@@ -370,12 +381,13 @@ DURATIONS: Final = (
     "push_alive",
     "lively_interval",
     "request_timeout",
+    "poll_retry_after_cap",
     "download_timeout",
     "download_retry_delay",
     "download_propagation",
 )
-"""The fields of :class:`Policy` that are durations in seconds (``push_quiet`` and
-``push_alive`` may be ``None``)."""
+"""The fields of :class:`Policy` that are durations in seconds (``push_quiet``, ``push_alive``
+and ``poll_retry_after_cap`` may be ``None``)."""
 
 PRESETS: Final = {
     "default": Policy.default,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -32,6 +33,12 @@ DEADLINE_SLACK = 0.0
 """How late after its deadline a generation may end on the virtual clock: not at all."""
 
 EPSILON = 1e-6
+
+ANSWERED = re.compile(r"\bHTTP \d{3}\b")
+"""A retry's reason that names an HTTP status: the server answered that poll (429, 5xx), so it
+does not spend ``Policy.retry_budget``."""
+ANSWERED_FAULTS = frozenset(("500", "502", "503", "504", "429"))
+"""The emulator's poll faults that are answers (an HTTP error status), not a missing reply."""
 
 
 def run_virtual(fn: Callable[[], Awaitable[T]]) -> T:
@@ -218,7 +225,10 @@ def check_done_iff_learnable(trace: Trace) -> None:
         f.poll_fault is None or f.poll_faults == 0 or f.poll_fault_rate == 0
     ) and f.poll_delay < policy.request_timeout
     sure = math.inf
-    polls_cannot_kill = clean_polls or (policy.retry_budget is None and f.poll_fault != "404")
+    answered = f.poll_fault in ANSWERED_FAULTS and f.poll_delay < policy.request_timeout
+    polls_cannot_kill = (
+        clean_polls or answered or (policy.retry_budget is None and f.poll_fault != "404")
+    )
     # with push_fallback only the first channel surely opens (a later one waits for it to fail)
     opened = policy.push[:1] if policy.push_fallback else policy.push
     for channel, mode in (("websocket", f.ws_mode), ("sse", f.sse_mode)):
@@ -262,11 +272,16 @@ def check_cancel(trace: Trace) -> None:
 
 
 def check_retries_bounded(trace: Trace) -> None:
-    """Failed polls stay within the retry budget (one more fails the generation)."""
+    """Failed polls without an answer stay within the retry budget (one more fails the
+    generation); polls the server answered with an error (429, 5xx) never spend it, so they
+    never end a generation before its deadline."""
     budget = trace.scenario.policy.retry_budget
     retries = [e for e in trace.events if isinstance(e, Retry) and e.what == "poll"]
+    unanswered = [e for e in retries if not ANSWERED.search(e.reason)]
     if budget is not None:
-        assert len(retries) <= budget, f"{len(retries)} poll retries > budget {budget}"
+        assert len(unanswered) <= budget, f"{len(unanswered)} poll retries > budget {budget}"
+    if len(retries) > len(unanswered) and not unanswered:
+        assert "gave up" not in trace.result.reason, trace.result.reason
 
 
 def check_no_internal_error(trace: Trace) -> None:
