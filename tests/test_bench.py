@@ -92,6 +92,18 @@ def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) 
                     f"load.{key}.http_requests",
                     f"done.{key}",
                 } <= names
+        for scenario in ("push_works", "push_silent"):  # beside the hand-written aiohttp loop
+            loop = next(
+                f
+                for f in figures
+                if f["name"] == f"load.real.{scenario}.default_vs_loop.http_requests"
+            )
+            assert loop["baseline"] is not None and loop["baseline"] >= 1  # its start, at least
+        for kind in ("virtual", "real"):  # issue 25's poll-fault row, beside the seed
+            assert {
+                f"latency.{kind}.poll_503.default.median",
+                f"load.{kind}.poll_503.default.http_requests",
+            } <= names
         assert any(n.startswith("issue7.virtual.") and "http_requests" in n for n in names)
         for scenario in ("todays_api", "push_silent"):  # issue 24's video row
             key = f"video.virtual.{scenario}.video_vs_seed_timings"

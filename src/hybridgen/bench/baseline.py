@@ -7,9 +7,10 @@ failed), within an overall deadline. One ``aiohttp.ClientSession`` is shared by 
 its connector uncapped (an open WebSocket holds a connection of the pool). No state machine, no
 adaptive polling, no retries.
 
-``python -m hybridgen.bench.baseline URL N`` runs N generations at once and prints one JSON object
-with the same keys as the hybridgen worker of :mod:`hybridgen.bench.scale` (aiohttp comes with the
-``bench`` and ``test`` extras).
+``python -m hybridgen.bench.baseline URL N [SCALE]`` runs N generations at once and prints one JSON
+object with the same keys as the hybridgen worker of :mod:`hybridgen.bench.scale` (aiohttp comes
+with the ``bench`` and ``test`` extras); ``SCALE`` multiplies its poll interval and deadline (as
+``Policy.scaled`` does hybridgen's), for an emulator run with the same ``time_scale``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class _Stats:
         self.reasons: collections.Counter[str] = collections.Counter()
 
 
-async def _one(session: aiohttp.ClientSession, base: str, stats: _Stats) -> str:
+async def _one(
+    session: aiohttp.ClientSession, base: str, stats: _Stats, interval: float = POLL_INTERVAL
+) -> str:
     """One generation: ``done``, ``failed`` (the server says so) or ``lost`` (anything else)."""
     project_id = str(uuid.uuid4())
     body = {
@@ -96,7 +99,7 @@ async def _one(session: aiohttp.ClientSession, base: str, stats: _Stats) -> str:
 
     async def poll() -> str:
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(interval)
             stats.polls += 1
             try:
                 async with session.get(f"{base}/api/v1/file/{file_id}") as response:
@@ -122,12 +125,14 @@ async def _one(session: aiohttp.ClientSession, base: str, stats: _Stats) -> str:
         await asyncio.gather(listener, poller, return_exceptions=True)
 
 
-async def _tracked(session: aiohttp.ClientSession, base: str, stats: _Stats) -> str:
+async def _tracked(
+    session: aiohttp.ClientSession, base: str, stats: _Stats, scale: float = 1.0
+) -> str:
     stats.live += 1
     stats.max_live = max(stats.max_live, stats.live)
     try:
-        async with asyncio.timeout(DEADLINE):
-            return await _one(session, base, stats)
+        async with asyncio.timeout(DEADLINE * scale):
+            return await _one(session, base, stats, POLL_INTERVAL * scale)
     except Exception as exc:
         stats.reasons[type(exc).__name__] += 1
         return "lost"
@@ -135,8 +140,10 @@ async def _tracked(session: aiohttp.ClientSession, base: str, stats: _Stats) -> 
         stats.live -= 1
 
 
-async def run(url: str, n: int, token: str = "bench") -> dict[str, Any]:
-    """Run ``n`` generations at once against ``url``; the figures the scale benchmark reads."""
+async def run(url: str, n: int, token: str = "bench", scale: float = 1.0) -> dict[str, Any]:
+    """Run ``n`` generations at once against ``url``; the figures the scale benchmark reads.
+
+    ``scale`` multiplies the poll interval and the deadline."""
     stats = _Stats()
     headers = {"Authorization": f"Bearer {token}"}
     # No connection cap: each open WebSocket holds one of the connector's connections, so the
@@ -146,7 +153,7 @@ async def run(url: str, n: int, token: str = "bench") -> dict[str, Any]:
         rss0 = _rss_kb("VmRSS")
         cpu0 = _cpu()
         t0 = time.monotonic()
-        states = await asyncio.gather(*(_tracked(session, url, stats) for _ in range(n)))
+        states = await asyncio.gather(*(_tracked(session, url, stats, scale) for _ in range(n)))
         wall = time.monotonic() - t0
         cpu = _cpu() - cpu0
         hwm = _rss_kb("VmHWM")
@@ -164,9 +171,10 @@ async def run(url: str, n: int, token: str = "bench") -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hybridgen.bench.baseline URL N``: one JSON line of figures on stdout."""
-    url, n = argv if argv is not None else sys.argv[1:]
-    print(json.dumps(asyncio.run(run(url.rstrip("/"), int(n)))), flush=True)
+    """``python -m hybridgen.bench.baseline URL N [SCALE]``: one JSON line of figures on stdout."""
+    url, n, *rest = argv if argv is not None else sys.argv[1:]
+    scale = float(rest[0]) if rest else 1.0
+    print(json.dumps(asyncio.run(run(url.rstrip("/"), int(n), scale=scale))), flush=True)
     return 0
 
 

@@ -17,14 +17,21 @@ another and are not counted.
   these D - R figures are real milliseconds as measured, not scaled back.
 
 Figure 2 counts the HTTP requests (start + polls) each measured generation made, from the same
-runs. ``ISSUE7`` adds issue 7's comparison: adaptive polling vs a fixed 2 s poller (the default
-without ``trust_live_socket``) on silent-socket jobs of varying duration::
+runs, and (``LOOP_SCENARIOS``, real sockets) beside the hand-written asyncio + aiohttp loop of
+:mod:`hybridgen.bench.baseline`, run in a subprocess against an emulator of its own with the same
+faults and scale: ``load.real.{scenario}.default_vs_loop.http_requests``. The poll-fault
+scenarios (``POLL_FAULT_SCENARIOS``) are issue 25's rows: 503 or 429 with ``Retry-After`` on
+half the polls, with the push silent and with today's API. ``ISSUE7`` adds issue 7's
+comparison: adaptive polling vs a fixed 2 s poller (the default without ``trust_live_socket``)
+on silent-socket jobs of varying duration::
 
     python -m hybridgen.bench latency [--smoke] [--plot docs/latency.png]
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import random
 import statistics
 import sys
@@ -50,6 +57,8 @@ from ._report import Figure, figure, percentile
 __all__ = [
     "GEN_TIMES",
     "ISSUE7",
+    "LOOP_SCENARIOS",
+    "POLL_FAULT_SCENARIOS",
     "POLICIES",
     "REAL_SCALE",
     "SCENARIOS",
@@ -57,6 +66,7 @@ __all__ = [
     "WARMUP",
     "Sample",
     "issue7",
+    "loop_requests",
     "video",
     "real_samples",
     "run",
@@ -77,15 +87,28 @@ SCENARIOS: Final = {
     "silent_gen5": Faults(ws_mode="silent", gen_time=5),
     "silent_gen90": Faults(ws_mode="silent", gen_time=90),
     "todays_api": TODAYS_API,
+    "todays_api_503": TODAYS_API.replace(poll_fault="503", poll_fault_rate=0.5, retry_after=5),
+    "todays_api_429": TODAYS_API.replace(poll_fault="429", poll_fault_rate=0.5, retry_after=5),
 }
 """The scenarios (``push_silent`` is also the 35 s generation; ``push_late``: ready at 25 s,
 pushed at 31 s, after the seed closed its socket). Every generation uses a new project, so
 ``push_drops`` drops each generation's first socket. ``todays_api`` is the API as it is today: the
 legacy socket accepts and stays silent, the SSE stream pushes progress and the result, and each
-job takes a duration drawn from :data:`GEN_TIMES` (the seed's 30-40 s)."""
+job takes a duration drawn from :data:`GEN_TIMES` (the seed's 30-40 s); ``todays_api_503`` and
+``todays_api_429`` are today's API with ``poll_503``'s and ``poll_429``'s poll faults."""
 
-GEN_TIMES: Final = {"todays_api": (30.0, 40.0)}
-"""Scenarios whose jobs take durations drawn uniformly from a range (seconds), by a seeded RNG."""
+POLL_FAULT_SCENARIOS: Final = ("poll_503", "poll_429", "todays_api_503", "todays_api_429")
+"""Issue 25's rows: half the polls answer 503 or 429 with ``Retry-After: 5``, the push silent
+(``poll_*``, polls are all there is) or as today's API pushes (``todays_api_*``)."""
+
+GEN_TIMES: Final = {name: (30.0, 40.0) for name in ("todays_api", *POLL_FAULT_SCENARIOS)}
+"""Scenarios whose jobs take durations drawn uniformly from a range (seconds), by a seeded RNG.
+The poll-fault rows draw them too: with a fixed 35 s job the seed's polls (30, 32, 34, 36 s)
+meet the result exactly 1 s after it is ready every time, a phase luck no real job gives."""
+
+LOOP_SCENARIOS: Final = ("push_works", "push_silent")
+"""Scenarios whose requests per generation are also measured for the hand-written aiohttp loop
+(its push is the legacy WebSocket: ``push_works`` pushes on it, ``push_silent`` does not)."""
 
 POLICIES: Final[Mapping[str, Callable[[], Policy]]] = {
     "default": Policy.default,
@@ -100,7 +123,7 @@ ISSUE7: Final = ("silent_30_40", Faults(ws_mode="silent"), (30.0, 40.0))
 
 WARMUP: Final = 3
 """Generations each client runs (one after another) before the measured ones."""
-SMOKE_SCENARIOS: Final = ("push_works", "push_silent", "todays_api")
+SMOKE_SCENARIOS: Final = ("push_works", "push_silent", "todays_api", "poll_503")
 REAL_SCALE: Final = 0.05
 """Real-socket runs: every timing (policy and emulator) times this (20x faster)."""
 SMOKE_SCALE: Final = 0.01
@@ -273,6 +296,33 @@ def real_samples(
     return result
 
 
+def loop_requests(faults: Faults, n: int, scale: float) -> float | None:
+    """HTTP requests (start + polls) per generation of the hand-written aiohttp loop
+    (:mod:`hybridgen.bench.baseline`, a subprocess): ``n`` generations at once against an
+    emulator of its own with ``faults``, its timings and the loop's scaled by ``scale``.
+    ``None`` when aiohttp is not installed (the ``bench`` extra)."""
+    if importlib.util.find_spec("aiohttp") is None:
+        print("# the aiohttp loop needs the bench extra; its rows are left out", file=sys.stderr)
+        return None
+
+    async def main() -> float:
+        async with running(faults, time_scale=scale) as emulator:
+            argv = [sys.executable, "-m", "hybridgen.bench.baseline", emulator.url, str(n)]
+            with trio.fail_after(max(60.0, 300 * scale)):
+                done = await trio.run_process(
+                    [*argv, repr(scale)], capture_stdout=True, capture_stderr=True, check=False
+                )
+            if done.returncode != 0:
+                raise RuntimeError(f"the aiohttp loop failed: {done.stderr.decode()[-2000:]}")
+            report = json.loads(done.stdout.decode().splitlines()[-1])
+            if report["states"].get("done", 0) != n:
+                print(f"# real loop: not all done: {report['states']}", file=sys.stderr)
+            counts = emulator.model.counts
+            return float(counts["start"] + counts["poll"]) / n
+
+    return trio.run(main)
+
+
 def _times(samples: Sequence[Sample]) -> list[float]:
     return [s.after_ready for s in samples if s.after_ready is not None]
 
@@ -396,6 +446,11 @@ def run(smoke: bool = False, plot: str | None = None) -> list[Figure]:
         figures += _figures("virtual", name, virtual, "s", 1.0)
         real = real_samples(faults, n_real, scale, stagger, times)
         figures += _figures("real", name, real, "ms", 1e3)
+        loop = loop_requests(faults, n_real, scale) if name in LOOP_SCENARIOS else None
+        if loop is not None:
+            ours = _stats(real["default"])[2]
+            key = f"load.real.{name}.default_vs_loop.http_requests"
+            figures.append(figure(key, ours, "req/gen", loop))
         stats = [_stats(virtual[who]) for who in POLICIES]
         plot_rows.append((name, [(s[0], s[1]) for s in stats]))
     figures += issue7(n_virtual)
