@@ -211,7 +211,7 @@ def test_stopping_follows_no_new_generation(recorded: Recorded) -> None:
 
 def test_an_asyncio_client_is_followed_like_a_client(recorded: Recorded) -> None:
     """Instrumented before it starts or while it runs; stopped like a Client's."""
-    model = ServerModel(Faults(gen_time=0.05))
+    model = ServerModel(Faults(gen_time=0.05, ws_mode="silent", sse_mode="normal"))  # today's
 
     class Configured(MemoryTransport):
         config = Config(url="https://editor.example.com:8443", token=TOKEN)
