@@ -2,16 +2,19 @@
 
 ``--out`` with a suffix that names no image format, or in a folder that does not exist;
 ``models --type`` with a type the server does not have; ``generate --model`` with a model that
-does not make an image from a prompt (video, edit).
+does not make an image from a prompt (video, edit); ``--help``, usage lines and argparse's own
+errors wider than 80 columns.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from cli_support import needs_command, run
+from hybridgen.cli import build_parser, main
 
 pytestmark = needs_command
 
@@ -74,3 +77,45 @@ def test_a_model_that_makes_no_image_from_a_prompt_is_refused(
     assert proc.returncode == 2, proc.stderr
     assert f"--model names {model!r}, {words}" in flat(proc.stderr)
     assert not out.exists()
+
+
+def commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    found = {"hybridgen": parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.update(action.choices)
+    return found
+
+
+@pytest.mark.parametrize("command", sorted(commands()))
+def test_help_and_usage_fit_in_80_columns(monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """Issue 26 point 6: an option with choices shows one word (``--ws-mode MODE``), its help
+    lists them; argparse's usage otherwise printed ``{normal,silent,...}`` lines of 88 columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = commands()[command]
+    for text in (parser.format_usage(), parser.format_help()):
+        assert not [line for line in text.splitlines() if len(line) > 80], text
+    if command == "generate":
+        assert "--ws-mode MODE" in parser.format_usage()
+        assert "one of normal, silent, late" in flat(parser.format_help())
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["batch"], "argument COMMAND: invalid choice: 'batch' (choose from 'generate',"),
+        (["generate", "x", "-o", "x.png", "--policy", "nope"], "--policy: invalid choice: 'nope'"),
+        (["generate", "x"], "the following arguments are required: --out/-o"),
+    ],
+)
+def test_a_usage_error_fits_in_80_columns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert says in flat(err)
+    assert not [line for line in err.splitlines() if len(line) > 80], err

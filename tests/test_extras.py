@@ -206,3 +206,20 @@ def test_the_command_and_its_help_load_no_server_client_or_ui() -> None:
     assert not {m for m in modules if m.startswith(HEAVY)}, sorted(
         m for m in modules if m.startswith(HEAVY)
     )
+
+
+def test_help_loads_neither_trio_nor_the_emulators_model() -> None:
+    """``hybridgen --help`` (issue 26 point 12): the emulator's switches come from
+    ``emulator.faults``; its ``ServerModel`` (and trio with it) load when a command runs."""
+    modules = loaded(
+        """
+        import contextlib, io
+        from hybridgen.cli import main
+        for argv in (["--help"], ["generate", "--help"], ["serve", "--help"]):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+                main(argv)
+        """
+    )
+    assert not {m for m in modules if m.split(".")[0] == "trio"}
+    assert "hybridgen.emulator.model" not in modules
+    assert "hybridgen.emulator.faults" in modules  # the choices of --ws-mode and the like

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .._version import __version__
-from ..emulator.model import (
+from ..emulator.faults import (
     FILE_FAULTS,
     FILE_MODES,
     FILE_REDIRECTS,
@@ -37,7 +39,7 @@ from ._exit import (
     sentence,
 )
 from ._options import EMULATOR_GEN_TIME, EMULATOR_SSE_MODE, EMULATOR_WS_MODE
-from ._output import note_secret, say
+from ._output import fit, note_secret, say
 
 
 def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -83,9 +85,33 @@ def _add_journal_wait(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose error line is wrapped at 80 columns like every other message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, fit(f"{self.prog}: error: {message}") + "\n")
+
+
+def _name_the_choices(parser: argparse.ArgumentParser) -> None:
+    """Show an option with choices as one word (``--ws-mode MODE``) and list the choices in its
+    help, so that the usage lines fit in 80 columns; on every subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _name_the_choices(child)
+        elif action.choices is not None and action.metavar is None:
+            action.metavar = action.dest.rsplit("_", 1)[-1].upper()
+            words = [str(choice) for choice in action.choices]
+            help_text = action.help or ""
+            if not all(word in help_text for word in words):
+                listed = f"one of {', '.join(words)}"
+                action.help = f"{help_text}; {listed}" if help_text else listed
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hybridgen`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hybridgen",
         description=(
             "Get the result of a remote image generation by push (Server-Sent Events, or the "
@@ -95,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hybridgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    verbose = argparse.ArgumentParser(add_help=False)
+    verbose = _Parser(add_help=False)
     verbose.add_argument(
         "-v",
         "--verbose",
@@ -646,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
+    _name_the_choices(parser)
     return parser
 
 
