@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import importlib
 import io
 import os
@@ -436,6 +437,7 @@ def run_console(block: Block, shell: Shell) -> Outcome:
         for command, shown in zip(block.commands, block.outputs, strict=True):
             words = simple_commands(command)
             if words and words[0][:2] == ["hybridgen", "serve"]:
+                stack.enter_context(port_lock(words[0]))
                 server = subprocess.Popen(
                     ["bash", "-c", f"exec {command}"],
                     cwd=cwd,
@@ -476,6 +478,16 @@ def run_console(block: Block, shell: Shell) -> Outcome:
                     f"{server.args} did not print {missing}; it printed:\n{printed}"
                 )
     return outcome
+
+
+@contextlib.contextmanager
+def port_lock(words: list[str]) -> Iterator[None]:
+    """Hold the machine-wide lock of the port a ``serve --port N`` binds: two runs of this suite
+    at once (on a shared machine) take turns; each holder ends within its block's deadlines."""
+    port = words[words.index("--port") + 1] if "--port" in words else "default"
+    with open(Path(tempfile.gettempdir()) / f"hybridgen-docs-port-{port}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def first_line(process: subprocess.Popen[bytes]) -> str:
