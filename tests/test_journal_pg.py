@@ -12,7 +12,7 @@ import pytest
 from hybridgen import ImageRequest, Policy, State
 from hybridgen.errors import ConfigError, JournalError
 from hybridgen.journal import JournalFailure
-from hybridgen.journal_pg import LEASE_LOST, SCHEMA_VERSION, PostgresJournal
+from hybridgen.journal_pg import SCHEMA_VERSION, PostgresJournal
 from hybridgen.machine import Trigger
 from pg_support import Cluster, eventually
 from test_journal_contract import DONE, START, step
@@ -38,21 +38,6 @@ def submit(journal: PostgresJournal, count: int) -> list[str]:
     return [journal.submit(ImageRequest(prompt=f"fox {i}"), Policy.default()) for i in range(count)]
 
 
-def test_submitted_jobs_are_queued_and_leased_once_each(opener: Any) -> None:
-    a, b = opener(), opener()
-    ids = submit(a, 5)
-    assert a.counts()["queued"] == 5
-    first = a.lease_next(2)
-    second = b.lease_next(10)
-    assert [e.id for e in first] == ids[:2] and [e.id for e in second] == ids[2:]
-    assert all(e.queued and e.state is State.REQUESTED for e in first + second)
-    assert a.lease_next(10) == [] and b.lease_next(10) == []
-    counts = a.counts()
-    assert counts["running"] == 5 and counts["queued"] == 0
-    (holder_a, holder_b) = sorted(a.holders(), key=lambda h: h[1])
-    assert {holder_a[1], holder_b[1]} == {2, 3}
-
-
 def test_skip_locked_workers_never_wait_for_each_other(opener: Any, postgres: Cluster) -> None:
     journal = opener()
     ids = submit(journal, 2)
@@ -62,50 +47,6 @@ def test_skip_locked_workers_never_wait_for_each_other(opener: Any, postgres: Cl
         )
         (leased,) = journal.lease_next(5)
         assert leased.id == ids[1]
-
-
-def test_a_stalled_workers_writes_and_download_are_refused(opener: Any, postgres: Cluster) -> None:
-    stalled, taker = opener(lease=3600), opener()
-    failures: list[JournalFailure] = []
-    stalled.watch(failures.append)
-    lost: list[str] = []
-    stalled.on_lease_lost(lost.append)
-    (gen_id,) = submit(stalled, 1)
-    stalled.lease_next()
-    assert stalled.mark_sending(gen_id)
-    stalled.record(gen_id, START(gen_id), "f1")
-    assert stalled.flush()
-    # the stalled worker's lease runs out; another takes the job over
-    with psycopg.connect(postgres.dsn, autocommit=True) as db:
-        db.execute(f"UPDATE {opener.schema}.generations SET lease_expires = 1")
-    (taken,) = taker.lease_next()
-    assert taken.file_id == "f1" and not taken.queued and taken.state is State.AWAITING_WS
-    taker.record(gen_id, DONE(gen_id), None)
-    assert taker.flush()
-    # the stalled one wakes up: it can neither record nor download
-    stalled.record(gen_id, DONE(gen_id), None)
-    assert stalled.flush()
-    assert lost == [gen_id] and LEASE_LOST in failures[-1].reason
-    assert not stalled.begin_download(gen_id) and not stalled.holds(gen_id)
-    assert taker.begin_download(gen_id)
-    assert not stalled.mark_sending(gen_id)
-    assert taker.path_of(gen_id) == [
-        ("requested", "start", "awaiting_ws"),
-        ("polling", "poll_result", "done"),
-    ]
-
-
-def test_a_start_is_marked_sending_once(opener: Any) -> None:
-    journal = opener()
-    (gen_id,) = submit(journal, 1)
-    assert not journal.mark_sending(gen_id)  # not leased: must not be sent
-    journal.lease_next()
-    assert journal.mark_sending(gen_id) and journal.mark_sending(gen_id)  # idempotent per lease
-    journal.release(gen_id)
-    assert journal.flush()
-    (again,) = opener().lease_next()
-    assert again.id == gen_id and not again.queued  # its start may have reached the server
-    assert journal.counts()["running"] == 1
 
 
 def test_the_heartbeat_renews_and_finds_a_lost_lease(opener: Any, postgres: Cluster) -> None:

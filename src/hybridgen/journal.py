@@ -221,6 +221,17 @@ class Lease:
     """Seconds until it ends unless renewed, by the journal's clock when asked."""
 
 
+def _added(callbacks: list[Any], callback: Any) -> Callable[[], None]:
+    """Append ``callback`` to ``callbacks``; the function that takes it out again."""
+    callbacks.append(callback)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            callbacks.remove(callback)
+
+    return remove
+
+
 class _Leases:
     """The leases one journal object holds, with their fences, and who to tell when one is lost.
 
@@ -258,13 +269,7 @@ class _Leases:
             return gen_id in self._taken
 
     def watch(self, callback: Callable[[str], object]) -> Callable[[], None]:
-        self._callbacks.append(callback)
-
-        def unwatch() -> None:
-            with contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
-
-        return unwatch
+        return _added(self._callbacks, callback)
 
     def lost(self, gen_id: str, operation: str) -> None:
         """Another process took ``gen_id`` over: forget it, report it, tell the callbacks."""
@@ -406,30 +411,22 @@ def _is_lock(exc: sqlite3.Error) -> bool:
 
 @attrs.define
 class _Write:
-    """One queued write: ``run(db)`` inside a transaction returns a refusal, or ``None``."""
+    """One queued write: ``run(...)`` inside a transaction returns a refusal, or ``None``
+    (SQLite: ``run(db)``; PostgreSQL: ``run(cursor, retrying)``)."""
 
     operation: str
     generation_id: str | None
-    run: Callable[[sqlite3.Connection], str | None]
+    run: Callable[..., str | None]
     landed: threading.Event = attrs.field(factory=threading.Event)
     """Set once the write is done (committed, refused or lost)."""
 
 
 class _Writer:
-    """The writer thread: owns a connection, drains the queue, renews leases."""
+    """A journal's writer thread: drains a bounded queue of writes (:meth:`apply` each one) and
+    renews the leases every ``beat`` seconds (:meth:`heartbeat`). Both backends share it."""
 
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        owner: Owner,
-        lease: float,
-        busy_timeout: float,
-        max_queue: int,
-    ) -> None:
-        self.db = db
-        self.owner = owner
-        self.lease = lease
-        self.busy_timeout = busy_timeout
+    def __init__(self, *, beat: float, max_queue: int) -> None:
+        self.beat = beat
         self.queue: queue.Queue[_Write | None] = queue.Queue(max_queue)
         self.watchers: list[FailureCallback] = []
         self.lost = 0
@@ -437,23 +434,39 @@ class _Writer:
         self.idle = threading.Condition()
         self.stopping = False
         self.give_up_at = math.inf
-        self.waiting = False  # a wait for the lock was reported; cleared by the next success
         self.behind = False  # a caller gave up waiting for a write; cleared by the next success
         self.leases = _Leases(self.report)
         self.thread = threading.Thread(target=self._run, name="hybridgen-journal", daemon=True)
-        self.thread.start()
+
+    # what a backend provides
+
+    def apply(self, write: _Write) -> None:
+        """Make ``write`` (in the writer thread); report a failure or refusal, never raise."""
+        raise NotImplementedError
+
+    def heartbeat(self) -> None:
+        """Renew the leases this journal holds (in the writer thread)."""
+
+    def slow(self) -> bool:
+        """Whether the store is known to be slow now (nothing waits for a write then)."""
+        return self.behind
+
+    def finished(self) -> None:
+        """The thread ends (close what it owns)."""
+
+    # the queue
 
     def submit(self, write: _Write) -> None:
         with self.idle:
             if self.stopping:
-                self._lose(write, "the journal is closed")
+                self.lose(write, "the journal is closed")
                 return
             self.unfinished += 1
         try:
             self.queue.put_nowait(write)
         except queue.Full:
             self._done(write)
-            self._lose(write, f"the journal's queue is full ({self.queue.maxsize} writes wait)")
+            self.lose(write, f"the journal's queue is full ({self.queue.maxsize} writes wait)")
 
     def report(self, failure: JournalFailure) -> None:
         level = logging.WARNING if failure.lost else logging.INFO
@@ -467,16 +480,23 @@ class _Writer:
                 with contextlib.suppress(ValueError):
                     self.watchers.remove(callback)
 
-    def _lose(self, write: _Write, reason: str) -> None:
+    def watch(self, callback: FailureCallback) -> Callable[[], None]:
+        return _added(self.watchers, callback)
+
+    def lose(self, write: _Write, reason: str) -> None:
         with self.idle:
             self.lost += 1
         self.report(JournalFailure(write.operation, reason, write.generation_id, lost=True))
 
     def wait_for(self, write: _Write, timeout: float) -> None:
-        """Wait up to ``timeout`` s for ``write`` to land, unless the writer is known to be slow
+        """Wait up to ``timeout`` s for ``write`` to land, unless the store is known to be slow
         (then at once: the caller's thread is the event loop)."""
-        if not (self.behind or self.waiting) and not write.landed.wait(timeout):
+        if not self.slow() and not write.landed.wait(timeout):
             self.behind = True
+
+    def flush(self, timeout: float) -> bool:
+        with self.idle:
+            return self.idle.wait_for(lambda: self.unfinished == 0, timeout)
 
     def _done(self, write: _Write) -> None:
         write.landed.set()
@@ -486,9 +506,7 @@ class _Writer:
                 self.idle.notify_all()
 
     def _run(self) -> None:
-        db = self.db
-        beat = max(0.05, self.lease / 3)
-        next_beat = time.monotonic() + beat
+        next_beat = time.monotonic() + self.beat
         try:
             while True:
                 wait = 0.05 if self.stopping else max(0.0, next_beat - time.monotonic())
@@ -497,21 +515,21 @@ class _Writer:
                 except queue.Empty:
                     write = None
                 if write is not None:
-                    self._apply(db, write)
+                    self.apply(write)
                     self._done(write)
                 elif self.stopping and self.queue.empty():
                     return
                 if not self.stopping and time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + beat
-                    self._apply(db, _Write("heartbeat", None, self._heartbeat), patient=False)
+                    next_beat = time.monotonic() + self.beat
+                    self.heartbeat()
         except Exception as exc:  # a broken connection: every write from now on is lost
             log.exception("the journal's writer thread stopped")
-            self._drain(f"the journal's writer stopped: {exc!r}")
+            self.drain(f"the journal's writer stopped: {exc!r}")
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
+            self.finished()
 
-    def _drain(self, reason: str) -> None:
+    def drain(self, reason: str) -> None:
+        """Lose every queued write (``reason``) and take no more."""
         with self.idle:
             self.stopping = True
         while True:
@@ -520,13 +538,56 @@ class _Writer:
             except queue.Empty:
                 return
             if write is not None:
-                self._lose(write, reason)
+                self.lose(write, reason)
                 self._done(write)
 
-    def _apply(self, db: sqlite3.Connection, write: _Write, *, patient: bool = True) -> None:
+    def stop(self, timeout: float, grace: float = 0.5) -> None:
+        """Finish the queued writes within ``timeout`` seconds, then lose the rest and stop
+        (waiting ``grace`` more for a write in progress)."""
+        with self.idle:
+            self.stopping = True
+        self.give_up_at = time.monotonic() + timeout
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)  # wake the thread
+        if self.thread.is_alive():
+            self.thread.join(timeout + grace)
+        if self.thread.is_alive():  # stuck in a write: leave it, lose what waits
+            log.warning("the journal's writer is stuck in a write; it is left behind")
+        self.drain(_CLOSED)
+
+
+class _SQLiteWriter(_Writer):
+    """The writer thread of a :class:`SQLiteJournal`: owns a connection, waits out other
+    processes' locks."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        owner: Owner,
+        lease: float,
+        busy_timeout: float,
+        max_queue: int,
+    ) -> None:
+        super().__init__(beat=max(0.05, lease / 3), max_queue=max_queue)
+        self.db = db
+        self.owner = owner
+        self.lease = lease
+        self.busy_timeout = busy_timeout
+        self.waiting = False  # a wait for the lock was reported; cleared by the next success
+        self.thread.start()
+
+    def slow(self) -> bool:
+        return self.behind or self.waiting
+
+    def finished(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+    def apply(self, write: _Write, *, patient: bool = True) -> None:
+        db = self.db
         while True:
             if time.monotonic() >= self.give_up_at:  # closing, and out of time
-                self._lose(write, _CLOSED)
+                self.lose(write, _CLOSED)
                 return
             try:
                 with _immediate(db):
@@ -542,17 +603,20 @@ class _Writer:
                         self.report(attrs.evolve(failure, lost=False))
                     continue  # the connection's busy timeout has waited already
                 if _is_lock(exc) and patient:
-                    self._lose(write, f"{_CLOSED}: another process held its lock ({exc})")
+                    self.lose(write, f"{_CLOSED}: another process held its lock ({exc})")
                 else:
-                    self._lose(write, f"{type(exc).__name__}: {exc}")
+                    self.lose(write, f"{type(exc).__name__}: {exc}")
                 return
             except Exception as exc:  # a bug or an OSError: report, never kill the thread
-                self._lose(write, repr(exc))
+                self.lose(write, repr(exc))
                 return
             self.waiting = self.behind = False
             if refused is not None:
-                self._lose(write, refused)
+                self.lose(write, refused)
             return
+
+    def heartbeat(self) -> None:
+        self.apply(_Write("heartbeat", None, self._heartbeat), patient=False)
 
     def _heartbeat(self, db: sqlite3.Connection) -> None:
         db.execute(
@@ -573,19 +637,11 @@ class _Writer:
     def _release(self, db: sqlite3.Connection) -> None:
         db.execute("UPDATE generations SET lease_expires = 0 WHERE owner = ?", (self.owner.id,))
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, grace: float = 0.5) -> None:
         """Finish the queued writes within ``timeout`` seconds (releasing this owner's leases
         last), then lose the rest and stop."""
         self.submit(_Write("release", None, self._release))
-        with self.idle:
-            self.stopping = True
-        self.give_up_at = time.monotonic() + timeout
-        with contextlib.suppress(queue.Full):
-            self.queue.put_nowait(None)  # wake the thread
-        self.thread.join(timeout + self.busy_timeout + 0.5)
-        if self.thread.is_alive():  # stuck in the file system: leave it, lose what waits
-            log.warning("the journal's writer is stuck in a write; it is left behind")
-            self._drain(_CLOSED)
+        super().stop(timeout, grace=self.busy_timeout + grace)
 
 
 class SQLiteJournal:
@@ -627,7 +683,7 @@ class SQLiteJournal:
         except BaseException:
             self._db.close()
             raise
-        self._writer = _Writer(
+        self._writer = _SQLiteWriter(
             _connect(self.path, busy_timeout), self.owner, lease, busy_timeout, max_queue
         )
         self._leases = self._writer.leases
@@ -689,21 +745,12 @@ class SQLiteJournal:
 
     def watch(self, callback: FailureCallback) -> Callable[[], None]:
         """Report each :class:`JournalFailure` to ``callback`` (called from the writer thread)."""
-        self._writer.watchers.append(callback)
-
-        def unwatch() -> None:
-            with contextlib.suppress(ValueError):
-                self._writer.watchers.remove(callback)
-
-        return unwatch
+        return self._writer.watch(callback)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued write is done (at most ``timeout``, default
         :attr:`flush_timeout`); return whether they all are."""
-        limit = self.flush_timeout if timeout is None else timeout
-        writer = self._writer
-        with writer.idle:
-            return writer.idle.wait_for(lambda: writer.unfinished == 0, limit)
+        return self._writer.flush(self.flush_timeout if timeout is None else timeout)
 
     def close(self, timeout: float | None = None) -> int:
         """Finish queued writes (within ``timeout``, default :attr:`flush_timeout`), release this
@@ -892,15 +939,8 @@ class SQLiteJournal:
         gen_id: str | None = None,
     ) -> str:
         """Queue a job (nothing is sent); its generation id. Blocks until it is stored."""
-        new_id = gen_id or uuid.uuid4().hex[:16]
-        values = (
-            new_id,
-            request_record(request),
-            json.dumps(attrs.asdict(policy)),
-            json.dumps(dict(meta or {})),
-            str(State.REQUESTED),
-            time.time(),
-        )
+        values = _queued_row(request, policy, meta, gen_id)
+        new_id = values[0]
 
         def run(db: sqlite3.Connection) -> None:
             try:
@@ -972,12 +1012,9 @@ class SQLiteJournal:
         return done
 
     def mark_sending(self, gen_id: str, *, again: bool = False) -> bool:
-        """Record that ``gen_id``'s start request is about to leave (blocks until stored).
-
-        True when it may be sent: this journal still holds the job and it is in ``requested``
-        with no start sent under another lease (``again``: even so, for a policy with
-        ``retry_unsafe_starts``). False: do not send it.
-        """
+        """Record that ``gen_id``'s start is about to leave (blocks); whether it may be sent, as
+        :meth:`PostgresJournal.mark_sending <hybridgen.journal_pg.PostgresJournal.mark_sending>`
+        says."""
         return self._fenced_now(
             gen_id,
             "sending",
@@ -988,8 +1025,9 @@ class SQLiteJournal:
         )
 
     def begin_download(self, gen_id: str) -> bool:
-        """Whether this journal may download ``gen_id``'s result now (blocks): it still holds the
-        job, which has not failed and is not delivered; the lease is renewed for the download."""
+        """Whether this journal may download ``gen_id``'s result now (blocks; the lease renewed),
+        as :meth:`PostgresJournal.begin_download
+        <hybridgen.journal_pg.PostgresJournal.begin_download>` says."""
         return self._fenced_now(
             gen_id,
             "download",
@@ -1163,3 +1201,18 @@ def _live_leases(entries: list[Entry], now: float) -> list[Lease]:
         and entry.lease_expires > now
         and not entry.owner.gone()
     ]
+
+
+def _queued_row(
+    request: StartRequest, policy: Policy, meta: Mapping[str, str] | None, gen_id: str | None
+) -> tuple[str, str, str, str, str, float]:
+    """A submitted job's ``(id, request, policy, meta, state, started_wall)`` (a new id unless
+    ``gen_id``), as both backends store it."""
+    return (
+        gen_id or uuid.uuid4().hex[:16],
+        request_record(request),
+        json.dumps(attrs.asdict(policy)),
+        json.dumps(dict(meta or {})),
+        str(State.REQUESTED),
+        time.time(),
+    )

@@ -41,7 +41,6 @@ import logging
 import math
 import queue
 import re
-import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -51,7 +50,18 @@ import attrs
 
 from .errors import ConfigError, JournalError, LeaseHeld, MissingExtra
 from .events import Transition
-from .journal import LEASE_LOST, QUEUE_KINDS, Entry, FailureCallback, JournalFailure, Lease, Owner
+from .journal import LEASE_LOST as LEASE_LOST
+from .journal import (
+    QUEUE_KINDS,
+    Entry,
+    FailureCallback,
+    JournalFailure,
+    Lease,
+    Owner,
+    _queued_row,
+    _Write,
+    _Writer,
+)
 from .machine import TERMINAL, State
 from .policy import Policy
 from .video import StartRequest, request_from_record, request_record
@@ -76,7 +86,6 @@ _NOT_ENDED: Final = f"state NOT IN {_ENDED_SQL}"
 _NEEDS_WORK: Final = f"({_NOT_ENDED} OR (state = 'done' AND delivered_to IS NULL))"
 _NOW: Final = "extract(epoch FROM clock_timestamp())"
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_CLOSED: Final = "the journal closed before this write was done"
 _SESSION_LOST: Final[tuple[type[Exception], ...]] = (
     psycopg.OperationalError,
     psycopg.errors.IdleInTransactionSessionTimeout,
@@ -149,16 +158,6 @@ def _safe_dsn(dsn: str) -> str:
     return f"postgresql database {parts.get('dbname') or parts.get('user') or '?'} at {where}"
 
 
-@attrs.define
-class _Write:
-    """One queued write: ``run(cursor, retrying)`` in a transaction returns a refusal or None."""
-
-    operation: str
-    generation_id: str | None
-    run: Callable[[psycopg.Cursor[Any], bool], str | None]
-    landed: threading.Event = attrs.field(factory=threading.Event)
-
-
 class PostgresJournal:
     """A :class:`~hybridgen.journal.Journal` and job queue in PostgreSQL (see the module doc).
 
@@ -198,13 +197,8 @@ class PostgresJournal:
         self.retry_for = retry_for
         self.flush_timeout = flush_timeout
         self.durable_wait = durable_wait
-        self._behind = False  # a wait for a write timed out; cleared when one lands in time
         self.owner = Owner.here()
         """This journal object's identity in the jobs it holds."""
-        self._fences: dict[str, int] = {}
-        self._taken: set[str] = set()  # the jobs another process took over from this journal
-        self._fence_lock = threading.Lock()
-        self._lost_callbacks: list[Callable[[str], object]] = []
         self._pool = psycopg_pool.ConnectionPool(
             dsn,
             min_size=1,
@@ -222,17 +216,11 @@ class PostgresJournal:
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             self._pool.close()
             raise JournalError(f"cannot open the {self.where} as a journal: {exc}") from None
-        self._queue: queue.Queue[_Write | None] = queue.Queue(max_queue)
-        self._watchers: list[FailureCallback] = []
-        self._idle = threading.Condition()
-        self._unfinished = 0
-        self._stopping = False
-        self._give_up_at = math.inf
-        self._lost = 0
+        self._writer = _PgWriter(self, max_queue)
+        self._leases = self._writer.leases
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="hybridgen-journal", daemon=True)
-        self._thread.start()
-        self._finalizer = weakref.finalize(self, PostgresJournal._stop_writer, self._queue)
+        self._writer.thread.start()
+        self._finalizer = weakref.finalize(self, PostgresJournal._stop_writer, self._writer.queue)
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         # A process stopped inside a transaction (SIGSTOP) would keep its rows locked, and the
@@ -276,118 +264,30 @@ class PostgresJournal:
     @property
     def lost(self) -> int:
         """How many writes failed or were given up since this journal was opened."""
-        return self._lost
+        return self._writer.lost
 
     def watch(self, callback: FailureCallback) -> Callable[[], None]:
         """Report each :class:`~hybridgen.journal.JournalFailure` to ``callback`` (from the
         writer thread, or the thread that called)."""
-        self._watchers.append(callback)
-
-        def unwatch() -> None:
-            with contextlib.suppress(ValueError):
-                self._watchers.remove(callback)
-
-        return unwatch
+        return self._writer.watch(callback)
 
     def on_lease_lost(self, callback: Callable[[str], object]) -> Callable[[], None]:
         """Call ``callback(generation_id)`` when another process took a job of this journal's
         over (from the writer thread); returns an unwatcher."""
-        self._lost_callbacks.append(callback)
-
-        def unwatch() -> None:
-            with contextlib.suppress(ValueError):
-                self._lost_callbacks.remove(callback)
-
-        return unwatch
-
-    def _report(self, failure: JournalFailure) -> None:
-        level = logging.WARNING if failure.lost else logging.INFO
-        log.log(
-            level,
-            "journal %s %s: %s",
-            failure.operation,
-            failure.generation_id or "-",
-            failure.reason,
-        )
-        for callback in tuple(self._watchers):
-            try:
-                callback(failure)
-            except Exception:
-                log.exception("journal watcher %r raised; it is detached", callback)
-                with contextlib.suppress(ValueError):
-                    self._watchers.remove(callback)
-
-    def _lose(self, write: _Write, reason: str) -> None:
-        with self._idle:
-            self._lost += 1
-        self._report(JournalFailure(write.operation, reason, write.generation_id, lost=True))
-
-    def _lease_lost(self, gen_id: str, operation: str) -> None:
-        with self._fence_lock:
-            known = self._fences.pop(gen_id, None) is not None
-            self._taken.add(gen_id)
-        if not known:
-            return
-        reason = f"{LEASE_LOST}: another process took {gen_id} over; this one stops on it"
-        self._report(JournalFailure(operation, reason, gen_id, lost=True))
-        for callback in tuple(self._lost_callbacks):
-            try:
-                callback(gen_id)
-            except Exception:
-                log.exception("lease-lost callback %r raised", callback)
-
-    def _submit(self, write: _Write) -> None:
-        with self._idle:
-            if self._stopping:
-                self._lost += 1
-                self._report(
-                    JournalFailure(write.operation, "the journal is closed", write.generation_id)
-                )
-                return
-            self._unfinished += 1
-        try:
-            self._queue.put_nowait(write)
-        except queue.Full:
-            self._done()
-            self._lose(write, f"the journal's queue is full ({self._queue.maxsize} writes wait)")
-
-    def _done(self) -> None:
-        with self._idle:
-            self._unfinished -= 1
-            if self._unfinished == 0:
-                self._idle.notify_all()
-
-    def _run(self) -> None:
-        beat = max(0.05, self.lease / 3)
-        next_beat = time.monotonic() + beat
-        while True:
-            wait = 0.05 if self._stopping else max(0.0, next_beat - time.monotonic())
-            try:
-                write = self._queue.get(timeout=wait)
-            except queue.Empty:
-                write = None
-            if write is not None:
-                self._apply(write)
-                write.landed.set()
-                self._done()
-            elif self._stopping and self._queue.empty():
-                return
-            if not self._stopping and time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + beat
-                self._heartbeat()
+        return self._leases.watch(callback)
 
     def _apply(self, write: _Write) -> None:
         try:
             refused = self._retrying(write.operation, write.generation_id, write.run)
         except JournalError as exc:
-            self._lose(write, str(exc))
+            self._writer.lose(write, str(exc))
             return
         except Exception as exc:  # a bug: report, never kill the thread
             log.exception("journal write %s failed", write.operation)
-            self._lose(write, repr(exc))
+            self._writer.lose(write, repr(exc))
             return
         if refused is not None:
-            self._lose(write, refused)
+            self._writer.lose(write, refused)
 
     def _retrying(
         self,
@@ -397,13 +297,13 @@ class PostgresJournal:
     ) -> Any:
         """``run(cursor, retrying)`` in one transaction, again while the server is unreachable
         (within :attr:`retry_for`); :class:`~hybridgen.errors.JournalError` when it cannot."""
-        give_up = min(time.monotonic() + self.retry_for, self._give_up_at)
+        give_up = min(time.monotonic() + self.retry_for, self._writer.give_up_at)
         delay, attempt, told = 0.05, 0, False
         while True:
             try:
                 with self._pool.connection() as conn, conn.transaction():
                     result = run(conn.cursor(), attempt > 0)
-                self._behind = False
+                self._writer.behind = False
                 return result
             except _SESSION_LOST as exc:
                 if time.monotonic() + delay >= give_up:
@@ -411,15 +311,14 @@ class PostgresJournal:
                 if not told:
                     told = True
                     reason = f"the {self.where} is unreachable; retrying ({exc})".strip()
-                    self._report(JournalFailure(operation, reason, gen_id, lost=False))
+                    self._writer.report(JournalFailure(operation, reason, gen_id, lost=False))
             except psycopg.Error as exc:
                 raise JournalError(f"{type(exc).__name__}: {exc}") from None
             time.sleep(delay)
             delay, attempt = min(1.0, delay * 2), attempt + 1
 
     def _heartbeat(self) -> None:
-        with self._fence_lock:
-            held = dict(self._fences)
+        held = self._leases.held()
         if not held:
             return
 
@@ -435,48 +334,29 @@ class PostgresJournal:
         try:
             renewed = self._retrying("heartbeat", None, run)
         except Exception as exc:
-            self._report(JournalFailure("heartbeat", str(exc), None, lost=False))
+            self._writer.report(JournalFailure("heartbeat", str(exc), None, lost=False))
             return
         for gen_id, fence in held.items():
-            with self._fence_lock:
-                still = self._fences.get(gen_id) == fence
-            if gen_id not in renewed and still:
-                self._lease_lost(gen_id, "heartbeat")
+            if gen_id not in renewed and self._leases.fence(gen_id) == fence:
+                self._leases.lost(gen_id, "heartbeat")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued write is done (at most ``timeout``, default
         :attr:`flush_timeout`); return whether they all are."""
-        limit = self.flush_timeout if timeout is None else timeout
-        with self._idle:
-            return self._idle.wait_for(lambda: self._unfinished == 0, limit)
+        return self._writer.flush(self.flush_timeout if timeout is None else timeout)
 
     def close(self, timeout: float | None = None) -> int:
         """Finish queued writes (within ``timeout``, default :attr:`flush_timeout`), release this
         journal's leases, close the pool; return how many writes were lost since it opened."""
         if self._closed:
-            return self._lost
+            return self._writer.lost
         self._closed = True
         self._finalizer.detach()
-        limit = self.flush_timeout if timeout is None else timeout
-        with self._fence_lock:
-            held = dict(self._fences)
-        for gen_id in held:
+        for gen_id in self._leases.held():
             self.release(gen_id)
-        with self._idle:
-            self._stopping = True
-        self._give_up_at = time.monotonic() + limit
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join(limit + 1.0)
-        while True:  # what the writer left: lost
-            try:
-                write = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if write is not None:
-                self._lose(write, _CLOSED)
+        self._writer.stop(self.flush_timeout if timeout is None else timeout, grace=1.0)
         self._pool.close(timeout=1.0)
-        return self._lost
+        return self._writer.lost
 
     def __enter__(self) -> PostgresJournal:
         return self
@@ -486,18 +366,9 @@ class PostgresJournal:
 
     # -- the fences this journal holds -------------------------------------------------------------
 
-    def _fence(self, gen_id: str) -> int | None:
-        with self._fence_lock:
-            return self._fences.get(gen_id)
-
-    def _hold(self, gen_id: str, fence: int) -> None:
-        with self._fence_lock:
-            self._fences[gen_id] = fence
-            self._taken.discard(gen_id)
-
     def holds(self, gen_id: str) -> bool:
         """Whether this journal holds ``gen_id``'s lease (as far as it knows)."""
-        return self._fence(gen_id) is not None
+        return self._leases.fence(gen_id) is not None
 
     def _fenced(
         self,
@@ -509,7 +380,7 @@ class PostgresJournal:
         lost lease; a job this journal does not hold is dropped (it was released)."""
 
         def run(cur: psycopg.Cursor[Any], retrying: bool) -> str | None:
-            fence = self._fence(gen_id)
+            fence = self._leases.fence(gen_id)
             if fence is None:
                 log.debug("journal %s %s: not held (released); dropped", operation, gen_id)
                 return None
@@ -520,12 +391,12 @@ class PostgresJournal:
                 f"SELECT fence, state FROM {self.schema}.generations WHERE id = %s", (gen_id,)
             ).fetchone()
             if row is not None and row[0] != fence:
-                self._lease_lost(gen_id, operation)
+                self._leases.lost(gen_id, operation)
                 return None  # reported as the lost lease
             return refused
 
         write = _Write(operation, gen_id, run)
-        self._submit(write)
+        self._writer.submit(write)
         return write
 
     # -- the Journal protocol ----------------------------------------------------------------------
@@ -569,10 +440,10 @@ class PostgresJournal:
                 ).fetchone()
             if row is None:
                 return f"not recorded (begin): {gen_id} is already in the journal"
-            self._hold(gen_id, row[0])
+            self._leases.hold(gen_id, row[0])
             return None
 
-        self._submit(_Write("begin", gen_id, run))
+        self._writer.submit(_Write("begin", gen_id, run))
 
     def record(self, gen_id: str, event: Transition, file_id: str | None) -> None:
         """Queue one transition and the generation's new state (refused unless this journal
@@ -617,17 +488,17 @@ class PostgresJournal:
             return None
 
         write = self._fenced("record", gen_id, body)
-        if file_id is not None and event.source is State.REQUESTED and not self._behind:
+        if file_id is not None and event.source is State.REQUESTED:
             # the file id, first time: a takeover needs it to follow the job, not fail it
-            self._behind = not write.landed.wait(self.durable_wait)
+            self._writer.wait_for(write, self.durable_wait)
 
     def delivered(self, gen_id: str, where: str) -> None:
         """Queue: a done generation's result was delivered to ``where`` (the first one counts;
         refused when this journal held the job and another process took it over)."""
 
         def run(cur: psycopg.Cursor[Any], retrying: bool) -> str | None:
-            fence = self._fence(gen_id)
-            if fence is None and gen_id in self._taken:
+            fence = self._leases.fence(gen_id)
+            if fence is None and self._leases.taken(gen_id):
                 return None  # reported when the lease was lost
             mine = "fence = %s" if fence is not None else "true"  # never held: as SQLite
             cur.execute(
@@ -638,11 +509,11 @@ class PostgresJournal:
             if cur.rowcount == 1:
                 return None
             if fence is not None and self._current_fence(gen_id) != fence:
-                self._lease_lost(gen_id, "delivered")
+                self._leases.lost(gen_id, "delivered")
                 return None
             return f"{gen_id} is not done, already delivered, or held by another process"
 
-        self._submit(_Write("delivered", gen_id, run))
+        self._writer.submit(_Write("delivered", gen_id, run))
 
     def undelivered(self, gen_id: str, reason: str) -> None:
         """Queue: a done generation's result could not be delivered, because of ``reason``
@@ -656,7 +527,7 @@ class PostgresJournal:
             )
             return None if cur.rowcount == 1 else f"{gen_id} is not done, or already delivered"
 
-        self._submit(_Write("undelivered", gen_id, run))
+        self._writer.submit(_Write("undelivered", gen_id, run))
 
     def fail(self, gen_id: str, reason: str) -> None:
         """Queue: mark an unfinished generation this journal holds failed (no transition)."""
@@ -676,8 +547,7 @@ class PostgresJournal:
         writes nothing more about it."""
 
         def run(cur: psycopg.Cursor[Any], retrying: bool) -> None:
-            with self._fence_lock:  # the writes queued before this one used the fence
-                fence = self._fences.pop(gen_id, None)
+            fence = self._leases.drop(gen_id)  # the writes queued before this one used it
             if fence is not None:
                 cur.execute(
                     f"UPDATE {self.schema}.generations SET lease_expires = 0 "
@@ -685,7 +555,7 @@ class PostgresJournal:
                     (gen_id, fence),
                 )
 
-        self._submit(_Write("release", gen_id, run))
+        self._writer.submit(_Write("release", gen_id, run))
 
     def _refusal(self, cur: psycopg.Cursor[Any], gen_id: str, what: str) -> str:
         row = cur.execute(
@@ -748,7 +618,7 @@ class PostgresJournal:
                     (gen_id,),
                 )
                 entry = attrs.evolve(entry, state=State.REQUESTED, reason="")
-            self._hold(gen_id, fence)
+            self._leases.hold(gen_id, fence)
             return attrs.evolve(entry, owner=self.owner, lease_expires=expires)
 
         try:
@@ -804,17 +674,8 @@ class PostgresJournal:
         gen_id: str | None = None,
     ) -> str:
         """Queue a job (nothing is sent); its generation id. Blocks until it is stored."""
-        import uuid
-
-        new_id = gen_id or uuid.uuid4().hex[:16]
-        values = (
-            new_id,
-            request_record(request),
-            json.dumps(attrs.asdict(policy)),
-            json.dumps(dict(meta or {})),
-            str(State.REQUESTED),
-            time.time(),
-        )
+        values = _queued_row(request, policy, meta, gen_id)
+        new_id = values[0]
 
         def run(cur: psycopg.Cursor[Any], retrying: bool) -> None:
             cur.execute(
@@ -845,14 +706,14 @@ class PostgresJournal:
             ).fetchall()
             leased = [_entry(row) for row in rows]
             for entry, row in zip(leased, rows, strict=True):
-                self._hold(entry.id, row[16])
+                self._leases.hold(entry.id, row[16])
             return leased
 
         result: list[Entry] = self._now(run, "lease_next")
         return result
 
     def _fenced_now(self, gen_id: str, what: str, sql: str, args: tuple[Any, ...]) -> bool:
-        fence = self._fence(gen_id)
+        fence = self._leases.fence(gen_id)
         if fence is None:
             return False
 
@@ -863,10 +724,10 @@ class PostgresJournal:
         try:
             done: bool = self._now(run, what)
         except JournalError as exc:
-            self._report(JournalFailure(what, str(exc), gen_id, lost=False))
+            self._writer.report(JournalFailure(what, str(exc), gen_id, lost=False))
             return False
         if not done and self._current_fence(gen_id) != fence:
-            self._lease_lost(gen_id, what)
+            self._leases.lost(gen_id, what)
         return done
 
     def _current_fence(self, gen_id: str) -> int | None:
@@ -995,3 +856,18 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         lease_expires=row[14] or 0.0,
         queued=row[15] is None and row[4] == str(State.REQUESTED) and row[6] is None,
     )
+
+
+class _PgWriter(_Writer):
+    """The writer thread of a :class:`PostgresJournal`: each write in a transaction of the
+    pool's, retried while the server is away."""
+
+    def __init__(self, journal: PostgresJournal, max_queue: int) -> None:
+        super().__init__(beat=max(0.05, journal.lease / 3), max_queue=max_queue)
+        self.journal = journal
+
+    def apply(self, write: _Write) -> None:
+        self.journal._apply(write)
+
+    def heartbeat(self) -> None:
+        self.journal._heartbeat()
