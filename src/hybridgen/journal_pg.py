@@ -204,7 +204,8 @@ class PostgresJournal:
             min_size=1,
             max_size=max(2, pool_size),
             kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
-            check=psycopg_pool.ConnectionPool.check_connection,
+            # no check per checkout (a round trip per transaction): a connection found broken
+            # is retried on another (_retrying), and the pool drops it when it comes back
             configure=self._configure,
             timeout=connect_timeout,
             name="hybridgen-journal",
