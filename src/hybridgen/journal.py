@@ -549,6 +549,8 @@ class _Writer:
         self.give_up_at = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
             self.queue.put_nowait(None)  # wake the thread
+        if threading.current_thread() is self.thread:
+            return  # a journal dropped in its own writer thread: the loop ends on its own
         if self.thread.is_alive():
             self.thread.join(timeout + grace)
         if self.thread.is_alive():  # stuck in a write: leave it, lose what waits
