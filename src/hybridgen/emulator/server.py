@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -64,15 +63,21 @@ except ModuleNotFoundError as exc:
     raise MissingExtra.of(exc, "the emulator's server", extra="emulator") from None
 
 from .._hypercorn import hypercorn_config, is_loopback
+from .cdn import (
+    authorization,
+    create_files_app,
+    file_response,
+    redirect_response,
+    reply_response,
+    retry_after_text,
+)
 from .model import (
     GARBAGE_BODY,
     UPLOAD_BODY_LIMIT,
     BadRequest,
-    ErrorReply,
     Faults,
     Forbidden,
     Job,
-    Redirect,
     Rejected,
     ServerModel,
     SseRefused,
@@ -81,7 +86,6 @@ from .model import (
     parse_upload,
     sse_frame,
 )
-from .png import render_image
 
 __all__ = [
     "CONTROL_BODY_LIMIT",
@@ -127,11 +131,6 @@ def _error(status: int, detail: object, headers: dict[str, str] | None = None) -
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def _reply(reply: ErrorReply) -> Response:
-    headers = {} if reply.retry_after is None else {"Retry-After": _seconds(reply.retry_after)}
-    return Response(reply.body, reply.status, headers, media_type=reply.content_type)
-
-
 def _unauthorized() -> JSONResponse:
     return _error(401, "Invalid or missing bearer token", {"WWW-Authenticate": "Bearer"})
 
@@ -142,7 +141,7 @@ def _forbidden(exc: Forbidden) -> JSONResponse:
 
 def _invalid(exc: BadRequest) -> Response:
     """HTTP 422 in FastAPI's shape, naming the bad field."""
-    return _reply(exc.reply)
+    return reply_response(exc.reply)
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -166,13 +165,6 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _seconds(value: float) -> str:
-    """``Retry-After`` text: whole seconds as an integer, else a short decimal."""
-    if value == math.floor(value):
-        return str(int(value))
-    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 class _Reset:
@@ -224,7 +216,7 @@ def create_app(model: ServerModel) -> Starlette:
             return _forbidden(exc)
         except Rejected as exc:
             log.debug("start: rejected with HTTP %s", exc.reply.status)
-            return _reply(exc.reply)
+            return reply_response(exc.reply)
         log.debug("start: %s job %s for project %s", job.kind, job.id, job.project_id)
         # a video's reply is one file object, an image's a list of them (as the real API's)
         return JSONResponse(model.file_json(job) if video else [model.file_json(job)])
@@ -261,10 +253,10 @@ def create_app(model: ServerModel) -> Starlette:
         except Forbidden as exc:
             log.debug("poll of %s: forbidden", file_id)
             return _forbidden(exc)
-        hop = model.poll_redirect(job, request.url.path, request.url.query, _authorization(request))
+        hop = model.poll_redirect(job, request.url.path, request.url.query, authorization(request))
         if hop is not None:
             log.debug("poll of %s: HTTP %d redirect", file_id, hop.status)
-            return _redirect(hop)
+            return redirect_response(hop)
         fault = model.poll_fault(job)
         delay = model.poll_delay(job)
         if delay and await _disconnected_within(request, delay):
@@ -281,7 +273,7 @@ def create_app(model: ServerModel) -> Starlette:
         headers: dict[str, str] = {}
         retry_after = model.retry_after(job)
         if status in (429, 503) and retry_after is not None:
-            headers["Retry-After"] = _seconds(retry_after)
+            headers["Retry-After"] = retry_after_text(retry_after)
         detail = f"File {file_id} not found" if status == 404 else f"emulated HTTP {status}"
         return _error(status, detail, headers)
 
@@ -334,7 +326,7 @@ def create_app(model: ServerModel) -> Starlette:
         )
 
     async def api_file(request: Request) -> Response:
-        return await _file(model, "api", request)
+        return await file_response(model, "api", request)
 
     async def stats(request: Request) -> Response:
         return JSONResponse(model.stats())
@@ -384,93 +376,6 @@ def create_app(model: ServerModel) -> Starlette:
             ),
         ]
     )
-
-
-def create_files_app(model: ServerModel) -> Starlette:
-    """The ASGI app of the result files (``GET /files/{name}``, and ``/stored/{name}`` where its
-    redirects lead), served on its own origin."""
-
-    async def files(request: Request) -> Response:
-        return await _file(model, "files", request)
-
-    return Starlette(
-        routes=[
-            Route("/files/{name}", files, methods=["GET"]),
-            Route("/stored/{name}", files, methods=["GET"]),
-        ]
-    )
-
-
-def _authorization(request: Request) -> str | None:
-    return request.headers.get("authorization")
-
-
-def _redirect(hop: Redirect) -> Response:
-    return Response(b"", hop.status, {"Location": hop.location})
-
-
-async def _file(model: ServerModel, origin: str, request: Request) -> Response:
-    """A result file request on ``origin`` (``"files"`` or ``"api"``), as the model says."""
-    plan = model.serve_file(origin, request.url.path, request.url.query, _authorization(request))
-    if isinstance(plan, Redirect):
-        return _redirect(plan)
-    if isinstance(plan, ErrorReply):
-        return _reply(plan)
-    image = plan.body or b""
-    if plan.image_format is not None:
-        job = plan.job
-        image = await trio.to_thread.run_sync(
-            render_image, job.prompt, job.seed, job.width, job.height, plan.image_format
-        )
-    total = model.file_size(plan, image)
-    start = _range_start(request.headers.get("range"))
-    headers = {"Accept-Ranges": "bytes", "Content-Type": plan.content_type}
-    status = 200
-    if start is not None and plan.mode != "html":
-        if start >= total:
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
-        status = 206
-        model.counts["download_range"] += 1
-        headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
-        headers["Content-Length"] = str(total - start)
-    else:
-        start = 0
-        if plan.length is not None:
-            headers["Content-Length"] = str(plan.length)
-    return cast(Response, _Body(status, headers, model.file_chunks(plan, image, start)))
-
-
-def _range_start(header: str | None) -> int | None:
-    """The first byte of a ``Range: bytes=N-`` request (other forms are ignored: HTTP 200)."""
-    if header is None:
-        return None
-    unit, _, spec = header.strip().partition("=")
-    first, dash, last = spec.strip().partition("-")
-    if unit.strip().lower() != "bytes" or not dash or last or not first.isdigit():
-        return None
-    return int(first) if len(first) < 19 else None
-
-
-class _Body:
-    """An ASGI response streaming ``chunks``; a cut body (``file_cuts``) ends the connection
-    mid-response, as a dropped download does (hypercorn closes an unfinished response)."""
-
-    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes]):
-        self.status = status
-        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        self.chunks = chunks
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        try:
-            async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except WsDropped:
-            log.debug("files: a download cut off (file_cuts)")
-            return
-        finally:
-            await self.chunks.aclose()  # type: ignore[attr-defined]
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 _FAULT_FIELDS: Final = frozenset(field.name for field in attrs.fields(Faults))
