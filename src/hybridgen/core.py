@@ -1,19 +1,27 @@
 """The sans-IO heart of one generation: it decides, the drivers do the I/O.
 
 A :class:`Core` is fed what happened (the server accepted the job, a push message, a poll reply,
-an error, the time) and says what to do next (:meth:`Core.wants`, :meth:`Core.connect_at`,
-:meth:`Core.poll_due`, :meth:`Core.next_timer`). It never sleeps, never touches a socket and never
-reads a clock: every method takes ``now`` (seconds on the caller's monotonic clock). Each state
-change goes through :func:`hybridgen.machine.fire` and is reported once, as a
-:class:`~hybridgen.events.Transition`, to the ``sink`` callable. Once terminal, every input is
-ignored, so nothing follows the terminal event.
+an error, the time) and each call returns what changed in the generation's schedule, as a
+:class:`Plan`: when the job task wakes next (a poll or a timer), which push channels to open (and
+when) or close, whether the generation ended. The core is the schedule's one owner, as h11's
+``Connection`` is a protocol's: the driver carries plans out and keeps no schedule of its own.
+Between calls, :meth:`Core.poll_due` and :meth:`Core.next_timer` say what is due now.
+
+The core never sleeps, never touches a socket and never reads a clock: every method takes ``now``
+(seconds on the caller's monotonic clock). Each state change goes through
+:func:`hybridgen.machine.fire` and is reported once, as a :class:`~hybridgen.events.Transition`, to
+the ``sink`` callable. Once terminal, every input is ignored, so nothing follows the terminal
+event.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import random
 from collections.abc import Callable
+from typing import Concatenate, Final, ParamSpec
 
 import attrs
 
@@ -25,11 +33,65 @@ from .parse import failure_reason
 from .policy import Policy
 from .wire import FileStatus, Push
 
-__all__ = ["Core", "Result", "push_from_file"]
+__all__ = ["NOTHING", "Core", "Plan", "Result", "push_from_file"]
 
 _EARLY_PUSHES = 16  # socket results buffered while the file id is still unknown
 _ROUNDING = 0.005  # progress reported in whole percents is up to half a percent behind
 _MAY_EXIST = "the job may exist on the server (it may have processed the request)"
+
+
+@attrs.frozen(slots=True)
+class Plan:
+    """What one :class:`Core` call changed in its generation's schedule: what the driver does.
+
+    ``wake_at``: the job task's next moment (the next poll or timer; ``None``: unchanged).
+    ``open``: ``(channel, at)`` for each push channel wanted now whose connect time changed:
+    connect at ``at`` (at once if past; ``inf``: keep it wanted, but connect only when a later
+    plan says when). ``close``: the push channels no longer wanted: close them if open, connect
+    them no more. ``ended``: the generation is terminal: end every task and close every channel.
+    A plan is true when it asks anything.
+    """
+
+    wake_at: float | None = None
+    open: tuple[tuple[Channel, float], ...] = ()
+    close: tuple[Channel, ...] = ()
+    ended: bool = False
+
+    def __bool__(self) -> bool:
+        return self.wake_at is not None or bool(self.open or self.close) or self.ended
+
+
+NOTHING: Final = Plan()
+"""The plan of a call that changed nothing in the schedule."""
+_ENDED: Final = Plan(ended=True)
+_P = ParamSpec("_P")
+
+
+def _planned(
+    method: Callable[Concatenate[Core, _P], object],
+) -> Callable[Concatenate[Core, _P], Plan]:
+    """An input of the core: it returns the :class:`Plan` of what it changed. An input called
+    within another (by the core itself, or by a subscriber of its events) returns
+    :data:`NOTHING`: the outer one's plan says what both changed."""
+
+    @functools.wraps(method)
+    def planned(self: Core, /, *args: _P.args, **kwargs: _P.kwargs) -> Plan:
+        if self._inside:
+            method(self, *args, **kwargs)
+            return NOTHING
+        self._inside = True
+        try:
+            method(self, *args, **kwargs)
+        finally:
+            self._inside = False
+        return self.plan()
+
+    planned.__annotations__ = {**method.__annotations__, "return": "Plan"}
+    del planned.__wrapped__  # its signature is the method's, but returning the Plan
+    planned.__signature__ = inspect.signature(method).replace(  # type: ignore[attr-defined]
+        return_annotation="Plan"
+    )
+    return planned
 
 
 def push_from_file(file: FileStatus) -> Push:
@@ -94,6 +156,9 @@ class _Channel:
     """Connected, but nothing came within ``Policy.push_quiet``: later channels open too."""
     alive_until: float | None = None
     """Until when this connection shows life (``Policy.push_alive`` after its last sign)."""
+    told: float | None = None
+    """The connect time the last :class:`Plan` gave (``inf``: wanted, no time; ``None``: not
+    wanted)."""
 
     def not_quiet(self) -> None:
         """It spoke, or it is no longer connected: neither quiet nor waiting to be."""
@@ -150,6 +215,11 @@ class Core:
     push's life must not move it (a push said the job completed: poll at once)."""
     _poll_floor: float = attrs.field(default=-math.inf, repr=False)
     """The earliest the pending poll may come (a failed poll's interval or ``Retry-After``)."""
+    _told_wake: float | None = attrs.field(default=None, repr=False)
+    """The job task's wake time the last :class:`Plan` gave (``None``: none given yet)."""
+    _told_ended: bool = attrs.field(default=False, repr=False)
+    _inside: bool = attrs.field(default=False, repr=False)
+    """An input method is running (see :func:`_planned`)."""
 
     def __attrs_post_init__(self) -> None:
         for name in self.policy.push:
@@ -232,6 +302,45 @@ class Core:
                     due = alive
         return due
 
+    def wake_at(self) -> float:
+        """When the job task has something to do: the next poll or timer (``inf`` once
+        terminal)."""
+        due = self.next_timer()
+        next_poll = self.next_poll
+        return next_poll if next_poll is not None and next_poll < due else due
+
+    def plan(self) -> Plan:
+        """What changed in the schedule since the last plan (all of it, the first time).
+
+        Every input method returns this; the driver calls it itself only to begin.
+        """
+        if self.terminal:
+            if self._told_ended:
+                return NOTHING
+            self._told_ended = True
+            return _ENDED
+        wake: float | None = self.wake_at()
+        if wake == self._told_wake:
+            wake = None
+        else:
+            self._told_wake = wake
+        opens: tuple[tuple[Channel, float], ...] = ()
+        closes: tuple[Channel, ...] = ()
+        channels = self._channels
+        for name in self.policy.push:
+            state = channels[name]
+            if self.wants(name):
+                at = math.inf if state.connect_at is None else state.connect_at
+                if state.told != at:
+                    state.told = at
+                    opens += ((name, at),)
+            elif state.told is not None:
+                state.told = None
+                closes += (name,)
+        if wake is None and not opens and not closes:
+            return NOTHING
+        return Plan(wake, opens, closes)
+
     def poll_due(self, now: float) -> bool:
         """Whether a poll should be sent now."""
         return self.state is State.POLLING and self.next_poll is not None and now >= self.next_poll
@@ -254,6 +363,7 @@ class Core:
 
     # -- what the driver tells ------------------------------------------------------------
 
+    @_planned
     def accepted(self, file: FileStatus, now: float) -> None:
         """The start request returned ``file``: the job exists on the server."""
         self.next_start = None
@@ -283,6 +393,7 @@ class Core:
             self.next_poll = max(self.next_poll, now + self._jitter(self.policy.poll_interval))
             self._poll_ref = now
 
+    @_planned
     def advance(self, now: float) -> None:
         """Fire the time-driven triggers (end of the push-only wait, deadline) due at ``now``."""
         if self.terminal:
@@ -323,6 +434,7 @@ class Core:
         if went_quiet:
             self._life_lost(now)
 
+    @_planned
     def push_up(self, channel: Channel | str, now: float) -> None:
         """Push ``channel`` is connected (and subscribed)."""
         state = self._channels.get(channel)
@@ -335,6 +447,7 @@ class Core:
             if quiet is not None and self.policy.push_fallback and channel != self.policy.push[-1]:
                 state.quiet_at = now + quiet  # only a channel with another after it can be quiet
 
+    @_planned
     def push_closed(self, channel: Channel | str, now: float | None = None) -> None:
         """Push ``channel`` was closed because it is not wanted now (not a failure).
 
@@ -349,6 +462,7 @@ class Core:
             if was_alive and now is not None and not self.terminal:
                 self._life_lost(now)
 
+    @_planned
     def push_down(
         self, channel: Channel | str, reason: str, now: float, *, permanent: bool = False
     ) -> None:
@@ -388,6 +502,7 @@ class Core:
         else:
             state.connect_at = None
 
+    @_planned
     def push(self, channel: Channel | str, message: Push, now: float) -> None:
         """A push ``message`` arrived on ``channel``: a result, a failure, progress or "done"."""
         if self.terminal:
@@ -425,42 +540,44 @@ class Core:
         else:
             self._relax(now)
 
-    def push_heartbeat(self, channel: Channel | str, now: float) -> bool:
+    @_planned
+    def push_heartbeat(self, channel: Channel | str, now: float) -> None:
         """Push ``channel`` showed life without a message (an SSE keep-alive comment).
 
-        Returns whether the poll schedule moved (the driver then moves its waits); a heartbeat
-        that only extends the channel's life moves nothing.
+        The plan is empty unless the poll schedule moved: a heartbeat that only extends the
+        channel's life moves nothing.
         """
         state = self._channels.get(channel)
         if state is None or self.terminal or not state.connected:
-            return False
+            return
         was = self._lively(now)
-        if not self._alive(state, now) or was:
-            return False
-        return self._relax(now)
+        if self._alive(state, now) and not was:
+            self._relax(now)
 
-    def ws_up(self, now: float) -> None:
+    def ws_up(self, now: float) -> Plan:
         """Deprecated: ``push_up("websocket", now)`` (warns; goes in the next release)."""
         _deprecated.warn("ws_up", 'push_up("websocket", now)', "Core")
-        self.push_up(Channel.WEBSOCKET, now)
+        return self.push_up(Channel.WEBSOCKET, now)
 
-    def ws_down(self, reason: str, now: float) -> None:
+    def ws_down(self, reason: str, now: float) -> Plan:
         """Deprecated: ``push_down("websocket", reason, now)`` (warns; goes in the next
         release)."""
         _deprecated.warn("ws_down", 'push_down("websocket", reason, now)', "Core")
-        self.push_down(Channel.WEBSOCKET, reason, now)
+        return self.push_down(Channel.WEBSOCKET, reason, now)
 
-    def ws_message(self, file: FileStatus, now: float) -> None:
+    def ws_message(self, file: FileStatus, now: float) -> Plan:
         """Deprecated: a WebSocket message about ``file`` (a result, a failure or progress); use
         ``push("websocket", message, now)`` (warns; goes in the next release)."""
         _deprecated.warn("ws_message", 'push("websocket", push_from_file(file), now)', "Core")
-        self.push(Channel.WEBSOCKET, push_from_file(file), now)
+        return self.push(Channel.WEBSOCKET, push_from_file(file), now)
 
+    @_planned
     def poll_sent(self, now: float) -> None:
         """A poll request is on its way (no new poll is due until its reply)."""
         self.next_poll = None
         self.polls += 1
 
+    @_planned
     def poll_reply(self, file: FileStatus, now: float) -> None:
         """A poll returned ``file``."""
         if self.terminal or self.state is not State.POLLING:
@@ -479,6 +596,7 @@ class Core:
             self.next_poll = now + delay
             self._poll_floor = -math.inf
 
+    @_planned
     def poll_error(self, error: TransientError | PermanentError, now: float) -> None:
         """A poll failed with ``error``: retry within the policy's budget, or fail."""
         if self.terminal or self.state is not State.POLLING:
@@ -516,6 +634,7 @@ class Core:
         self._poll_ref = now
         self._emit_retry("poll", self.poll_errors, delay, str(error), now)
 
+    @_planned
     def start_failed(self, error: Exception, now: float) -> None:
         """The start request failed with ``error``: send it again at :attr:`next_start`, or fail.
 
@@ -553,10 +672,12 @@ class Core:
         self.next_start = now + delay
         self._emit_retry("start", self.start_errors, delay, str(error), now)
 
+    @_planned
     def fail(self, reason: str, now: float) -> None:
         """Fail with ``reason`` (the ``error`` trigger); ignored once terminal."""
         self._fail(now, reason)
 
+    @_planned
     def cancel(self, reason: str, now: float) -> None:
         """Cancel (the ``cancel`` trigger); ignored once terminal."""
         if not self.terminal:

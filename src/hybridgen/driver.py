@@ -2,9 +2,11 @@
 
 One generation runs its tasks in its own nursery: a listener per push channel of its policy (the
 project's WebSocket, the file's SSE stream), the job task (start request, then polls) and the timer
-loop that fires the push-only phase's end and the deadline. They
-decide nothing: they ask the core. The generation ends by the policy's deadline whatever the server
-does, every task and socket is closed when it ends, and trio cancellation from outside moves it to
+loop that fires the push-only phase's end and the deadline. They decide nothing: every call of the
+core returns a :class:`~hybridgen.core.Plan` of what changed in the schedule (when the job task
+wakes, which push channels open, when, or close), and the driver carries it out; it keeps no
+schedule of its own. The generation ends by the policy's deadline whatever the server does, every
+task and socket is closed when it ends, and trio cancellation from outside moves it to
 ``cancelled`` before the ``Cancelled`` exception travels on.
 """
 
@@ -19,7 +21,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Unpack, cast
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Unpack, cast
 import attrs
 import trio
 
-from .core import Core, Result
+from .core import NOTHING, Core, Plan, Result
 from .errors import (
     ConfigError,
     DownloadError,
@@ -54,7 +56,7 @@ from .files import (
     sniff_video,
 )
 from .journal import Journal, JournalFailure
-from .machine import State
+from .machine import Channel, State
 from .parse import parse_push
 from .policy import Policy
 from .video import (
@@ -93,15 +95,10 @@ class Generation:
     """
 
     __slots__ = (
+        "_apply",
         "_client_hub",
         "_finished",
         "_journal_failed",
-        "_lots",
-        "_poll_wait",
-        "_push_scopes",
-        "_pushing",
-        "_scope",
-        "_spawn_push",
         "core",
         "history",
         "hub",
@@ -120,6 +117,7 @@ class Generation:
         journal_failed: Callable[[JournalFailure], None] | None = None,
         trusted: set[str] | None = None,
         missed: set[str] | None = None,
+        plans: Callable[[Plan], object] | None = None,
     ) -> None:
         now = trio.current_time()
         self.core = Core(
@@ -139,18 +137,9 @@ class Generation:
         self.history: list[Transition] = []
         self._client_hub = client_hub
         self._journal_failed = journal_failed
-        self._lots: dict[str, trio.lowlevel.ParkingLot] = {}
-        """Where each push task waits for its channel to be wanted (woken only then)."""
-        self._scope: trio.CancelScope | None = None
-        """The generation's nursery: cancelled as the core reaches a terminal state."""
-        self._poll_wait: trio.CancelScope | None = None
-        """The job loop's wait, due at the core's next poll or timer."""
+        self._apply: Callable[[Plan], object] = plans or _ignore
+        """Carries out what the core's calls return (the client's :class:`_Tasks`)."""
         self._finished = trio.Event()
-        self._push_scopes: dict[str, trio.CancelScope] = {}
-        self._pushing: set[str] = set()
-        """The push channels whose task runs (or cannot run on this transport)."""
-        self._spawn_push: Callable[[str], None] | None = None
-        """Starts a channel's push task in the generation's nursery, while it is open."""
 
     def __repr__(self) -> str:
         return f"<Generation {self.id} {self.state}>"
@@ -185,17 +174,11 @@ class Generation:
         It ends after the terminal event (see :class:`~hybridgen.events.EventStream` for slow
         readers).
         """
-        stream = EventStream(max_buffer)
-        for event in self.history:
-            stream._put(event)
-        if not self.core.terminal:
-            self.hub._streams.append(stream)
-        return stream
+        return self.hub.stream(max_buffer, replay=self.history)
 
     def cancel(self, reason: str = "cancelled by the caller") -> None:
         """Cancel the generation: it moves to ``cancelled`` now; its tasks close their sockets."""
-        self.core.cancel(reason, trio.current_time())
-        self._retime()
+        self._apply(self.core.cancel(reason, trio.current_time()))
 
     async def wait(self) -> Result:
         """Wait for the terminal state and return the :class:`Result`, whatever the state."""
@@ -219,40 +202,103 @@ class Generation:
         if event.terminal:
             self._finished.set()
 
-    def _due(self) -> float:
-        """When the job loop has something to do: the core's next poll or timer."""
-        core = self.core
-        due = core.next_timer()
-        next_poll = core.next_poll
-        return next_poll if next_poll is not None and next_poll < due else due
 
-    def _retime(self) -> None:
-        """Move the job loop's wait to the core's next poll or timer (no task is woken before
-        its time), end everything once terminal, close the push channels not wanted now, and
-        wake (or start, the first time) the push tasks whose channel is wanted now. Called after
-        every call that changes the core (its events are emitted before the change is complete).
-        """
-        core = self.core
-        terminal = core.terminal
-        if terminal and self._scope is not None:
-            self._scope.cancel()
-        poll_wait = self._poll_wait
-        if poll_wait is not None:
-            due = -math.inf if terminal else self._due()
-            if poll_wait.deadline != due:  # moving a deadline costs trio a heap entry
-                poll_wait.deadline = due
-        for channel, scope in self._push_scopes.items():
-            if not core.wants(channel):
-                scope.cancel()
-        for channel, lot in self._lots.items():
-            if lot and core.wants(channel) and core.connect_at(channel) is not None:
-                lot.unpark_all()
-        spawn = self._spawn_push
-        if spawn is not None and not terminal and len(self._pushing) < len(core.policy.push):
-            for channel in core.policy.push:  # a channel's task starts once it is first wanted
-                if channel not in self._pushing and core.wants(channel):
-                    self._pushing.add(channel)
-                    spawn(channel)
+def _ignore(plan: Plan) -> None:
+    """A generation driven by no client ignores its core's plans."""
+
+
+class _Push:
+    """One push channel's task, as the plans set it: when to connect (``at``: ``None`` closed,
+    ``inf`` not yet), where it waits for that, and its connection's scope while it has one."""
+
+    __slots__ = ("at", "lot", "scope")
+
+    def __init__(self, at: float) -> None:
+        self.at: float | None = at
+        self.lot = trio.lowlevel.ParkingLot()
+        self.scope: trio.CancelScope | None = None
+
+
+class _Tasks:
+    """Carries a generation's plans (:class:`~hybridgen.core.Plan`) out in trio; decides nothing.
+
+    It moves the job task's wait to the plan's moment, starts a push channel's task the first
+    time a plan opens it, wakes a waiting one at its connect time, cancels a connection when a
+    plan closes its channel, and cancels the generation's nursery when a plan says it ended.
+    """
+
+    __slots__ = ("_nursery", "_push", "_spawn", "_wait", "ended", "skip", "wake_at")
+
+    def __init__(self) -> None:
+        self.wake_at = math.inf
+        """When the job task has something to do, as the last plan said."""
+        self.ended = False
+        self.skip: frozenset[Channel] = frozenset()
+        """Channels this transport cannot open: their plans are not carried out."""
+        self._wait: trio.CancelScope | None = None
+        self._push: dict[Channel, _Push] = {}
+        self._nursery: trio.CancelScope | None = None
+        self._spawn: Callable[[Channel], None] | None = None
+
+    def apply(self, plan: Plan) -> None:
+        """Carry ``plan`` out."""
+        if plan is NOTHING:
+            return
+        if plan.ended:
+            self.ended = True
+            if self._nursery is not None:
+                self._nursery.cancel()
+            if self._wait is not None:
+                self._wait.deadline = -math.inf
+            return
+        wake = plan.wake_at
+        if wake is not None:
+            self.wake_at = wake
+            wait = self._wait
+            if wait is not None and wait.deadline != wake:  # a moved deadline costs a heap entry
+                wait.deadline = wake
+        for channel in plan.close:
+            push = self._push.get(channel)
+            if push is not None:
+                push.at = None
+                if push.scope is not None:
+                    push.scope.cancel()
+        for channel, at in plan.open:
+            push = self._push.get(channel)
+            if push is not None:
+                push.at = at
+                if at != math.inf:
+                    push.lot.unpark_all()
+            elif channel not in self.skip:  # a channel's task starts once it is first opened
+                self._push[channel] = _Push(at)
+                if self._spawn is not None:
+                    self._spawn(channel)
+
+    def push(self, channel: Channel) -> _Push:
+        """What the plans set for ``channel``'s task (which exists once a plan opened it)."""
+        return self._push[channel]
+
+    @contextlib.contextmanager
+    def running(
+        self, nursery: trio.CancelScope, spawn: Callable[[Channel], None]
+    ) -> Iterator[None]:
+        """While the generation's nursery is open: ``spawn`` starts a push channel's task there;
+        an end already planned cancels it at once."""
+        self._nursery, self._spawn = nursery, spawn
+        try:
+            if self.ended:
+                nursery.cancel()
+            for channel in self._push:
+                spawn(channel)
+            yield
+        finally:
+            self._nursery = self._spawn = None
+
+    async def wait(self) -> None:
+        """Sleep until the job task's moment, as plans move it meanwhile (at once if past)."""
+        with trio.CancelScope(deadline=self.wake_at) as self._wait:
+            await trio.sleep_forever()
+        self._wait = None
 
 
 class Client:
@@ -411,10 +457,10 @@ class Client:
         :class:`~hybridgen.errors.GenerationCancelled` if it was cancelled through its handle.
         """
         request = _as_request(request)
-        gen = self._new(policy, request)
+        gen, tasks = self._new(policy, request)
         if on_event is not None:
             gen.subscribe(on_event)
-        await self._drive(gen, request.project_id, request)
+        await self._drive(gen, tasks, request.project_id, request)
         result = gen.result()
         if result.state is State.DONE:
             return result
@@ -442,11 +488,11 @@ class Client:
         """
         request = _as_request(request)
         if generation_id is None:
-            gen = self._new(policy, request, meta)
+            gen, tasks = self._new(policy, request, meta)
         else:
-            gen = self._new(policy, gen_id=generation_id)
+            gen, tasks = self._new(policy, gen_id=generation_id)
         task_status.started(gen)
-        await self._drive(gen, request.project_id, request)
+        await self._drive(gen, tasks, request.project_id, request)
         return gen.result()
 
     async def plan_video(
@@ -574,9 +620,9 @@ class Client:
         """
         if self.journal is not None and generation_id is not None:
             await trio.to_thread.run_sync(self.journal.claim, generation_id, abandon_on_cancel=True)
-        gen = self._new(policy, gen_id=generation_id, elapsed=elapsed)
+        gen, tasks = self._new(policy, gen_id=generation_id, elapsed=elapsed)
         task_status.started(gen)
-        await self._drive(gen, project_id, file_id)
+        await self._drive(gen, tasks, project_id, file_id)
         return gen.result()
 
     async def download(
@@ -654,9 +700,13 @@ class Client:
         *,
         gen_id: str | None = None,
         elapsed: float = 0.0,
-    ) -> Generation:
-        """A new generation; a fresh one (with ``request``) is recorded in the journal."""
+    ) -> tuple[Generation, _Tasks]:
+        """A new generation and what carries its plans out; a fresh one (with ``request``) is
+        recorded in the journal."""
         self._watch_journal()
+        tasks = _Tasks()
+        if not hasattr(self.transport, "listen_sse"):
+            tasks.skip = frozenset({Channel.SSE})  # a transport without SSE never starts its task
         gen = Generation(
             gen_id or uuid.uuid4().hex[:16],
             policy or self.policy,
@@ -667,6 +717,7 @@ class Client:
             self._journal_failed,
             self.trusted,
             self.missed,
+            tasks.apply,
         )
         gen.request = request
         for observer in tuple(self._observers):
@@ -683,69 +734,62 @@ class Client:
             except Exception as exc:
                 log.exception("generation %s: the journal raised", gen.id)
                 self._journal_failed(JournalFailure("begin", repr(exc), gen.id))
-        return gen
+        return gen, tasks
 
-    async def _drive(self, gen: Generation, project_id: str, job: StartRequest | str) -> None:
+    async def _drive(
+        self, gen: Generation, tasks: _Tasks, project_id: str, job: StartRequest | str
+    ) -> None:
         core = gen.core
         try:
             async with trio.open_nursery() as nursery:
-                gen._scope = nursery.cancel_scope
-                if not hasattr(self.transport, "listen_sse"):
-                    gen._pushing.add("sse")  # a transport without SSE never starts its task
 
-                def spawn_push(channel: str) -> None:
-                    nursery.start_soon(self._push_task, gen, channel, project_id)
+                def spawn_push(channel: Channel) -> None:
+                    nursery.start_soon(self._push_task, core, tasks, channel, project_id)
 
-                gen._spawn_push = spawn_push
-                gen._retime()  # starts the push tasks wanted now (the others once wanted)
-                await self._run_job(gen, job)
+                with tasks.running(nursery.cancel_scope, spawn_push):
+                    tasks.apply(core.plan())  # starts the push tasks wanted now (others later)
+                    await self._run_job(core, tasks, job)
                 nursery.cancel_scope.cancel()
         except Exception as exc:
             # A bug in a task or a transport must not escape as a crash of the caller's nursery.
             log.exception("generation %s: internal error", core.id)
-            core.fail(f"internal error: {exc!r}", trio.current_time())
+            tasks.apply(core.fail(f"internal error: {exc!r}", trio.current_time()))
         finally:
-            gen._spawn_push = gen._scope = None  # the nursery is closed
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
-                core.cancel("cancelled by the caller", trio.current_time())
+                tasks.apply(core.cancel("cancelled by the caller", trio.current_time()))
         if core.state is State.DONE and core.ended is not None:
             self.durations.add(core.ended - core.started)
 
-    async def _run_job(self, gen: Generation, job: StartRequest | str) -> None:
+    async def _run_job(self, core: Core, tasks: _Tasks, job: StartRequest | str) -> None:
         """The job, in the generation's own task: start it (or take the resumed one), then wait
         for each poll or timer the core sets (the deadline, the end of the push-only wait, a
         quiet push channel) and do it, until the core is terminal."""
-        core, policy = gen.core, gen.core.policy
+        policy = core.policy
         # first a checkpoint: a caller of start() runs (with its handle) before the start's reply
         # can come, and a cancellation already due ends the generation here, as cancelled
         await trio.lowlevel.checkpoint()
         if isinstance(job, str):  # resumed: the server already has the job
             file = FileStatus(job)
         else:
-            started = await self._start_job(gen, job)
+            started = await self._start_job(core, tasks, job)
             if started is None:
                 return
             file = started
-        core.accepted(file, trio.current_time())
-        gen._retime()
+        tasks.apply(core.accepted(file, trio.current_time()))
         log.debug("generation %s: job accepted as file %s", core.id, file.id)
         file_id = file.id
         while not core.terminal:
             now = trio.current_time()
             if core.next_timer() <= now:
-                core.advance(now)
-                gen._retime()
+                tasks.apply(core.advance(now))
                 if not core.terminal and core.next_timer() <= now:
                     # a core that does not move its timer on would spin this loop forever
                     raise RuntimeError(f"core.advance({now}) left a timer due now")
                 continue
             if not core.poll_due(now):
-                # a push (another task) may move the poll or the timer: _retime moves this wait
-                with trio.CancelScope(deadline=gen._due()) as gen._poll_wait:
-                    await trio.sleep_forever()
-                gen._poll_wait = None
+                await tasks.wait()  # a push (another task) may move the poll or the timer
                 continue
-            core.poll_sent(now)
+            tasks.apply(core.poll_sent(now))
             try:
                 file = await self._in_turn(
                     (self._request_slots,),
@@ -757,11 +801,10 @@ class Client:
                 error = _transport_error(exc, "poll")
                 log.debug("generation %s: poll failed: %s", core.id, error)
                 now = trio.current_time()
-                core.advance(now)
-                core.poll_error(error, now)
+                tasks.apply(core.advance(now))
+                tasks.apply(core.poll_error(error, now))
             else:
-                core.poll_reply(file, trio.current_time())
-            gen._retime()
+                tasks.apply(core.poll_reply(file, trio.current_time()))
 
     @staticmethod
     async def _in_turn(
@@ -796,9 +839,11 @@ class Client:
             for limiter in reversed(held):
                 limiter.release()
 
-    async def _start_job(self, gen: Generation, request: StartRequest) -> FileStatus | None:
+    async def _start_job(
+        self, core: Core, tasks: _Tasks, request: StartRequest
+    ) -> FileStatus | None:
         """Send the start request, again as long as the core says so; ``None`` once it failed."""
-        core, policy = gen.core, gen.core.policy
+        policy = core.policy
         while not core.terminal:
             try:
                 return await self._in_turn(
@@ -809,27 +854,28 @@ class Client:
                 )
             except (TransportError, trio.TooSlowError) as exc:
                 now = trio.current_time()
-                core.advance(now)  # at the deadline, the deadline is the reason
-                core.start_failed(_transport_error(exc, "start request"), now)
-                gen._retime()
+                tasks.apply(core.advance(now))  # at the deadline, the deadline is the reason
+                tasks.apply(core.start_failed(_transport_error(exc, "start request"), now))
             if core.next_start is None:
                 return None
             log.debug("generation %s: start request sent again at %s", core.id, core.next_start)
             await trio.sleep_until(core.next_start)
         return None
 
-    async def _push_task(self, gen: Generation, channel: str, project_id: str) -> None:
-        """Keep push ``channel`` open while the core wants it; feed it every message."""
-        core, policy = gen.core, gen.core.policy
-        name = "WebSocket" if channel == "websocket" else "SSE"
-        lot = gen._lots[channel] = trio.lowlevel.ParkingLot()
+    async def _push_task(
+        self, core: Core, tasks: _Tasks, channel: Channel, project_id: str
+    ) -> None:
+        """Keep push ``channel`` open while the plans say so; feed the core every message."""
+        policy = core.policy
+        name = "WebSocket" if channel is Channel.WEBSOCKET else "SSE"
+        push = tasks.push(channel)
         while not core.terminal:
-            at = core.connect_at(channel)
-            if at is None or not core.wants(channel):
-                await lot.park()  # the terminal state cancels this wait with the nursery
+            at = push.at
+            if at is None or at == math.inf:
+                await push.lot.park()  # the terminal state cancels this wait with the nursery
                 continue
             await trio.sleep_until(at)
-            if not core.wants(channel):
+            if push.at is None:  # closed meanwhile
                 continue
             permanent = False
             reason = (
@@ -838,7 +884,7 @@ class Client:
                 else "the server ended the SSE stream"
             )
             with trio.CancelScope() as scope:
-                gen._push_scopes[channel] = scope
+                push.scope = scope  # a plan that closes the channel cancels it
                 try:
                     # The connect bound encloses the whole `async with`: listen() may open a
                     # nursery (trio-websocket does), which must close inside the scope it opened in.
@@ -846,23 +892,20 @@ class Client:
                     with trio.CancelScope(deadline=connect_by) as bound:
                         async with self._open(channel, project_id, core.file_id) as messages:
                             bound.deadline = math.inf
-                            core.push_up(channel, trio.current_time())
-                            gen._retime()
-                            await _read(gen, channel, messages)
+                            tasks.apply(core.push_up(channel, trio.current_time()))
+                            await _read(core, tasks, channel, messages)
                     if bound.cancelled_caught:
                         reason = f"{name} connect timed out"
                 except TransportError as exc:
                     reason = str(_transport_error(exc, f"{name} connect"))
                     # e.g. 404: a server without this channel; asking again cannot help
                     permanent = isinstance(exc, PermanentError)
-            del gen._push_scopes[channel]
+            push.scope = None
             if scope.cancelled_caught:
-                core.push_closed(channel, trio.current_time())
-                gen._retime()
+                tasks.apply(core.push_closed(channel, trio.current_time()))
                 continue
             log.debug("generation %s: %s down: %s", core.id, name, reason)
-            core.push_down(channel, reason, trio.current_time(), permanent=permanent)
-            gen._retime()
+            tasks.apply(core.push_down(channel, reason, trio.current_time(), permanent=permanent))
 
     def _open(
         self, channel: str, project_id: str, file_id: str | None
@@ -873,9 +916,8 @@ class Client:
         return self.transport.listen_sse(file_id)
 
 
-async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> None:
+async def _read(core: Core, tasks: _Tasks, channel: Channel, messages: AsyncIterator[str]) -> None:
     """Hand every push message of one connection to the core; skip what cannot be used."""
-    core = gen.core
     about = core.file_id if channel == "sse" else None  # the file's own stream: its messages
     while True:
         try:
@@ -886,8 +928,7 @@ async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> 
             log.debug("generation %s: ignored a %s message: %s", core.id, channel, exc)
             continue
         if not text:  # a keep-alive (hybridgen.sse.HEARTBEAT): the stream is alive
-            if core.push_heartbeat(channel, trio.current_time()):
-                gen._retime()
+            tasks.apply(core.push_heartbeat(channel, trio.current_time()))
             continue
         try:
             message = parse_push(text, about)
@@ -895,8 +936,7 @@ async def _read(gen: Generation, channel: str, messages: AsyncIterator[str]) -> 
             log.debug("generation %s: ignored a %s message: %s", core.id, channel, exc)
             continue
         if message is not None:
-            core.push(channel, message, trio.current_time())
-            gen._retime()  # the next poll may have moved
+            tasks.apply(core.push(channel, message, trio.current_time()))
 
 
 class Durations:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Final
 
 import attrs
@@ -198,10 +198,17 @@ class Hub:
 
         return unsubscribe
 
-    def stream(self, max_buffer: int = 64, *, follows: int | None = 1) -> EventStream:
-        """Return an :class:`EventStream` receiving every event from now on."""
+    def stream(
+        self, max_buffer: int = 64, *, follows: int | None = 1, replay: Iterable[Event] = ()
+    ) -> EventStream:
+        """Return an :class:`EventStream` receiving every event from now on, after the events of
+        ``replay`` (e.g. a generation's past transitions: a stream they already end is not
+        kept)."""
         stream = EventStream(max_buffer, follows=follows)
-        self._streams.append(stream)
+        for event in replay:
+            stream._put(event)
+        if not stream._closed:
+            self._streams.append(stream)
         return stream
 
     def __bool__(self) -> bool:
