@@ -92,6 +92,8 @@ class Generation:
 
     Get one from ``await nursery.start(client.start, request)``. Read :attr:`state`, follow
     :meth:`events`, :meth:`cancel` it, or ``await`` :meth:`wait` for its :class:`Result`.
+    ``plans`` carries out the :class:`~hybridgen.core.Plan` its core's calls return (the
+    client's tasks do; a generation made by hand ignores them).
     """
 
     __slots__ = (
