@@ -428,9 +428,8 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
 async def connect_tcp(host: str, port: int) -> trio.SocketStream:
     """A TCP connection to ``host``; an IP address is connected to directly (no resolver call,
     no happy-eyeballs nursery), a name through ``trio.open_tcp_stream``."""
-    try:
-        version = ipaddress.ip_address(host).version
-    except ValueError:
+    version = _ip_version(host)
+    if version is None:
         return await trio.open_tcp_stream(host, port)
     sock = trio.socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET)
     try:
@@ -446,6 +445,15 @@ async def connect_tcp(host: str, port: int) -> trio.SocketStream:
         sock.close()
         raise
     return trio.SocketStream(sock)
+
+
+@functools.lru_cache(maxsize=64)  # parsing an address is slow Python: once per host
+def _ip_version(host: str) -> int | None:
+    """4 or 6 for an IP address, ``None`` for a name."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
 
 
 def unreachable(exc: OSError, host: str) -> str:

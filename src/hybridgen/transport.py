@@ -25,6 +25,7 @@ import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, Final, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
@@ -420,10 +421,7 @@ class SuperDuperTransport:
             )
         return await _read_body(response, self.config.max_reply_bytes, what)
 
-    @contextlib.asynccontextmanager
-    async def _get(
-        self, what: str, url: str, headers: Mapping[str, str]
-    ) -> AsyncIterator[tuple[_Reply, str, bool]]:
+    def _get(self, what: str, url: str, headers: Mapping[str, str]) -> _Get:
         """``GET url``, following redirects; enter with the last reply (not a redirect), its
         URL, and whether the token went with it.
 
@@ -431,26 +429,7 @@ class SuperDuperTransport:
         port); a redirect's body is read (at most 64 KiB, to keep the connection) and dropped.
         Raises :class:`~hybridgen.errors.RedirectError` for a redirect not followed.
         """
-        base = self.config.api_url("")  # the API's own URLs: no parsing per request
-        api = None
-        token = {"Authorization": f"Bearer {self.config.token.reveal()}"}
-        chain = [url]
-        while True:
-            if url.startswith(base):
-                token_sent = True
-            else:
-                api = api or _origin(self.config.url)
-                token_sent = _origin(url) == api
-            sent = {**headers, **token} if token_sent else headers
-            async with self._http.request("GET", url, sent.items()) as response:
-                if response.status not in REDIRECT_STATUSES:
-                    yield response, url, token_sent
-                    return
-                location = response.headers.get("location")
-                url = redirect_target(what, chain, response.status, location)
-                await _discard(response)
-            log.debug("%s: HTTP %d redirect to %s", what, response.status, _shown(url))
-            chain.append(url)
+        return _Get(self, what, url, headers)
 
     def _connection_error(self, what: str, exc: http1.HTTPFailure) -> TransientError:
         """The error for a request that got no status: says whether it may have been processed."""
@@ -508,6 +487,60 @@ class SuperDuperTransport:
         text = str(value) or type(value).__name__
         token = self.config.token.reveal()
         return text.replace(token, "***") if token else text
+
+
+class _Get:
+    """:meth:`SuperDuperTransport._get` as a class, not ``contextlib.asynccontextmanager``
+    (an async generator, hooked by trio, for every poll)."""
+
+    __slots__ = ("_exchange", "_headers", "_transport", "_url", "_what")
+
+    def __init__(
+        self, transport: SuperDuperTransport, what: str, url: str, headers: Mapping[str, str]
+    ) -> None:
+        self._transport = transport
+        self._what = what
+        self._url = url
+        self._headers = headers
+        self._exchange: AbstractAsyncContextManager[_Reply] | None = None
+
+    async def __aenter__(self) -> tuple[_Reply, str, bool]:
+        transport, what, url, headers = self._transport, self._what, self._url, self._headers
+        config = transport.config
+        base = config.api_url("")  # the API's own URLs: no parsing per request
+        api = None
+        token = {"Authorization": f"Bearer {config.token.reveal()}"}
+        chain = [url]
+        while True:
+            if url.startswith(base):
+                token_sent = True
+            else:
+                api = api or _origin(config.url)
+                token_sent = _origin(url) == api
+            sent = {**headers, **token} if token_sent else headers
+            exchange = transport._http.request("GET", url, sent.items())
+            response = await exchange.__aenter__()
+            try:
+                if response.status not in REDIRECT_STATUSES:
+                    self._exchange = exchange
+                    return response, url, token_sent
+                location = response.headers.get("location")
+                url = redirect_target(what, chain, response.status, location)
+                await _discard(response)
+            except BaseException as exc:
+                await exchange.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            await exchange.__aexit__(None, None, None)
+            log.debug("%s: HTTP %d redirect to %s", what, response.status, _shown(url))
+            chain.append(url)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        exchange = self._exchange
+        assert exchange is not None  # entered
+        self._exchange = None
+        await exchange.__aexit__(kind, exc, tb)
 
 
 def _skipped(url: str, start: int, status: int, headers: Mapping[str, str]) -> int:
