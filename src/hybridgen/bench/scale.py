@@ -10,7 +10,8 @@ starts N generations at once and waits for all of them; the two clients run one 
 their order alternating between repetitions. hybridgen uses a preset policy (``--policy``: the
 default, or ``lean`` with one push connection per generation; real timings, unscaled); the
 baseline polls every 2 s. Reported per client: CPU per generation (``getrusage`` of
-the client process from the first start to the last end), peak RSS per generation in flight
+the client process from the first start to the last end, less what sampling its open descriptors
+took), peak RSS per generation in flight
 (``VmHWM`` minus ``VmRSS`` before the first start, over the most generations alive at once),
 done / failed (the server says the job failed) / lost (anything else: a start or the deadline
 failed), HTTP requests per generation (start + polls, counted by the server), the time to drain
@@ -38,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
@@ -128,10 +130,14 @@ async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
         if event.terminal:
             live -= 1
 
+    sampling = 0.0  # the sampler's own CPU, not the client's (the baseline samples nothing)
+
     async def sample_fds() -> None:
-        nonlocal max_fds
+        nonlocal max_fds, sampling
         while True:
+            t = time.process_time()
             max_fds = max(max_fds, len(os.listdir("/proc/self/fd")))
+            sampling += time.process_time() - t
             await trio.sleep(0.2)
 
     async with Client(SuperDuperTransport(config), policy=PRESETS[policy]()) as client:
@@ -149,7 +155,7 @@ async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
                     max_live = max(max_live, live)
             outer.cancel_scope.cancel()
         wall = trio.current_time() - t0
-        cpu = _cpu_self() - cpu0
+        cpu = _cpu_self() - cpu0 - sampling
         hwm = _status_kb("VmHWM")
     results = [g.result() for g in gens]
     return {
@@ -166,6 +172,7 @@ async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
         "wall": wall,
         "max_live": max_live,
         "max_fds": max_fds,
+        "fd_sampling_cpu": sampling,
         "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     }
 
