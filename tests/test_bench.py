@@ -176,8 +176,11 @@ def test_scale_summary_sets_drain_requests_and_flatness_beside_the_loop() -> Non
             figure(f"{key}.client_cpu_per_generation", ours, "ms", base),
             figure(f"{key}.drain", 10.0 * n / 1000, "s", 8.0 * n / 1000),
             figure(f"{key}.requests_per_generation", 3.0, "requests", 2.5),
+            figure(f"{key}.lost", 0, "generations", 0 if n == 1000 else 2498),
         ]
     text = summary(figures)
     assert "scale.silent.n1000: 0.80x, drain 10s / 8s (1.25x), requests/gen 3 / 2.5" in text
     assert "scale.silent.n5000: 0.92x, drain 50s / 40s (1.25x)" in text
+    assert "LOST 0 / 2498: the CPU per generation is not like for like" in text
+    assert text.count("LOST") == 1  # none lost at 1,000
     assert "flat in N (silent): hybridgen CPU/gen at N=5000 ÷ at N=1000: 1.10x" in text

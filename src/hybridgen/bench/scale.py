@@ -370,6 +370,10 @@ def summary(figures: Sequence[Figure]) -> str:
             words.append(f"drain {_pair(drain, 's')} ({_times(drain)})")
         if requests is not None:
             words.append(f"requests/gen {_pair(requests, '')}")
+        lost = by.get(f"{cell}.lost")
+        if lost is not None and (lost["value"] or lost["baseline"]):
+            ours, theirs = int(lost["value"] or 0), int(lost["baseline"] or 0)
+            words.append(f"LOST {ours} / {theirs}: the CPU per generation is not like for like")
         lines.append(", ".join(words))
     for mode in dict.fromkeys(cell.split(".")[1] for cell in cells):
         per_n: dict[int, float] = {}
