@@ -624,9 +624,12 @@ class Core:
             delay = self._jitter(policy.poll_interval)
         listening = self._lively(now) or self._trusted_listening()  # a push may deliver
         if error.retry_after is not None and policy.honour_retry_after:
-            wait = error.retry_after  # the server's word, in full while a push may deliver
-            cap = policy.poll_retry_after_cap
-            delay = max(delay, wait if listening or cap is None else min(wait, cap))
+            wait, cap = error.retry_after, policy.poll_retry_after_cap
+            if listening or cap is None or wait <= cap:
+                delay = max(delay, wait)  # the server's word
+            elif cap > policy.poll_interval:
+                delay = max(delay, cap)
+            # else capped within one interval: the next poll comes as a fixed poller's would
         self._poll_floor = now + delay
         if listening:
             delay = max(delay, self._poll_delay(now))  # a push listens: polls stay a safety net
