@@ -586,14 +586,15 @@ class Client:
         """Queue a job in the client's journal for a :class:`~hybridgen.worker.Worker` to run
         (nothing is sent now); its generation id.
 
-        The journal must be a queue (:class:`~hybridgen.journal_pg.PostgresJournal`); raises
+        The journal must be a queue (:class:`~hybridgen.journal_pg.PostgresJournal`, or a
+        :class:`~hybridgen.journal.SQLiteJournal` for workers on one machine); raises
         :class:`~hybridgen.errors.JournalError` when it is not, or cannot store the job.
         """
         submit = getattr(self.journal, "submit", None)
         if submit is None:
             raise JournalError(
-                "Client.submit needs a journal that is a queue (a PostgresJournal); this client "
-                f"has {self.journal!r}"
+                "Client.submit needs a journal that is a queue (a PostgresJournal or a "
+                f"SQLiteJournal); this client has {self.journal!r}"
             )
         job: str = await trio.to_thread.run_sync(
             submit, _as_request(request), policy or self.policy, dict(meta or {})
