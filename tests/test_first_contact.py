@@ -109,6 +109,7 @@ async def test_an_unreachable_server_fails_the_generation_at_once_without_retrie
         (f"http://127.0.0.1:{closed_port()}", "(connection refused): is the server running?"),
         ("https://nonexistent.invalid", "does not resolve): check the spelling"),
     ],
+    ids=["refused", "unresolvable"],  # the port differs per collection
 )
 def test_generate_against_nothing_fails_at_once(tmp_path: Path, url: str, words: str) -> None:
     env = clean_env(SUPERDUPERAI_URL=url, SUPERDUPERAI_TOKEN=TOKEN)
