@@ -8,6 +8,7 @@ temporary directory and run by pytest in a subprocess (the installed hybridgen p
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 import subprocess
@@ -177,7 +178,7 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     sections = re.split(r"^## ", text, flags=re.M)
     for module_name in generate.public_modules():
         assert generate.slug(module_name) in anchors, f"api.md: no section for {module_name}"
-        module = sys.modules[module_name]
+        module = importlib.import_module(module_name)  # not only if another test imported it
         (section,) = [s for s in sections if s.startswith(f"`{module_name}`\n")]
         for name in generate.public_names(module):
             documented = generate.slug(f"{module_name}.{name}") in anchors

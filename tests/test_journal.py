@@ -259,6 +259,19 @@ def test_writes_beyond_the_queue_are_lost_and_counted(journal_path: Path) -> Non
     assert len(SQLiteJournal(journal_path).entries()) == 6 - journal.lost
 
 
+def test_a_heartbeat_held_up_by_a_lock_is_reported_but_loses_nothing(journal_path: Path) -> None:
+    journal = SQLiteJournal(journal_path, busy_timeout=0.05, lease=0.15)  # a beat every 0.05 s
+    request_row(journal, "g0")
+    assert journal.flush(10)
+    failures = Failures(journal)
+    with sqlite_faults.lock_held(journal_path):
+        (beat, *_) = failures.wait_for(1)
+    assert beat.operation == "heartbeat" and not beat.lost
+    assert "heartbeat waits" in beat.reason
+    assert journal.close() == 0  # no write was lost: a missed beat is not a lost row
+    assert [e.id for e in SQLiteJournal(journal_path).entries()] == ["g0"]
+
+
 def raw_file_id(path: Path, gen_id: str) -> str | None:
     """What the file says now, read past the journal object (which would flush first)."""
     db = sqlite3.connect(path)

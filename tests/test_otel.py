@@ -120,7 +120,8 @@ def test_one_span_per_generation_with_its_path_as_events(recorded: Recorded) -> 
     assert triggers == ["start", "ws_timeout", "poll_result"]
     # virtual time: the span lasts as long as the generation did on the trio clock
     assert span.end_time is not None and span.start_time is not None
-    assert (span.end_time - span.start_time) / 1e9 == pytest.approx(result.elapsed, abs=1e-3)
+    # two clocks (the SDK's and trio's), read a moment apart: on a loaded machine, a few ms
+    assert (span.end_time - span.start_time) / 1e9 == pytest.approx(result.elapsed, abs=0.05)
 
 
 def test_a_failure_sets_the_error_status_and_type(recorded: Recorded) -> None:
