@@ -109,6 +109,21 @@ def _name_the_choices(parser: argparse.ArgumentParser) -> None:
                 action.help = f"{help_text}; {listed}" if help_text else listed
 
 
+def _add_inspect_options(parser: argparse.ArgumentParser, *, page: str, after: str) -> None:
+    """``--inspect PORT`` and ``--inspect-linger S``, as generate and worker take them."""
+    parser.add_argument(
+        "--inspect",
+        metavar="PORT",
+        help=f"serve {page} on 127.0.0.1:PORT (0: a free port; or HOST:PORT)",
+    )
+    parser.add_argument(
+        "--inspect-linger",
+        type=float,
+        metavar="S",
+        help=f"with --inspect: keep the page up S seconds after {after}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hybridgen`` command."""
     parser = _Parser(
@@ -284,17 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after the result, print the path taken as a Mermaid diagram",
     )
-    gen.add_argument(
-        "--inspect",
-        metavar="PORT",
-        help="serve the live inspector page on 127.0.0.1:PORT (0: a free port; or HOST:PORT)",
-    )
-    gen.add_argument(
-        "--inspect-linger",
-        type=float,
-        metavar="S",
-        help="with --inspect: keep the page up S seconds after the run",
-    )
+    _add_inspect_options(gen, page="the live inspector page", after="the run")
     gen.set_defaults(func=_cmd_generate)
 
     resume = sub.add_parser(
@@ -416,17 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one JSON object per job on stdout; the last is the worker's summary",
     )
-    worker.add_argument(
-        "--inspect",
-        metavar="PORT",
-        help="serve the live inspector page of this worker's jobs on 127.0.0.1:PORT (0: a free "
-        "port; or HOST:PORT)",
-    )
-    worker.add_argument(
-        "--inspect-linger",
-        type=float,
-        metavar="S",
-        help="with --inspect: keep the page up S seconds after the worker stops",
+    _add_inspect_options(
+        worker, page="the live inspector page of this worker's jobs", after="the worker stops"
     )
     worker.set_defaults(func=_cmd_worker)
 
