@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from ._fields import NAME_RE
 from .errors import TransientError
-from .wire import _NAME_RE, FileStatus, ModelInfo, Push
+from .wire import FileStatus, ModelInfo, Push
 
 __all__ = [
     "REASON_CHARS",
@@ -314,7 +315,7 @@ def parse_generation_configs(data: object) -> list[ModelInfo]:
         if not isinstance(entry, dict):
             continue
         name = entry.get("name")
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             continue
         vip = entry.get("vip_required", entry.get("is_vip", entry.get("vip", False)))
         params = entry.get("params")

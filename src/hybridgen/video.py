@@ -34,16 +34,10 @@ from typing import Any, ClassVar, Final, Literal, TypedDict
 
 import attrs
 
+from ._fields import check_aspect, check_project, check_prompt, check_seed
 from .errors import RequestError, TransientError, VideoRefused
 from .parse import load_json, parse_file_list
-from .wire import (
-    ImageRequest,
-    ModelInfo,
-    _validate_aspect,
-    _validate_project,
-    _validate_prompt,
-    _validate_seed,
-)
+from .wire import ImageRequest, ModelInfo
 
 __all__ = [
     "DEFAULT_VIDEO_MODEL",
@@ -104,7 +98,7 @@ def _validate_optional_seed(
     inst: object, attribute: attrs.Attribute[Any], value: int | None
 ) -> None:
     if value is not None:
-        _validate_seed(inst, attribute, value)
+        check_seed(inst, attribute, value)
 
 
 def _validate_negative(inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -132,14 +126,14 @@ class VideoRequest:
     too. hybridgen sends the documented one.
     """
 
-    prompt: str = attrs.field(validator=_validate_prompt)
+    prompt: str = attrs.field(validator=check_prompt)
     model: str = attrs.field(default=DEFAULT_VIDEO_MODEL, validator=_validate_model)
     duration: int = attrs.field(default=5, validator=_validate_duration)
-    aspect_ratio: str = attrs.field(default="16:9", validator=_validate_aspect)
+    aspect_ratio: str = attrs.field(default="16:9", validator=check_aspect)
     image: str | None = attrs.field(default=None, validator=_validate_source)
     seed: int | None = attrs.field(default=None, validator=_validate_optional_seed)
     negative_prompt: str | None = attrs.field(default=None, validator=_validate_negative)
-    project_id: str = attrs.field(factory=lambda: str(uuid.uuid4()), validator=_validate_project)
+    project_id: str = attrs.field(factory=lambda: str(uuid.uuid4()), validator=check_project)
 
     kind: ClassVar[str] = "video"
     """What this request makes (the journal records it, so a resume knows a video)."""

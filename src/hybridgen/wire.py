@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import uuid
 from typing import Any, Final, Literal
 
 import attrs
 
+from . import _fields
 from .errors import RequestError
 
 __all__ = [
@@ -42,8 +42,7 @@ GENERATION_CONFIGS: Final = "/api/v1/generation-config"
 PUSH_CHANNELS: Final = ("websocket", "sse")
 """The push channels a :class:`~hybridgen.policy.Policy` may open: the project's legacy WebSocket
 and the file's Server-Sent Events stream."""
-MAX_PROMPT_CHARS: Final = 4000
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,127}")
+MAX_PROMPT_CHARS: Final = _fields.MAX_PROMPT_CHARS
 
 
 def file_path(file_id: str) -> str:
@@ -66,71 +65,12 @@ def subscribe_message(project_id: str) -> str:
     return json.dumps({"type": "subscribe", "projectId": f"project.{project_id}"})
 
 
-def _text(field: str, value: object, *, pattern: re.Pattern[str] = _NAME_RE) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise RequestError(field, f"must be a short name like 'comfyui/flux', got {value!r}")
-    return value
-
-
-def _validate_prompt(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str):
-        raise RequestError("prompt", f"must be text, got {type(value).__name__}")
-    if not value.strip():
-        raise RequestError("prompt", "is empty; describe the image to generate")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise RequestError(
-            "prompt", f"has {len(value)} characters; the limit is {MAX_PROMPT_CHARS}, shorten it"
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise RequestError(
-            "prompt", f"cannot be sent as UTF-8 (character at index {exc.start}); remove it"
-        ) from None
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
-        raise RequestError("prompt", "contains control characters; remove them")
-
-
-def _validate_size(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 64 <= value <= 4096:
-        raise RequestError(
-            attribute.name, f"must be a whole number of pixels in 64..4096, got {value!r}"
-        )
-
-
-def _validate_seed(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
-        raise RequestError("seed", f"must be a whole number in 0..2**53-1, got {value!r}")
-
-
-def _validate_project(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        raise RequestError("project_id", f"must be a UUID, got {value!r}") from None
-
-
-def _validate_batch(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4:
-        raise RequestError("batch_size", f"must be 1..4, got {value!r}")
-
-
-def _validate_aspect(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]{0,2}:[1-9][0-9]{0,2}", value):
-        raise RequestError("aspect_ratio", f"must look like '16:9', got {value!r}")
-
-
-def _validate_quality(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ("hd", "full_hd"):
-        raise RequestError("quality", f"must be 'hd' or 'full_hd', got {value!r}")
-
-
 BodyForm = Literal["config", "legacy"]
 BODY_FORMS: Final = ("config", "legacy")
 """The forms of the start body: ``config`` (today's documented form) and ``legacy`` (the seed's)."""
 
 
-def _validate_body_form(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+def _check_body_form(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in BODY_FORMS:
         raise RequestError("body_form", f"must be 'config' or 'legacy', got {value!r}")
 
@@ -144,22 +84,26 @@ class ImageRequest:
     ``legacy`` (the seed-era flat form, numbers as strings) for servers that predate it.
     """
 
-    prompt: str = attrs.field(validator=_validate_prompt)
-    project_id: str = attrs.field(factory=lambda: str(uuid.uuid4()), validator=_validate_project)
-    model: str = attrs.field(default="comfyui/flux", validator=lambda i, a, v: _text("model", v))
+    prompt: str = attrs.field(validator=_fields.check_prompt)
+    project_id: str = attrs.field(
+        factory=lambda: str(uuid.uuid4()), validator=_fields.check_project
+    )
+    model: str = attrs.field(
+        default="comfyui/flux", validator=lambda i, a, v: _fields.name_text("model", v)
+    )
     style_name: str = attrs.field(
-        default="flux_watercolor", validator=lambda i, a, v: _text("style_name", v)
+        default="flux_watercolor", validator=lambda i, a, v: _fields.name_text("style_name", v)
     )
     shot_size: str = attrs.field(
-        default="medium-shot", validator=lambda i, a, v: _text("shot_size", v)
+        default="medium-shot", validator=lambda i, a, v: _fields.name_text("shot_size", v)
     )
-    seed: int = attrs.field(factory=lambda: random.randrange(2**40), validator=_validate_seed)
-    width: int = attrs.field(default=1024, validator=_validate_size)
-    height: int = attrs.field(default=1024, validator=_validate_size)
-    aspect_ratio: str = attrs.field(default="1:1", validator=_validate_aspect)
-    quality: str = attrs.field(default="hd", validator=_validate_quality)
-    batch_size: int = attrs.field(default=1, validator=_validate_batch)
-    body_form: BodyForm = attrs.field(default="config", validator=_validate_body_form)
+    seed: int = attrs.field(factory=lambda: random.randrange(2**40), validator=_fields.check_seed)
+    width: int = attrs.field(default=1024, validator=_fields.check_size)
+    height: int = attrs.field(default=1024, validator=_fields.check_size)
+    aspect_ratio: str = attrs.field(default="1:1", validator=_fields.check_aspect)
+    quality: str = attrs.field(default="hd", validator=_fields.check_quality)
+    batch_size: int = attrs.field(default=1, validator=_fields.check_batch)
+    body_form: BodyForm = attrs.field(default="config", validator=_check_body_form)
 
     def to_json(self) -> dict[str, Any]:
         """The body of ``POST /api/v1/file/generate-image``, in the form ``body_form`` names."""

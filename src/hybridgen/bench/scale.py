@@ -165,7 +165,7 @@ async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
         "reasons": collections.Counter(r.reason for r in results if r.reason).most_common(3),
         "polls": sum(r.polls for r in results),
         "poll_errors": sum(r.poll_errors for r in results),
-        "ws_failures": sum(r.push_failures for r in results),
+        "push_failures": sum(r.push_failures for r in results),
         "cpu": cpu,
         "rss0_kb": rss0,
         "hwm_kb": hwm,
