@@ -39,6 +39,7 @@ PREFIXES = {
     "virtual": ("virtual.",),
     "journal": ("journal.lock.",),
     "queue": ("queue.",),
+    "replies": ("replies.",),
 }
 GENERIC = [name for name in BENCHMARKS if name != "queue"]
 """queue needs a PostgreSQL: tests/test_bench_queue.py runs it against the tests' server."""

@@ -28,6 +28,7 @@ BENCHMARKS: Final = {
     "virtual": "virtual time: real ms per scenario, property examples per second",
     "journal": "journal under a lock held by another process: longest event-loop stall",
     "queue": "job queue: jobs/s, journal CPU and round trips per job, 1/2/4 workers, PG vs SQLite",
+    "replies": "reading recorded replies (start, poll, SSE): hybridgen's own reader vs h11",
 }
 """Benchmark names and what each measures, in the order they run."""
 
