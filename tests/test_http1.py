@@ -468,3 +468,47 @@ async def test_a_result_url_with_a_port_that_is_not_a_number_is_a_typed_error(vi
                 pass
         assert "t0ken-123" not in str(info.value)
         await transport.aclose()
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",
+            "the reply breaks HTTP/1.1 (peer closed connection without sending complete message "
+            "body (received 2 bytes, expected 10))",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nok",
+            "(incomplete chunked read)",
+        ),
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", "a line of the head ends with a bare LF"),
+        (b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", "other than chunked"),
+    ],
+    ids=["early close, length", "early close, chunked", "bare LF", "HTTP/2.0", "gzip coding"],
+)
+async def test_a_broken_reply_is_a_failure_that_says_what_broke(reply: bytes, why: str) -> None:
+    async def send_and_close(stream: trio.SocketStream) -> str:
+        await stream.send_all(reply)
+        return "close"
+
+    async with serving(lambda i: send_and_close) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT), pytest.raises(HTTPFailure) as info:
+            await get(pool, server)
+        await pool.aclose()
+    assert info.value.sent and why in str(info.value)
+    assert "breaks HTTP/1.1" in str(info.value)
+
+
+async def test_a_connection_with_bytes_after_its_reply_is_not_reused() -> None:
+    """A server may not answer a request not yet sent: such bytes are never read as a reply."""
+    extra = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"
+    async with serving(lambda i: extra if i == 0 else OK) as server:
+        pool = Pool()
+        with trio.fail_after(LIMIT):
+            assert await get(pool, server) == b"ok"
+            assert await get(pool, server) == b"ok"
+        await pool.aclose()
+    assert server.connections == 2

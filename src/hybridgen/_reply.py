@@ -138,6 +138,8 @@ class ReplyReader:
         ``", "``), 1xx replies skipped; ``None`` while they are incomplete."""
         while True:
             buf = self._buf
+            if not buf:  # as right after the request went out
+                return None
             end = buf.find(b"\r\n\r\n", self._scan)
             if end < 0:
                 self._waiting_head(buf)

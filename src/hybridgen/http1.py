@@ -125,7 +125,8 @@ class _Connection:
         self.sock = stream.socket if type(stream) is trio.SocketStream else None
         self.reader = ReplyReader()
         self.idle_since = 0.0
-        self.reads = 0  # reads in a row that found bytes waiting (no scheduler round trip)
+        self.reads = 0  # reads in a row that found bytes waiting (no scheduler round trip),
+        # or -1 when a request was just sent
 
     async def send(self, data: bytes) -> None:
         """Send ``data``; on plain TCP without a checkpoint when the kernel takes it all at
@@ -142,14 +143,21 @@ class _Connection:
                     view = view[os.write(self.sock.fileno(), view) :]
             while view:
                 view = view[await self.sock.send(view) :]
+            self.reads = -1  # a request just went out: see _receive
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise HTTPFailure(f"sending failed ({_why(exc)})", sent=True) from None
 
     async def _receive(self, sock: trio.socket.SocketType) -> bytes:
         """Read what the kernel has, waiting until it has something (POSIX, plain TCP). Bytes
         already there are taken without a scheduler round trip, except every ``_BURST``-th time
-        in a row (a fast sender must not keep this task running)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        in a row (a fast sender must not keep this task running). The first read after a request
+        waits first: its reply cannot be there yet (a read would fail, an exception per request).
+        """
+        if self.reads < 0:
+            self.reads = 0
+            await trio.lowlevel.wait_readable(sock)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:  # the descriptor is asked for each time: -1 once closed (EBADF), never reused
                 data = os.read(sock.fileno(), _READ)
