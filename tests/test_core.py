@@ -293,7 +293,9 @@ def test_core_is_small() -> None:
 
 
 def test_adaptive_polls_sparsely_then_halves_towards_the_expected_moment() -> None:
-    policy = Policy(jitter=0.0, adaptive=True, poll_interval=2.0, sparse_interval=10.0)
+    policy = Policy(
+        jitter=0.0, adaptive=True, poll_interval=2.0, sparse_interval=10.0, history_wait=None
+    )
     core, _ = make(policy)
     core.expected = 35.0  # from recent generations: ready 35 s after the start
     core.accepted(FileStatus("f1"), 100.0)
@@ -320,7 +322,7 @@ def test_adaptive_trusts_the_jobs_own_progress_over_history() -> None:
 
 
 def test_not_adaptive_ignores_the_expected_moment() -> None:
-    core, _ = make(Policy(jitter=0.0))
+    core, _ = make(Policy(jitter=0.0, history_wait=None))
     core.expected = 35.0
     core.accepted(FileStatus("f1"), 100.0)
     core.advance(102.0)

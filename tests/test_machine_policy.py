@@ -101,7 +101,9 @@ def test_scaled_multiplies_every_duration_only() -> None:
     seed = Policy.seed()
     fast = seed.scaled(0.05)
     for name in DURATIONS:
-        assert getattr(fast, name) == pytest.approx(getattr(seed, name) * 0.05)
+        value = getattr(seed, name)
+        assert getattr(fast, name) == (None if value is None else pytest.approx(value * 0.05))
+    assert Policy.default().scaled(0.05).history_wait == pytest.approx(1.5)
     assert fast.jitter == seed.jitter and fast.keep_push_open == seed.keep_push_open
     assert Policy.lean().scaled(0.05).push_quiet is None  # "never" stays never
     with pytest.raises(ConfigError, match="time_scale"):

@@ -215,6 +215,10 @@ class Core:
     push's life must not move it (a push said the job completed: poll at once)."""
     _poll_floor: float = attrs.field(default=-math.inf, repr=False)
     """The earliest the pending poll may come (a failed poll's interval or ``Retry-After``)."""
+    _asked_at: float | None = attrs.field(default=None, repr=False)
+    """When the server was last asked about the job (the start reply, the last poll sent)."""
+    _unsure: bool = attrs.field(default=False, repr=False)
+    """The result was found by a poll sent more than one interval after the one before."""
     _told_wake: float | None = attrs.field(default=None, repr=False)
     """The job task's wake time the last :class:`Plan` gave (``None``: none given yet)."""
     _told_ended: bool = attrs.field(default=False, repr=False)
@@ -361,6 +365,25 @@ class Core:
             push_failures=self.push_failures,
         )
 
+    @property
+    def ready_after(self) -> tuple[float, bool] | None:
+        """For a ``done`` generation, what the client's history of durations records
+        (:class:`hybridgen.driver.Durations`): about how many seconds after the start its
+        result was ready, and whether it may have been ready well before (``None`` unless done).
+
+        The moment it was learned, unless a poll found it more than one (jittered)
+        ``poll_interval`` after the previous poll (the quiet wait of
+        :attr:`~hybridgen.policy.Policy.history_wait`): then half an interval earlier, and
+        unsure. So a job faster than history pulls the expected moment down, where the end of
+        the quiet wait would otherwise hold it there.
+        """
+        if self.state is not State.DONE or self.ended is None:
+            return None
+        seen = self.ended - self.started
+        if not (self._unsure and self.channel is Channel.POLLING):
+            return seen, False
+        return max(0.0, seen - self.policy.poll_interval / 2), True
+
     # -- what the driver tells ------------------------------------------------------------
 
     @_planned
@@ -370,6 +393,7 @@ class Core:
         if self.terminal:
             return
         self.file_id = file.id
+        self._asked_at = now
         self._go(Trigger.START, now, f"file {file.id}")
         sse = self._channels.get(Channel.SSE)
         if sse is not None:
@@ -576,6 +600,11 @@ class Core:
         """A poll request is on its way (no new poll is due until its reply)."""
         self.next_poll = None
         self.polls += 1
+        asked, self._asked_at = self._asked_at, now
+        policy = self.policy
+        self._unsure = asked is not None and now - asked > policy.poll_interval * (
+            1 + policy.jitter
+        )
 
     @_planned
     def poll_reply(self, file: FileStatus, now: float) -> None:
@@ -623,16 +652,22 @@ class Core:
             # and a longer backoff would only make the result later.
             delay = self._jitter(policy.poll_interval)
         listening = self._lively(now) or self._trusted_listening()  # a push may deliver
+        quiet = None if listening else self._quiet_next(now)
         if error.retry_after is not None and policy.honour_retry_after:
             wait, cap = error.retry_after, policy.poll_retry_after_cap
+            dense = self._dense_at()
             if listening or cap is None or wait <= cap:
                 delay = max(delay, wait)  # the server's word
+            elif quiet is not None and dense is not None and now + wait <= dense:
+                delay = max(delay, wait)  # the result is not expected before it ends: no loss
             elif cap > policy.poll_interval:
                 delay = max(delay, cap)
             # else capped within one interval: the next poll comes as a fixed poller's would
         self._poll_floor = now + delay
         if listening:
             delay = max(delay, self._poll_delay(now))  # a push listens: polls stay a safety net
+        elif quiet is not None:
+            delay = max(delay, quiet - now)  # not expected yet: the quiet schedule holds
         self.next_poll = now + delay
         self._poll_ref = now
         self._emit_retry("poll", self.poll_errors, delay, str(error), now)
@@ -712,12 +747,46 @@ class Core:
             return max(wait, self._jitter(sparse)) if trusted else wait
         if trusted or lively:
             return self._jitter(sparse)  # a safety net
+        quiet = self._quiet_next(now)
+        if quiet is not None:
+            return quiet - now
         estimated = policy.trust_live_socket and self._estimated
         if self.expected is not None and (policy.adaptive or estimated):
             # halve the distance to the expected moment; never denser than poll_interval
             half_way = (self.started + self.expected - now) / 2
             return self._jitter(min(sparse, max(policy.poll_interval, half_way)))
         return self._jitter(policy.poll_interval)
+
+    def _dense_at(self) -> float | None:
+        """With ``Policy.history_wait``: when the result is expected from history (the job's
+        own progress gives no estimate), so polls turn dense; ``None``: no quiet phase."""
+        expected = self.expected
+        if self.policy.history_wait is None or expected is None or self._estimated:
+            return None
+        return self.started + expected
+
+    def _quiet_next(self, now: float) -> float | None:
+        """The next poll while the result is not expected yet (``Policy.history_wait``), or
+        ``None`` (no quiet phase, or the expected moment is within one interval).
+
+        Safety polls evenly spaced from polling's start to the expected moment, then that moment
+        give or take half an interval (a random phase, as a fixed poller's is to the moment a
+        result is ready); never more than ``history_wait`` after ``now``.
+        """
+        dense = self._dense_at()
+        policy = self.policy
+        interval = policy.poll_interval
+        if dense is None or dense - now <= interval:
+            return None
+        first = self.push_timeout_at
+        wait = max(policy.history_wait or interval, interval)
+        parts = math.ceil((dense - first) / wait - 1e-9)
+        if parts > 1:
+            step = (dense - first) / parts
+            done = math.floor((now - first) / step + 0.5)  # safety polls already due
+            if done < parts - 1:
+                return min(now + wait, max(now, first + step * done + self._jitter(step)))
+        return min(now + wait, dense + interval * (self.rand() - 0.5))
 
     def _earlier_unavailable(self, channel: str) -> bool:
         """Every channel before ``channel`` in the policy's order is unavailable after failures
@@ -820,7 +889,8 @@ class Core:
         )
 
     def _enter_polling(self, now: float) -> None:
-        self.next_poll = now
+        quiet = self._quiet_next(now)
+        self.next_poll = now if quiet is None else quiet
         self._poll_ref = now
         self._poll_floor = -math.inf
         if not self.policy.keep_push_open:
@@ -833,6 +903,7 @@ class Core:
         if self.state is State.AWAITING_WS:
             self._go(Trigger.PUSH_COMPLETED, now, f"{channel} says the job completed")
             self._enter_polling(now)
+            self.next_poll = now
             self._poll_ref = None
         elif self.next_poll is not None:
             self.next_poll = min(self.next_poll, now)

@@ -760,8 +760,9 @@ class Client:
         finally:
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
                 tasks.apply(core.cancel("cancelled by the caller", trio.current_time()))
-        if core.state is State.DONE and core.ended is not None:
-            self.durations.add(core.ended - core.started)
+        ready = core.ready_after
+        if ready is not None:
+            self.durations.add(ready[0], unsure=ready[1])
 
     async def _run_job(self, core: Core, tasks: _Tasks, job: StartRequest | str) -> None:
         """The job, in the generation's own task: start it (or take the resumed one), then wait
@@ -945,24 +946,35 @@ async def _read(core: Core, tasks: _Tasks, channel: Channel, messages: AsyncIter
 class Durations:
     """How long this client's recent generations took: the expected duration of the next one."""
 
-    __slots__ = ("_recent",)
+    __slots__ = ("_recent", "_unsure")
 
     def __init__(self, keep: int = 32) -> None:
         self._recent: collections.deque[float] = collections.deque(maxlen=keep)
+        self._unsure = 0
 
-    def add(self, seconds: float) -> None:
-        """Record the duration of a generation that ended ``done``."""
+    def add(self, seconds: float, *, unsure: bool = False) -> None:
+        """Record the duration of a generation that ended ``done``; ``unsure``: its result may
+        have been ready well before (a poll found it after a quiet wait)."""
         self._recent.append(seconds)
+        self._unsure = self._unsure + 1 if unsure else 0
 
     def expected(self) -> float | None:
-        """The shortest recent duration (``None`` before three are known).
+        """The shortest recent duration (``None`` before three are known, or after
+        ``UNSURE`` unsure ones in a row: the next generation polls at the full cadence once,
+        so that jobs grown faster than history are measured again).
 
         The shortest, not the median: adaptive polling turns dense from this moment on, so a job
         as fast as the fastest recent one is still caught within about one poll interval.
         """
-        if len(self._recent) < 3:
+        if len(self._recent) < 3 or self._unsure >= UNSURE:
             return None
         return min(self._recent)
+
+
+UNSURE: Final = 2
+"""Unsure durations in a row (:meth:`Durations.add`) after which the next generation expects
+nothing: without it, jobs grown faster than the client's history would be found at the end of
+each quiet wait and recorded there, so history would never learn that they are faster."""
 
 
 def _as_request(request: StartRequest | str) -> StartRequest:

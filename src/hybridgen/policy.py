@@ -174,6 +174,17 @@ class Policy:
     adaptive: bool = attrs.field(default=False, validator=_flag)
     """Poll sparsely while the result is not expected yet, densely near and after the expected
     moment (estimated from the server's progress reports, else from recent generations)."""
+    history_wait: float | None = attrs.field(default=30.0, validator=_optional_positive)
+    """Once the client's recent generations say when a result comes (the shortest of their
+    durations, :attr:`hybridgen.Client.durations`, known after 3) and the job's own progress
+    does not: no poll before that moment but one safety poll every this many seconds at most
+    (counted from the end of the push-only wait, evenly spaced), then one every
+    ``poll_interval`` from that moment on (the seed's cadence, without its blind 30 s). A poll
+    refused before that moment keeps this schedule, its ``Retry-After`` honoured in full while it
+    ends before that moment. So a job shorter than history, or one that fails early, is found
+    within this long (never less than ``poll_interval``); a job no shorter than history within
+    one interval, as by the full cadence. While a push channel is trusted or shows life, its
+    safety net comes first. ``None``: no quiet phase."""
     start_retries: int | None = attrs.field(default=5, validator=_count)
     """Start requests sent again, within the deadline, when the server certainly did not process
     them (429 or 503, honouring ``Retry-After``; a connection refused before the request was sent);
@@ -258,6 +269,7 @@ class Policy:
             honour_retry_after=False,
             trust_live_socket=False,
             start_retries=0,
+            history_wait=None,
         )
 
     @classmethod
@@ -271,7 +283,11 @@ class Policy:
         push costs at most about one interval after the result is ready, whatever the
         generation time; the channels stay open (and reconnect) so a working push still delivers
         at once, and once a channel has delivered on this client, polls relax to a sparse safety
-        net. See ``docs/concepts.md``.
+        net. Once the client knows how long its recent generations took, polls before the
+        expected moment are a few safety polls at most :attr:`history_wait` (30 s) apart, then
+        every 2 s: a job no shorter than the client's recent ones still costs at most about one
+        interval, a shorter one (or an early failure) at most 30 s, and a silent push costs the
+        server no more requests than the seed's client. See ``docs/concepts.md``.
         """
         return cls()
 
@@ -289,9 +305,11 @@ class Policy:
     def adaptive_default(cls) -> Policy:
         """The default, polling adaptively: fewer requests when the job's duration is predictable.
 
-        Polls every ``sparse_interval`` (10 s) while the result is far off, then halves the wait
-        towards the expected moment down to ``poll_interval`` (2 s). The expected moment comes from
-        the server's progress reports, else from the client's recent generations.
+        Where the server's progress reports give the job's expected end, polls every
+        ``sparse_interval`` (10 s) while it is far off, then halves the wait towards it down to
+        ``poll_interval`` (2 s); the client's recent generations give it quiet polls, as the
+        default's (:attr:`history_wait`), or with ``history_wait=None`` the same halving. A push
+        channel's life does not space polls out (:attr:`push_alive`).
         """
         return cls(adaptive=True)
 
@@ -337,6 +355,7 @@ class Policy:
             sparse_interval=30.0,
             push_alive=60.0,
             lively_interval=120.0,
+            history_wait=60.0,
             request_timeout=30.0,
             retry_budget=60,
             download_timeout=900.0,
@@ -382,12 +401,13 @@ DURATIONS: Final = (
     "lively_interval",
     "request_timeout",
     "poll_retry_after_cap",
+    "history_wait",
     "download_timeout",
     "download_retry_delay",
     "download_propagation",
 )
-"""The fields of :class:`Policy` that are durations in seconds (``push_quiet``, ``push_alive``
-and ``poll_retry_after_cap`` may be ``None``)."""
+"""The fields of :class:`Policy` that are durations in seconds (``push_quiet``, ``push_alive``,
+``poll_retry_after_cap`` and ``history_wait`` may be ``None``)."""
 
 PRESETS: Final = {
     "default": Policy.default,

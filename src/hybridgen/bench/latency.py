@@ -154,7 +154,7 @@ def _seed_for_video() -> Policy:
 
 
 def _fixed_2s() -> Policy:
-    return Policy.default().replace(trust_live_socket=False)
+    return Policy.default().replace(trust_live_socket=False, history_wait=None)
 
 
 @attrs.frozen

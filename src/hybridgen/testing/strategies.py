@@ -59,6 +59,7 @@ def policies(draw: st.DrawFn, *, max_deadline: float = 200.0) -> Policy:
         honour_retry_after=draw(st.booleans()),
         request_timeout=draw(seconds(0.5, 20.0)),
         adaptive=draw(st.booleans()),
+        history_wait=draw(st.none() | seconds(0.1, 60.0)),
         trust_live_socket=draw(st.booleans()),
         sparse_interval=poll_interval + draw(seconds(0.0, 30.0)),
         push_alive=draw(st.none() | seconds(0.1, 60.0)),
