@@ -19,6 +19,7 @@ from PIL import Image
 
 from hybridgen.bench import BENCHMARKS
 from hybridgen.bench._report import figure, percentile, table
+from hybridgen.bench.scale import STEP_BOUND
 
 BIN = shutil.which("hybridgen", path=os.path.dirname(sys.executable)) or shutil.which("hybridgen")
 KEYS = {"name", "value", "unit", "better", "baseline", "ratio"}
@@ -114,8 +115,21 @@ def test_smoke_run_prints_one_json_object_per_figure(name: str, tmp_path: Path) 
         for mode in ("normal", "silent"):
             for what in ("client_cpu_per_generation", "lost", "requests_per_generation"):
                 assert f"scale.{mode}.n20.{what}" in names
-        assert all(f["baseline"] is not None for f in figures)
+        own = {"task_steps_per_generation", "tasks_per_generation"}  # no asyncio count
+        assert all(
+            f["baseline"] is not None for f in figures if f["name"].split(".")[-1] not in own
+        )
+        for mode in ("normal", "silent"):  # the guard: no wake-up loop, no task per change
+            steps = next(
+                f for f in figures if f["name"] == f"scale.{mode}.n20.task_steps_per_generation"
+            )
+            assert 0 < steps["value"] < STEP_BOUND, steps
+            tasks = next(
+                f for f in figures if f["name"] == f"scale.{mode}.n20.tasks_per_generation"
+            )
+            assert 1 <= tasks["value"] <= 3, tasks
         assert "hybridgen CPU/gen ÷ aiohttp CPU/gen" in done.stderr
+        assert "hybridgen task steps/gen" in done.stderr
     if extra:
         with Image.open(plot) as img:
             assert img.format == "PNG" and img.width >= 400

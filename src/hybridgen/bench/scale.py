@@ -48,7 +48,7 @@ import trio
 
 from ._report import Figure, figure
 
-__all__ = ["CLIENTS", "SIZES", "measure", "raise_fd_limit", "run"]
+__all__ = ["CLIENTS", "SIZES", "StepCounter", "measure", "raise_fd_limit", "run"]
 
 SIZES: Final = (100, 1000, 5000)
 SMOKE_SIZES: Final = (20,)
@@ -66,6 +66,26 @@ FLAT_GOAL_RATIO: Final = 1.2
 DRAIN_GOAL_RATIO: Final = 1.1
 """hybridgen's time to drain N generations may be at most this many times the baseline's."""
 START_TIMEOUT: Final = 30.0
+STEP_BOUND: Final = 40.0
+"""Task steps per generation ``--smoke`` must stay under (about 20 today, 3 polls or an SSE
+result each): the guard against a wake-up loop, or a task woken on every change of the core."""
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts trio's scheduler work while installed: task steps (each a wake-up of a task,
+    run until it waits again) and tasks spawned."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.spawned = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        """One more step."""
+        self.steps += 1
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        """One more task."""
+        self.spawned += 1
 
 
 def gen_time(smoke: bool) -> float:
@@ -112,7 +132,9 @@ def _outcome(state: str, reason: str) -> str:
     return "failed" if reason.startswith("the server reports the job failed") else "lost"
 
 
-async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
+async def _client(
+    url: str, n: int, policy: str = "default", count_steps: bool = False
+) -> dict[str, Any]:
     from ..config import Config
     from ..driver import Client, Generation
     from ..events import Event
@@ -140,9 +162,12 @@ async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
             sampling += time.process_time() - t
             await trio.sleep(0.2)
 
+    counter = StepCounter()
     async with Client(SuperDuperTransport(config), policy=PRESETS[policy]()) as client:
         client.subscribe(on_event)
         rss0 = _status_kb("VmRSS")
+        if count_steps:  # its own calls cost CPU: counted only when asked (--smoke, --steps)
+            trio.lowlevel.add_instrument(counter)
         cpu0 = _cpu_self()
         t0 = trio.current_time()
         async with trio.open_nursery() as outer:
@@ -156,6 +181,8 @@ async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
             outer.cancel_scope.cancel()
         wall = trio.current_time() - t0
         cpu = _cpu_self() - cpu0 - sampling
+        if count_steps:
+            trio.lowlevel.remove_instrument(counter)
         hwm = _status_kb("VmHWM")
     results = [g.result() for g in gens]
     return {
@@ -174,12 +201,15 @@ async def _client(url: str, n: int, policy: str = "default") -> dict[str, Any]:
         "max_fds": max_fds,
         "fd_sampling_cpu": sampling,
         "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        # the sampler's steps (every 0.2 s) are left in: a few per second against thousands
+        "task_steps": counter.steps if count_steps else None,
+        "tasks_spawned": counter.spawned if count_steps else None,
     }
 
 
-def _worker(url: str, n: int, policy: str) -> int:
+def _worker(url: str, n: int, policy: str, count_steps: bool = False) -> int:
     raise_fd_limit()
-    print(json.dumps(trio.run(_client, url, n, policy)), flush=True)
+    print(json.dumps(trio.run(_client, url, n, policy, count_steps)), flush=True)
     return 0
 
 
@@ -233,21 +263,31 @@ def _server(mode: str, gen: float) -> Iterator[tuple[str, int]]:
             server.wait(timeout=10)
 
 
-def _command(client: str, url: str, n: int, policy: str = "default") -> list[str]:
+def _command(
+    client: str, url: str, n: int, policy: str = "default", count_steps: bool = False
+) -> list[str]:
     if client == "hybridgen":
-        return [sys.executable, "-m", "hybridgen.bench.scale", "--worker", url, str(n), policy]
+        command = [sys.executable, "-m", "hybridgen.bench.scale", "--worker", url, str(n), policy]
+        return [*command, "--count-steps"] if count_steps else command
     if client == "aiohttp":
         return [sys.executable, "-m", "hybridgen.bench.baseline", url, str(n)]
     raise ValueError(f"unknown client {client!r}; choose from {', '.join(CLIENTS)}")
 
 
 def measure(
-    client: str, mode: str, n: int, gen: float, timeout: float, policy: str = "default"
+    client: str,
+    mode: str,
+    n: int,
+    gen: float,
+    timeout: float,
+    policy: str = "default",
+    count_steps: bool = False,
 ) -> dict[str, Any]:
-    """Run ``client`` with N generations against a fresh ``hybridgen serve``; its figures."""
+    """Run ``client`` with N generations against a fresh ``hybridgen serve``; its figures
+    (with ``count_steps``, hybridgen's task steps and tasks spawned too)."""
     raise_fd_limit()  # inherited by both child processes
     with _server(mode, gen) as (url, pid):
-        command = _command(client, url, n, policy)
+        command = _command(client, url, n, policy, count_steps)
         server_cpu0 = _cpu_of(pid)
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
@@ -265,7 +305,11 @@ def _per_gen(m: dict[str, Any]) -> dict[str, float]:
     """The figures of one measurement, per generation where that makes sense."""
     n = m["n"]
     states = m["states"]
+    steps = {}
+    if m.get("task_steps") is not None:  # hybridgen's, when counted
+        steps = {"steps": m["task_steps"] / n, "tasks": m["tasks_spawned"] / n}
     return {
+        **steps,
         "cpu_ms": 1e3 * m["cpu"] / n,
         "kb": (m["hwm_kb"] - m["rss0_kb"]) * 1024 / 1000 / max(m["max_live"], 1),
         "done": states.get("done", 0) / n,
@@ -291,10 +335,15 @@ def run(
     plot: str | None = None,
     gen: float | None = None,
     policy: str = "default",
+    count_steps: bool | None = None,
 ) -> list[Figure]:
     """Measure figure 3 for each mode and size, hybridgen beside the baseline (medians of
     ``repeat`` runs each); raw measurements go to stderr as JSON too, ``plot`` draws CPU per
-    generation against N for both clients."""
+    generation against N for both clients. ``count_steps`` (default: with ``smoke``) adds
+    hybridgen's trio task steps per generation (counted by an instrument, whose own calls
+    then cost CPU too)."""
+    if count_steps is None:
+        count_steps = smoke
     sizes = tuple(sizes or (SMOKE_SIZES if smoke else SIZES))
     modes = tuple(modes or (MODES if smoke else DEFAULT_MODES))
     unknown = [m for m in modes if m not in MODES]
@@ -309,7 +358,13 @@ def run(
             for rep in range(repeat):
                 for client in CLIENTS if rep % 2 == 0 else CLIENTS[::-1]:
                     m = measure(
-                        client, mode, n, g, timeout=timeout or (60 if smoke else 900), policy=policy
+                        client,
+                        mode,
+                        n,
+                        g,
+                        timeout=timeout or (60 if smoke else 900),
+                        policy=policy,
+                        count_steps=count_steps,
                     )
                     print(
                         f"# scale {client} ({policy}) {mode} N={n} G={g:g}s: {json.dumps(m)}",
@@ -340,6 +395,11 @@ def run(
                     base["server_cpu_ms"],
                 ),
             ]
+            if "steps" in ours:  # hybridgen's own: the loop's asyncio steps are not counted
+                figures += [
+                    figure(f"{key}.task_steps_per_generation", ours["steps"], "steps", None),
+                    figure(f"{key}.tasks_per_generation", ours["tasks"], "tasks", None),
+                ]
     if plot is not None:
         from .plot import scale_plot
 
@@ -370,6 +430,9 @@ def summary(figures: Sequence[Figure]) -> str:
             words.append(f"drain {_pair(drain, 's')} ({_times(drain)})")
         if requests is not None:
             words.append(f"requests/gen {_pair(requests, '')}")
+        steps = by.get(f"{cell}.task_steps_per_generation")
+        if steps is not None and steps["value"] is not None:
+            words.append(f"hybridgen task steps/gen {steps['value']:.3g}")
         lost = by.get(f"{cell}.lost")
         if lost is not None and (lost["value"] or lost["baseline"]):
             ours, theirs = int(lost["value"] or 0), int(lost["baseline"] or 0)
@@ -416,7 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="draw CPU per generation against N")
     parser.add_argument("--timeout", type=float, help="seconds one client process may take")
     parser.add_argument("--policy", default="default", help="hybridgen's preset (default, lean...)")
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="count hybridgen's trio task steps per generation (always with --smoke)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("URL", "N", "POLICY"), help=argparse.SUPPRESS)
+    parser.add_argument("--count-steps", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from ..policy import PRESETS
 
@@ -427,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = next(m for m in modes if m not in MODES)
         parser.error(f"--modes: unknown mode {bad!r}; choose from {', '.join(MODES)}")
     if args.worker:
-        return _worker(args.worker[0], int(args.worker[1]), args.worker[2])
+        return _worker(args.worker[0], int(args.worker[1]), args.worker[2], args.count_steps)
     from ._report import emit
 
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
@@ -440,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot=args.plot,
         gen=args.gen_time,
         policy=args.policy,
+        count_steps=args.steps or args.smoke,
     )
     emit(figures, title="# scale: ratio above 1 means hybridgen beats the aiohttp loop")
     print(summary(figures), file=sys.stderr, flush=True)
