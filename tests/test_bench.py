@@ -151,6 +151,20 @@ def test_python_dash_m_entry_point_agrees() -> None:
     ]
 
 
+def test_poll_fault_rows_pooled_over_seeds_stand_beside_the_seed() -> None:
+    from hybridgen.bench import latency
+
+    figures = latency.pooled(2, ("poll_503",), n=3)
+    names = {f["name"]: f for f in figures}
+    for who in ("default", "adaptive"):
+        key = f"pooled.virtual.poll_503.{who}"
+        for name in (f"latency.{key}.median", f"latency.{key}.mean", f"load.{key}.http_requests"):
+            assert names[name]["baseline"] is not None, name  # the seed's, pooled the same way
+        assert names[f"done.{key}"]["value"] == 1.0
+    with pytest.raises(SystemExit):
+        latency.main(["--pooled", "0"])
+
+
 def test_unknown_benchmark_is_a_usage_error() -> None:
     done = bench("nope")
     assert done.returncode == 2

@@ -340,7 +340,9 @@ class Policy:
         Listens on SSE (the legacy WebSocket beside it while SSE is down or quiet for a minute),
         polls every 10 s from 10 s on (a 10-minute job needs no poll every 2 s: a silent push
         costs at most about 10 s of a wait that is minutes long; while the push shows life,
-        polls come at most every 2 minutes, the life lasting a minute), backs off to a minute
+        polls come at most every 2 minutes, the life lasting a minute; once the client knows
+        how long its jobs take, polls before the shortest of them at most every 30 s,
+        :attr:`history_wait`), backs off to a minute
         while polls get no answer and tolerates 60 transient poll errors, gives up after 20
         minutes (the API's guide waits 15) and gives the download of a file of hundreds of MB
         15 minutes.
@@ -355,7 +357,6 @@ class Policy:
             sparse_interval=30.0,
             push_alive=60.0,
             lively_interval=120.0,
-            history_wait=60.0,
             request_timeout=30.0,
             retry_budget=60,
             download_timeout=900.0,

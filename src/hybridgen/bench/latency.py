@@ -26,10 +26,16 @@ comparison: adaptive polling vs a fixed 2 s poller (the default without ``trust_
 on silent-socket jobs of varying duration::
 
     python -m hybridgen.bench latency [--smoke] [--plot docs/latency.png]
+
+:func:`pooled` measures the poll-fault rows again over many seeds (one seed's D - R median
+moves by tenths of a second)::
+
+    python -m hybridgen.bench.latency --pooled 16
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import random
@@ -52,7 +58,7 @@ from ..testing import MemoryTransport, run_virtual
 from ..transport import SuperDuperTransport
 from ..video import StartRequest, VideoRequest
 from ..wire import ImageRequest
-from ._report import Figure, figure, percentile
+from ._report import Figure, emit, figure, percentile
 
 __all__ = [
     "GEN_TIMES",
@@ -68,6 +74,8 @@ __all__ = [
     "Sample",
     "issue7",
     "loop_requests",
+    "main",
+    "pooled",
     "video",
     "real_samples",
     "run",
@@ -348,15 +356,29 @@ def _report_failures(kind: str, scenario: str, runs: Mapping[str, Sequence[Sampl
                 print(f"# {kind} {scenario} {who}: not done: {s.failure}", file=sys.stderr)
 
 
+def _mean(samples: Sequence[Sample]) -> float:
+    times = _times(samples)
+    return statistics.fmean(times) if times else float("nan")
+
+
 def _compare(
-    names: tuple[str, str, str], ours: Sequence[Sample], base: Sequence[Sample], unit: str, k: float
+    names: tuple[str, str, str],
+    ours: Sequence[Sample],
+    base: Sequence[Sample],
+    unit: str,
+    k: float,
+    *,
+    mean: bool = False,
 ) -> list[Figure]:
-    """Median and p99 of D - R (``names[0]`` + ``.median``/``.p99``), requests per generation
-    (``names[1]``) and the ``done`` fraction (``names[2]``): ours beside the baseline."""
+    """Median and p99 of D - R (``names[0]`` + ``.median``/``.p99``, and ``.mean`` if asked),
+    requests per generation (``names[1]``) and the ``done`` fraction (``names[2]``): ours beside
+    the baseline."""
     o_med, o_p99, o_req, o_done = _stats(ours)
     b_med, b_p99, b_req, b_done = _stats(base)
+    means = [figure(f"{names[0]}.mean", _mean(ours) * k, unit, _mean(base) * k)] if mean else []
     return [
         figure(f"{names[0]}.median", o_med * k, unit, b_med * k),
+        *means,
         figure(f"{names[0]}.p99", o_p99 * k, unit, b_p99 * k),
         figure(names[1], o_req, "req/gen", b_req),
         figure(names[2], o_done / len(ours), "fraction", b_done / len(base), higher_is_better=True),
@@ -371,7 +393,8 @@ def _figures(
     for who in ("default", "adaptive"):
         key = f"{kind}.{scenario}.{who}"
         names = (f"latency.{key}", f"load.{key}.http_requests", f"done.{key}")
-        figures += _compare(names, runs[who], runs["seed"], unit, k)
+        mean = scenario in POLL_FAULT_SCENARIOS  # heavy-tailed: the mean says more than a median
+        figures += _compare(names, runs[who], runs["seed"], unit, k, mean=mean)
     return figures
 
 
@@ -468,3 +491,46 @@ def run(smoke: bool = False, plot: str | None = None) -> list[Figure]:
 
         latency_plot(plot_rows, plot, series=tuple(POLICIES))
     return figures
+
+
+def pooled(
+    seeds: int = 16, scenarios: Sequence[str] = ("poll_503",), n: int | None = None
+) -> list[Figure]:
+    """Issue 25's poll-fault rows in virtual time, pooled over ``seeds`` seeds: for each, the
+    poll-fault row's generations (jobs of 30-40 s drawn by ``random.Random(7 + seed)``, the
+    jitter and the fault draws seeded by ``seed``; seed 0 is :func:`run`'s row). Figures
+    ``pooled.virtual.{scenario}.{default,adaptive}.*``: D - R median, mean and p99, requests per
+    generation and ``done``, beside the seed. One seed's median moves by tenths of a second: it
+    sits where half the first polls after ready are refused. ``n``: generations per seed (default
+    the row's, 400). ``poll_429`` is left out by default: in virtual time its rows are
+    ``poll_503``'s (a 429 and a 503 with ``Retry-After`` are handled alike)."""
+    n = n or 100 * POLL_FAULT_SAMPLES[0]
+    figures: list[Figure] = []
+    for name in scenarios:
+        runs: dict[str, list[Sample]] = {who: [] for who in POLICIES}
+        for seed in range(seeds):
+            times = _draw(name, WARMUP + n, seed=7 + seed)
+            for who, make in POLICIES.items():
+                runs[who] += virtual_samples(SCENARIOS[name], make(), n, seed=seed, gen_times=times)
+        for who in ("default", "adaptive"):
+            key = f"pooled.virtual.{name}.{who}"
+            names = (f"latency.{key}", f"load.{key}.http_requests", f"done.{key}")
+            figures += _compare(names, runs[who], runs["seed"], "s", 1.0, mean=True)
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hybridgen.bench.latency --pooled SEEDS``: :func:`pooled`'s figures."""
+    parser = argparse.ArgumentParser(prog="python -m hybridgen.bench.latency")
+    parser.add_argument(
+        "--pooled", type=int, default=16, metavar="SEEDS", help="seeds to pool (default 16)"
+    )
+    args = parser.parse_args(argv)
+    if args.pooled < 1:
+        parser.error("--pooled takes a number of seeds >= 1")
+    emit(pooled(args.pooled), title=f"# poll faults, virtual, pooled over {args.pooled} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
