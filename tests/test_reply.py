@@ -278,16 +278,52 @@ INSERTS = [
 ]
 
 
+HEADERS = [
+    b"Content-Length: 3\r\n",
+    b"Content-Length: 1, 2\r\n",
+    b"Content-Length:\r\n",
+    b"Content-Length: 0x10\r\n",
+    b"Content-Length: 1 2\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: gzip\r\n",
+    b"Transfer-Encoding: chunked, chunked\r\n",
+    b"Transfer-Encoding:  Chunked \r\n",
+    b"Connection: close\r\n",
+    b" folded\r\n",
+    b"X: a\x00b\r\n",
+    b"X: a\x01b\r\n",
+    b"X:\x7f\xff\r\n",
+    b"X : y\r\n",
+    b"X:y\r\n",
+    b":y\r\n",
+    b"X\r\n",
+    b"X: y\r\n\r\n",
+]
+"""Header lines, hostile or not, put where headers are."""
+BODIES = [b"0\r\n\r\n", b"ffffffffffffffffffff\r\n", b"1;ext\r\n", b"zz\r\n", b"0\r\nX: 1\r\n"]
+"""Bytes put into a body: chunk-size lines, an end, a trailer."""
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
-    """A valid reply with up to three changes: bytes inserted, replaced or cut, the end cut off,
-    every CRLF made a bare LF."""
+    """A valid reply with up to three changes: bytes inserted (anywhere, as a header line after
+    a status line, into the body), replaced or cut, the end cut off, CRLFs made bare LFs."""
     method, data = draw(replies())
     for _ in range(draw(st.integers(1, 3))):
         at = draw(st.integers(0, len(data)))
-        kind = draw(st.sampled_from(["insert", "insert", "replace", "delete", "cut", "lf"]))
+        if draw(st.booleans()):  # as often from the end (Hypothesis likes 0: the status line)
+            at = len(data) - at
+        kinds = ["insert", "replace", "delete", "cut", "lf", "header", "header", "body", "body"]
+        kind = draw(st.sampled_from(kinds))
+        if kind == "header":
+            at = data.find(b"\r\n") + 2 if b"\r\n" in data else at
+            kind, data = "done", data[:at] + draw(st.sampled_from(HEADERS)) + data[at:]
+        elif kind == "body":
+            end = data.find(b"\r\n\r\n")
+            at = draw(st.integers(end + 4, len(data))) if end >= 0 else at
+            kind = "insert"
         if kind == "insert":
-            data = data[:at] + draw(st.sampled_from(INSERTS)) + data[at:]
+            data = data[:at] + draw(st.sampled_from(INSERTS + BODIES)) + data[at:]
         elif kind == "replace" and at < len(data):
             byte = draw(st.sampled_from(INSERTS[:11]) | st.binary(min_size=1, max_size=1))
             data = data[:at] + byte + data[at + 1 :]
