@@ -3,7 +3,10 @@ Plan of what changed, and carrying the plans out is all a driver needs to know."
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import AsyncIterator
+from typing import cast
 
 import attrs
 import pytest
@@ -16,7 +19,7 @@ from hybridgen.api import Push
 from hybridgen.core import NOTHING, Core, Plan
 from hybridgen.emulator.model import Faults, ServerModel
 from hybridgen.errors import AuthError, TransientError
-from hybridgen.events import Event, EventStream, Hub, Transition
+from hybridgen.events import Event, EventStream, Hub, Retry, Transition
 from hybridgen.machine import Trigger
 from hybridgen.testing import MemoryTransport, run_virtual
 from hybridgen.testing.strategies import policies, seconds
@@ -263,3 +266,35 @@ def test_a_plan_that_closes_a_channel_closes_its_connection(
     # the first poll goes out in the same instant, before the closed connection's task runs
     assert len(transport.open_at_polls) > 2
     assert set(transport.open_at_polls[1:]) == {open_while_polling}
+
+
+class HangingSSE(MemoryTransport):
+    """A server whose SSE connect never completes (the request sent, no reply head ever)."""
+
+    @contextlib.asynccontextmanager
+    async def listen_sse(self, file_id: str) -> AsyncIterator[AsyncIterator[str]]:
+        self.calls.append((trio.current_time(), "sse_connect"))
+        await trio.sleep_forever()
+        yield cast(AsyncIterator[str], None)  # never reached
+
+
+def test_a_connect_that_never_completes_fails_by_its_bound_not_as_a_closed_channel() -> None:
+    """The connect bound (``request_timeout``) and a plan's close share one cancel scope: a
+    connect cut by the bound is a failure of the channel (a Retry with its reason, counted in
+    push_failures), not a channel the plans closed; polling finishes the job."""
+    transport = HangingSSE(ServerModel(Faults(gen_time=30, ws_mode="silent", sse_mode="normal")))
+    policy = Policy.default().replace(request_timeout=5.0)
+    events: list[Event] = []
+
+    async def main() -> None:
+        async with Client(transport, policy=policy) as client:
+            client.subscribe(events.append)
+            result = await client.generate("a fox")
+        assert result.state is State.DONE and result.channel is Channel.POLLING
+        assert result.push_failures >= 1
+
+    run_virtual(main)
+    retries = [e for e in events if isinstance(e, Retry) and e.what == "sse"]
+    assert retries and retries[0].reason == "SSE connect timed out"
+    connects = [t for t, what in transport.calls if what == "sse_connect"]
+    assert connects[1] - connects[0] >= 5.0  # the bound ran out before the reconnect
