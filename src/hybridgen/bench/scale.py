@@ -18,7 +18,11 @@ failed), HTTP requests per generation (start + polls, counted by the server), th
 and the server's CPU per generation. The soft ``RLIMIT_NOFILE`` is raised to the hard limit::
 
     python -m hybridgen.bench.scale [--smoke] [--sizes 100,1000,5000] [--repeat 3] [--plot PNG]
-                                    [--modes silent,normal] [--policy default|lean|...]
+                                    [--modes silent,normal] [--policy default|lean|...] [--steps]
+
+``--steps`` (always with ``--smoke``) also counts hybridgen's trio task steps and tasks per
+generation (a :class:`StepCounter` instrument in the client process; its own calls then cost a
+little CPU there, so full runs leave it off unless asked).
 
 The summary on stderr gives, per mode and N, hybridgen's CPU per generation as a multiple of the
 loop's, the drain times and requests per generation side by side, and how flat the cost is in N
