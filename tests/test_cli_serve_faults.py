@@ -95,3 +95,23 @@ def test_bad_fault_flags_are_refused_naming_the_flag(args: tuple[str, ...], says
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert says in flat(proc.stderr)
+
+
+def test_download_retries_name_their_generation(tmp_path: Path, spawn: Any) -> None:
+    """Every item's first download is refused (503): each retry line of ``generate --batch
+    --json`` and of ``generate --json`` names the generation it retries for (it said ``""``)."""
+    url, env = serve_emulator(spawn, TOKEN, "--file-fault", "503", "--file-faults", "1", *FAST)
+    (tmp_path / "p.txt").write_text("a fox\na whale\n")
+    batch = run(
+        "generate", "--batch", str(tmp_path / "p.txt"), "--out", str(tmp_path / "out"),
+        "--json", *FAST, env=env,
+    )  # fmt: skip
+    single = run("generate", "a cat", "--out", str(tmp_path / "cat.png"), "--json", *FAST, env=env)
+    for proc, items in ((batch, 2), (single, 1)):
+        assert proc.returncode == 0, proc.stderr
+        lines = json_lines(proc.stdout)
+        ids = {line["id"] for line in lines if line["event"] == "result"}
+        retries = [line for line in lines if line["event"] == "retry"]
+        assert len(ids) == items
+        assert {line["id"] for line in retries if line["what"] == "download"} == ids, retries
+    assert emulator_stats(url, TOKEN)["file_fault"] == 3

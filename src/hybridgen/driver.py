@@ -684,6 +684,7 @@ class Client:
         media: Media = "image",
         announced_at: float | None = None,
         on_event: Subscriber | None = None,
+        generation_id: str | None = None,
     ) -> SavedFile:
         """Save a done generation's file (or the file at a URL) to ``path``; a :class:`SavedFile`.
 
@@ -702,6 +703,8 @@ class Client:
         or WebM from its bytes, never converted; ``limit`` defaults to
         :data:`~hybridgen.files.VIDEO_DOWNLOAD_LIMIT` then, else to
         :data:`~hybridgen.files.DOWNLOAD_LIMIT`); a body that breaks off is resumed by range.
+        ``generation_id`` names the generation in the retry events when ``result`` is a URL
+        (default: the result's own id, or ``""`` for a URL).
         """
         convert_target(convert)  # an unknown format, or no Pillow: said before any I/O
         if limit is None:
@@ -715,7 +718,9 @@ class Client:
                 url="",
                 kind="no_result",
             )
-        gen_id = "" if isinstance(result, str) else result.generation_id
+        if generation_id is None:
+            generation_id = "" if isinstance(result, str) else result.generation_id
+        gen_id = generation_id
         hub = Hub()
         if on_event is not None:
             hub.subscribe(on_event)

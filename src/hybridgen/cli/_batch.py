@@ -147,7 +147,9 @@ class BatchRun:
         saved, problem = None, "the journal does not say where to save it (no 'out')"
         if result.state is State.DONE and result.url and item.out is not None:
             media = "image" if item.entry is None else media_of(item.entry.request)
-            saved, problem = await save_result(client, result.url, item.out, gen.core.policy, media)
+            saved, problem = await save_result(
+                client, result.url, item.out, gen.core.policy, media, generation_id=gen.id
+            )
         if self.journal is not None and result.state is State.DONE:
             record_delivery(self.journal, gen.id, saved, problem)
         self.ended(item, _outcome_of(gen, saved, problem))

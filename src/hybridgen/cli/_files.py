@@ -52,9 +52,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 async def save_result(
-    client: Client, url: str, out: Path, policy: Policy | None = None, media: Media = "image"
+    client: Client,
+    url: str,
+    out: Path,
+    policy: Policy | None = None,
+    media: Media = "image",
+    generation_id: str | None = None,
 ) -> tuple[str | None, str]:
     """Save the file at ``url`` as ``out`` asks: ``(real path, "")``, or ``(None, why not)``.
+
+    Its retry events name ``generation_id`` (the generation whose result it is), if given.
 
     ``out``'s suffix names the format (``.png``: converted to PNG if it is not one); without a
     suffix the file keeps its format and gets its true suffix. A video (``media``) is never
@@ -62,7 +69,9 @@ async def save_result(
     """
     convert = format_for_suffix(out) if media == "image" else None
     try:
-        saved = await client.download(url, out, convert=convert, policy=policy, media=media)
+        saved = await client.download(
+            url, out, convert=convert, policy=policy, media=media, generation_id=generation_id
+        )
     except HybridgenError as exc:
         return None, f"could not save the {media}: {exc}"
     return saved.path, ""

@@ -132,7 +132,11 @@ async def _generate_body(job: GenerateJob, reporter: Reporter, interrupt: Interr
             result = gen.result()
             if result.state is State.DONE and result.url:
                 saved, problem = await save_result(
-                    client, result.url, job.out, media=media_of(request)
+                    client,
+                    result.url,
+                    job.out,
+                    media=media_of(request),
+                    generation_id=result.generation_id,
                 )
         interrupt.scope = None
         if gen is None:

@@ -120,7 +120,12 @@ async def _resume_body(
                         problem = "the journal does not say where to save it (no 'out')"
                     elif entry.url:
                         saved, problem = await save_result(
-                            client, entry.url, item.out, entry.policy, media_of(entry.request)
+                            client,
+                            entry.url,
+                            item.out,
+                            entry.policy,
+                            media_of(entry.request),
+                            generation_id=entry.id,
                         )
                     record_delivery(journal, entry.id, saved, problem)
                     outcome = Outcome(
