@@ -85,13 +85,13 @@ def test_the_fallback_to_polling_reads_as_progress(tmp_path: Path) -> None:
     out = tmp_path / "fox.png"
     proc = run(
         *("generate", "a fox", "--out", str(out), "--ws-mode", "silent"),
-        # 0.3 s, not the scaled 0.04 s: time for the SSE stream to connect on a loaded machine,
-        # still well before the job (30-40 s scaled) is ready
-        *("--time-scale", str(SCALE), "--push-timeout", "0.3"),
+        # 1.2 s, not the scaled 0.04 s: time for the SSE stream to connect on a loaded machine
+        # (0.3 s was not always), before the job (1.8 s, given unscaled) is ready
+        *("--time-scale", str(SCALE), "--push-timeout", "1.2", "--gen-time", "1.8"),
     )
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in unwrap(proc.stderr) if "(ws_timeout)" in line)
-    assert line.endswith("no result by push after 0.3 s; polling too, still listening on sse")
+    assert line.endswith("no result by push after 1.2 s; polling too, still listening on sse")
 
 
 def test_the_seed_fallback_says_the_socket_closed() -> None:
