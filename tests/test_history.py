@@ -20,18 +20,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridgen.core import Core
-from hybridgen.driver import UNSURE, Client, Durations
+from hybridgen.driver import UNSURE, Client, Durations, duration_key
 from hybridgen.emulator.model import Faults, ServerModel
 from hybridgen.errors import TransientError
 from hybridgen.machine import State
 from hybridgen.policy import Policy
 from hybridgen.testing import MemoryTransport, run_virtual
 from hybridgen.testing.strategies import seconds
-from hybridgen.wire import FileStatus
+from hybridgen.video import VideoRequest
+from hybridgen.wire import FileStatus, ImageRequest
 
 EPSILON = 1e-6
 T0 = 100.0
 props = settings(max_examples=150, deadline=None)
+
+FOX = duration_key(ImageRequest(prompt="a red fox"))
+"""The kind of job of the generations these tests start (an image of the default model)."""
 
 
 def drive(
@@ -174,7 +178,7 @@ def run_after_history(
         outcomes: list[tuple[float, float, State]] = []
         async with Client(transport, policy=policy) as client:
             for _ in range(3):
-                client.durations.add(history)
+                client.durations.add(history, key=FOX)
             for server in servers:
                 model.faults = server
                 async with trio.open_nursery() as nursery:
@@ -222,7 +226,7 @@ def test_jobs_grown_faster_than_history_are_measured_again(history: float, gen_t
     for ready, elapsed, state in outcomes:
         assert state is State.DONE
         assert elapsed - max(ready, policy.push_timeout) <= 30.0 + EPSILON
-    expected = durations.expected()
+    expected = durations.expected(FOX)
     assert expected is not None
     assert expected <= max(gen_time, policy.push_timeout) + policy.poll_interval * 1.1 + EPSILON
 
@@ -251,3 +255,38 @@ def test_a_result_found_after_a_quiet_wait_is_recorded_unsure_and_earlier() -> N
     core, _ = drive(policy, 30.0, 35.0, [], None)
     assert core.ready_after is not None and core.ready_after[1] is False
     assert Policy.seed().history_wait is None
+
+
+def test_durations_are_kept_per_kind_of_job() -> None:
+    """Videos of minutes teach nothing about images: each kind of job (request type, model, a
+    video's duration) has its own history."""
+    durations = Durations()
+    video = duration_key(VideoRequest(prompt="waves", duration=10))
+    for _ in range(3):
+        durations.add(600.0, key=video)
+    assert durations.expected(video) == 600.0
+    assert durations.expected(FOX) is None  # no image has ended yet: the full cadence
+    for seconds_ in (31.0, 30.0, 33.0):
+        durations.add(seconds_, key=FOX)
+    assert (durations.expected(FOX), durations.expected(video)) == (30.0, 600.0)
+    other = duration_key(ImageRequest(prompt="a red fox", model="comfyui/sdxl"))
+    assert other != FOX and durations.expected(other) is None
+    assert duration_key(VideoRequest(prompt="waves", duration=5)) != video
+    assert duration_key(None) is None
+
+
+def test_a_client_learns_each_kind_of_job_on_its_own() -> None:
+    """Three images ended done give images, not videos, an expected duration."""
+
+    async def main() -> tuple[float | None, float | None]:
+        transport = MemoryTransport(ServerModel(Faults(gen_time=30.0), seed=0))
+        async with Client(transport) as client:
+            for _ in range(3):
+                result = await client.generate("a red fox")
+                assert result.state is State.DONE
+            video = duration_key(VideoRequest(prompt="waves", duration=10))
+            return client.durations.expected(FOX), client.durations.expected(video)
+
+    image, video = run_virtual(main)
+    assert image is not None and 30.0 <= image < 33.0
+    assert video is None

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Unpack, cast
@@ -767,7 +767,7 @@ class Client:
             self.hub,
             self.journal,
             elapsed,
-            self.durations.expected(),
+            self.durations.expected(duration_key(request)),
             self._journal_failed,
             self.trusted,
             self.missed,
@@ -816,7 +816,7 @@ class Client:
                 tasks.apply(core.cancel("cancelled by the caller", trio.current_time()))
         ready = core.ready_after
         if ready is not None:
-            self.durations.add(ready[0], unsure=ready[1])
+            self.durations.add(ready[0], unsure=ready[1], key=duration_key(gen.request))
 
     async def _run_job(self, core: Core, tasks: _Tasks, job: StartRequest | str) -> None:
         """The job, in the generation's own task: start it (or take the resumed one), then wait
@@ -1010,31 +1010,60 @@ async def _read(core: Core, tasks: _Tasks, channel: Channel, messages: AsyncIter
 
 
 class Durations:
-    """How long this client's recent generations took: the expected duration of the next one."""
+    """How long this client's recent generations took, per kind of job: the expected duration of
+    the next one of the same kind.
 
-    __slots__ = ("_recent", "_unsure")
+    The kind (:func:`duration_key`) is the request's type and model, and a video's duration: a
+    client that makes images and 10-minute videos does not expect its images to take minutes.
+    """
+
+    __slots__ = ("_books", "_keep")
 
     def __init__(self, keep: int = 32) -> None:
-        self._recent: collections.deque[float] = collections.deque(maxlen=keep)
-        self._unsure = 0
+        self._keep = keep
+        self._books: dict[Hashable, tuple[collections.deque[float], list[int]]] = {}
 
-    def add(self, seconds: float, *, unsure: bool = False) -> None:
-        """Record the duration of a generation that ended ``done``; ``unsure``: its result may
-        have been ready well before (a poll found it after a quiet wait)."""
-        self._recent.append(seconds)
-        self._unsure = self._unsure + 1 if unsure else 0
+    def add(self, seconds: float, *, unsure: bool = False, key: Hashable = None) -> None:
+        """Record the duration of a generation of kind ``key`` that ended ``done``; ``unsure``:
+        its result may have been ready well before (a poll found it after a quiet wait)."""
+        book = self._books.get(key)
+        if book is None:
+            if len(self._books) >= _KINDS_KEPT:
+                self._books.pop(next(iter(self._books)))  # the oldest kind first
+            book = self._books[key] = (collections.deque(maxlen=self._keep), [0])
+        recent, unsure_run = book
+        recent.append(seconds)
+        unsure_run[0] = unsure_run[0] + 1 if unsure else 0
 
-    def expected(self) -> float | None:
-        """The shortest recent duration (``None`` before three are known, or after
-        ``UNSURE`` unsure ones in a row: the next generation polls at the full cadence once,
-        so that jobs grown faster than history are measured again).
+    def expected(self, key: Hashable = None) -> float | None:
+        """The shortest recent duration of kind ``key`` (``None`` before three are known, or
+        after ``UNSURE`` unsure ones in a row: the next generation polls at the full cadence
+        once, so that jobs grown faster than history are measured again).
 
         The shortest, not the median: adaptive polling turns dense from this moment on, so a job
         as fast as the fastest recent one is still caught within about one poll interval.
         """
-        if len(self._recent) < 3 or self._unsure >= UNSURE:
+        book = self._books.get(key)
+        if book is None:
             return None
-        return min(self._recent)
+        recent, unsure_run = book
+        if len(recent) < 3 or unsure_run[0] >= UNSURE:
+            return None
+        return min(recent)
+
+
+def duration_key(request: StartRequest | None) -> Hashable:
+    """The kind of job whose durations :class:`Durations` keeps together: ``("image", model)``,
+    ``("video", model, duration)``, or ``None`` (a generation taken over without its request)."""
+    if isinstance(request, VideoRequest):
+        return ("video", request.model, request.duration)
+    if isinstance(request, ImageRequest):
+        return ("image", request.model)
+    return None
+
+
+_KINDS_KEPT: Final = 64
+"""The kinds of job :class:`Durations` keeps at most (the oldest forgotten first)."""
 
 
 UNSURE: Final = 2
