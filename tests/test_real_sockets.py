@@ -19,7 +19,7 @@ from hybridgen.driver import Client, Result
 from hybridgen.emulator import Emulator, Faults
 from hybridgen.emulator.model import Job
 from hybridgen.errors import DownloadError, GenerationFailed
-from hybridgen.events import Retry
+from hybridgen.events import Event, Retry
 from hybridgen.machine import State
 from hybridgen.policy import Policy
 from hybridgen.testing.sockets import client_side_fds, fds_but_server_side
@@ -71,10 +71,13 @@ async def test_push_delivers_the_result(emulator: Emulator, tmp_path: Path) -> N
     assert ready_in <= result.elapsed <= ready_in + SLACK
     # The pushed URL is real: it serves the image (WEBP, from the files origin), the same bytes
     # every time; saved as .png it is converted.
+    retried: list[Event] = []  # a download retried (a stall on a loaded machine) is served again
     async with client_for(emulator) as client:
         with trio.fail_after(LIMIT):
-            saved = await client.download(result, tmp_path / "fox")
-            png = await client.download(result, tmp_path / "fox.png", convert="png")
+            saved = await client.download(result, tmp_path / "fox", on_event=retried.append)
+            png = await client.download(
+                result, tmp_path / "fox.png", convert="png", on_event=retried.append
+            )
             with pytest.raises(DownloadError) as missing:
                 await client.download(
                     f"{emulator.files_url}/files/{uuid.uuid4()}.webp", tmp_path / "x"
@@ -84,7 +87,7 @@ async def test_push_delivers_the_result(emulator: Emulator, tmp_path: Path) -> N
     assert png.content_type == "image/png" and png.source_type == "image/webp"
     assert (tmp_path / "fox.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert missing.value.status == 404 and missing.value.kind == "http"
-    assert emulator.model.counts["download"] == 2
+    assert emulator.model.counts["download"] == 2 + len(retried)
 
 
 async def test_silent_socket_seed_waits_for_its_ws_timeout(emulator: Emulator) -> None:
