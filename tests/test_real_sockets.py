@@ -33,8 +33,9 @@ LIMIT = 8.0
 """No test body may take longer than this."""
 
 DEFAULT = Policy.default().scaled(POLICY_SCALE)  # SSE (socket if quiet) + polls every 0.1 s
-EAGER = Policy.eager().scaled(POLICY_SCALE)  # socket and SSE from the start
-SEED = Policy.seed().scaled(POLICY_SCALE)  # 1.5 s socket only, then polls every 0.1 s
+# each request bounded by 2 s, not the scaled 0.5 s: a start timed out on a loaded machine
+EAGER = Policy.eager().scaled(POLICY_SCALE).replace(request_timeout=2.0)  # socket and SSE at once
+SEED = Policy.seed().scaled(POLICY_SCALE).replace(request_timeout=2.0)  # 1.5 s socket, then polls
 
 
 def gen_time(emulator: Emulator, seconds: float) -> float:
