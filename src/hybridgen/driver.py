@@ -720,7 +720,6 @@ class Client:
             )
         if generation_id is None:
             generation_id = "" if isinstance(result, str) else result.generation_id
-        gen_id = generation_id
         hub = Hub()
         if on_event is not None:
             hub.subscribe(on_event)
@@ -728,7 +727,9 @@ class Client:
         def retried(attempt: int, delay: float, error: TransportError) -> None:
             now = trio.current_time()
             status = getattr(error, "status", None)
-            event = Retry(gen_id, "download", attempt, delay, str(error), now, time.time(), status)
+            event = Retry(
+                generation_id, "download", attempt, delay, str(error), now, time.time(), status
+            )
             hub.emit(event)
             self.hub.emit(event)
 
@@ -1009,6 +1010,16 @@ async def _read(core: Core, tasks: _Tasks, channel: Channel, messages: AsyncIter
             tasks.apply(core.push(channel, message, trio.current_time()))
 
 
+class _Book:
+    """The recent durations of one kind of job, and how many unsure ones came last in a row."""
+
+    __slots__ = ("recent", "unsure_run")
+
+    def __init__(self, keep: int) -> None:
+        self.recent: collections.deque[float] = collections.deque(maxlen=keep)
+        self.unsure_run = 0
+
+
 class Durations:
     """How long this client's recent generations took, per kind of job: the expected duration of
     the next one of the same kind.
@@ -1021,7 +1032,7 @@ class Durations:
 
     def __init__(self, keep: int = 32) -> None:
         self._keep = keep
-        self._books: dict[Hashable, tuple[collections.deque[float], list[int]]] = {}
+        self._books: dict[Hashable, _Book] = {}
 
     def add(self, seconds: float, *, unsure: bool = False, key: Hashable = None) -> None:
         """Record the duration of a generation of kind ``key`` that ended ``done``; ``unsure``:
@@ -1030,10 +1041,9 @@ class Durations:
         if book is None:
             if len(self._books) >= _KINDS_KEPT:
                 self._books.pop(next(iter(self._books)))  # the oldest kind first
-            book = self._books[key] = (collections.deque(maxlen=self._keep), [0])
-        recent, unsure_run = book
-        recent.append(seconds)
-        unsure_run[0] = unsure_run[0] + 1 if unsure else 0
+            book = self._books[key] = _Book(self._keep)
+        book.recent.append(seconds)
+        book.unsure_run = book.unsure_run + 1 if unsure else 0
 
     def expected(self, key: Hashable = None) -> float | None:
         """The shortest recent duration of kind ``key`` (``None`` before three are known, or
@@ -1046,10 +1056,9 @@ class Durations:
         book = self._books.get(key)
         if book is None:
             return None
-        recent, unsure_run = book
-        if len(recent) < 3 or unsure_run[0] >= UNSURE:
+        if len(book.recent) < 3 or book.unsure_run >= UNSURE:
             return None
-        return min(recent)
+        return min(book.recent)
 
 
 def duration_key(request: StartRequest | None) -> Hashable:
