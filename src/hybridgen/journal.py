@@ -601,15 +601,17 @@ class _SQLiteWriter(_Writer):
                         reason = (
                             f"another process holds the journal's lock; the write waits ({exc})"
                         )
-                        failure = JournalFailure(write.operation, reason, write.generation_id)
-                        self.report(attrs.evolve(failure, lost=False))
+                        self.report(
+                            JournalFailure(write.operation, reason, write.generation_id, lost=False)
+                        )
                     continue  # the connection's busy timeout has waited already
                 if _is_lock(exc) and patient:
                     self.lose(write, f"{_CLOSED}: another process held its lock ({exc})")
                 elif _is_lock(exc):  # a heartbeat: no row is lost, the next one renews the leases
                     reason = f"another process holds the journal's lock; a heartbeat waits ({exc})"
-                    failure = JournalFailure(write.operation, reason, write.generation_id)
-                    self.report(attrs.evolve(failure, lost=False))
+                    self.report(
+                        JournalFailure(write.operation, reason, write.generation_id, lost=False)
+                    )
                 else:
                     self.lose(write, f"{type(exc).__name__}: {exc}")
                 return
