@@ -27,7 +27,7 @@ from hybridgen.machine import State
 from hybridgen.policy import Policy
 from hybridgen.testing import MemoryTransport, run_virtual
 from hybridgen.testing.strategies import seconds
-from hybridgen.video import VideoRequest
+from hybridgen.video import StartRequest, VideoRequest
 from hybridgen.wire import FileStatus, ImageRequest
 
 EPSILON = 1e-6
@@ -290,3 +290,62 @@ def test_a_client_learns_each_kind_of_job_on_its_own() -> None:
     image, video = run_virtual(main)
     assert image is not None and 30.0 <= image < 33.0
     assert video is None
+
+
+class _HeldStart(MemoryTransport):
+    """A transport whose start requests wait until ``release`` is set (a start waiting its
+    turn, or a slow server), then reach the model."""
+
+    def __init__(self, model: ServerModel) -> None:
+        super().__init__(model)
+        self.release = trio.Event()
+
+    async def start(self, request: StartRequest) -> FileStatus:
+        await self.release.wait()
+        return await super().start(request)
+
+
+def run_held(hold: float, gen_time: float, history: float | None) -> tuple[Client, list[float]]:
+    """One generation whose start reply comes ``hold`` s after it was asked for, the push
+    silent, the job ``gen_time`` s from its start reply; ``history`` (3 generations of it) is
+    learned while the start is held. Returns the client and the moments of the polls, counted
+    from the start reply."""
+
+    async def main() -> tuple[Client, list[float]]:
+        server = Faults(ws_mode="silent", sse_mode="silent", gen_time=gen_time)
+        transport = _HeldStart(ServerModel(server, seed=0))
+        async with Client(
+            transport, policy=Policy.default().replace(jitter=0.0, request_timeout=60.0)
+        ) as client:
+            async with trio.open_nursery() as nursery:
+                gen = await nursery.start(client.start, "a red fox")
+                await trio.sleep(hold)
+                if history is not None:
+                    for _ in range(3):
+                        client.durations.add(history, key=FOX)
+                transport.release.set()
+                accepted = trio.current_time()
+            assert gen.result().state is State.DONE
+        polls = [t - accepted for t, call in transport.calls if call == "poll"]
+        return client, polls
+
+    return run_virtual(main)
+
+
+def test_history_learned_while_the_start_waited_counts() -> None:
+    """The history of durations is read at the start reply, not when the generation was asked
+    for: a generation whose start waited while 3 others of 40 s ended makes no poll before
+    40 s but one safety poll (within ``history_wait``), where it would poll every 2 s."""
+    client, polls = run_held(hold=50.0, gen_time=40.0, history=40.0)
+    early = [t for t in polls if t < 40.0 - 1.0]
+    assert len(early) <= 1, polls
+    assert polls[-1] <= 40.0 + 2.0 + EPSILON  # found within one interval of ready
+
+
+def test_durations_count_from_the_start_reply() -> None:
+    """A start held 50 s and a job of 40 s: the client records about 40 s (the server's time),
+    not the 90 s since the generation was asked for."""
+    client, _ = run_held(hold=50.0, gen_time=40.0, history=None)
+    ((seconds_, unsure),) = [(b.recent[0], b.unsure_run) for b in client.durations._books.values()]
+    assert unsure == 0
+    assert 40.0 - EPSILON <= seconds_ <= 40.0 + 2.0 + EPSILON

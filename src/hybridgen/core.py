@@ -215,6 +215,8 @@ class Core:
     push's life must not move it (a push said the job completed: poll at once)."""
     _poll_floor: float = attrs.field(default=-math.inf, repr=False)
     """The earliest the pending poll may come (a failed poll's interval or ``Retry-After``)."""
+    _accepted_at: float | None = attrs.field(default=None, repr=False)
+    """When the start reply came (what the client's history of durations counts from)."""
     _asked_at: float | None = attrs.field(default=None, repr=False)
     """When the server was last asked about the job (the start reply, the last poll sent)."""
     _unsure: bool = attrs.field(default=False, repr=False)
@@ -368,8 +370,10 @@ class Core:
     @property
     def ready_after(self) -> tuple[float, bool] | None:
         """For a ``done`` generation, what the client's history of durations records
-        (:class:`hybridgen.driver.Durations`): about how many seconds after the start its
-        result was ready, and whether it may have been ready well before (``None`` unless done).
+        (:class:`hybridgen.driver.Durations`): about how many seconds after the start reply its
+        result was ready (the server's time, not a wait for the client's turn to send the start;
+        after the start for a job accepted before it), and whether it may have been ready well
+        before (``None`` unless done).
 
         The moment it was learned, unless a poll found it more than one (jittered)
         ``poll_interval`` after the previous poll (the quiet wait of
@@ -379,7 +383,8 @@ class Core:
         """
         if self.state is not State.DONE or self.ended is None:
             return None
-        seen = self.ended - self.started
+        since = self.started if self._accepted_at is None else self._accepted_at
+        seen = self.ended - since
         if not (self._unsure and self.channel is Channel.POLLING):
             return seen, False
         return max(0.0, seen - self.policy.poll_interval / 2), True
@@ -387,13 +392,19 @@ class Core:
     # -- what the driver tells ------------------------------------------------------------
 
     @_planned
-    def accepted(self, file: FileStatus, now: float) -> None:
-        """The start request returned ``file``: the job exists on the server."""
+    def accepted(self, file: FileStatus, now: float, history: float | None = None) -> None:
+        """The start request returned ``file``: the job exists on the server.
+
+        ``history``: how long this client's recent jobs of the same kind took from their start
+        reply to their result (:class:`hybridgen.driver.Durations`): the result is then
+        expected that long after ``now``, unless the job's own progress has said when."""
         self.next_start = None
         if self.terminal:
             return
         self.file_id = file.id
-        self._asked_at = now
+        self._asked_at = self._accepted_at = now
+        if history is not None and not self._estimated:
+            self.expected = now - self.started + history
         self._go(Trigger.START, now, f"file {file.id}")
         sse = self._channels.get(Channel.SSE)
         if sse is not None:

@@ -768,7 +768,7 @@ class Client:
             self.hub,
             self.journal,
             elapsed,
-            self.durations.expected(duration_key(request)),
+            None,  # the history of durations is read when the start reply comes (_run_job)
             self._journal_failed,
             self.trusted,
             self.missed,
@@ -804,7 +804,7 @@ class Client:
                 tasks.running(nursery.cancel_scope, spawn_push)
                 try:
                     tasks.apply(core.plan())  # starts the push tasks wanted now (others later)
-                    await self._run_job(core, tasks, job)
+                    await self._run_job(core, tasks, job, duration_key(gen.request))
                 finally:
                     tasks.stopped()
                 nursery.cancel_scope.cancel()
@@ -816,25 +816,31 @@ class Client:
             if not core.terminal:  # left by trio cancellation (or KeyboardInterrupt)
                 tasks.apply(core.cancel("cancelled by the caller", trio.current_time()))
         ready = core.ready_after
-        if ready is not None:
+        if ready is not None and not isinstance(job, str):  # a resumed job's time is partial
             self.durations.add(ready[0], unsure=ready[1], key=duration_key(gen.request))
 
-    async def _run_job(self, core: Core, tasks: _Tasks, job: StartRequest | str) -> None:
+    async def _run_job(
+        self, core: Core, tasks: _Tasks, job: StartRequest | str, kind: Hashable
+    ) -> None:
         """The job, in the generation's own task: start it (or take the resumed one), then wait
         for each poll or timer the core sets (the deadline, the end of the push-only wait, a
-        quiet push channel) and do it, until the core is terminal."""
+        quiet push channel) and do it, until the core is terminal. The history of durations of
+        jobs of this ``kind`` is read at the start reply: what was learned while the start
+        waited its turn counts."""
         policy = core.policy
         # first a checkpoint: a caller of start() runs (with its handle) before the start's reply
         # can come, and a cancellation already due ends the generation here, as cancelled
         await trio.lowlevel.checkpoint()
-        if isinstance(job, str):  # resumed: the server already has the job
+        history = None
+        if isinstance(job, str):  # resumed: the server already has the job (since when, unknown)
             file = FileStatus(job)
         else:
             started = await self._start_job(core, tasks, job)
             if started is None:
                 return
             file = started
-        tasks.apply(core.accepted(file, trio.current_time()))
+            history = self.durations.expected(kind)
+        tasks.apply(core.accepted(file, trio.current_time(), history))
         log.debug("generation %s: job accepted as file %s", core.id, file.id)
         file_id = file.id
         while not core.terminal:
