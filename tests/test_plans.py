@@ -298,3 +298,34 @@ def test_a_connect_that_never_completes_fails_by_its_bound_not_as_a_closed_chann
     assert retries and retries[0].reason == "SSE connect timed out"
     connects = [t for t, what in transport.calls if what == "sse_connect"]
     assert connects[1] - connects[0] >= 5.0  # the bound ran out before the reconnect
+
+
+def test_the_job_task_waits_for_its_moments_without_a_cancellation_each() -> None:
+    """The job task's waits (the push-only wait, every poll interval) return at their moment
+    instead of raising ``Cancelled`` (an exception per poll, raised and caught, at thousands of
+    generations), and a caller's cancellation still ends a waiting generation as cancelled."""
+    created: list[object] = []
+    real = trio.Cancelled._create
+
+    def counting(*args: object, **kwargs: object) -> trio.Cancelled:
+        created.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def main() -> tuple[Client, list[int], State]:
+        server = Faults(ws_mode="silent", sse_mode="silent", gen_time=20.0)
+        async with Client(MemoryTransport(ServerModel(server, seed=0)), policy=EAGER) as client:
+            async with trio.open_nursery() as nursery:
+                gen = await nursery.start(client.start, "a red fox")
+            polls = [gen.result().polls, len(created)]
+            async with trio.open_nursery() as nursery:
+                cancelled = await nursery.start(client.start, "a red fox")
+                await trio.sleep(5.0)  # (virtual time) it waits for its next poll now
+                nursery.cancel_scope.cancel()
+            return client, polls, cancelled.result().state
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trio.Cancelled, "_create", counting)
+        _, (polls, cancellations), state = run_virtual(main)
+    assert polls >= 5
+    assert cancellations <= 3, (polls, cancellations)
+    assert state is State.CANCELLED

@@ -231,7 +231,7 @@ class _Tasks:
     plan closes its channel, and cancels the generation's nursery when a plan says it ended.
     """
 
-    __slots__ = ("_nursery", "_push", "_spawn", "_wait", "ended", "skip", "wake_at")
+    __slots__ = ("_nursery", "_push", "_spawn", "_wait", "_waiter", "ended", "skip", "wake_at")
 
     def __init__(self) -> None:
         self.wake_at = math.inf
@@ -240,6 +240,8 @@ class _Tasks:
         self.skip: frozenset[Channel] = frozenset()
         """Channels this transport cannot open: their plans are not carried out."""
         self._wait: trio.CancelScope | None = None
+        self._waiter: trio.lowlevel.Task | None = None
+        """The job task while it waits in :meth:`wait` (not yet rescheduled)."""
         self._push: dict[Channel, _Push] = {}
         self._nursery: trio.CancelScope | None = None
         self._spawn: Callable[[Channel], None] | None = None
@@ -250,10 +252,11 @@ class _Tasks:
             return
         if plan.ended:
             self.ended = True
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None:  # woken first: its wait returns, no Cancelled raised in it
+                trio.lowlevel.reschedule(waiter)
             if self._nursery is not None:
                 self._nursery.cancel()
-            if self._wait is not None:
-                self._wait.deadline = -math.inf
             return
         wake = plan.wake_at
         if wake is not None:
@@ -298,10 +301,29 @@ class _Tasks:
         self._nursery = self._spawn = None
 
     async def wait(self) -> None:
-        """Sleep until the job task's moment, as plans move it meanwhile (at once if past)."""
-        with trio.CancelScope(deadline=self.wake_at) as self._wait:
-            await trio.sleep_forever()
-        self._wait = None
+        """Sleep until the job task's moment, as plans move it meanwhile (at once if past), or
+        until a plan says the generation ended.
+
+        The moment is the deadline of a cancel scope, but the wait returns at it instead of
+        raising ``Cancelled`` (raised and caught, an exception per poll at thousands of
+        generations): the scope's own expiry reschedules the task. A cancellation from outside
+        is raised as usual (should both come at once, the outer one, still in force, is raised
+        at the task's next checkpoint)."""
+        task = trio.lowlevel.current_task()
+        with trio.CancelScope(deadline=self.wake_at) as scope:
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._waiter = None
+                if scope.cancel_called:  # this scope's deadline: the moment has come
+                    trio.lowlevel.reschedule(task)
+                    return trio.lowlevel.Abort.FAILED
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            self._wait, self._waiter = scope, task
+            try:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            finally:
+                self._wait = self._waiter = None
 
 
 class _Slots:
