@@ -372,8 +372,8 @@ class Core:
         """For a ``done`` generation, what the client's history of durations records
         (:class:`hybridgen.driver.Durations`): about how many seconds after the start reply its
         result was ready (the server's time, not a wait for the client's turn to send the start;
-        after the start for a job accepted before it), and whether it may have been ready well
-        before (``None`` unless done).
+        from the start itself when no start reply was recorded), and whether it may have been
+        ready well before (``None`` unless done).
 
         The moment it was learned, unless a poll found it more than one (jittered)
         ``poll_interval`` after the previous poll (the quiet wait of

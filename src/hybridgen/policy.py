@@ -176,9 +176,9 @@ class Policy:
     moment (estimated from the server's progress reports, else from recent generations)."""
     history_wait: float | None = attrs.field(default=30.0, validator=_optional_positive)
     """Once the client's recent generations of the same kind (request type, model, a video's
-    duration) say when a result comes (the shortest of their durations,
-    :attr:`hybridgen.Client.durations`, known after 3) and the job's own progress
-    does not: no poll before that moment but one safety poll every this many seconds at most
+    duration) say when a result comes (the shortest of their durations from start reply to
+    result, :attr:`hybridgen.Client.durations`, known after 3, read when the start reply comes)
+    and the job's own progress does not: no poll before that moment but one safety poll every this many seconds at most
     (counted from the end of the push-only wait, evenly spaced), then one every
     ``poll_interval`` from that moment on (the seed's cadence, without its blind 30 s). A poll
     refused before that moment keeps this schedule, its ``Retry-After`` honoured in full while it
