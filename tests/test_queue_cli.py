@@ -23,9 +23,10 @@ from pg_support import Cluster, eventually, new_database
 
 TOKEN = "queue-token-1234"
 SCALE = "0.02"
-CLIENT_SCALE = "0.1"
+CLIENT_SCALE = "0.2"
 """The jobs' own timings: at 0.02 a 0.2 s request timeout and a 2.4 s deadline time jobs out
-on a loaded machine."""
+on a loaded machine, and at 0.1 a 1 s request timeout once timed a start out (a start that may
+have reached the server is not sent again: a failed job); at 0.2 a request has 2 s."""
 pytestmark = pytest.mark.slow
 
 
