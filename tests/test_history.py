@@ -336,7 +336,7 @@ def test_history_learned_while_the_start_waited_counts() -> None:
     """The history of durations is read at the start reply, not when the generation was asked
     for: a generation whose start waited while 3 others of 40 s ended makes no poll before
     40 s but one safety poll (within ``history_wait``), where it would poll every 2 s."""
-    client, polls = run_held(hold=50.0, gen_time=40.0, history=40.0)
+    _, polls = run_held(hold=50.0, gen_time=40.0, history=40.0)
     early = [t for t in polls if t < 40.0 - 1.0]
     assert len(early) <= 1, polls
     assert polls[-1] <= 40.0 + 2.0 + EPSILON  # found within one interval of ready

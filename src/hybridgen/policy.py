@@ -176,16 +176,16 @@ class Policy:
     moment (estimated from the server's progress reports, else from recent generations)."""
     history_wait: float | None = attrs.field(default=30.0, validator=_optional_positive)
     """Once the client's recent generations of the same kind (request type, model, a video's
-    duration) say when a result comes (the shortest of their durations from start reply to
-    result, :attr:`hybridgen.Client.durations`, known after 3, read when the start reply comes)
-    and the job's own progress does not: no poll before that moment but one safety poll every this many seconds at most
-    (counted from the end of the push-only wait, evenly spaced), then one every
+    duration) say when a result comes (the shortest of their durations from start reply to result,
+    :attr:`hybridgen.Client.durations`, known after 3, read when the start reply comes) and the
+    job's own progress does not: no poll before that moment but one safety poll every this many
+    seconds at most (counted from the end of the push-only wait, evenly spaced), then one every
     ``poll_interval`` from that moment on (the seed's cadence, without its blind 30 s). A poll
     refused before that moment keeps this schedule, its ``Retry-After`` honoured in full while it
-    ends before that moment. So a job shorter than history, or one that fails early, is found
-    within this long (never less than ``poll_interval``); a job no shorter than history within
-    one interval, as by the full cadence. While a push channel is trusted or shows life, its
-    safety net comes first. ``None``: no quiet phase."""
+    ends before that moment. So a job shorter than history, or one that fails early, is found within
+    this long (never less than ``poll_interval``); a job no shorter than history within one
+    interval, as by the full cadence. While a push channel is trusted or shows life, its safety net
+    comes first. ``None``: no quiet phase."""
     start_retries: int | None = attrs.field(default=5, validator=_count)
     """Start requests sent again, within the deadline, when the server certainly did not process
     them (429 or 503, honouring ``Retry-After``; a connection refused before the request was sent);
