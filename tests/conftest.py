@@ -14,7 +14,7 @@ import pytest
 from cli_support import Running, clean_env
 from hybridgen.emulator import Emulator
 from hybridgen.transport import SuperDuperTransport
-from pg_support import Cluster, start_cluster, unavailable
+from pg_support import Cluster, start_cluster, throwaway_cluster, unavailable
 
 TOKEN = "test-token-123"
 TIME_SCALE = 0.02
@@ -64,6 +64,20 @@ def postgres_cluster() -> Iterator[Cluster | str]:
     found = start_cluster()
     yield found
     if isinstance(found, Cluster):
+        found.stop()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Cluster]:
+    """A PostgreSQL server of this test's own, which it may restart (skipped, failed in CI,
+    when there is none)."""
+    found = throwaway_cluster()
+    if isinstance(found, str):
+        unavailable(found)
+    assert isinstance(found, Cluster)
+    try:
+        yield found
+    finally:
         found.stop()
 
 

@@ -43,7 +43,10 @@ class Cluster:
         return f"t_{uuid.uuid4().hex[:12]}"
 
     def restart(self) -> None:
-        """``pg_ctl restart`` (fast): every connection is cut."""
+        """``pg_ctl restart`` (fast): every connection is cut. Only a cluster of the test's own
+        (:func:`throwaway_cluster`, the ``own_postgres`` fixture) may be restarted."""
+        if not self.owned:
+            raise AssertionError("restarting the shared server would cut other tests' connections")
         if self.directory is None:
             pytest.skip("HYBRIDGEN_TEST_POSTGRES_DIR is not set: cannot restart the server")
         subprocess.run([str(SCRIPT), "restart", str(self.directory)], check=True, timeout=60)
@@ -64,6 +67,13 @@ def start_cluster() -> Cluster | str:
         import psycopg  # noqa: F401
     except ImportError:
         return "psycopg is not installed (pip install -e '.[test]')"
+    return throwaway_cluster()
+
+
+def throwaway_cluster() -> Cluster | str:
+    """A new cluster of its own in a temporary directory (stopped by :meth:`Cluster.stop`), or
+    why there is none: for a test that restarts its server, which would cut the connections of
+    every other test process sharing the session's server."""
     if not _initdb():
         return "no PostgreSQL here: install Debian's postgresql or set HYBRIDGEN_TEST_POSTGRES"
     directory = Path(tempfile.mkdtemp(prefix="hgpg."))  # short: a socket path has 107 bytes

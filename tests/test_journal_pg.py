@@ -85,8 +85,9 @@ def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path: A
     assert "sekrit" not in str(info.value)
 
 
-def test_writes_survive_a_server_restart(opener: Any, postgres: Cluster) -> None:
-    journal = opener()
+def test_writes_survive_a_server_restart(own_postgres: Cluster) -> None:
+    postgres = own_postgres  # a server of its own to restart
+    journal = PostgresJournal(postgres.dsn, schema=postgres.schema())
     failures: list[JournalFailure] = []
     journal.watch(failures.append)
     (gen_id,) = submit(journal, 1)
@@ -101,6 +102,7 @@ def test_writes_survive_a_server_restart(opener: Any, postgres: Cluster) -> None
     (entry,) = journal.entries()
     assert entry.state is State.DONE and entry.file_id == "f1"
     assert len(journal.path_of(gen_id)) == 3
+    journal.close(timeout=1.0)
 
 
 def test_claim_after_release_takes_a_new_fence(opener: Any) -> None:

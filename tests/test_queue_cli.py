@@ -224,10 +224,9 @@ def test_a_worker_stalled_past_its_lease_records_and_downloads_nothing(
 
 
 def test_workers_ride_out_a_database_restart(
-    postgres: Cluster, dsn: str, tmp_path: Path, spawn: Callable[..., Running]
+    own_postgres: Cluster, tmp_path: Path, spawn: Callable[..., Running]
 ) -> None:
-    if postgres.directory is None:
-        pytest.skip("HYBRIDGEN_TEST_POSTGRES_DIR is not set: cannot restart the server")
+    postgres, dsn = own_postgres, new_database(own_postgres)  # a server of its own to restart
     jobs = 30
     url, env = serve_emulator(spawn, TOKEN, "--time-scale", SCALE)
     submit_many(dsn, jobs, tmp_path, env)
