@@ -1,9 +1,10 @@
 """A real PostgreSQL server for the tests: the one .ci/run started, or a throwaway cluster.
 
-``HYBRIDGEN_TEST_POSTGRES`` (a DSN) names a running server; ``HYBRIDGEN_TEST_POSTGRES_DIR`` its
-cluster directory (for the restart test). Without them, a cluster is started by ``.ci/postgres``
-in a temporary directory when ``initdb`` is there. In CI (``CI=true``) a test that has neither
-fails instead of being skipped.
+``HYBRIDGEN_TEST_POSTGRES`` (a DSN) names a running server (``HYBRIDGEN_TEST_POSTGRES_DIR``, its
+cluster directory, is informative: it is shared by every test process, so no test restarts it).
+Without it, a cluster is started by ``.ci/postgres`` in a temporary directory when ``initdb`` is
+there. A test that restarts its server gets a cluster of its own (:func:`throwaway_cluster`). In
+CI (``CI=true``) a test that has neither fails instead of being skipped.
 """
 
 from __future__ import annotations
