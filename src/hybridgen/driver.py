@@ -998,6 +998,8 @@ class Client:
                     # e.g. 404: a server without this channel; asking again cannot help
                     permanent = isinstance(exc, PermanentError)
             push.scope = None
+            if core.terminal:  # its own result (or another channel's) ended the generation
+                return
             if scope.cancelled_caught:
                 if push.closing:
                     tasks.apply(core.push_closed(channel, trio.current_time()))
@@ -1036,6 +1038,8 @@ async def _read(core: Core, tasks: _Tasks, channel: Channel, messages: AsyncIter
             continue
         if message is not None:
             tasks.apply(core.push(channel, message, trio.current_time()))
+            if core.terminal:  # the result came: leave without a Cancelled through the stream
+                return
 
 
 class _Book:
