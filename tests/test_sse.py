@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import AsyncIterator
 
 import trio
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hybridgen.errors import OversizedMessage, TransientError
 from hybridgen.http1 import HTTPFailure
-from hybridgen.sse import sse_messages
+from hybridgen.sse import HEARTBEAT, SseParser, sse_messages
 
 STREAM = (
     b": connected\r\n\r\n"
@@ -33,9 +35,9 @@ async def _chunks(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
             previous = cut
 
 
-async def _read(data: bytes, cuts: list[int], limit: int) -> list[str]:
+async def _read(data: bytes, cuts: list[int], limit: int, heartbeats: bool = False) -> list[str]:
     got: list[str] = []
-    messages = sse_messages(_chunks(data, cuts), limit)
+    messages = sse_messages(_chunks(data, cuts), limit, heartbeats=heartbeats)
     while True:
         try:
             got.append(await messages.__anext__())
@@ -84,3 +86,130 @@ RULES = (
 def test_the_standards_field_rules_hold_however_the_stream_is_chunked(cuts: list[int]) -> None:
     got = trio.run(_read, RULES, cuts, 200)
     assert got == ["no space", " two spaces", "café \ufffd", "a\n\nb"]
+
+
+# -- the parser against a reading of the whole stream at once ----------------------------------
+
+_LINE = re.compile(rb"([^\r\n]*)(\r\n|\r|\n)")
+
+
+def _reference(stream: bytes, limit: int, heartbeats: bool) -> list[str | None]:
+    """The events of the whole stream read at once, line by line (as the standard reads it):
+    an event is its lines up to an empty line, its first line kept even when empty (a blank
+    line right after an event starts the next one); its size counts every line break."""
+    if stream.startswith(b"\xef\xbb\xbf"):
+        stream = stream[3:]
+    events: list[str | None] = []
+    lines: list[bytes] = []
+    size = 0
+    opened = False
+    for match in _LINE.finditer(stream):  # a last line without its line break is cut off
+        line, ending = match.groups()
+        size += len(line) + len(ending)
+        if line or not lines:
+            lines.append(line)
+            continue
+        if size > limit:
+            events.append(None)
+        else:
+            data = []
+            for text in (line.decode("utf-8", "replace") for line in lines):
+                name, _, value = text.partition(":")
+                if name == "data":
+                    data.append(value[1:] if value.startswith(" ") else value)
+            if "\n".join(data):
+                events.append("\n".join(data))
+            elif heartbeats and opened:
+                events.append(HEARTBEAT)
+        opened = True
+        lines, size = [], 0
+    return events
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *sorted(cut for cut in cuts if cut <= len(data)), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]  # empty ones too
+
+
+def _parse(data: bytes, cuts: list[int], limit: int, heartbeats: bool) -> list[str | None]:
+    parser = SseParser(limit, heartbeats)
+    events = [event for chunk in _split(data, cuts) for event in parser.feed(chunk)]
+    return events + parser.close()
+
+
+_PIECES = [
+    *(b"\r", b"\n", b"\r\n", b"\n\n", b"\r\r"),  # line breaks of every kind
+    *(b"data", b"data: ", b":", b" ", b"x", b"event: e", b": ping", b"dat"),  # fields, comments
+    *(b"\xef\xbb\xbf", b"\xef", b"\xc3", b"\xa9", b"\xff"),  # byte-order marks, UTF-8 pieces
+]
+_ENDS = [b"", b"\n\n", b"\r\n\r\n", b"\r\r", b"\n", b"\r"]
+
+
+@st.composite
+def _cut_streams(draw: st.DrawFn, max_parts: int = 6) -> tuple[bytes, list[int]]:
+    """A stream of parts (pieces, then maybe the end of an event), and where to cut it: after
+    some of its parts (a chunk that starts an event), and anywhere."""
+    pieces = st.sampled_from(_PIECES)
+    if draw(st.booleans()):  # the usual streams: LF line breaks only
+        pieces = st.sampled_from([piece for piece in _PIECES if b"\r" not in piece])
+    stream, cuts = b"", []
+    for _ in range(draw(st.integers(0, max_parts))):
+        stream += b"".join(draw(st.lists(pieces, max_size=8))) + draw(st.sampled_from(_ENDS))
+        if draw(st.booleans()):
+            cuts.append(len(stream))
+    cuts += draw(st.lists(st.integers(0, len(stream)), max_size=6))
+    return stream, cuts
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_cut_streams(), st.integers(1, 40), st.booleans())
+# a CR ending a chunk, then its LF: one line break (no empty line after an event, no byte more)
+@example((b"data: a\n\r\n\ndata: b\n\n", [9]), 100, True)
+@example((b"data: a\r\r\ndata: b\n\n", [9]), 9, False)  # the LF makes "a" 10 bytes: over
+@example((b"data: a\r\r", [9]), 9, False)  # a CR at the end of the stream: "a" is whole
+@example((b"\n\n\xef\xbb\xbfdata: b\n\n", [2]), 100, False)  # a BOM only at the start
+def test_the_parser_reads_any_split_as_the_whole_stream_at_once(
+    cut_stream: tuple[bytes, list[int]], limit: int, heartbeats: bool
+) -> None:
+    stream, cuts = cut_stream
+    assert _parse(stream, cuts, limit, heartbeats) == _reference(stream, limit, heartbeats)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_cut_streams(), st.integers(1, 40), st.booleans())
+def test_messages_are_the_parsers_events(
+    cut_stream: tuple[bytes, list[int]], limit: int, heartbeats: bool
+) -> None:
+    stream, cuts = cut_stream
+    expected = _reference(stream, limit, heartbeats)
+    got = trio.run(_read, stream, cuts, limit, heartbeats)
+    assert got == ["<oversized>" if event is None else event for event in expected]
+
+
+def test_events_of_one_chunk_are_handed_out_without_reading_again() -> None:
+    reads: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        reads.append(1)
+        yield b"data: one\n\ndata: two\r\n\r\n: ping\n\ndata: three\n\ndata: fo"
+        reads.append(2)
+        yield b"ur\n\n"
+        reads.append(3)
+
+    async def main() -> list[tuple[str, int]]:
+        messages = sse_messages(chunks(), heartbeats=True)
+        return [(text, len(reads)) async for text in messages]
+
+    got = trio.run(main)
+    assert got == [("one", 1), ("two", 1), (HEARTBEAT, 1), ("three", 1), ("four", 2)]
+    assert reads == [1, 2, 3]
+
+
+def test_after_aclose_the_messages_end() -> None:
+    async def main() -> list[str]:
+        messages = sse_messages(_chunks(b"data: one\n\ndata: two\n\n", []))
+        first = await messages.__anext__()
+        await messages.aclose()
+        return [first, *[text async for text in messages]]
+
+    assert trio.run(main) == ["one"]
