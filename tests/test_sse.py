@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
+import httpx
+import pytest
 import trio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hybridgen.errors import OversizedMessage, TransientError
+from hybridgen.api import Config
+from hybridgen.errors import OversizedMessage, TransientError, TransportError
 from hybridgen.http1 import HTTPFailure
 from hybridgen.sse import HEARTBEAT, SseParser, sse_messages
+from hybridgen.transport import SuperDuperTransport
 
 STREAM = (
     b": connected\r\n\r\n"
@@ -213,3 +218,186 @@ def test_after_aclose_the_messages_end() -> None:
         return [first, *[text async for text in messages]]
 
     assert trio.run(main) == ["one"]
+
+
+# -- SuperDuperTransport.listen_sse over a raw loopback server, on every path ---------------------
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class _Server:
+    """Answers the n-th request with ``replies[n]``: its bytes, then ``"keep"`` the connection
+    (read the next request) or ``"close"`` it. Counts connections; ``ended`` is set once one has
+    ended, ``closed_by_client`` counts those the client closed."""
+
+    def __init__(self, replies: list[tuple[bytes, str]]) -> None:
+        self.replies = replies
+        self.port = 0
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed_by_client = 0
+        self.ended = trio.Event()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        self.closed_by_client += 1
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.requests.append(head)
+                reply, then = self.replies[len(self.requests) - 1]
+                await stream.send_all(reply)
+                if then == "close":
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed_by_client += 1
+        finally:
+            await trio.aclose_forcefully(stream)
+            self.ended.set()
+
+
+async def _listen(
+    replies: list[tuple[bytes, str]], body: Callable[[SuperDuperTransport], Awaitable[object]]
+) -> tuple[object, _Server]:
+    server = _Server(replies)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
+        server.port = listeners[0].socket.getsockname()[1]
+        transport = SuperDuperTransport(
+            Config(url=f"http://127.0.0.1:{server.port}", token="t0ken-123")
+        )
+        with trio.fail_after(5):
+            try:
+                got: object = await body(transport)
+            except TransportError as exc:
+                got = exc
+            await transport.aclose()
+            await server.ended.wait()
+        nursery.cancel_scope.cancel()
+    return got, server
+
+
+async def _first_two(transport: SuperDuperTransport) -> list[str]:
+    async with transport.listen_sse("f 1") as messages:
+        return [await messages.__anext__(), await messages.__anext__()]
+
+
+async def _all(transport: SuperDuperTransport) -> list[str]:
+    async with transport.listen_sse("f1") as messages:
+        return [text async for text in messages]
+
+
+def test_listen_sse_hands_out_the_events_and_closes_a_stream_left_open() -> None:
+    stream = SSE_HEAD + _chunk(b": hi\n\ndata: one\n\ndata: two\n\ndata: three\n\n")
+    got, server = trio.run(_listen, [(stream, "keep")], _first_two)
+    assert got == ["one", "two"]
+    assert server.closed_by_client == 1
+    assert server.requests[0].startswith(b"GET /api/v1/events/file.f%201 HTTP/1.1\r\n")
+    assert b"\r\nAccept: text/event-stream\r\n" in server.requests[0]
+
+
+def test_listen_sse_gives_a_stream_read_to_its_end_back_to_the_pool() -> None:
+    stream = SSE_HEAD + _chunk(b"data: one\n\n") + _chunk(b": ping\n\ndata: two\n\n") + b"0\r\n\r\n"
+
+    async def twice(transport: SuperDuperTransport) -> list[list[str]]:
+        return [await _all(transport), await _all(transport)]
+
+    got, server = trio.run(_listen, [(stream, "keep"), (stream, "keep")], twice)
+    assert got == [["one", HEARTBEAT, "two"]] * 2
+    assert server.connections == 1 and len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "then", "error", "status"),
+    [
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 17\r\n\r\n{"detail":"busy"}',
+            "keep",
+            "busy",
+            503,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nhi",
+            "keep",
+            "SSE connect: the server answered text/html, not an event stream",
+            200,
+        ),
+        (
+            SSE_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n"),
+            "keep",
+            "SSE connect: the stream is compressed ('gzip'), which was not asked",
+            None,
+        ),
+        (b"", "close", "SSE connect: connection failed", None),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", "close", "SSE connect: connection failed", None),
+    ],
+    ids=["503", "html", "gzip", "no reply", "cut head"],
+)
+def test_listen_sse_refuses_what_is_not_a_plain_event_stream(
+    reply: bytes, then: str, error: str, status: int | None
+) -> None:
+    got, server = trio.run(_listen, [(reply, then)], _all)
+    assert isinstance(got, TransientError), got
+    assert error in str(got) and got.status == status
+    assert server.closed_by_client == (then == "keep")  # the client closed its connection
+
+
+def test_listen_sse_reports_a_connection_lost_mid_stream_as_transient() -> None:
+    got, _ = trio.run(_listen, [(SSE_HEAD + _chunk(b"data: one\n\n"), "close")], _all)
+    assert isinstance(got, TransientError) and "SSE connection lost" in str(got)
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (httpx.ReadTimeout, "SSE connect: timed out"),
+        (httpx.ConnectError, "SSE connect: connection failed (no route)"),
+    ],
+)
+def test_listen_sse_through_httpx_maps_its_failures(
+    failure: type[httpx.TransportError], error: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise failure("no route", request=request)
+
+    async def main() -> TransientError:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            transport = SuperDuperTransport(
+                Config(url="http://127.0.0.1:9", token="t0ken-123"), http=http
+            )
+            with pytest.raises(TransientError) as info:
+                await _all(transport)
+            return info.value
+
+    assert str(trio.run(main)) == error
+
+
+def test_listen_sse_cancelled_while_reading_closes_its_connection() -> None:
+    async def cancelled(transport: SuperDuperTransport) -> list[str]:
+        got = []
+        with trio.CancelScope() as scope:
+            async with transport.listen_sse("f1") as messages:
+                got.append(await messages.__anext__())
+                scope.cancel()
+                got.append(await messages.__anext__())  # in one chunk with the first: no wait
+                await messages.__anext__()
+        assert scope.cancelled_caught
+        return got
+
+    stream = SSE_HEAD + _chunk(b"data: one\n\ndata: two\n\n")
+    got, server = trio.run(_listen, [(stream, "keep")], cancelled)
+    assert got == ["one", "two"] and server.closed_by_client == 1

@@ -54,7 +54,7 @@ from .parse import (
     parse_start_reply,
     status_phrase,
 )
-from .sse import PUSH_MAX_MESSAGE, sse_messages
+from .sse import PUSH_MAX_MESSAGE, SseMessages, sse_messages
 from .video import (
     GENERATE_VIDEO,
     UPLOAD,
@@ -325,45 +325,15 @@ class SuperDuperTransport:
                 raise
             raise self._ws_error(exc) from None
 
-    @contextlib.asynccontextmanager
-    async def listen_sse(self, file_id: str) -> AsyncIterator[AsyncIterator[str]]:
+    def listen_sse(self, file_id: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """``GET /api/v1/events/file.{file_id}`` as ``text/event-stream``; iterate over the data
         of its events (each at most ``max_push_message`` bytes)."""
-        url = self.config.api_url(sse_path(quote(file_id, safe="")))
-        headers = {
-            "Authorization": self.config.headers()["Authorization"],
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-store",
-            "User-Agent": USER_AGENT,
-        }
-        what = "SSE connect"
-        try:
-            async with self._http.request("GET", url, headers.items()) as response:
-                self._answered = True
-                if not 200 <= response.status < 300:
-                    body = await _read_body(response, 4096, what, cut=True)
-                    raise self._status_error(what, response.status, response.headers, body)
-                kind = response.headers.get("content-type", "").partition(";")[0].strip()
-                if kind != "text/event-stream":
-                    raise TransientError(
-                        f"{what}: the server answered {kind or 'no content type'}, "
-                        "not an event stream",
-                        status=response.status,
-                    )
-                encoding = response.headers.get("content-encoding", "identity").strip().lower()
-                if encoding not in ("identity", ""):
-                    raise TransientError(
-                        f"{what}: the stream is compressed ({encoding!r}), which was not asked"
-                    )
-                messages = sse_messages(response.chunks(), self.max_push_message, heartbeats=True)
-                try:
-                    yield messages
-                finally:
-                    await messages.aclose()
-        except http1.HTTPFailure as exc:
-            if exc.timed_out:
-                raise TransientError(f"{what}: timed out") from None
-            raise TransientError(f"{what}: connection failed ({self._redact(exc)})") from None
+        return _Sse(self, file_id)
+
+    def _sse_failure(self, exc: http1.HTTPFailure) -> TransientError:
+        if exc.timed_out:
+            return TransientError(f"{_SSE}: timed out")
+        return TransientError(f"{_SSE}: connection failed ({self._redact(exc)})")
 
     async def aclose(self) -> None:
         """Close the connections this transport made (never a caller's ``httpx.AsyncClient``)."""
@@ -541,6 +511,85 @@ class _Get:
         assert exchange is not None  # entered
         self._exchange = None
         await exchange.__aexit__(kind, exc, tb)
+
+
+_SSE: Final = "SSE connect"
+
+
+class _Sse:
+    """:meth:`SuperDuperTransport.listen_sse` as a class, not ``contextlib.asynccontextmanager``
+    (an async generator, hooked by trio, per stream, and at its end thrown the Cancelled that
+    stops the stream)."""
+
+    __slots__ = ("_exchange", "_file_id", "_messages", "_transport")
+
+    def __init__(self, transport: SuperDuperTransport, file_id: str) -> None:
+        self._transport = transport
+        self._file_id = file_id
+        self._exchange: AbstractAsyncContextManager[_Reply] | None = None
+        self._messages: SseMessages | None = None
+
+    async def __aenter__(self) -> AsyncIterator[str]:
+        transport = self._transport
+        url = transport.config.api_url(sse_path(quote(self._file_id, safe="")))
+        headers = {
+            "Authorization": transport.config.headers()["Authorization"],
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-store",
+            "User-Agent": USER_AGENT,
+        }
+        try:
+            exchange = transport._http.request("GET", url, headers.items())
+            response = await exchange.__aenter__()
+        except http1.HTTPFailure as exc:
+            raise transport._sse_failure(exc) from None
+        try:
+            transport._answered = True
+            if not 200 <= response.status < 300:
+                body = await _read_body(response, 4096, _SSE, cut=True)
+                raise transport._status_error(_SSE, response.status, response.headers, body)
+            kind = response.headers.get("content-type", "").partition(";")[0].strip()
+            if kind != "text/event-stream":
+                raise TransientError(
+                    f"{_SSE}: the server answered {kind or 'no content type'}, not an event stream",
+                    status=response.status,
+                )
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", ""):
+                raise TransientError(
+                    f"{_SSE}: the stream is compressed ({encoding!r}), which was not asked"
+                )
+        except BaseException as exc:
+            await self._leave(exchange, type(exc), exc, exc.__traceback__)
+            if isinstance(exc, http1.HTTPFailure):
+                raise transport._sse_failure(exc) from None
+            raise
+        messages = sse_messages(response.chunks(), transport.max_push_message, heartbeats=True)
+        self._exchange, self._messages = exchange, messages
+        return messages
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        exchange, messages = self._exchange, self._messages
+        assert exchange is not None and messages is not None  # entered
+        self._exchange = self._messages = None
+        await messages.aclose()
+        await self._leave(exchange, kind, exc, tb)  # closes the connection unless read to its end
+        if isinstance(exc, http1.HTTPFailure):
+            raise self._transport._sse_failure(exc) from None
+
+    async def _leave(
+        self,
+        exchange: AbstractAsyncContextManager[_Reply],
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await exchange.__aexit__(kind, exc, tb)
+        except http1.HTTPFailure as failure:
+            raise self._transport._sse_failure(failure) from None
 
 
 def _skipped(url: str, start: int, status: int, headers: Mapping[str, str]) -> int:
