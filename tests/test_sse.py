@@ -152,14 +152,19 @@ _ENDS = [b"", b"\n\n", b"\r\n\r\n", b"\r\r", b"\n", b"\r"]
 
 @st.composite
 def _cut_streams(draw: st.DrawFn, max_parts: int = 6) -> tuple[bytes, list[int]]:
-    """A stream of parts (pieces, then maybe the end of an event), and where to cut it: after
-    some of its parts (a chunk that starts an event), and anywhere."""
-    pieces = st.sampled_from(_PIECES)
-    if draw(st.booleans()):  # the usual streams: LF line breaks only
-        pieces = st.sampled_from([piece for piece in _PIECES if b"\r" not in piece])
-    stream, cuts = b"", []
+    """A stream (maybe a byte-order mark, then parts: pieces, then maybe the end of an event),
+    and where to cut it: in its first bytes, after some of its parts (a chunk that starts an
+    event), and anywhere."""
+    # the usual streams: only LF line breaks, or only CR LF; else any mix
+    breaks = draw(st.sampled_from([b"\n", b"\r\n", None]))
+    pieces, ends = st.sampled_from(_PIECES), st.sampled_from(_ENDS)
+    if breaks is not None:
+        fields = [piece for piece in _PIECES if b"\r" not in piece and b"\n" not in piece]
+        pieces = st.sampled_from([*fields, breaks, breaks * 2])
+        ends = st.sampled_from([b"", breaks, breaks * 2])
+    stream, cuts = draw(st.sampled_from([b"", b"\xef\xbb\xbf"])), [draw(st.integers(0, 3))]
     for _ in range(draw(st.integers(0, max_parts))):
-        stream += b"".join(draw(st.lists(pieces, max_size=8))) + draw(st.sampled_from(_ENDS))
+        stream += b"".join(draw(st.lists(pieces, max_size=8))) + draw(ends)
         if draw(st.booleans()):
             cuts.append(len(stream))
     cuts += draw(st.lists(st.integers(0, len(stream)), max_size=6))
@@ -173,6 +178,7 @@ def _cut_streams(draw: st.DrawFn, max_parts: int = 6) -> tuple[bytes, list[int]]
 @example((b"data: a\r\r\ndata: b\n\n", [9]), 9, False)  # the LF makes "a" 10 bytes: over
 @example((b"data: a\r\r", [9]), 9, False)  # a CR at the end of the stream: "a" is whole
 @example((b"\n\n\xef\xbb\xbfdata: b\n\n", [2]), 100, False)  # a BOM only at the start
+@example((b"\xef\xbb\xbfdata: a\n\n", [1, 2]), 100, False)  # a BOM split across chunks
 def test_the_parser_reads_any_split_as_the_whole_stream_at_once(
     cut_stream: tuple[bytes, list[int]], limit: int, heartbeats: bool
 ) -> None:

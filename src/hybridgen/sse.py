@@ -109,8 +109,13 @@ class SseParser:
             if buffer.startswith(_BOM):
                 del buffer[: len(_BOM)]
             return self._scan(0, False)
-        if not buffer and not self._skipping and b"\r" not in chunk:
-            return self._lines(chunk)
+        if b"\r" not in chunk:
+            if not buffer:
+                return self._lines(chunk, b"\n\n")
+            if b"\r" not in buffer[-3:]:
+                return self._joined(chunk)
+        elif not buffer and chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n"):
+            return self._lines(chunk, b"\r\n\r\n")  # every line break a CR LF
         searched = max(len(buffer) - 3, 0)  # a blank line is at most 4 bytes
         buffer += chunk
         return self._scan(searched, False)
@@ -122,13 +127,15 @@ class SseParser:
             return []
         return self._scan(0, True)
 
-    def _lines(self, chunk: bytes) -> list[str | None]:
-        """:meth:`feed` for a chunk that starts an event and has no CR (blank lines are LF LF)."""
+    def _lines(self, chunk: bytes, blank: bytes) -> list[str | None]:
+        """:meth:`feed` for a chunk that starts an event (the buffer empty) and whose every line
+        break is the same, LF or CR LF: ``blank`` (two of them) ends each event."""
         events: list[str | None] = []
-        *whole, rest = chunk.split(b"\n\n")
-        limit = self._limit
+        *whole, rest = chunk.split(blank)
+        limit, extra = self._limit, len(blank)
         for event in whole:
-            if len(event) + 2 > limit:
+            if self._skipping or len(event) + extra > limit:
+                self._skipping = False
                 events.append(None)
             else:
                 data = _data(event)
@@ -142,6 +149,35 @@ class SseParser:
                 self._skipping = True
                 rest = rest[-3:]  # keep a possible line break split across chunks
             self._buffer += rest
+        return events
+
+    def _joined(self, chunk: bytes) -> list[str | None]:
+        """:meth:`feed` for a chunk without CR after bytes of an event whose last three have
+        none: the event ends at the first LF LF, across the two or in the chunk."""
+        buffer = self._buffer
+        if buffer[-1] == _LF and chunk[0] == _LF:
+            at = -1  # the blank line is the buffer's last byte and the chunk's first
+        else:
+            at = chunk.find(b"\n\n")
+            if at < 0:
+                buffer += chunk
+                if len(buffer) > self._limit:
+                    self._skipping = True
+                    del buffer[:-3]  # keep a possible line break split across chunks
+                return []
+        if self._skipping or len(buffer) + at + 2 > self._limit:
+            self._skipping = False
+            events: list[str | None] = [None]
+        else:
+            data = _data(buffer[:-1] if at < 0 else buffer + chunk[:at])
+            events = [data] if data is not None else []
+            if data is None and self._heartbeats and self._opened:
+                events.append(HEARTBEAT)
+        self._opened = True
+        buffer.clear()
+        rest = chunk[at + 2 :]
+        if rest:
+            events += self._lines(rest, b"\n\n")
         return events
 
     def _scan(self, searched: int, final: bool) -> list[str | None]:
