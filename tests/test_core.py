@@ -6,7 +6,7 @@ import pytest
 
 from hybridgen import FileStatus, Policy, State
 from hybridgen.api import Push
-from hybridgen.core import Core, push_from_file
+from hybridgen.core import Core, Probes, push_from_file
 from hybridgen.errors import AuthError, PermanentError, TransientError
 from hybridgen.events import Event, Progress, Retry, Transition
 
@@ -196,6 +196,36 @@ def test_a_quiet_sse_stream_opens_the_socket_beside_it_until_it_speaks() -> None
     assert core.wants("websocket")  # ... and stays open while SSE only reconnects
     core.push("sse", Push("f1", "progress", progress=0.6), 122.0)
     assert not core.wants("websocket")  # news on SSE: the socket closes again
+
+
+def test_a_quiet_stream_opens_the_socket_on_one_generation_of_a_client_until_it_speaks() -> None:
+    probes = Probes()
+    policy = Policy.default().replace(jitter=0.0)
+    cores = [Core(f"g{i}", policy, [].append, 100.0, probes=probes) for i in range(3)]
+    for i, core in enumerate(cores):
+        core.accepted(FileStatus(f"f{i}"), 100.0)
+        core.push_up("sse", 100.5)
+        core.advance(115.5)  # SSE quiet on all three
+    assert [c.wants("websocket") for c in cores] == [True, False, False]
+    assert probes.trying == {"websocket": "g0"}
+    cores[0].poll_reply(FileStatus("f0", url="https://cdn/f0.webp"), 116.0)  # the probe ends
+    assert cores[0].terminal and probes.trying == {}
+    cores[1].advance(116.5)  # its next input: it takes the probe
+    assert [c.wants("websocket") for c in cores[1:]] == [True, False]
+    cores[1].push_up("websocket", 117.0)
+    cores[1].push("websocket", Push("f1", "progress", progress=0.5), 118.0)  # the socket speaks
+    assert "websocket" in probes.heard
+    cores[2].advance(118.5)
+    assert cores[2].wants("websocket") and probes.trying == {}
+    cores[2].push_up("websocket", 119.0)
+    cores[2].poll_reply(FileStatus("f2", url="https://cdn/f2.webp"), 120.0)
+    assert "websocket" not in probes.heard  # silent on a generation a poll found: probe again
+    # a generation on its own is its own probe, as before
+    alone, _ = make()
+    alone.accepted(FileStatus("f9"), 100.0)
+    alone.push_up("sse", 100.5)
+    alone.advance(115.5)
+    assert alone.wants("websocket")
 
 
 def test_answered_poll_errors_wait_one_interval_and_only_unanswered_ones_spend_the_budget() -> None:

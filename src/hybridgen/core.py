@@ -33,7 +33,7 @@ from .parse import failure_reason
 from .policy import Policy
 from .wire import FileStatus, Push
 
-__all__ = ["NOTHING", "Core", "Plan", "Result", "push_from_file"]
+__all__ = ["NOTHING", "Core", "Plan", "Probes", "Result", "push_from_file"]
 
 _EARLY_PUSHES = 16  # socket results buffered while the file id is still unknown
 _ROUNDING = 0.005  # progress reported in whole percents is up to half a percent behind
@@ -156,6 +156,8 @@ class _Channel:
     """Connected, but nothing came within ``Policy.push_quiet``: later channels open too."""
     alive_until: float | None = None
     """Until when this connection shows life (``Policy.push_alive`` after its last sign)."""
+    spoke: bool = False
+    """A message came on this channel (about any file), on any of its connections."""
     told: float | None = None
     """The connect time the last :class:`Plan` gave (``inf``: wanted, no time; ``None``: not
     wanted)."""
@@ -167,6 +169,24 @@ class _Channel:
 
 
 @attrs.define(slots=True, eq=False)
+class Probes:
+    """A client's memory of the push channels a quiet earlier channel opens
+    (:attr:`~hybridgen.policy.Policy.push_quiet`), shared by its generations.
+
+    Until such a channel has spoken on this client, one generation at a time opens it (a probe),
+    so that a burst of generations against a server whose channels are all silent does not open
+    a socket each that says nothing; once it has spoken, every generation whose earlier channel
+    is quiet opens it.
+    """
+
+    trying: dict[str, str] = attrs.field(factory=dict)
+    """Channel name to the id of the generation that has it open as the probe."""
+    heard: set[str] = attrs.field(factory=set)
+    """The channels that have sent a message on this client (about any file), and did not stay
+    silent since on a generation whose result a poll found."""
+
+
+@attrs.define(slots=True, eq=False)
 class Core:
     """One generation's state and decisions, with no I/O (see the module docstring).
 
@@ -175,6 +195,7 @@ class Core:
     :attr:`~hybridgen.policy.Policy.trust_live_socket`). ``missed`` is its memory of the channels
     that showed life while a poll found the result (see
     :attr:`~hybridgen.policy.Policy.push_alive`): their life no longer relaxes polling.
+    ``probes`` is its memory of the channels a quiet channel opens (:class:`Probes`).
     """
 
     id: str
@@ -201,6 +222,9 @@ class Core:
     """Seconds after the start when the result is expected (adaptive polling), if known."""
     trusted: set[str] = attrs.field(factory=set, repr=False)
     missed: set[str] = attrs.field(factory=set, repr=False)
+    probes: Probes = attrs.field(factory=Probes, repr=False)
+    _probing: tuple[str, ...] = attrs.field(default=(), repr=False)
+    """The channels this generation holds as the client's probe (see :class:`Probes`)."""
     _estimated: bool = attrs.field(default=False, repr=False)
     """``expected`` comes from the job's own progress reports (not from history)."""
     _poll_now: bool = attrs.field(default=False, repr=False)
@@ -255,9 +279,9 @@ class Core:
             return False
         if (
             self.policy.push_fallback
-            and not self._earlier_unavailable(channel)
             and not self._preferred_by_trust(channel)
             and not (self._channels[channel].kept and self._channels[channel].connected)
+            and not (self._earlier_unavailable(channel) and self._may_open(channel))
         ):
             return False
         if self.state is State.POLLING:
@@ -324,7 +348,10 @@ class Core:
             if self._told_ended:
                 return NOTHING
             self._told_ended = True
+            self._release_probes()
             return _ENDED
+        if self._probing or self._any_quiet():
+            self._claim_probes()
         wake: float | None = self.wake_at()
         if wake == self._told_wake:
             wake = None
@@ -547,6 +574,8 @@ class Core:
         state = self._channels.get(channel)
         if state is not None:  # it speaks (a message about any file counts)
             state.not_quiet()
+            state.spoke = True
+            self.probes.heard.add(channel)
             self._alive(state, now)
         if self.file_id is None:
             if message.kind == "result" and message.url:
@@ -819,6 +848,47 @@ class Core:
                 return True
         return False
 
+    def _may_open(self, channel: str) -> bool:
+        """A channel whose earlier ones are all unavailable or quiet may open: at once after a
+        failure of one of them; after quietness alone once it has spoken on this client, or
+        while this generation is the client's probe of it (:class:`Probes`)."""
+        return (
+            channel == self.policy.push[0]
+            or self._earlier_failed(channel)
+            or channel in self.probes.heard
+            or self.probes.trying.get(channel) == self.id
+        )
+
+    def _any_quiet(self) -> bool:
+        return any(state.quiet for state in self._channels.values())
+
+    def _claim_probes(self) -> None:
+        """Take the client's probe of each channel this generation's quiet channels would open
+        (when no other generation has it), and give back those it no longer wants."""
+        probes, held = self.probes, self._probing
+        for name in self.policy.push[1:]:
+            holds = name in held
+            wanted = (
+                self._earlier_unavailable(name)
+                and not self._earlier_failed(name)
+                and name not in probes.heard
+            )
+            if wanted and not holds and name not in probes.trying:
+                probes.trying[name] = self.id
+                held += (name,)
+            elif holds and not wanted:
+                if probes.trying.get(name) == self.id:
+                    del probes.trying[name]
+                held = tuple(n for n in held if n != name)
+        self._probing = held
+
+    def _release_probes(self) -> None:
+        trying = self.probes.trying
+        for name in self._probing:
+            if trying.get(name) == self.id:
+                del trying[name]
+        self._probing = ()
+
     def _is_news(self, message: Push) -> bool:
         """Whether a push about this generation's file tells something new: a result, a failure,
         a completed job, or progress beyond what is known (not a repeat, not a keep-alive)."""
@@ -942,6 +1012,9 @@ class Core:
             # that showed life: its life relaxes polls no more
             connected = [name for name, state in self._channels.items() if state.connected]
             self.trusted.difference_update(connected)
+            self.probes.heard.difference_update(
+                name for name in connected if not self._channels[name].spoke
+            )
             self.missed.update(
                 name for name in connected if self._channels[name].alive_until is not None
             )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Unpack, cast
 import attrs
 import trio
 
-from .core import NOTHING, Core, Plan, Result
+from .core import NOTHING, Core, Plan, Probes, Result
 from .errors import (
     ConfigError,
     DownloadError,
@@ -119,6 +119,7 @@ class Generation:
         trusted: set[str] | None = None,
         missed: set[str] | None = None,
         plans: Callable[[Plan], object] | None = None,
+        probes: Probes | None = None,
     ) -> None:
         now = trio.current_time()
         self.core = Core(
@@ -130,6 +131,7 @@ class Generation:
             expected=expected,
             trusted=trusted if trusted is not None else set(),
             missed=missed if missed is not None else set(),
+            probes=probes if probes is not None else Probes(),
         )
         self.journal = journal
         self.request: StartRequest | None = None
@@ -415,6 +417,9 @@ class Client:
         self.missed: set[str] = set()
         """The push channels that showed life while a poll found the result on this client:
         their life no longer relaxes polling (see :attr:`~hybridgen.policy.Policy.push_alive`)."""
+        self.probes = Probes()
+        """The push channels a quiet one opens: which generation is trying each, and which have
+        spoken on this client (see :attr:`~hybridgen.policy.Policy.push_quiet`)."""
         self._observers: list[Callable[[Generation], object]] = []
 
     @classmethod
@@ -795,6 +800,7 @@ class Client:
             self.trusted,
             self.missed,
             tasks.apply,
+            self.probes,
         )
         gen.request = request
         for observer in tuple(self._observers):

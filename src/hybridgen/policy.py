@@ -126,7 +126,12 @@ class Policy:
     """With :attr:`push_fallback`: a channel that has been connected this many seconds without a
     single message counts as unavailable too, so the next channel opens beside it (a stream that
     connects and stays silent, as the seed-era API's SSE does). The first message on it closes
-    the later channels again. ``None``: only a failure makes a channel unavailable."""
+    the later channels again. Until a later channel has spoken on this client, one generation at
+    a time opens it this way (the client's probe, :class:`~hybridgen.core.Probes`): a burst of
+    generations against a server whose channels are all silent opens one socket, not one each;
+    once it speaks (or delivers, which also opens it from the start), every generation with a
+    quiet channel opens it at its next input (within about one ``poll_interval``). ``None``: only
+    a failure makes a channel unavailable."""
     keep_push_open: bool = attrs.field(default=True, validator=_flag)
     """Keep listening on the push channels while polling (else close them when polling begins).
     Was ``keep_ws_open`` (deprecated alias)."""
