@@ -1,6 +1,6 @@
 """Admission control: a client bounds its HTTP requests in flight, and a request waiting its turn
 locally is bounded by its generation's deadline, never by the request timeout (which measures the
-server). On trio's virtual clock, through :class:`MemoryTransport` with a slow start request.
+server). On trio's virtual clock, through :class:`MemoryTransport` with slow requests.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from hybridgen.testing import MemoryTransport, run_virtual
 
 
 class SlowServer(MemoryTransport):
-    """The in-memory server, its start request taking ``start_time`` seconds; counts in flight."""
+    """The in-memory server, its start request taking ``start_time`` seconds and its poll
+    ``poll_time``; counts in flight."""
 
-    def __init__(self, model: ServerModel, start_time: float) -> None:
+    def __init__(self, model: ServerModel, start_time: float, poll_time: float = 0.0) -> None:
         super().__init__(model)
         self.start_time = start_time
+        self.poll_time = poll_time
         self.starts = self.requests = 0
         self.peak_starts = self.peak_requests = 0
         self.sent_at: list[float] = []
+        self.start_sent: trio.Event | None = None  # set when the next start is sent
 
     async def _counted(self, start: bool) -> None:
         self.requests += 1
@@ -35,6 +38,8 @@ class SlowServer(MemoryTransport):
         self.peak_starts = max(self.peak_starts, self.starts)
         if start:
             self.sent_at.append(trio.current_time())
+            if self.start_sent is not None:
+                self.start_sent.set()
 
     def _done(self, start: bool) -> None:
         self.requests -= 1
@@ -51,6 +56,7 @@ class SlowServer(MemoryTransport):
     async def poll(self, file_id: str) -> FileStatus:
         await self._counted(False)
         try:
+            await trio.sleep(self.poll_time)
             return await super().poll(file_id)
         finally:
             self._done(False)
@@ -133,6 +139,39 @@ def test_a_turn_never_comes_after_the_deadline() -> None:
     assert all("30 s deadline" in r.reason for r in results[3:])
     assert server.sent_at == pytest.approx([0.0, 9.0, 18.0, 27.0])
     assert took == pytest.approx(30.0)
+
+
+def test_a_start_goes_before_the_polls_waiting() -> None:
+    # 2 request slots, polls taking 1 s each, 20 generations polling every 2 s (both channels
+    # refused): polls queue up at the client. A start requested at 30 s takes the first slot given
+    # back (within a poll's 1 s); first come first served would make it wait ~7 s behind them.
+    server = SlowServer(
+        ServerModel(Faults(gen_time=1000.0, ws_mode="refuse", sse_mode="refuse")),
+        start_time=0.0,
+        poll_time=1.0,
+    )
+
+    async def main() -> tuple[float, float, int]:
+        request = ImageRequest(prompt="a red fox")
+        async with (
+            Client(server, max_requests=2, max_starts=1) as client,
+            trio.open_nursery() as nursery,
+        ):
+            gens = [await nursery.start(client.start, request) for _ in range(20)]
+            await trio.sleep(30.0)
+            polling = sum(g.state is State.POLLING for g in gens)
+            server.start_sent = sent = trio.Event()
+            asked = trio.current_time()
+            gens.append(await nursery.start(client.start, request))
+            await sent.wait()
+            for gen in gens:
+                gen.cancel()
+        return asked, server.sent_at[20], polling
+
+    asked, sent, polling = run_virtual(main)
+    assert sent - asked <= 1.0, (asked, sent)
+    assert polling == 20
+    assert server.peak_requests == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])

@@ -82,8 +82,9 @@ MAX_REQUESTS: Final = 32
 :class:`~hybridgen.transport.SuperDuperTransport` keeps as many alive). Past a few dozen, more
 concurrent requests only make the client slower: each costs CPU in the pool and the scheduler."""
 MAX_STARTS: Final = 8
-"""Start requests one :class:`Client` has in flight at once by default: a burst of starts waits
-its turn here, so polls of running generations are never queued behind more than this many."""
+"""Start requests one :class:`Client` has in flight at once by default. A start waiting for a
+request slot goes before the polls waiting, so a burst of starts takes up to this many of the
+``max_requests`` slots and polls of running generations keep the others."""
 
 
 class Generation:
@@ -330,31 +331,34 @@ class _Tasks:
 
 class _Slots:
     """At most ``size`` holders at once; the others wait their turn, first come first served (a
-    slot given back goes straight to the first waiter, as with ``trio.CapacityLimiter``).
+    slot given back goes straight to the first waiter, as with ``trio.CapacityLimiter``), except
+    that a waiter ``ahead`` (a start request) is served before every other.
 
     Lighter than ``trio.CapacityLimiter`` on the path of every request: no book of borrowers, no
     ``WouldBlock`` raised (twice) per wait, no checkpoint when a slot is free (the request that
     follows has its own). The holder gives the slot back with :meth:`release`.
     """
 
-    __slots__ = ("_waiting", "free")
+    __slots__ = ("_ahead", "_waiting", "free")
 
     def __init__(self, size: int) -> None:
         self.free = size
         self._waiting: collections.OrderedDict[trio.lowlevel.Task, None] = collections.OrderedDict()
+        self._ahead: collections.OrderedDict[trio.lowlevel.Task, None] = collections.OrderedDict()
 
     def take(self) -> bool:
         """Take a slot if one is free now (never ahead of a waiter); whether it was taken."""
-        if self.free > 0 and not self._waiting:
+        if self.free > 0 and not self._waiting and not self._ahead:
             self.free -= 1
             return True
         return False
 
-    async def wait(self) -> None:
-        """Wait for a slot, in turn: it is the caller's when this returns; a cancellation (the
-        caller's deadline) leaves the queue without one."""
+    async def wait(self, ahead: bool = False) -> None:
+        """Wait for a slot, in turn (``ahead``: before every waiter not ahead): it is the
+        caller's when this returns; a cancellation (the caller's deadline) leaves the queue
+        without one."""
         task = trio.lowlevel.current_task()
-        waiting = self._waiting
+        waiting = self._ahead if ahead else self._waiting
         waiting[task] = None
 
         def abort(_: object) -> trio.lowlevel.Abort:
@@ -365,8 +369,9 @@ class _Slots:
 
     def release(self) -> None:
         """Give a slot back: to the first waiter if there is one (its wait returns)."""
-        if self._waiting:
-            task, _ = self._waiting.popitem(last=False)
+        waiting = self._ahead or self._waiting
+        if waiting:
+            task, _ = waiting.popitem(last=False)
             trio.lowlevel.reschedule(task)
         else:
             self.free += 1
@@ -381,7 +386,9 @@ class Client:
 
     At most ``max_requests`` HTTP requests (starts and polls) of this client's generations are in
     flight at once, and at most ``max_starts`` of them are start requests; the others wait their
-    turn, in order, within their generation's deadline. Time spent waiting is not counted against
+    turn, in order, within their generation's deadline, a start request before any poll (on a
+    saturated server, a start held back by polls would hold its whole job back; polls keep the
+    other ``max_requests - max_starts`` slots at least). Time spent waiting is not counted against
     ``Policy.request_timeout``, which measures the server: a start is never failed because the
     client itself was busy.
 
@@ -905,8 +912,10 @@ class Client:
         deadline: float,
         request_timeout: float,
         request: Callable[[], Awaitable[FileStatus]],
+        ahead: bool = False,
     ) -> FileStatus:
-        """Send ``request`` once a slot of each limiter is ours.
+        """Send ``request`` once a slot of each limiter is ours (``ahead``: before the requests
+        waiting that are not, see :meth:`_Slots.wait`).
 
         Waiting for the slots is bounded by ``deadline`` alone; ``request_timeout`` starts when the
         request is sent. Raises ``trio.TooSlowError`` when either runs out. One cancel scope per
@@ -928,7 +937,7 @@ class Client:
             with trio.CancelScope(deadline=deadline) as scope:
                 for limiter in slots[len(held) :]:
                     if not limiter.take():
-                        await limiter.wait()  # returns with the slot ours, or raises
+                        await limiter.wait(ahead)  # returns with the slot ours, or raises
                     held.append(limiter)
                 scope.deadline = min(deadline, trio.current_time() + request_timeout)
                 return await request()
@@ -949,6 +958,7 @@ class Client:
                     core.deadline_at,
                     policy.request_timeout,
                     functools.partial(self.transport.start, request),
+                    ahead=True,  # a start held back by polls would hold its whole job back
                 )
             except (TransportError, trio.TooSlowError) as exc:
                 now = trio.current_time()
