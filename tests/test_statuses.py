@@ -113,6 +113,34 @@ def test_a_flood_of_unknown_words_is_warned_about_boundedly(
     assert "no more are logged" in caplog.records[-1].getMessage()
 
 
+_WORDS = st.one_of(
+    st.sampled_from(sorted(TASK_STATUSES)).flatmap(
+        lambda w: st.sampled_from([w, w.upper(), w.title(), w.replace("_", "-"), f" {w}\t"])
+    ),
+    st.none(),
+    st.text(max_size=12),
+    st.integers(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(status=_WORDS, error=st.sampled_from([None, "", "   ", NSFW]))
+def test_poll_reads_every_status_as_the_table_says_with_or_without_an_error_text(
+    status: object, error: str | None
+) -> None:
+    # the parser's shortcut for a word exactly as the table has it must not change any outcome
+    # the long way: every value made one printable word, then looked up (unknown: running)
+    word = "" if status is None else parse._clip(str(status), 40)
+    meaning = TASK_STATUSES.get(word.lower().replace("-", "_").replace(" ", "_"), "running")
+    assert status_meaning(status) == meaning
+    file = parse_file(file_with(status=status, error=error))
+    with_text = bool(error and error.strip())
+    fails = meaning in ("failed", "cancelled") or (meaning == "running" and with_text)
+    assert file.failed is fails
+    assert file.error == (NSFW if fails and with_text else None)
+    assert file.status == (word if fails and status is not None and str(status) else None)
+
+
 def test_failure_reason_keeps_the_servers_words() -> None:
     assert failure_reason("failed", NSFW) == (
         f"the server reports the job failed (status 'failed'): {NSFW}"

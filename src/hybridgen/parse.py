@@ -131,6 +131,10 @@ def status_meaning(status: object) -> StatusMeaning:
     """
     if status is None:
         return "running"
+    if type(status) is str:  # the usual case, a word as the table has it: no normalising
+        known = TASK_STATUSES.get(status)
+        if known is not None:
+            return known
     word = _clip(str(status), 40).lower().replace("-", "_").replace(" ", "_")
     if not word:
         return "running"
@@ -193,12 +197,10 @@ def _task_failure(task: Mapping[str, Any]) -> tuple[str | None, str | None] | No
     does not say it completed."""
     status = task.get("status")
     meaning = status_meaning(status)
+    if meaning == "completed" or (meaning == "running" and _task_error(task, _ERROR_KEYS) is None):
+        return None
     word = _clip(str(status), 40) if status is not None and str(status) else None
-    if meaning in ("failed", "cancelled"):
-        return word, _task_error(task)
-    if meaning != "completed" and _task_error(task, _ERROR_KEYS) is not None:
-        return word, _task_error(task)
-    return None
+    return word, _task_error(task)
 
 
 def _parse_file(obj: object, what: str) -> FileStatus:
