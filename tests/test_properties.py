@@ -267,9 +267,9 @@ def test_an_untrusted_channel_never_delays_a_result_by_more_than_one_poll_interv
     policy: Policy, servers: list[Faults]
 ) -> None:
     """Without ``push_alive``, progress (or silence) from a channel that has not delivered a
-    result on this client yet may space polls out only up to the job's predicted end: the result
-    comes at most one poll interval after it is ready (after the push-only wait). A channel that
-    delivered is trusted. (A lively channel's own bounds: tests/test_life.py.)"""
+    result on this client yet does not space polls out: the result comes at most one poll
+    interval after it is ready (after the push-only wait). A channel that delivered is trusted.
+    (A lively channel's own bounds: tests/test_life.py.)"""
     for trusted, ready, result in run_virtual(lambda: _one_client(policy, servers)):
         if result.state is State.DONE and result.channel in ("websocket", "sse"):
             assert result.channel in policy.push

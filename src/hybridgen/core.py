@@ -790,8 +790,7 @@ class Core:
         quiet = self._quiet_next(now)
         if quiet is not None:
             return quiet - now
-        estimated = policy.trust_live_socket and self._estimated
-        if self.expected is not None and (policy.adaptive or estimated):
+        if self.expected is not None and policy.adaptive:
             # halve the distance to the expected moment; never denser than poll_interval
             half_way = (self.started + self.expected - now) / 2
             return self._jitter(min(sparse, max(policy.poll_interval, half_way)))

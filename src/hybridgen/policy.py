@@ -173,9 +173,10 @@ class Policy:
     trust_live_socket: bool = attrs.field(default=True, validator=_flag)
     """Let push channels relax polling. A channel is trusted once it has delivered a result on
     this client: while a trusted channel is connected, polls come every ``sparse_interval``, as a
-    safety net. An untrusted channel's progress reports space polls out (sparse while the
-    job's progress says the result is far off, every ``poll_interval`` from its predicted end), so
-    it never delays a result by more than about one ``poll_interval``."""
+    safety net. An untrusted channel's progress reports space polls out only while it shows life
+    (:attr:`push_alive`: up to one ``poll_interval`` after the job's predicted end); once it is
+    silent or down, polls come every ``poll_interval`` whatever the prediction said (a
+    prediction from progress can be late: a job that waited in a queue, a job that fails)."""
     adaptive: bool = attrs.field(default=False, validator=_flag)
     """Poll sparsely while the result is not expected yet, densely near and after the expected
     moment (estimated from the server's progress reports, else from recent generations)."""
